@@ -1,0 +1,77 @@
+# kmodguard. Run `make help` for the targets.
+
+GO        ?= go
+GOFLAGS   ?=
+PLUGIN_SO := libkmodguard.so
+BIN       := bin
+FUZZTIME  ?= 10s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install what building and testing need (Go modules, clang, QEMU, busybox)
+	@scripts/deps.sh build bpf vm
+
+.PHONY: build
+build: ## Build the kmodguard CLI into bin/
+	@scripts/deps.sh build
+	$(GO) build -o $(BIN)/kmodguard ./cmd/kmodguard
+
+.PHONY: generate
+generate: ## Regenerate the BPF objects and Go bindings (bpf2go; needs clang)
+	@scripts/deps.sh build bpf
+	$(GO) generate ./...
+
+.PHONY: check-generate
+check-generate: generate ## Fail when the committed generated files differ from their sources
+	git diff --exit-code -- '*_bpfel.go' '*_bpfel.o' '*.pb.go'
+
+.PHONY: plugin
+plugin: ## Build the Falco plugin libkmodguard.so
+	@scripts/deps.sh build
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $(PLUGIN_SO) ./cmd/plugin
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+.PHONY: unit
+unit: ## Run the Go tests on this host (root-only tests skip without root)
+	$(GO) test -count=1 ./...
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
+	@scripts/fuzz.sh $(FUZZTIME)
+
+.PHONY: vmtest
+vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12
+	@scripts/deps.sh build vm
+	$(GO) test -count=1 -tags vmtest -timeout 40m ./internal/vmtest/... -run . -v
+
+.PHONY: test
+test: ## Everything CI runs: deps, lint, generated-file check, unit, fuzz, vmtest
+	@scripts/deps.sh build bpf vm
+	$(MAKE) lint
+	$(MAKE) check-generate
+	$(MAKE) unit
+	$(MAKE) fuzz
+	$(MAKE) vmtest
+
+.PHONY: bench
+bench: ## Run the benchmarks and print side-by-side ratios
+	@scripts/deps.sh build bpf vm
+	@scripts/bench.sh
+
+.PHONY: demo
+demo: ## Boot Debian 6.1 in QEMU and show detection and blocking
+	@scripts/deps.sh build vm
+	@scripts/demo.sh
+
+.PHONY: clean
+clean: ## Remove build outputs
+	rm -rf $(BIN) $(PLUGIN_SO) libkmodguard.h

@@ -1,0 +1,102 @@
+// Package event defines the one module event that every consumer shares: the
+// sensor produces it, `kmodguard watch` prints and records it, and the Falco
+// plugin carries it as its event payload and extracts its fields.
+//
+// JSON keys are the plugin's field names without the "kmod." prefix.
+package event
+
+// Syscall names the module syscall (or other origin) of an event.
+type Syscall string
+
+const (
+	InitModule   Syscall = "init_module"
+	FinitModule  Syscall = "finit_module"
+	DeleteModule Syscall = "delete_module"
+	// Guard marks an event that comes from a guard decision that no syscall
+	// event was joined to (a load the sensor missed is itself a finding).
+	Guard Syscall = "guard"
+)
+
+// Verdicts of the guard, for Event.Verdict.
+const (
+	VerdictNone    = "none"
+	VerdictAllowed = "allowed"
+	VerdictBlocked = "blocked"
+	VerdictAudit   = "audit"
+)
+
+// Event is one module syscall, joined with its result and enriched.
+type Event struct {
+	// TS is the enter time, in nanoseconds since the Unix epoch.
+	TS      uint64  `json:"ts"`
+	Syscall Syscall `json:"syscall"`
+	// Res is the syscall's return value (0 or -errno), taken at sys_exit.
+	Res int64 `json:"res"`
+
+	// Module identity. For delete_module only Name is set.
+	Name           string `json:"name,omitempty"`
+	ThisModuleName string `json:"this_module_name,omitempty"`
+	NameMismatch   bool   `json:"name_mismatch"`
+	SHA256         string `json:"sha256,omitempty"`
+	ELFSHA256      string `json:"elf_sha256,omitempty"`
+	// Size is the init_module length argument, or the finit_module file size.
+	Size uint64 `json:"size"`
+
+	// Load arguments.
+	Params string   `json:"params,omitempty"`
+	Path   string   `json:"path,omitempty"`
+	Flags  []string `json:"flags,omitempty"`
+	// RawFlags is the flags argument as passed (finit_module, delete_module).
+	RawFlags uint32 `json:"raw_flags"`
+	FD       int32  `json:"fd,omitempty"`
+	// What the kernel saw of the finit_module file.
+	Inode uint64 `json:"inode,omitempty"`
+	Dev   uint64 `json:"dev,omitempty"`
+	Mtime int64  `json:"mtime,omitempty"`
+
+	// Module metadata, from kmod.Inspect.
+	Vermagic   string   `json:"vermagic,omitempty"`
+	Srcversion string   `json:"srcversion,omitempty"`
+	Depends    []string `json:"depends,omitempty"`
+	Signed     bool     `json:"signed"`
+	Signer     string   `json:"signer,omitempty"`
+
+	// Capture flags.
+	Truncated   bool `json:"truncated"`
+	Unreadable  bool `json:"unreadable"`
+	FileChanged bool `json:"file_changed"`
+
+	// Policy. Allowed is nil when no allowlist is configured.
+	Allowed        *bool  `json:"allowed,omitempty"`
+	AllowlistEntry string `json:"allowlist_entry,omitempty"`
+	// Verdict is the guard's decision when one was joined, else "none".
+	Verdict string `json:"verdict,omitempty"`
+	// GuardSHA256 is the guard's digest of the kernel's own copy.
+	GuardSHA256 string `json:"guard_sha256,omitempty"`
+	// TOCTOU is set when GuardSHA256 and the sensor's digest of the user
+	// buffer differ.
+	TOCTOU bool `json:"toctou"`
+
+	// Process context.
+	Pid      uint32 `json:"pid"`
+	Tid      uint32 `json:"tid"`
+	Ppid     uint32 `json:"ppid"`
+	Comm     string `json:"comm"`
+	Exe      string `json:"exe,omitempty"`
+	Cmdline  string `json:"cmdline,omitempty"`
+	UID      uint32 `json:"uid"`
+	GID      uint32 `json:"gid"`
+	LoginUID uint32 `json:"loginuid"`
+
+	// Containment.
+	CgroupID     uint64 `json:"cgroup_id,omitempty"`
+	Cgroup       string `json:"cgroup,omitempty"`
+	ContainerID  string `json:"container_id,omitempty"`
+	PidNS        uint32 `json:"pidns,omitempty"`
+	MntNS        uint32 `json:"mntns,omitempty"`
+	HostNS       bool   `json:"host_ns"`
+	CapEffective uint64 `json:"cap_effective"`
+}
+
+// OK reports whether the syscall succeeded.
+func (e *Event) OK() bool { return e.Res == 0 }

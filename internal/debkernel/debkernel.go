@@ -1,0 +1,240 @@
+// Package debkernel fetches Debian kernel packages and unpacks them into a
+// cache, without installing anything on the host. Tests use the result in two
+// ways: the vmlinuz boots under QEMU (internal/vmtest), and the thousands of
+// real .ko files under lib/modules are fixtures for module inspection.
+//
+// Versions are resolved at run time through apt-cache, because Debian moves
+// them: "6.1" is whatever linux-image-amd64 depends on, and "6.12" is the
+// newest linux-image-6.12.*+deb12-cloud-amd64 (or its non-cloud twin).
+package debkernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Series names a kernel line that the project tests on.
+type Series string
+
+const (
+	// Series61 is the kernel that bookworm's linux-image-amd64 depends on.
+	Series61 Series = "6.1"
+	// Series612 is the newest 6.12 kernel built for bookworm.
+	Series612 Series = "6.12"
+)
+
+// AllSeries lists the series the test matrix covers, oldest first.
+var AllSeries = []Series{Series61, Series612}
+
+// Kernel is an unpacked kernel package.
+type Kernel struct {
+	Series  Series
+	Package string // e.g. linux-image-6.1.0-56-amd64
+	Release string // uname -r, e.g. 6.1.0-56-amd64
+	Root    string // where the package was unpacked (dpkg -x)
+}
+
+// Vmlinuz is the bootable kernel image.
+func (k *Kernel) Vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
+
+// ModulesDir is lib/modules/<release> inside the unpacked package.
+func (k *Kernel) ModulesDir() string {
+	return filepath.Join(k.Root, "lib", "modules", k.Release)
+}
+
+// Module returns the path of a module by its base name ("dummy" gives
+// .../drivers/net/dummy.ko), searching the modules tree.
+func (k *Kernel) Module(name string) (string, error) {
+	var found string
+	want := []string{name + ".ko", name + ".ko.xz", name + ".ko.zst", name + ".ko.gz"}
+	err := filepath.WalkDir(k.ModulesDir(), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || found != "" {
+			return err
+		}
+		for _, w := range want {
+			if d.Name() == w {
+				found = p
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if found == "" {
+		return "", fmt.Errorf("module %q not found under %s", name, k.ModulesDir())
+	}
+	return found, nil
+}
+
+// CacheDir is where packages are unpacked: $KMODGUARD_CACHE, or
+// $XDG_CACHE_HOME/kmodguard, or ~/.cache/kmodguard.
+func CacheDir() string {
+	if d := os.Getenv("KMODGUARD_CACHE"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "kmodguard")
+	}
+	return filepath.Join(os.TempDir(), "kmodguard-cache")
+}
+
+// ErrNoApt is returned on hosts without apt-get and dpkg.
+var ErrNoApt = errors.New("debkernel: apt-get, apt-cache and dpkg are needed to fetch Debian kernels")
+
+var mu sync.Mutex
+
+// Get resolves, downloads (once) and unpacks (once) the newest kernel of a
+// series. It is safe to call from parallel tests and processes: the unpack
+// goes to a temporary folder that is renamed into place.
+func Get(ctx context.Context, s Series) (*Kernel, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, tool := range []string{"apt-get", "apt-cache", "dpkg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, ErrNoApt
+		}
+	}
+	pkg, err := resolve(ctx, s)
+	if err != nil && os.Geteuid() == 0 {
+		// A fresh machine may have no package lists, or lists too old to name
+		// the current kernels: refresh them once and try again.
+		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
+			return nil, fmt.Errorf("debkernel: apt-get update: %w\n%s", uerr, out)
+		}
+		pkg, err = resolve(ctx, s)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k := &Kernel{Series: s, Package: pkg, Release: strings.TrimPrefix(strings.TrimSuffix(pkg, "-unsigned"), "linux-image-")}
+	k.Root = filepath.Join(CacheDir(), "kernels", k.Release)
+	if _, err := os.Stat(k.Vmlinuz()); err == nil {
+		return k, nil
+	}
+	if err := fetch(ctx, pkg, k.Root); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(k.Vmlinuz()); err != nil {
+		return nil, fmt.Errorf("debkernel: %s unpacked but has no %s", pkg, k.Vmlinuz())
+	}
+	return k, nil
+}
+
+var (
+	reDep61  = regexp.MustCompile(`Depends: (linux-image-6\.1\.0-\d+-amd64)\b`)
+	re612    = regexp.MustCompile(`^linux-image-(6\.12\.(\d+)\+deb12-(cloud-)?amd64)(-unsigned)? `)
+	resolved = map[Series]string{}
+)
+
+func resolve(ctx context.Context, s Series) (string, error) {
+	if p, ok := resolved[s]; ok {
+		return p, nil
+	}
+	var pkg string
+	switch s {
+	case Series61:
+		out, err := exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-amd64").Output()
+		if err != nil {
+			return "", fmt.Errorf("debkernel: apt-cache depends linux-image-amd64: %w (run apt-get update?)", err)
+		}
+		m := reDep61.FindSubmatch(out)
+		if m == nil {
+			return "", fmt.Errorf("debkernel: linux-image-amd64 does not depend on a 6.1 kernel here:\n%s", out)
+		}
+		pkg = string(m[1])
+	case Series612:
+		out, err := exec.CommandContext(ctx, "apt-cache", "search", "--names-only", `^linux-image-6\.12\..*amd64`).Output()
+		if err != nil {
+			return "", fmt.Errorf("debkernel: apt-cache search: %w", err)
+		}
+		type cand struct {
+			name  string
+			patch int
+			cloud bool
+		}
+		var cs []cand
+		for _, line := range strings.Split(string(out), "\n") {
+			m := re612.FindStringSubmatch(line)
+			if m == nil || strings.Contains(line, "-dbg") {
+				continue
+			}
+			var patch int
+			fmt.Sscanf(m[2], "%d", &patch)
+			cs = append(cs, cand{name: strings.Fields(line)[0], patch: patch, cloud: m[3] != ""})
+		}
+		if len(cs) == 0 {
+			return "", fmt.Errorf("debkernel: no linux-image-6.12.*+deb12 package found by apt-cache (run apt-get update?)")
+		}
+		// Newest patch level first; at equal level prefer the cloud flavour,
+		// which is smaller, and the unsigned package, whose name is stable.
+		sort.Slice(cs, func(i, j int) bool {
+			if cs[i].patch != cs[j].patch {
+				return cs[i].patch > cs[j].patch
+			}
+			if cs[i].cloud != cs[j].cloud {
+				return cs[i].cloud
+			}
+			return strings.HasSuffix(cs[i].name, "-unsigned")
+		})
+		pkg = cs[0].name
+	default:
+		return "", fmt.Errorf("debkernel: unknown series %q", s)
+	}
+	resolved[s] = pkg
+	return pkg, nil
+}
+
+func fetch(ctx context.Context, pkg, root string) error {
+	dl := filepath.Join(CacheDir(), "debs")
+	if err := os.MkdirAll(dl, 0o755); err != nil {
+		return fmt.Errorf("debkernel: %w", err)
+	}
+	deb, err := findDeb(dl, pkg)
+	if err != nil {
+		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
+		cmd.Dir = dl
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("debkernel: apt-get download %s: %w\n%s", pkg, err, out)
+		}
+		if deb, err = findDeb(dl, pkg); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(root), ".unpack-")
+	if err != nil {
+		if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+			return fmt.Errorf("debkernel: %w", err)
+		}
+		if tmp, err = os.MkdirTemp(filepath.Dir(root), ".unpack-"); err != nil {
+			return fmt.Errorf("debkernel: %w", err)
+		}
+	}
+	defer os.RemoveAll(tmp)
+	if out, err := exec.CommandContext(ctx, "dpkg", "-x", deb, tmp).CombinedOutput(); err != nil {
+		return fmt.Errorf("debkernel: dpkg -x %s: %w\n%s", deb, err, out)
+	}
+	os.RemoveAll(root)
+	if err := os.Rename(tmp, root); err != nil {
+		return fmt.Errorf("debkernel: %w", err)
+	}
+	return nil
+}
+
+func findDeb(dir, pkg string) (string, error) {
+	m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(m) == 0 {
+		return "", fmt.Errorf("debkernel: no .deb for %s in %s", pkg, dir)
+	}
+	sort.Strings(m)
+	return m[len(m)-1], nil
+}

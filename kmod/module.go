@@ -1,0 +1,81 @@
+// Package kmod inspects Linux kernel module images: ELF .ko files, plain or
+// compressed (.ko.xz, .ko.zst, .ko.gz). It reports both of a module's names,
+// its metadata, its appended signature and its digests, and it treats every
+// input as hostile: no input makes it panic or hang.
+package kmod
+
+// Compression is the container around the ELF image.
+type Compression string
+
+const (
+	CompressionNone Compression = ""
+	CompressionXZ   Compression = "xz"
+	CompressionZstd Compression = "zstd"
+	CompressionGzip Compression = "gzip"
+)
+
+// Module is what Inspect learns about one module image.
+type Module struct {
+	// Path is the file inspected, empty for InspectBytes.
+	Path string `json:"path,omitempty"`
+
+	// Name is .modinfo's name=, the name the kernel checks against
+	// module_blacklist= and friends.
+	Name string `json:"name"`
+	// ThisModuleName is struct module.name in .gnu.linkonce.this_module, the
+	// name the module actually registers under.
+	ThisModuleName string `json:"this_module_name"`
+	// NameMismatch is set when both names are known and differ (after the
+	// kernel's '-'/'_' folding). A mismatch is a forgery signal.
+	NameMismatch bool `json:"name_mismatch"`
+
+	Vermagic   string   `json:"vermagic,omitempty"`
+	Srcversion string   `json:"srcversion,omitempty"`
+	License    string   `json:"license,omitempty"`
+	Depends    []string `json:"depends,omitempty"`
+	Params     []Param  `json:"params,omitempty"`
+
+	Signature Signature `json:"signature"`
+
+	Compression Compression `json:"compression,omitempty"`
+	// FileSHA256 is the hex SHA-256 of the bytes as given (compressed or not).
+	FileSHA256 string `json:"sha256"`
+	// ELFSHA256 is the hex SHA-256 of the ELF image after decompression. It
+	// equals FileSHA256 for an uncompressed module, and it is what the kernel
+	// sees through init_module after kmod or busybox decompress.
+	ELFSHA256 string `json:"elf_sha256"`
+	FileSize  int64  `json:"size"`
+	ELFSize   int64  `json:"elf_size"`
+}
+
+// Param is one parm= entry of .modinfo, joined with its parmtype=.
+type Param struct {
+	Name        string `json:"name"`
+	Type        string `json:"type,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Signature describes the appended module signature, if any.
+type Signature struct {
+	// Present is set when the image ends with "~Module signature appended~\n".
+	Present bool `json:"present"`
+	// Signer, KeyID (hex) and HashAlgo come from the PKCS#7 blob when it can
+	// be parsed; they are empty otherwise.
+	Signer   string `json:"signer,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	HashAlgo string `json:"hash_algo,omitempty"`
+	// Err says why a present signature could not be parsed.
+	Err string `json:"error,omitempty"`
+}
+
+// NormalizeName folds a module name the way the kernel does when it compares
+// names: '-' and '_' are the same character.
+func NormalizeName(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c == '-' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
