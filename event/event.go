@@ -3,6 +3,9 @@
 // plugin carries it as its event payload and extracts its fields.
 //
 // JSON keys are the plugin's field names without the "kmod." prefix.
+//
+// The binary form (codec.go) numbers every field: a field added to Event
+// needs the next free number there too, or TestCodecCoversEveryField fails.
 package event
 
 // Syscall names the module syscall (or other origin) of an event.

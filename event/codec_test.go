@@ -1,0 +1,384 @@
+package event
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// sample is a load as the sensor reports it, with every field set.
+func sample() *Event {
+	return &Event{
+		TS: 1764190000123456789, Syscall: InitModule, Res: -38,
+		Name: "dummy", ThisModuleName: "dumbo", NameMismatch: true,
+		SHA256:    "3b1f5e0c2d4a6b8c9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f",
+		ELFSHA256: "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
+		Size:      37640, Params: "numdummies=3 debug", Path: "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/dummy.ko",
+		Flags: []string{"MODULE_INIT_IGNORE_MODVERSIONS", "MODULE_INIT_IGNORE_VERMAGIC"}, RawFlags: 3, FD: -7,
+		Inode: 1 << 40, Dev: 0x803, Mtime: -1,
+		Vermagic: "6.1.0-56-amd64 SMP preempt mod_unload modversions ", Srcversion: "B5E3B7F6F0C26D9C2A6A1C4",
+		Depends: []string{"", "a-b"}, Signed: true, Signer: "Debian Secure Boot CA",
+		Truncated: true, Unreadable: true, FileChanged: true,
+		Allowed: ptr(false), AllowlistEntry: "dummy", Verdict: VerdictBlocked,
+		GuardSHA256: "NOT-HEX", TOCTOU: true,
+		Pid: math.MaxUint32, Tid: 2, Ppid: 1, Comm: "insmod", Exe: "/usr/bin/kmod", Cmdline: "insmod dummy.ko numdummies=3",
+		UID: 0, GID: 5, LoginUID: math.MaxUint32,
+		CgroupID: 9, Cgroup: "/system.slice/sshd.service", ContainerID: "0123456789ab",
+		PidNS: 4026531836, MntNS: 4026531841, HostNS: true, CapEffective: 1<<41 - 1,
+	}
+}
+
+// key returns a version byte and the key of field num.
+func key(num, wire int) []byte {
+	return binary.AppendUvarint([]byte{CodecVersion}, uint64(num)<<3|uint64(wire))
+}
+
+func roundTrip(t *testing.T, in *Event) *Event {
+	t.Helper()
+	b, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatalf("MarshalBinary: %v", err)
+	}
+	out := new(Event)
+	if err := out.UnmarshalBinary(b); err != nil {
+		t.Fatalf("UnmarshalBinary: %v", err)
+	}
+	return out
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	tests := map[string]*Event{
+		"full":            sample(),
+		"empty":           {},
+		"allowed true":    {Syscall: FinitModule, Allowed: ptr(true), Verdict: VerdictAllowed},
+		"negative fd":     {FD: math.MinInt32, Res: math.MinInt64, Mtime: math.MaxInt64},
+		"upper-case hex":  {SHA256: "ABCDEF", ELFSHA256: "abc"},
+		"empty in lists":  {Flags: []string{""}, Depends: []string{"", ""}},
+		"binary in names": {Name: "\x00\xff", Cmdline: strings.Repeat("a\x00", 2048)},
+		"delete":          {Syscall: DeleteModule, Name: "dummy", Flags: []string{"O_TRUNC"}, RawFlags: 0o1000},
+	}
+	for name, in := range tests {
+		t.Run(name, func(t *testing.T) {
+			out := roundTrip(t, in)
+			if !reflect.DeepEqual(in, out) {
+				t.Errorf("round trip changed the event\n in: %+v\nout: %+v", in, out)
+			}
+		})
+	}
+}
+
+// TestCodecCoversEveryField fails when a field is added to Event without a
+// field number in codec.go: it sets each field alone and expects it back.
+func TestCodecCoversEveryField(t *testing.T) {
+	typ := reflect.TypeOf(Event{})
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		t.Run(f.Name, func(t *testing.T) {
+			var in Event
+			v := reflect.ValueOf(&in).Elem().Field(i)
+			if !setNonZero(v) {
+				t.Fatalf("test does not know how to set a %s", f.Type)
+			}
+			out := roundTrip(t, &in)
+			if !reflect.DeepEqual(&in, out) {
+				t.Errorf("field %s is lost by the codec: give it a number in codec.go", f.Name)
+			}
+		})
+	}
+}
+
+func setNonZero(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("x1")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(-3)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(3)
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 2, 2)
+		for i := 0; i < 2; i++ {
+			if !setNonZero(s.Index(i)) {
+				return false
+			}
+		}
+		v.Set(s)
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		v.Set(p) // the zero value behind a non-nil pointer is itself a value
+	default:
+		return false
+	}
+	return true
+}
+
+func TestCodecIsCompact(t *testing.T) {
+	e := sample()
+	b, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b)*2 > len(j) {
+		t.Errorf("binary form is %d bytes, JSON %d: want at most half", len(b), len(j))
+	}
+}
+
+func TestCodecSkipsUnknownFields(t *testing.T) {
+	b, err := (&Event{Name: "dummy", Pid: 7}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A newer writer's field 200 (bytes) and 201 (varint) in the middle.
+	extra := []byte{0xc2, 0x0c, 3, 'n', 'e', 'w', 0xc8, 0x0c, 0x7f}
+	b = append(b[:1], append(extra, b[1:]...)...)
+	var e Event
+	if err := e.UnmarshalBinary(b); err != nil {
+		t.Fatalf("UnmarshalBinary: %v", err)
+	}
+	if e.Name != "dummy" || e.Pid != 7 {
+		t.Errorf("got %+v", e)
+	}
+}
+
+func TestCodecRejects(t *testing.T) {
+	good, err := sample().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		in   []byte
+		want string
+	}{
+		"empty":           {nil, "empty"},
+		"version":         {[]byte{9}, "codec version 9"},
+		"truncated":       {good[:len(good)-3], "truncated value"},
+		"cut string":      {[]byte{1, fName<<3 | wireBytes, 4, 'a'}, "runs past the end"},
+		"key overflow":    {[]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "overflows"},
+		"length too long": {[]byte{1, fName<<3 | wireBytes, 0xff, 0xff, 0x03}, "runs past the end"},
+		"wire type":       {[]byte{1, fName<<3 | 5}, "unknown wire type 5"},
+		"string as int":   {[]byte{1, fName<<3 | wireVarint, 1}, "sent as a varint"},
+		"int as string":   {append(key(fPid, wireBytes), 1, 'x'), "sent as bytes"},
+		"pid over 32 bit": {append(key(fPid, wireVarint), 0x80, 0x80, 0x80, 0x80, 0x10), "does not fit 32 bits"},
+		"too big":         {append([]byte{1}, make([]byte, MaxEventSize)...), "over the"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var e Event
+			err := e.UnmarshalBinary(tc.in)
+			if err == nil {
+				t.Fatalf("no error, decoded %+v", e)
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want ErrCorrupt containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCodecListBound(t *testing.T) {
+	e := &Event{Flags: make([]string, MaxListLen+1)}
+	if _, err := e.MarshalBinary(); err == nil {
+		t.Error("MarshalBinary accepted a list over MaxListLen")
+	}
+	var b []byte
+	b = append(b, CodecVersion)
+	for i := 0; i <= MaxListLen; i++ {
+		b = append(b, fDepends<<3|wireBytes, 0)
+	}
+	if err := new(Event).UnmarshalBinary(b); err == nil || !errors.Is(err, ErrCorrupt) {
+		t.Errorf("UnmarshalBinary of %d list elements: %v, want ErrCorrupt", MaxListLen+1, err)
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	var events []*Event
+	for i := 0; i < 50; i++ {
+		e := sample()
+		e.Pid = uint32(i)
+		e.Cmdline = strings.Repeat("x", i*40) // lengths cross the one-byte uvarint
+		events = append(events, e)
+	}
+	events = append(events, &Event{})
+	var buf bytes.Buffer
+	w := NewRecordWriter(&buf)
+	for _, e := range events {
+		if err := w.Write(e); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte(RecordMagic+"\x01")) {
+		t.Fatalf("file starts with %q", buf.Bytes()[:9])
+	}
+	r := NewRecordReader(&buf)
+	for i, want := range events {
+		got, err := r.Read()
+		if err != nil {
+			t.Fatalf("Read %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("event %d differs\nwant %+v\n got %+v", i, want, got)
+		}
+	}
+	if _, err := r.Read(); err != io.EOF {
+		t.Errorf("after the last event: %v, want io.EOF", err)
+	}
+	if _, err := r.Read(); err != io.EOF {
+		t.Errorf("read after io.EOF: %v, want io.EOF again", err)
+	}
+}
+
+func TestRecordEmpty(t *testing.T) {
+	if _, err := NewRecordReader(bytes.NewReader(nil)).Read(); err != io.EOF {
+		t.Errorf("empty stream: %v, want io.EOF", err)
+	}
+	var buf bytes.Buffer
+	if err := NewRecordWriter(&buf).WriteHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewRecordReader(&buf).Read(); err != io.EOF {
+		t.Errorf("header only: %v, want io.EOF", err)
+	}
+}
+
+func TestRecordRejects(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewRecordWriter(&buf)
+	for i := 0; i < 3; i++ {
+		if err := w.Write(sample()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := buf.Bytes()
+	flip := func(off int) []byte {
+		b := bytes.Clone(file)
+		b[off] ^= 0x40
+		return b
+	}
+	tests := map[string]struct {
+		in        []byte
+		is        error
+		wantInMsg string
+	}{
+		"json":        {[]byte(`{"name":"dummy"}`), ErrNotRecord, "bad magic"},
+		"short magic": {[]byte("KMOD"), ErrNotRecord, "bad magic"},
+		"version":     {[]byte(RecordMagic + "\x02"), ErrNotRecord, "version 2"},
+		"truncated":   {file[:len(file)-2], io.ErrUnexpectedEOF, "record 3"},
+		"bit flip":    {flip(len(file) - 20), ErrCorrupt, "record 3: corrupt binary event: checksum"},
+		"zero length": {append(bytes.Clone(file[:9]), 0), ErrCorrupt, "record 1"},
+		"huge length": {append(bytes.Clone(file[:9]), 0xff, 0xff, 0xff, 0xff, 0x0f), ErrCorrupt, "outside"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := NewRecordReader(bytes.NewReader(tc.in))
+			var err error
+			for i := 0; i < 5 && err == nil; i++ {
+				_, err = r.Read()
+			}
+			if err == nil || err == io.EOF {
+				t.Fatalf("got %v, want an error", err)
+			}
+			if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.wantInMsg) {
+				t.Errorf("error %q, want %v containing %q", err, tc.is, tc.wantInMsg)
+			}
+		})
+	}
+}
+
+// FuzzUnmarshal feeds hostile bytes to the decoder: it must never panic, and
+// whatever it accepts must encode and decode back to the same event.
+func FuzzUnmarshal(f *testing.F) {
+	for _, e := range []*Event{sample(), {}, {Allowed: ptr(true)}} {
+		b, err := e.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{1, 0xff})
+	f.Add([]byte{1, fName<<3 | wireHex, 2, 0xab, 0xcd})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var e Event
+		if err := e.UnmarshalBinary(data); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		out := roundTrip(t, &e)
+		if !reflect.DeepEqual(&e, out) {
+			t.Fatalf("re-encoding changed the event\n%+v\n%+v", e, out)
+		}
+	})
+}
+
+// FuzzRecordReader feeds hostile record files to the reader.
+func FuzzRecordReader(f *testing.F) {
+	var buf bytes.Buffer
+	w := NewRecordWriter(&buf)
+	for i := 0; i < 2; i++ {
+		if err := w.Write(sample()); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(buf.Bytes())
+	f.Add([]byte(RecordMagic + "\x01\x05"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewRecordReader(bytes.NewReader(data))
+		// Each record consumes at least 6 bytes, so this bound is never hit
+		// by a reader that makes progress.
+		for i := 0; i <= len(data); i++ {
+			if _, err := r.Read(); err != nil {
+				return
+			}
+		}
+		t.Fatal(fmt.Sprintf("reader did not stop within %d reads", len(data)+1))
+	})
+}
+
+func BenchmarkCodec(b *testing.B) {
+	e := sample()
+	bin, _ := e.MarshalBinary()
+	js, _ := json.Marshal(e)
+	b.Run("binary/marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			buf, _ = e.AppendBinary(buf[:0])
+		}
+	})
+	b.Run("binary/unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(bin)))
+		var out Event
+		for b.Loop() {
+			if err := out.UnmarshalBinary(bin); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json/unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(js)))
+		for b.Loop() {
+			var out Event
+			if err := json.Unmarshal(js, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
