@@ -1,0 +1,81 @@
+// Package vmtest runs a package's tests inside real Debian kernels under
+// QEMU: kernels with module loading and BPF LSM, which the development
+// machines lack.
+//
+// # Writing a VM test
+//
+// A package that needs a real kernel has two kinds of tests side by side:
+//
+//   - Guest tests, named TestGuest..., which start with
+//     vmtest.RequireGuest(t). On the host they skip; in the guest they run
+//     as root on the booted kernel.
+//   - One host-side test, named TestVM..., that calls vmtest.Run.
+//
+// For example:
+//
+//	func TestVM(t *testing.T) {
+//		vmtest.Run(t, vmtest.Spec{
+//			Modules:  []string{"dummy", "veth"},                      // fixtures from the kernel's own package
+//			Binaries: []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"}, // on PATH in the guest
+//		})
+//	}
+//
+//	func TestGuestLoad(t *testing.T) {
+//		vmtest.RequireGuest(t)
+//		img, err := os.ReadFile(vmtest.Fixture(t, "dummy")) // plain ELF .ko
+//		...
+//		err = unix.InitModule(img, "")
+//	}
+//
+// Run builds the calling package's test binary (go test -c, CGO_ENABLED=0,
+// so static), then for each kernel of Spec.Kernels (default: Debian 6.1 and
+// 6.12, see internal/debkernel) builds an initramfs, boots it, runs the
+// guest tests matching Spec.Run (default "^TestGuest") with -test.v, and
+// reports one subtest per kernel, named after its release, that carries the
+// guest's output. A failed guest test, a guest test binary that exits
+// non-zero, a kernel panic or oops, a hang past Spec.Timeout, and a run in
+// which no test ran all fail the subtest with the kernel's name, the failed
+// tests' names, and (when the guest died) the tail of its console.
+// Spec.FailOnSkip also fails it when a guest test skipped.
+//
+// Boot does the same for one kernel and returns the Result without judging
+// it, for tests of the harness itself.
+//
+// # Switching it on
+//
+// Run and Boot skip unless KMODGUARD_VMTEST=1, which `make vmtest` sets
+// (make vmtest runs every TestVM... test of the repository). Plain
+// `go test ./...` therefore stays quick on any host, and guest tests skip
+// outside a guest. KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead of TCG.
+//
+// # Inside the guest
+//
+// /init (vminit, a static Go binary) mounts proc, sysfs, devtmpfs, tmpfs on
+// /tmp and /run, securityfs, bpffs, tracefs, debugfs and cgroup2, brings up
+// lo, and runs the test binary as root with /vmtest as its working folder.
+// The guest has:
+//
+//   - busybox with all its applet links (sh, insmod, rmmod, lsmod,
+//     modprobe, ip, ...);
+//   - the fixtures under /vmtest/fixtures: Fixture(t, name) is the plain ELF
+//     image (decompressed on the host when the kernel ships .ko.xz, so it
+//     suits init_module), CompressedFixture(t, name) the file as shipped
+//     (skips on kernels that ship plain .ko);
+//   - the same modules and their dependencies under /lib/modules/<release>
+//     with a modules.dep, so `modprobe dummy` works;
+//   - Spec.Binaries under /vmtest/bin, on PATH (Binary(t, name));
+//   - Spec.Files under /vmtest/files (File(t, rel));
+//   - files written by Spec.Prepare, e.g. crafted modules (see Craft...), in
+//     the fixtures folder.
+//
+// Release and Series say which kernel runs. The guest has no network and
+// no disk; /tmp is a tmpfs.
+//
+// # How results come back
+//
+// The console (ttyS0, kernel messages and /init's own) and a second serial
+// port (ttyS1, only the test output and marker lines of package proto) are
+// written to files on the host. The markers carry the test binary's exit
+// status, the guest's boot time and the test duration, which end up in
+// Result.
+package vmtest

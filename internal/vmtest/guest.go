@@ -1,0 +1,108 @@
+package vmtest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
+)
+
+// InGuest reports whether this process runs inside a vmtest guest: /init set
+// the guest environment, and the running kernel is the one the host booted.
+func InGuest() bool {
+	if os.Getenv(proto.EnvGuest) != "1" {
+		return false
+	}
+	return Release() != "" && Release() == uname()
+}
+
+// RequireGuest skips the test unless it runs inside a vmtest guest. Call it
+// first in every TestGuest... test.
+func RequireGuest(t testing.TB) {
+	t.Helper()
+	if !InGuest() {
+		t.Skip("runs only in a vmtest QEMU guest (vmtest.Run boots it; make vmtest)")
+	}
+}
+
+// Release is the release (uname -r) of the guest kernel, as the host booted
+// it; empty outside a guest.
+func Release() string { return os.Getenv(proto.EnvRelease) }
+
+// Series is the debkernel series of the guest kernel ("6.1", "6.12");
+// empty outside a guest.
+func Series() string { return os.Getenv(proto.EnvSeries) }
+
+// FixtureDir is the guest folder that holds the fixture modules.
+func FixtureDir() string { return proto.FixtureDir }
+
+// Fixture returns the guest path of the plain ELF image (.ko) of a module
+// that the Spec listed in Modules. When the kernel ships the module
+// compressed, the host decompressed it, so the image suits init_module as
+// it is. The test fails when the module was not asked for.
+func Fixture(t testing.TB, name string) string {
+	t.Helper()
+	RequireGuest(t)
+	p := filepath.Join(proto.FixtureDir, name+".ko")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("fixture %q is not in the guest (list it in vmtest.Spec.Modules): %v", name, err)
+	}
+	return p
+}
+
+// CompressedFixture returns the guest path of a module as the kernel package
+// ships it compressed (.ko.xz on Debian 6.12), byte for byte. It skips the
+// test when this kernel ships the module uncompressed (Debian 6.1), and
+// fails it when the module was not asked for.
+func CompressedFixture(t testing.TB, name string) string {
+	t.Helper()
+	RequireGuest(t)
+	if _, err := os.Stat(filepath.Join(proto.FixtureDir, name+".ko")); err != nil {
+		t.Fatalf("fixture %q is not in the guest (list it in vmtest.Spec.Modules): %v", name, err)
+	}
+	for _, ext := range []string{".ko.xz", ".ko.zst", ".ko.gz"} {
+		p := filepath.Join(proto.FixtureDir, name+ext)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skipf("kernel %s ships %s uncompressed", Release(), name)
+	return ""
+}
+
+// Binary returns the guest path of a binary that rides along (Spec.Binaries
+// or Spec.Files under bin/), failing the test when it is absent. The folder
+// is also on PATH.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	RequireGuest(t)
+	p := filepath.Join(proto.BinDir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("binary %q is not in the guest (list it in vmtest.Spec.Binaries): %v", name, err)
+	}
+	return p
+}
+
+// File returns the guest path of a file the Spec put in with Files, failing
+// the test when it is absent.
+func File(t testing.TB, rel string) string {
+	t.Helper()
+	RequireGuest(t)
+	p := filepath.Join(proto.Root, "files", filepath.Clean("/"+rel))
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("file %q is not in the guest (list it in vmtest.Spec.Files): %v", rel, err)
+	}
+	return p
+}
+
+func uname() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return strings.TrimRight(string(u.Release[:]), "\x00")
+}

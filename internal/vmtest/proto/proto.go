@@ -1,0 +1,67 @@
+// Package proto is the contract between the vmtest host side and the guest's
+// /init: the plan file the host writes into the initramfs, the environment
+// the guest tests see, and the marker lines /init writes to the result port.
+package proto
+
+import "time"
+
+// Paths inside the guest.
+const (
+	// Root holds everything the host put into the initramfs for the run.
+	Root = "/vmtest"
+	// PlanPath is the JSON plan /init reads at boot.
+	PlanPath = Root + "/plan.json"
+	// FixtureDir holds the fixture modules: <name>.ko (the plain ELF image)
+	// and, when the kernel ships it compressed, <name>.ko.xz (or .zst, .gz)
+	// byte for byte as shipped.
+	FixtureDir = Root + "/fixtures"
+	// BinDir holds the binaries that ride along (on PATH in the guest).
+	BinDir = Root + "/bin"
+	// ResultPort is the second serial port: test output and markers only,
+	// no kernel messages.
+	ResultPort = "/dev/ttyS1"
+)
+
+// Environment variables set for every guest step.
+const (
+	EnvGuest    = "KMODGUARD_VMTEST_GUEST"    // "1" in the guest
+	EnvRelease  = "KMODGUARD_VMTEST_RELEASE"  // uname -r the host booted
+	EnvSeries   = "KMODGUARD_VMTEST_SERIES"   // debkernel series, e.g. "6.12"
+	EnvFixtures = "KMODGUARD_VMTEST_FIXTURES" // FixtureDir
+	EnvModules  = "KMODGUARD_VMTEST_MODULES"  // comma-separated fixture names
+)
+
+// Plan is what /init runs.
+type Plan struct {
+	Release string `json:"release"`
+	Series  string `json:"series"`
+	// Steps run in order; a failing step does not stop the next one.
+	Steps []Step `json:"steps"`
+	// Shell, when set, drops to an interactive busybox shell on the console
+	// after the steps instead of powering off (for debugging by hand).
+	Shell bool `json:"shell,omitempty"`
+}
+
+// Step is one program /init runs with its output on the result port.
+type Step struct {
+	Name    string        `json:"name"`
+	Path    string        `json:"path"`
+	Args    []string      `json:"args,omitempty"`
+	Env     []string      `json:"env,omitempty"`
+	Dir     string        `json:"dir,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Marker lines on the result port. Each sits on a line of its own.
+const (
+	// MarkerStart is followed by " uptime=<seconds>" (guest uptime when
+	// /init began running steps: the boot time).
+	MarkerStart = "@@vmtest-start"
+	// MarkerStep is followed by " <name>" before a step's output.
+	MarkerStep = "@@vmtest-step"
+	// MarkerExit is followed by " <name> <code> <seconds>" after a step.
+	// code is the exit status, or -1 when the step could not run or was killed.
+	MarkerExit = "@@vmtest-exit"
+	// MarkerDone ends the run; without it the guest died or hung.
+	MarkerDone = "@@vmtest-done"
+)

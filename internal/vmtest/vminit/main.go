@@ -1,0 +1,214 @@
+//go:build linux
+
+// Command vminit is /init of the vmtest initramfs. The host builds it
+// statically and boots it as PID 1 in a QEMU guest. It mounts the pseudo
+// filesystems the tests need, runs the steps of /vmtest/plan.json with their
+// output on the second serial port (/dev/ttyS1), writes marker lines the host
+// parses, and powers the machine off.
+//
+// Anything that goes wrong here is printed on the console (ttyS0), whose tail
+// the host reports when the run fails.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
+)
+
+func main() {
+	err := run()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vminit: %v\n", err)
+	}
+	unix.Sync()
+	// Give the serial ports a moment: tcdrain covers the result port, this
+	// covers the console.
+	time.Sleep(100 * time.Millisecond)
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		fmt.Fprintf(os.Stderr, "vminit: power off: %v\n", err)
+	}
+	select {}
+}
+
+type mount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+	optional               bool
+}
+
+var mounts = []mount{
+	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", false},
+	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", false},
+	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", false},
+	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", false},
+	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", false},
+	{"securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	{"bpf", "/sys/fs/bpf", "bpf", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=0700", true},
+	{"tracefs", "/sys/kernel/tracing", "tracefs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	{"debugfs", "/sys/kernel/debug", "debugfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "gid=5,mode=0620", true},
+}
+
+func setup() error {
+	for _, m := range mounts {
+		if err := os.MkdirAll(m.target, 0o755); err != nil && !m.optional {
+			return fmt.Errorf("mkdir %s: %w", m.target, err)
+		}
+		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+			if m.optional {
+				fmt.Fprintf(os.Stderr, "vminit: mount %s on %s: %v (continuing)\n", m.fstype, m.target, err)
+				continue
+			}
+			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
+		}
+	}
+	// /lib/modules/<release> is in the initramfs already; a /dev/fd link
+	// and a loopback interface are what shell-style tests expect.
+	_ = os.Symlink("/proc/self/fd", "/dev/fd")
+	if _, err := os.Stat("/bin/ip"); err == nil {
+		_ = exec.Command("/bin/ip", "link", "set", "lo", "up").Run()
+	}
+	return nil
+}
+
+func run() error {
+	os.Setenv("PATH", proto.BinDir+":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+	os.Setenv("HOME", "/root")
+	if err := setup(); err != nil {
+		return err
+	}
+	plan, err := readPlan()
+	if err != nil {
+		return err
+	}
+	out, err := openResultPort()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintf(out, "\n%s\n", proto.MarkerDone)
+		drain(out)
+		out.Close()
+	}()
+
+	fmt.Fprintf(out, "%s uptime=%s\n", proto.MarkerStart, uptime())
+	env := append(os.Environ(),
+		proto.EnvGuest+"=1",
+		proto.EnvRelease+"="+plan.Release,
+		proto.EnvSeries+"="+plan.Series,
+		proto.EnvFixtures+"="+proto.FixtureDir,
+	)
+	for _, s := range plan.Steps {
+		fmt.Fprintf(out, "%s %s\n", proto.MarkerStep, s.Name)
+		fmt.Fprintf(os.Stderr, "vminit: running %s\n", s.Name)
+		start := time.Now()
+		code := runStep(s, env, out)
+		fmt.Fprintf(out, "\n%s %s %d %.3f\n", proto.MarkerExit, s.Name, code, time.Since(start).Seconds())
+		fmt.Fprintf(os.Stderr, "vminit: %s exited %d\n", s.Name, code)
+	}
+	if plan.Shell {
+		fmt.Fprintf(out, "%s\n", proto.MarkerDone)
+		drain(out)
+		sh := exec.Command("/bin/sh")
+		sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
+		sh.Env = env
+		_ = sh.Run()
+	}
+	return nil
+}
+
+func readPlan() (*proto.Plan, error) {
+	b, err := os.ReadFile(proto.PlanPath)
+	if err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	var p proto.Plan
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", proto.PlanPath, err)
+	}
+	return &p, nil
+}
+
+// openResultPort opens the second serial port in raw mode, so that output
+// reaches the host byte for byte (no \n to \r\n translation, no echo).
+func openResultPort() (*os.File, error) {
+	f, err := os.OpenFile(proto.ResultPort, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open result port: %w", err)
+	}
+	fd := int(f.Fd())
+	if t, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+		t.Oflag &^= unix.OPOST
+		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+		t.Cflag &^= unix.CSIZE | unix.PARENB
+		t.Cflag |= unix.CS8
+		t.Cflag = t.Cflag&^unix.CBAUD | unix.B115200
+		_ = unix.IoctlSetTermios(fd, unix.TCSETS, t)
+	}
+	return f, nil
+}
+
+// drain waits until the serial driver has sent everything (tcdrain).
+func drain(f *os.File) {
+	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1)
+}
+
+func runStep(s proto.Step, env []string, out io.Writer) int {
+	ctx := context.Background()
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, s.Path, s.Args...)
+	cmd.Env = append(append([]string(nil), env...), s.Env...)
+	cmd.Dir = s.Dir
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// Kill the whole process group: tests start helpers (insmod, the CLI).
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	err := cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		fmt.Fprintf(out, "\nvminit: %s killed after %s\n", s.Name, s.Timeout)
+		return -1
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return ee.ExitCode()
+	default:
+		fmt.Fprintf(out, "\nvminit: %s: %v\n", s.Name, err)
+		return -1
+	}
+}
+
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}

@@ -1,0 +1,351 @@
+package vmtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
+)
+
+// EnvEnable turns the QEMU runs on: without KMODGUARD_VMTEST=1 (which
+// `make vmtest` sets), Run and Boot skip, so plain `go test ./...` stays
+// quick and honest on any host.
+const EnvEnable = "KMODGUARD_VMTEST"
+
+// EnvAccel picks the QEMU accelerator: "tcg" (the default) or "kvm". Stock
+// Debian kernels do not boot under KVM on the nested development VMs, so
+// KVM is opt-in.
+const EnvAccel = "KMODGUARD_VMTEST_ACCEL"
+
+// Spec says what a guest run needs.
+type Spec struct {
+	// Kernels to boot, one guest each; default debkernel.AllSeries.
+	Kernels []debkernel.Series
+	// Modules are fixture modules by base name ("dummy", "veth"), taken
+	// from the booted kernel's own package. The guest finds each as a plain
+	// ELF image (Fixture) and, when shipped compressed, as shipped
+	// (CompressedFixture); they and their dependencies are also installed
+	// under /lib/modules/<release> with a modules.dep, so busybox modprobe
+	// finds them.
+	Modules []string
+	// Run selects the guest tests (-test.run); default "^TestGuest".
+	Run string
+	// Args are more flags for the guest test binary (e.g. "-test.count=2").
+	Args []string
+	// Env are more KEY=value variables for the guest test binary.
+	Env []string
+	// Binaries are Go packages (import paths) built statically and put in
+	// the guest's /vmtest/bin, which is on PATH, under their last path
+	// element: "github.com/kmodguard/kmodguard/cmd/kmodguard" → kmodguard.
+	Binaries []string
+	// Files maps guest paths, relative to /vmtest/files, to host files.
+	Files map[string]string
+	// Prepare, when set, runs on the host once per kernel before the
+	// initramfs is built. Files it writes into fixtures end up in the guest's
+	// FixtureDir: the place for crafted modules (see Craft).
+	Prepare func(k *debkernel.Kernel, fixtures string) error
+	// Tags are build tags for the guest test binary.
+	Tags []string
+	// Timeout bounds one boot, from QEMU start to power-off; default 5m.
+	Timeout time.Duration
+	// MemoryMiB is the guest's memory; default 1024.
+	MemoryMiB int
+	// CPUs is the guest's CPU count; default 1 (TCG gains little from more).
+	CPUs int
+	// Cmdline is appended to the kernel command line.
+	Cmdline string
+	// FailOnSkip makes a skipped guest test fail the run: for tests that
+	// must really run on every kernel.
+	FailOnSkip bool
+}
+
+func (s *Spec) defaults() {
+	if len(s.Kernels) == 0 {
+		s.Kernels = debkernel.AllSeries
+	}
+	if s.Run == "" {
+		s.Run = "^TestGuest"
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 5 * time.Minute
+	}
+	if s.MemoryMiB <= 0 {
+		s.MemoryMiB = 1024
+	}
+	if s.CPUs <= 0 {
+		s.CPUs = 1
+	}
+}
+
+// Enabled reports whether QEMU runs are turned on (KMODGUARD_VMTEST=1).
+func Enabled() bool { return os.Getenv(EnvEnable) == "1" }
+
+// skipUnlessEnabled skips on the host when runs are off, and inside a guest
+// (where a host-side test has nothing to do).
+func skipUnlessEnabled(t testing.TB) {
+	t.Helper()
+	if InGuest() {
+		t.Skip("host-side vmtest test: nothing to do inside the guest")
+	}
+	if !Enabled() {
+		t.Skip("boots Debian kernels in QEMU: set " + EnvEnable + "=1 (make vmtest)")
+	}
+}
+
+// Run builds the calling package's test binary, boots each kernel of the
+// spec under QEMU with it, runs the guest tests there, and reports each
+// kernel as a subtest named after its release, with the guest's output.
+// It skips unless KMODGUARD_VMTEST=1.
+//
+// Call it from a host-side test in the package under test:
+//
+//	func TestVM(t *testing.T) {
+//		vmtest.Run(t, vmtest.Spec{Modules: []string{"dummy"}})
+//	}
+func Run(t *testing.T, spec Spec) []*Result {
+	t.Helper()
+	skipUnlessEnabled(t)
+	spec.defaults()
+	ctx := context.Background()
+	kernels := make([]*debkernel.Kernel, 0, len(spec.Kernels))
+	for _, s := range spec.Kernels {
+		k, err := debkernel.Get(ctx, s)
+		if err != nil {
+			t.Fatalf("vmtest: kernel %s: %v", s, err)
+		}
+		kernels = append(kernels, k)
+	}
+	b, err := build(t, spec)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	var results []*Result
+	for _, k := range kernels {
+		t.Run(k.Release, func(t *testing.T) {
+			r, err := b.boot(ctx, t.TempDir(), k)
+			if err != nil {
+				t.Fatalf("vmtest: %v", err)
+			}
+			results = append(results, r)
+			t.Logf("kernel %s: boot %s, tests %s, wall %s (timeout %s)", k.Release,
+				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout)
+			t.Logf("guest output:\n%s", indent(r.Output))
+			if err := r.Err(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	return results
+}
+
+// Boot is Run for one kernel without the verdict: it returns the Result
+// for the caller to judge, and fails t only when the harness itself cannot
+// work (build, fetch, QEMU). Tests of the harness use it to check that a
+// failing guest is reported. It skips unless KMODGUARD_VMTEST=1.
+func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
+	t.Helper()
+	skipUnlessEnabled(t)
+	spec.defaults()
+	spec.Kernels = []debkernel.Series{series}
+	ctx := context.Background()
+	k, err := debkernel.Get(ctx, series)
+	if err != nil {
+		t.Fatalf("vmtest: kernel %s: %v", series, err)
+	}
+	b, err := build(t, spec)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	r, err := b.boot(ctx, t.TempDir(), k)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	return r
+}
+
+// built holds what one Run builds once for all kernels.
+type built struct {
+	spec     Spec
+	testName string // base name of the package's test binary
+	testBin  string
+	initBin  string
+	bins     map[string]string // guest name -> host path
+}
+
+func build(t *testing.T, spec Spec) (*built, error) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return nil, errors.New("qemu-system-x86_64 is not installed (scripts/deps.sh vm)")
+	}
+	dir := t.TempDir()
+	pkgDir, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	b := &built{spec: spec, testName: filepath.Base(pkgDir) + ".test", bins: map[string]string{}}
+	b.testBin = filepath.Join(dir, b.testName)
+	args := []string{"test", "-c", "-o", b.testBin}
+	if len(spec.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(spec.Tags, ","))
+	}
+	if err := goCmd(pkgDir, append(args, ".")...); err != nil {
+		return nil, fmt.Errorf("build guest test binary of %s: %w", pkgDir, err)
+	}
+	b.initBin = filepath.Join(dir, "init")
+	if err := goCmd(pkgDir, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
+		return nil, fmt.Errorf("build guest init: %w", err)
+	}
+	for _, pkg := range spec.Binaries {
+		name := path.Base(pkg)
+		out := filepath.Join(dir, "bin", name)
+		if err := goCmd(pkgDir, "build", "-o", out, pkg); err != nil {
+			return nil, fmt.Errorf("build %s for the guest: %w", pkg, err)
+		}
+		b.bins[name] = out
+	}
+	return b, nil
+}
+
+// goCmd runs the go tool for a static linux/amd64 guest binary.
+func goCmd(dir string, args ...string) error {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		gobin = "go"
+	}
+	cmd := exec.Command(gobin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-trimpath")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// boot assembles the initramfs for k in dir, boots it and collects the
+// result. Errors are the harness's own; guest failures are in the Result.
+func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Result, error) {
+	spec := b.spec
+	rfs := newInitramfs()
+	rfs.addFile("init", b.initBin, 0o755)
+	if err := addBusybox(rfs); err != nil {
+		return nil, err
+	}
+	rfs.mkdirAll("root")
+	rfs.mkdirAll("etc")
+	rfs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+	rfs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
+
+	fixtures := filepath.Join(dir, "fixtures")
+	if err := os.MkdirAll(fixtures, 0o755); err != nil {
+		return nil, err
+	}
+	if err := stageModules(rfs, k, spec.Modules, fixtures); err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
+	}
+	if spec.Prepare != nil {
+		if err := spec.Prepare(k, fixtures); err != nil {
+			return nil, fmt.Errorf("kernel %s: Spec.Prepare: %w", k.Release, err)
+		}
+	}
+	ents, err := os.ReadDir(fixtures)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			rfs.addFile(path.Join(proto.FixtureDir, e.Name()), filepath.Join(fixtures, e.Name()), 0o644)
+		}
+	}
+	for name, p := range b.bins {
+		rfs.addFile(path.Join(proto.BinDir, name), p, 0o755)
+	}
+	for rel, host := range spec.Files {
+		st, err := os.Stat(host)
+		if err != nil {
+			return nil, fmt.Errorf("Spec.Files[%q]: %w", rel, err)
+		}
+		rfs.addFile(path.Join(proto.Root, "files", rel), host, st.Mode().Perm())
+	}
+	guestTest := path.Join(proto.Root, b.testName)
+	rfs.addFile(guestTest, b.testBin, 0o755)
+
+	stepTimeout := spec.Timeout - 30*time.Second
+	if stepTimeout < 20*time.Second {
+		stepTimeout = spec.Timeout * 3 / 4
+	}
+	args := []string{"-test.v", "-test.run", spec.Run, "-test.timeout", (stepTimeout - 5*time.Second).String()}
+	args = append(args, spec.Args...)
+	plan := proto.Plan{
+		Release: k.Release,
+		Series:  string(k.Series),
+		Steps: []proto.Step{{
+			Name:    b.testName,
+			Path:    guestTest,
+			Args:    args,
+			Env:     append([]string{proto.EnvModules + "=" + strings.Join(spec.Modules, ",")}, spec.Env...),
+			Dir:     proto.Root,
+			Timeout: stepTimeout,
+		}},
+	}
+	pj, err := json.MarshalIndent(plan, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	rfs.addData(proto.PlanPath, pj, 0o644)
+
+	initrd := filepath.Join(dir, "initramfs.cpio.gz")
+	f, err := os.Create(initrd)
+	if err != nil {
+		return nil, err
+	}
+	if err := rfs.writeTo(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write initramfs: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return qemu(ctx, dir, k, initrd, spec)
+}
+
+// addBusybox puts the static busybox at /bin/busybox with a link for each
+// of its applets (sh, insmod, rmmod, lsmod, modprobe, ip, ...).
+func addBusybox(rfs *initramfs) error {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		return errors.New("busybox is not installed (scripts/deps.sh vm installs busybox-static)")
+	}
+	if bb, err = filepath.EvalSymlinks(bb); err != nil {
+		return err
+	}
+	out, err := exec.Command(bb, "--list-full").Output()
+	if err != nil {
+		return fmt.Errorf("busybox --list-full: %w (is it busybox-static?)", err)
+	}
+	rfs.addFile("bin/busybox", bb, 0o755)
+	for _, a := range strings.Fields(string(out)) {
+		if a == "bin/busybox" || strings.Contains(a, "..") {
+			continue
+		}
+		rfs.addSymlink(a, "/bin/busybox")
+	}
+	return nil
+}
+
+func indent(s string) string {
+	if s == "" {
+		return "    (none)"
+	}
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
