@@ -51,7 +51,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 .PHONY: vmtest
 vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12
 	@scripts/deps.sh build vm
-	$(GO) test -count=1 -tags vmtest -timeout 40m ./internal/vmtest/... -run . -v
+	KMODGUARD_VMTEST=1 $(GO) test -count=1 -p 1 -timeout 60m -run '^TestVM' -v ./...
 
 .PHONY: test
 test: ## Everything CI runs: deps, lint, generated-file check, unit, fuzz, vmtest
