@@ -21,6 +21,7 @@ import (
 //     .modinfo or .gnu.linkonce.this_module without SHF_ALLOC is too.
 //   - .modinfo is a run of NUL-terminated "key=value" strings, possibly
 //     padded with NULs; the kernel's get_modinfo returns the first "name=".
+//     A .modinfo whose last byte is not NUL is refused.
 //   - struct module starts with enum module_state (4 bytes, padded to 8) and
 //     struct list_head (16 bytes), so name[MODULE_NAME_LEN] is at offset 24;
 //     MODULE_NAME_LEN is 64 - sizeof(unsigned long) = 56 on 64-bit.
@@ -187,6 +188,11 @@ func sectionNames(img []byte, mi, tm *section) (modinfoName, thisModuleName stri
 		info, err := mi.data(img)
 		if err != nil {
 			return "", "", err
+		}
+		// A trailing entry without its NUL would make the kernel read on
+		// past the section; refuse it up front, whatever precedes it.
+		if len(info) > 0 && info[len(info)-1] != 0 {
+			return "", "", fmt.Errorf("%w: .modinfo does not end with a NUL byte", ErrMalformedELF)
 		}
 		v, _, err := modinfoValue(info, modinfoNameTag)
 		if err != nil {

@@ -1,0 +1,533 @@
+package kmod
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/kmodguard/kmodguard/internal/debkernel"
+)
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func TestInspectSynthetic(t *testing.T) {
+	img := syntheticModule("my-mod", "my_mod")
+	m, err := InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Module{
+		Name:           "my-mod",
+		ThisModuleName: "my_mod",
+		Vermagic:       "6.1.0-test SMP mod_unload ",
+		License:        "GPL",
+		Depends:        []string{"a", "b-c"},
+		Params:         []Param{{Name: "count", Type: "int", Description: "how many"}},
+		FileSHA256:     sha256Hex(img),
+		ELFSHA256:      sha256Hex(img),
+		FileSize:       int64(len(img)),
+		ELFSize:        int64(len(img)),
+	}
+	if !reflect.DeepEqual(m, want) {
+		t.Errorf("InspectBytes:\n got %+v\nwant %+v", m, want)
+	}
+}
+
+func compressAll(t *testing.T, img []byte) map[Compression][]byte {
+	t.Helper()
+	out := map[Compression][]byte{}
+	var xb bytes.Buffer
+	xw, err := xz.WriterConfig{CheckSum: xz.CRC32}.NewWriter(&xb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xw.Write(img)
+	if err := xw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out[CompressionXZ] = xb.Bytes()
+
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out[CompressionZstd] = zw.EncodeAll(img, nil)
+	zw.Close()
+
+	var gb bytes.Buffer
+	gw := gzip.NewWriter(&gb)
+	gw.Write(img)
+	if err := gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out[CompressionGzip] = gb.Bytes()
+	return out
+}
+
+func TestInspectCompressed(t *testing.T) {
+	img := syntheticModule("comp", "comp")
+	plain, err := InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for c, z := range compressAll(t, img) {
+		t.Run(string(c), func(t *testing.T) {
+			// A misleading suffix: detection is by magic.
+			p := filepath.Join(dir, "comp.ko")
+			if err := os.WriteFile(p, z, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Inspect(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Compression != c {
+				t.Errorf("Compression = %q, want %q", m.Compression, c)
+			}
+			if m.Path != p || m.FileSHA256 != sha256Hex(z) || m.FileSize != int64(len(z)) {
+				t.Errorf("file fields: path %q sha %s size %d", m.Path, m.FileSHA256, m.FileSize)
+			}
+			if m.ELFSHA256 != plain.ELFSHA256 || m.ELFSize != plain.ELFSize {
+				t.Errorf("ELF digest %s (%d bytes), want %s (%d bytes)", m.ELFSHA256, m.ELFSize, plain.ELFSHA256, plain.ELFSize)
+			}
+			if m.Name != "comp" || m.ThisModuleName != "comp" {
+				t.Errorf("names %q/%q", m.Name, m.ThisModuleName)
+			}
+			// Truncated streams are errors, never a partial image.
+			for _, cut := range []int{1, len(z) / 2, len(z) - 1} {
+				if _, err := InspectBytes(z[:cut]); err == nil {
+					t.Errorf("%s truncated to %d bytes: no error", c, cut)
+				}
+			}
+		})
+	}
+}
+
+func TestDecompressionBomb(t *testing.T) {
+	old := MaxImageSize
+	MaxImageSize = 1 << 20
+	t.Cleanup(func() { MaxImageSize = old })
+	big := make([]byte, MaxImageSize+4096)
+	copy(big, syntheticModule("bomb", "bomb"))
+	for c, z := range compressAll(t, big) {
+		_, err := InspectBytes(z)
+		if !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%s bomb of %d bytes: err = %v, want ErrTooLarge", c, len(big), err)
+		}
+	}
+	if _, err := InspectBytes(big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("plain input over the limit: err = %v, want ErrTooLarge", err)
+	}
+	p := filepath.Join(t.TempDir(), "big.ko")
+	if err := os.WriteFile(p, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(p); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Inspect of a file over the limit: err = %v, want ErrTooLarge", err)
+	}
+}
+
+// patch returns a copy of img with fn applied.
+func patch(img []byte, fn func(b []byte)) []byte {
+	b := bytes.Clone(img)
+	fn(b)
+	return b
+}
+
+func TestParseNamesHostile(t *testing.T) {
+	le := binary.LittleEndian
+	good := syntheticModule("good", "good")
+	shoff := le.Uint64(good[offShoff:])
+	shnum := uint64(le.Uint16(good[offShnum:]))
+	// sectionField points at a field of section header i of good.
+	sectionField := func(i, field uint64) uint64 { return shoff + i*elfSectionSize + field }
+
+	tests := []struct {
+		name     string
+		img      []byte
+		wantErr  error // nil: must succeed with the names below
+		modinfo  string
+		thisName string
+	}{
+		{name: "good", img: good, modinfo: "good", thisName: "good"},
+		{name: "empty", img: nil, wantErr: ErrNotELF},
+		{name: "not ELF", img: []byte("MZ\x90\x00 this is not a module"), wantErr: ErrNotELF},
+		{name: "magic only", img: []byte("\x7fELF"), wantErr: ErrMalformedELF},
+		{name: "ELF32", img: patch(good, func(b []byte) { b[4] = 1 }), wantErr: ErrUnsupported},
+		{name: "big endian", img: patch(good, func(b []byte) { b[5] = 2 }), wantErr: ErrUnsupported},
+		{name: "ET_EXEC", img: patch(good, func(b []byte) { le.PutUint16(b[16:], 2) }), wantErr: ErrMalformedELF},
+		{name: "no sections", img: patch(good, func(b []byte) { le.PutUint16(b[offShnum:], 0) }), wantErr: ErrMalformedELF},
+		{name: "huge e_shnum", img: patch(good, func(b []byte) { le.PutUint16(b[offShnum:], 0xffff) }), wantErr: ErrMalformedELF},
+		{name: "shoff past end", img: patch(good, func(b []byte) { le.PutUint64(b[offShoff:], uint64(len(good))) }), wantErr: ErrMalformedELF},
+		{name: "shoff overflows", img: patch(good, func(b []byte) { le.PutUint64(b[offShoff:], ^uint64(0)-63) }), wantErr: ErrMalformedELF},
+		{name: "bad shentsize", img: patch(good, func(b []byte) { le.PutUint16(b[offShentsize:], 40) }), wantErr: ErrMalformedELF},
+		{name: "shstrndx out of range", img: patch(good, func(b []byte) { le.PutUint16(b[offShstrndx:], uint16(shnum)) }), wantErr: ErrMalformedELF},
+		{name: "shstrndx zero", img: patch(good, func(b []byte) { le.PutUint16(b[offShstrndx:], 0) }), wantErr: ErrMalformedELF},
+		{name: "name table past end", img: patch(good, func(b []byte) {
+			le.PutUint64(b[sectionField(shnum-1, shOffOffset):], uint64(len(good)))
+		}), wantErr: ErrMalformedELF},
+		{name: "section size overflows", img: patch(good, func(b []byte) {
+			le.PutUint64(b[sectionField(2, shOffSize):], ^uint64(0))
+		}), wantErr: ErrMalformedELF},
+		{name: "section name offset out of range", img: patch(good, func(b []byte) {
+			le.PutUint32(b[sectionField(1, shOffName):], 1<<31)
+		}), wantErr: ErrMalformedELF},
+		{name: "this_module NOBITS", img: patch(good, func(b []byte) {
+			le.PutUint32(b[sectionField(3, shOffType):], shtNoBits)
+		}), wantErr: ErrMalformedELF},
+		{name: "modinfo without SHF_ALLOC", img: patch(good, func(b []byte) {
+			le.PutUint64(b[sectionField(2, shOffFlags):], 0)
+		}), wantErr: ErrMalformedELF},
+		{name: "missing modinfo", img: buildELF(
+			testSection{name: secThisModule, data: thisModule("x")}), thisName: "x"},
+		{name: "missing this_module", img: buildELF(
+			testSection{name: secModinfo, data: modinfoSec("name=x")}), modinfo: "x"},
+		{name: "modinfo without name", img: buildELF(
+			testSection{name: secModinfo, data: modinfoSec("license=GPL")},
+			testSection{name: secThisModule, data: thisModule("x")}), thisName: "x"},
+		{name: "modinfo without NULs", img: buildELF(
+			testSection{name: secModinfo, data: []byte("license=GPLname=x")},
+			testSection{name: secThisModule, data: thisModule("x")}), wantErr: ErrMalformedELF},
+		{name: "modinfo name before unterminated tail", img: buildELF(
+			testSection{name: secModinfo, data: []byte("\x00\x00name=x\x00junk")},
+			testSection{name: secThisModule, data: thisModule("x")}), wantErr: ErrMalformedELF},
+		{name: "modinfo padded with NULs", img: buildELF(
+			testSection{name: secModinfo, data: []byte("\x00\x00name=x\x00\x00\x00")},
+			testSection{name: secThisModule, data: thisModule("x")}), modinfo: "x", thisName: "x"},
+		{name: "empty modinfo", img: buildELF(
+			testSection{name: secModinfo},
+			testSection{name: secThisModule, data: thisModule("x")}), thisName: "x"},
+		{name: "first name= wins", img: buildELF(
+			testSection{name: secModinfo, data: modinfoSec("name=first", "name=second")},
+			testSection{name: secThisModule, data: thisModule("x")}), modinfo: "first", thisName: "x"},
+		{name: "names= is not name=", img: buildELF(
+			testSection{name: secModinfo, data: modinfoSec("names=no", "name=yes")},
+			testSection{name: secThisModule, data: thisModule("yes")}), modinfo: "yes", thisName: "yes"},
+		{name: "duplicate modinfo", img: buildELF(
+			testSection{name: secModinfo, data: modinfoSec("name=x")},
+			testSection{name: secModinfo, data: modinfoSec("name=y")},
+			testSection{name: secThisModule, data: thisModule("x")}), wantErr: ErrMalformedELF},
+		{name: "duplicate this_module", img: buildELF(
+			testSection{name: secThisModule, data: thisModule("x")},
+			testSection{name: secThisModule, data: thisModule("y")}), wantErr: ErrMalformedELF},
+		{name: "this_module too short", img: buildELF(
+			testSection{name: secThisModule, data: make([]byte, thisModNameOff+thisModNameLen-1)}), wantErr: ErrMalformedELF},
+		{name: "this_module name unterminated", img: buildELF(
+			testSection{name: secThisModule, data: bytes.Repeat([]byte{'A'}, 0x380)}), wantErr: ErrMalformedELF},
+		{name: "this_module name of 55 bytes", img: buildELF(
+			testSection{name: secThisModule, data: thisModule(strings.Repeat("n", 55))}), thisName: strings.Repeat("n", 55)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mi, tm, err := ParseNames(tt.img)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("ParseNames: err = %v, want %v", err, tt.wantErr)
+				}
+				if _, err := InspectBytes(tt.img); err == nil {
+					t.Errorf("InspectBytes accepted what ParseNames refused")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseNames: %v", err)
+			}
+			if mi != tt.modinfo || tm != tt.thisName {
+				t.Errorf("ParseNames = %q, %q; want %q, %q", mi, tm, tt.modinfo, tt.thisName)
+			}
+			m, err := InspectBytes(tt.img)
+			if err != nil {
+				t.Fatalf("InspectBytes: %v", err)
+			}
+			if m.Name != mi || m.ThisModuleName != tm {
+				t.Errorf("InspectBytes names %q/%q, ParseNames %q/%q", m.Name, m.ThisModuleName, mi, tm)
+			}
+		})
+	}
+}
+
+func TestNameMismatch(t *testing.T) {
+	for _, tt := range []struct {
+		modinfo, this string
+		mismatch      bool
+	}{
+		{"dummy", "dummy", false},
+		{"snd-hda", "snd_hda", false}, // the kernel folds '-' and '_'
+		{"dumbo", "dummy", true},
+		{"", "dummy", false}, // unknown: not a mismatch, but no allowlist name matches ""
+	} {
+		var secs []testSection
+		if tt.modinfo != "" {
+			secs = append(secs, testSection{name: secModinfo, data: modinfoSec("name=" + tt.modinfo)})
+		}
+		secs = append(secs, testSection{name: secThisModule, data: thisModule(tt.this)})
+		m, err := InspectBytes(buildELF(secs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.NameMismatch != tt.mismatch {
+			t.Errorf("%q vs %q: NameMismatch = %v, want %v", tt.modinfo, tt.this, m.NameMismatch, tt.mismatch)
+		}
+	}
+}
+
+// checkTruncations cuts img at the given lengths: each cut either fails
+// cleanly or, if the ELF structure survived, yields the same names.
+func checkTruncations(t *testing.T, img []byte, cuts []int) {
+	t.Helper()
+	mi, tm, err := ParseNames(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, failed int
+	for _, n := range cuts {
+		m, err := InspectBytes(img[:n])
+		if err != nil {
+			failed++
+			continue
+		}
+		ok++
+		if m.Name != mi || m.ThisModuleName != tm {
+			t.Errorf("cut at %d: names %q/%q, want %q/%q", n, m.Name, m.ThisModuleName, mi, tm)
+		}
+		if m.Signature.Present && n < len(img) {
+			t.Errorf("cut at %d: a cut signature still reads as present", n)
+		}
+	}
+	if failed == 0 {
+		t.Errorf("no truncation of %d cuts failed", len(cuts))
+	}
+	t.Logf("%d cuts: %d parsed, %d refused", len(cuts), ok, failed)
+}
+
+func TestTruncatedSynthetic(t *testing.T) {
+	img := syntheticModule("trunc", "trunc")
+	cuts := make([]int, len(img))
+	for i := range cuts {
+		cuts[i] = i
+	}
+	checkTruncations(t, img, cuts)
+}
+
+func TestCorruptSignatureIsNotAnError(t *testing.T) {
+	img := append(syntheticModule("s", "s"), []byte("\x30\x82garbage")...)
+	ms := make([]byte, moduleSignatureSize)
+	ms[2] = idPKCS7
+	binary.BigEndian.PutUint32(ms[8:], 9)
+	img = append(append(img, ms...), SignatureMagic...)
+	m, err := InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Signature.Present || m.Signature.Err == "" {
+		t.Errorf("Signature = %+v, want present with an error", m.Signature)
+	}
+	// A signature length larger than the file.
+	binary.BigEndian.PutUint32(img[len(img)-len(SignatureMagic)-4:], 1<<31)
+	m, err = InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Signature.Present || !strings.Contains(m.Signature.Err, "exceeds") {
+		t.Errorf("Signature = %+v, want present with a length error", m.Signature)
+	}
+}
+
+// --- real Debian modules ---
+
+func xzDecompress(t *testing.T, path string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("needs xz(1) to cross-check the ELF digest")
+	}
+	out, err := exec.Command("xz", "-dc", path).Output()
+	if err != nil {
+		t.Fatalf("xz -dc %s: %v", path, err)
+	}
+	return out
+}
+
+func TestInspectDebianModules(t *testing.T) {
+	for _, s := range debkernel.AllSeries {
+		for _, name := range []string{"dummy", "veth"} {
+			t.Run(string(s)+"/"+name, func(t *testing.T) {
+				k := realKernel(t, s)
+				p, raw := realModule(t, s, name)
+				m, err := Inspect(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				elf := raw
+				if strings.HasSuffix(p, ".xz") {
+					if m.Compression != CompressionXZ {
+						t.Errorf("Compression = %q, want xz", m.Compression)
+					}
+					elf = xzDecompress(t, p)
+				}
+				if m.FileSHA256 != sha256Hex(raw) || m.FileSize != int64(len(raw)) {
+					t.Errorf("file digest %s (%d bytes), want %s (%d bytes)", m.FileSHA256, m.FileSize, sha256Hex(raw), len(raw))
+				}
+				if m.ELFSHA256 != sha256Hex(elf) || m.ELFSize != int64(len(elf)) {
+					t.Errorf("ELF digest %s (%d bytes), want %s (%d bytes)", m.ELFSHA256, m.ELFSize, sha256Hex(elf), len(elf))
+				}
+				if m.Name != name || m.ThisModuleName != name || m.NameMismatch {
+					t.Errorf("names %q/%q mismatch=%v, want %q", m.Name, m.ThisModuleName, m.NameMismatch, name)
+				}
+				if !strings.HasPrefix(m.Vermagic, k.Release+" ") {
+					t.Errorf("vermagic %q does not start with %q", m.Vermagic, k.Release)
+				}
+				if !strings.HasPrefix(m.License, "GPL") {
+					t.Errorf("license %q", m.License)
+				}
+				sig := m.Signature
+				if !sig.Present || sig.Err != "" || sig.Signer == "" || len(sig.KeyID) < 16 || sig.HashAlgo == "" {
+					t.Errorf("signature %+v, want a parsed PKCS#7 signer", sig)
+				}
+				if name == "dummy" {
+					want := []Param{{Name: "numdummies", Type: "int", Description: "Number of dummy pseudo devices"}}
+					if !reflect.DeepEqual(m.Params, want) {
+						t.Errorf("params %+v, want %+v", m.Params, want)
+					}
+				}
+				if got, err := InspectBytes(raw); err != nil || got.ELFSHA256 != m.ELFSHA256 {
+					t.Errorf("InspectBytes disagrees with Inspect: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestCraftedDebianModules patches copies of the real dummy.ko of 6.1, the
+// variants an attacker or a broken build would produce.
+func TestCraftedDebianModules(t *testing.T) {
+	_, raw := realModule(t, debkernel.Series61, "dummy")
+	orig, err := InspectBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned := stripSignature(t, raw)
+	le := binary.LittleEndian
+
+	t.Run("name mismatch", func(t *testing.T) {
+		// DESIGN.md: this image loads as "dummy" on 6.1 even with
+		// module_blacklist=dummy, because the kernel checks "dumbo".
+		img := replaceOnce(t, unsigned, "\x00name=dummy\x00", "\x00name=dumbo\x00")
+		m, err := InspectBytes(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Name != "dumbo" || m.ThisModuleName != "dummy" || !m.NameMismatch {
+			t.Errorf("names %q/%q mismatch=%v, want dumbo/dummy flagged", m.Name, m.ThisModuleName, m.NameMismatch)
+		}
+		if m.Signature.Present {
+			t.Errorf("stripped module still signed: %+v", m.Signature)
+		}
+	})
+	t.Run("unsigned", func(t *testing.T) {
+		m, err := InspectBytes(unsigned)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Signature != (Signature{}) {
+			t.Errorf("Signature = %+v, want none", m.Signature)
+		}
+		if m.Name != "dummy" || m.NameMismatch || m.ELFSHA256 == orig.ELFSHA256 || m.Vermagic != orig.Vermagic {
+			t.Errorf("unsigned dummy: %+v", m)
+		}
+	})
+	t.Run("corrupt signature", func(t *testing.T) {
+		img := bytes.Clone(raw)
+		blob := len(unsigned) + 4 // inside the PKCS#7 DER
+		for i := blob; i < blob+32; i++ {
+			img[i] ^= 0xff
+		}
+		m, err := InspectBytes(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !m.Signature.Present || m.Signature.Err == "" || m.Name != "dummy" {
+			t.Errorf("Signature = %+v, want present with an error", m.Signature)
+		}
+	})
+	t.Run("huge e_shnum", func(t *testing.T) {
+		img := patch(raw, func(b []byte) { le.PutUint16(b[offShnum:], 0xffff) })
+		if _, err := InspectBytes(img); !errors.Is(err, ErrMalformedELF) {
+			t.Errorf("err = %v, want ErrMalformedELF", err)
+		}
+	})
+	t.Run("shoff past end", func(t *testing.T) {
+		img := patch(raw, func(b []byte) { le.PutUint64(b[offShoff:], uint64(len(raw))+1) })
+		if _, err := InspectBytes(img); !errors.Is(err, ErrMalformedELF) {
+			t.Errorf("err = %v, want ErrMalformedELF", err)
+		}
+	})
+	t.Run("truncations", func(t *testing.T) {
+		var cuts []int
+		for n := 0; n < len(raw); n += 97 {
+			cuts = append(cuts, n)
+		}
+		for n := len(raw) - 600; n < len(raw); n++ { // through the signature and trailer
+			cuts = append(cuts, n)
+		}
+		checkTruncations(t, raw, cuts)
+	})
+}
+
+// TestInspectDebianTree inspects every module of the 6.1 package (about
+// 4000 plain .ko) and of the 6.12 package (.ko.xz).
+func TestInspectDebianTree(t *testing.T) {
+	for _, s := range debkernel.AllSeries {
+		t.Run(string(s), func(t *testing.T) {
+			k := realKernel(t, s)
+			var paths []string
+			err := filepath.WalkDir(k.ModulesDir(), func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && strings.Contains(d.Name(), ".ko") {
+					paths = append(paths, p)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(paths) < 500 {
+				t.Fatalf("only %d modules under %s", len(paths), k.ModulesDir())
+			}
+			signers := map[string]int{}
+			for _, p := range paths {
+				m, err := Inspect(p)
+				if err != nil {
+					t.Errorf("%v", err)
+					continue
+				}
+				base := strings.SplitN(filepath.Base(p), ".ko", 2)[0]
+				if m.Name == "" || m.ThisModuleName == "" || m.NameMismatch || NormalizeName(m.Name) != NormalizeName(base) {
+					t.Errorf("%s: names %q/%q mismatch=%v", p, m.Name, m.ThisModuleName, m.NameMismatch)
+				}
+				if !strings.HasPrefix(m.Vermagic, k.Release+" ") {
+					t.Errorf("%s: vermagic %q", p, m.Vermagic)
+				}
+				if !m.Signature.Present || m.Signature.Signer == "" || m.Signature.Err != "" {
+					t.Errorf("%s: signature %+v", p, m.Signature)
+				}
+				signers[m.Signature.Signer+" "+m.Signature.KeyID]++
+			}
+			t.Logf("%d modules, signers %v", len(paths), signers)
+		})
+	}
+}
