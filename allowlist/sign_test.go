@@ -1,0 +1,118 @@
+package allowlist
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func writeSigned(t *testing.T) (path string, pubPath string, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	pub, priv, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privPEM, err := MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPath = filepath.Join(dir, "k.pub")
+	for name, data := range map[string][]byte{"k.key": privPEM, "k.pub": pubPEM, "allow.yaml": []byte(validDoc)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path = filepath.Join(dir, "allow.yaml")
+	k, err := LoadPrivateKey(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SignFile(path, k); err != nil {
+		t.Fatal(err)
+	}
+	return path, pubPath, dir
+}
+
+func TestSignVerify(t *testing.T) {
+	path, pubPath, dir := writeSigned(t)
+	pub, err := LoadPublicKey(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := LoadVerified(path, pub)
+	if err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+	if len(a.Spec.Modules) != 3 {
+		t.Errorf("loaded %d entries", len(a.Spec.Modules))
+	}
+	if _, err := LoadWith(path, LoadOptions{PublicKey: pub, RequireSignature: true}); err != nil {
+		t.Errorf("LoadWith: %v", err)
+	}
+
+	otherPub, _, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadVerified(path, otherPub); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("wrong key: %v, want ErrBadSignature", err)
+	}
+
+	// One byte changed after signing.
+	data, _ := os.ReadFile(path)
+	data[len(data)-2] ^= 1
+	tampered := filepath.Join(dir, "tampered.yaml")
+	os.WriteFile(tampered, data, 0o600)
+	sig, _ := os.ReadFile(path + SigSuffix)
+	os.WriteFile(tampered+SigSuffix, sig, 0o600)
+	if _, err := LoadVerified(tampered, pub); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("tampered file: %v, want ErrBadSignature", err)
+	}
+
+	// Unsigned, and signature garbage.
+	os.Remove(tampered + SigSuffix)
+	if _, err := LoadVerified(tampered, pub); !errors.Is(err, ErrUnsigned) {
+		t.Errorf("unsigned file: %v, want ErrUnsigned", err)
+	}
+	for _, garbage := range []string{"", "not base64!\n", "AAAA\n", string(sig[:len(sig)-5]) + "\n"} {
+		os.WriteFile(tampered+SigSuffix, []byte(garbage), 0o600)
+		if _, err := LoadVerified(tampered, pub); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("signature %q: %v, want ErrBadSignature", garbage, err)
+		}
+	}
+
+	if _, err := LoadWith(path, LoadOptions{RequireSignature: true}); err == nil {
+		t.Error("RequireSignature without a key loaded the file")
+	}
+	if _, err := LoadWith(path, LoadOptions{}); err != nil {
+		t.Errorf("plain LoadWith: %v", err)
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	pub, priv, _ := GenerateKey()
+	pubPEM, _ := MarshalPublicKey(pub)
+	privPEM, _ := MarshalPrivateKey(priv)
+	if _, err := ParsePublicKey(privPEM); err == nil {
+		t.Error("a private key parsed as a public key")
+	}
+	if _, err := ParsePrivateKey(pubPEM); err == nil {
+		t.Error("a public key parsed as a private key")
+	}
+	if _, err := ParsePublicKey([]byte("junk")); err == nil {
+		t.Error("junk parsed as a key")
+	}
+	if _, err := ParsePublicKey(append(pubPEM, pubPEM...)); err == nil {
+		t.Error("two PEM blocks accepted")
+	}
+	got, err := ParsePublicKey(pubPEM)
+	if err != nil || !got.Equal(pub) {
+		t.Errorf("public key round trip: %v", err)
+	}
+}
