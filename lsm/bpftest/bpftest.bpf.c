@@ -1,0 +1,78 @@
+//go:build ignore
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/*
+ * bpftest.bpf.c: test-only raw_tp programs around the guard's shared
+ * headers, run from Go with BPF_PROG_TEST_RUN (lsm/bpftest). Each program
+ * takes its input from kg_test_input and its length from the first raw_tp
+ * argument, and writes its answer to kg_test_out.
+ */
+#include "kg_bpf.h"
+#include "sha256.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Size of one kg_test_input element; the elements are contiguous. */
+#define KG_TEST_CHUNK (256 << 10)
+
+struct kg_test_chunk {
+	__u8 data[KG_TEST_CHUNK];
+};
+
+/*
+ * kg_test_input: element i -> bytes [i*KG_TEST_CHUNK, (i+1)*KG_TEST_CHUNK)
+ * of the input. An array map's values are one contiguous allocation, so the
+ * address of element 0 is the start of a buffer of max_entries*KG_TEST_CHUNK
+ * bytes; the Go side sets max_entries before loading.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_test_chunk);
+} kg_test_input SEC(".maps");
+
+struct kg_test_result {
+	__s64 ret;                          /* helper's return value */
+	__u8 digest[KG_SHA256_DIGEST_SIZE]; /* kg_sha256 output */
+};
+
+/* kg_test_out: key 0 -> the result of the last run. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_test_result);
+} kg_test_out SEC(".maps");
+
+/*
+ * input_addr returns the address of the input buffer as a plain scalar, the
+ * way the LSM hooks hand the guard their char *buf. Copying the pointer
+ * through bpf_probe_read_kernel drops the verifier's map-value type, which
+ * the headers' address arithmetic would otherwise trip over. Needs
+ * CAP_PERFMON, like any pointer-to-scalar conversion.
+ */
+static __always_inline __u64 input_addr(void)
+{
+	__u32 zero = 0;
+	void *p = bpf_map_lookup_elem(&kg_test_input, &zero);
+	__u64 addr = 0;
+
+	if (!p)
+		return 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), &p);
+	return addr;
+}
+
+/* test_sha256: kg_test_out.digest = SHA-256(input[:args[0]]). */
+SEC("raw_tp")
+int test_sha256(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+	__u64 addr = input_addr();
+
+	if (!res || !addr)
+		return 1;
+	res->ret = kg_sha256((const void *)addr, ctx->args[0], res->digest);
+	return 0;
+}
