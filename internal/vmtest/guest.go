@@ -106,3 +106,22 @@ func uname() string {
 	}
 	return strings.TrimRight(string(u.Release[:]), "\x00")
 }
+
+// KernelConfig returns the value of a kernel build option of the guest
+// kernel ("y", "m", a string's contents without quotes), or "" when it is
+// not set. The host ships the package's /boot/config-<release> into the
+// guest; the test fails when it is missing.
+func KernelConfig(t testing.TB, option string) string {
+	t.Helper()
+	RequireGuest(t)
+	b, err := os.ReadFile("/boot/config-" + Release())
+	if err != nil {
+		t.Fatalf("kernel config: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, option+"="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,9 +52,13 @@ type Spec struct {
 	Binaries []string
 	// Files maps guest paths, relative to /vmtest/files, to host files.
 	Files map[string]string
-	// Prepare, when set, runs on the host once per kernel before the
-	// initramfs is built. Files it writes into fixtures end up in the guest's
-	// FixtureDir: the place for crafted modules (see Craft).
+	// Crafted are fixture modules patched on the host from real ones
+	// (forged names, stripped signatures); their From modules are added to
+	// Modules.
+	Crafted []Crafted
+	// Prepare, when set, runs on the host once per kernel after the
+	// fixtures are staged (plain <name>.ko files are there to read). Files
+	// it writes into fixtures end up in the guest's FixtureDir.
 	Prepare func(k *debkernel.Kernel, fixtures string) error
 	// Tags are build tags for the guest test binary.
 	Tags []string
@@ -85,6 +90,11 @@ func (s *Spec) defaults() {
 	}
 	if s.CPUs <= 0 {
 		s.CPUs = 1
+	}
+	for _, c := range s.Crafted {
+		if !slices.Contains(s.Modules, c.From) {
+			s.Modules = append(slices.Clone(s.Modules), c.From)
+		}
 	}
 }
 
@@ -245,12 +255,18 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	rfs.mkdirAll("etc")
 	rfs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	rfs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
+	if cfg := filepath.Join(k.Root, "boot", "config-"+k.Release); fileExists(cfg) {
+		rfs.addFile("boot/config-"+k.Release, cfg, 0o644)
+	}
 
 	fixtures := filepath.Join(dir, "fixtures")
 	if err := os.MkdirAll(fixtures, 0o755); err != nil {
 		return nil, err
 	}
 	if err := stageModules(rfs, k, spec.Modules, fixtures); err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
+	}
+	if err := writeCrafted(fixtures, spec.Crafted); err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
 	}
 	if spec.Prepare != nil {

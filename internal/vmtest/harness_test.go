@@ -1,0 +1,85 @@
+package vmtest_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/vmtest"
+)
+
+// The deliberate failures below do not match Run's default "^TestGuest",
+// so only the harness tests boot them.
+
+const envDeliberate = "KMODGUARD_VMTEST_DELIBERATE"
+
+// TestDeliberateGuestFailure fails on purpose in the guest.
+func TestDeliberateGuestFailure(t *testing.T) {
+	vmtest.RequireGuest(t)
+	if os.Getenv(envDeliberate) != "fail" {
+		t.Skip("deliberate failure: only when the harness test asks for it")
+	}
+	t.Error("deliberate failure on " + vmtest.Release())
+}
+
+// TestDeliberateKernelPanic crashes the guest kernel through sysrq.
+func TestDeliberateKernelPanic(t *testing.T) {
+	vmtest.RequireGuest(t)
+	if os.Getenv(envDeliberate) != "panic" {
+		t.Skip("deliberate panic: only when the harness test asks for it")
+	}
+	if err := os.WriteFile("/proc/sysrq-trigger", []byte("c"), 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Minute)
+}
+
+// TestVMReportsFailure checks that a failing guest test fails the run, and
+// that the error names the kernel and the test.
+func TestVMReportsFailure(t *testing.T) {
+	r := vmtest.Boot(t, vmtest.Spec{
+		Run: "^TestDeliberateGuestFailure$",
+		Env: []string{envDeliberate + "=fail"},
+	}, debkernel.Series61)
+	err := r.Err()
+	if err == nil {
+		t.Fatalf("a failing guest test passed the run; output:\n%s", r.Output)
+	}
+	for _, want := range []string{r.Kernel.Release, "TestDeliberateGuestFailure"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if !r.Done || r.ExitCode != 1 {
+		t.Errorf("done=%v exit=%d, want a clean run that exits 1", r.Done, r.ExitCode)
+	}
+	if !strings.Contains(r.Output, "deliberate failure on "+r.Kernel.Release) {
+		t.Errorf("the guest's own output is missing:\n%s", r.Output)
+	}
+	t.Logf("reported as: %v", err)
+}
+
+// TestVMReportsPanic checks that a guest kernel crash fails the run loudly
+// with the console tail, quickly rather than at the timeout.
+func TestVMReportsPanic(t *testing.T) {
+	r := vmtest.Boot(t, vmtest.Spec{
+		Run:     "^TestDeliberateKernelPanic$",
+		Env:     []string{envDeliberate + "=panic"},
+		Timeout: 2 * time.Minute,
+	}, debkernel.Series61)
+	err := r.Err()
+	if err == nil {
+		t.Fatal("a guest kernel panic passed the run")
+	}
+	if r.TimedOut || r.Done {
+		t.Errorf("timedOut=%v done=%v, want neither: QEMU should exit on the panic", r.TimedOut, r.Done)
+	}
+	for _, want := range []string{r.Kernel.Release, "kernel panic", "sysrq"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	t.Logf("reported after %s as: %.300s...", r.Wall.Round(time.Second), err)
+}
