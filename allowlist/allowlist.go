@@ -321,12 +321,15 @@ func (a *Allowlist) Match(m *kmod.Module) Decision {
 		}
 		for _, e := range x.byDigest[c.digest] {
 			if kmod.NormalizeName(e.Name) == n {
-				what := "file"
-				if c.via == MatchELFDigest {
-					what = "ELF"
+				what := "file "
+				switch {
+				case file == elf:
+					what = ""
+				case c.via == MatchELFDigest:
+					what = "ELF "
 				}
 				return Decision{Allowed: true, Entry: e, Via: c.via,
-					Reason: fmt.Sprintf("%s sha256 %s of %s is listed for %q", what, c.digest, name, e.Name)}
+					Reason: fmt.Sprintf("%ssha256 %s of %s is listed for %q", what, c.digest, name, e.Name)}
 			}
 		}
 	}

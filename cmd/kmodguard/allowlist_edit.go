@@ -1,0 +1,318 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/kmod"
+)
+
+func newAllowlistAddCmd() *cobra.Command {
+	var (
+		path, kernel, comment, key string
+		trust                      trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "add FILE...",
+		Short: "Allow module files: add their names and digests to the allowlist",
+		Long: `Inspect module files and add each one's file and ELF digests to the entry of
+its name (an entry is created when there is none for that name and kernel).
+A name-only entry stays name-only. A module whose two names differ is
+refused. The allowlist is saved atomically; give --key to re-sign it.`,
+		Example: `  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml ./mydriver.ko
+  kmodguard allowlist add --comment "vendor NIC" --key signing.key /opt/vendor/*.ko.xz`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := trust.load(path)
+			if err != nil {
+				return err
+			}
+			var mods []*kmod.Module
+			for _, p := range args {
+				m, err := kmod.Inspect(p)
+				if err != nil {
+					return withCode(exitError, err)
+				}
+				if m.NameMismatch {
+					return withCode(exitError, fmt.Errorf("%s: name mismatch: .modinfo name=%q but struct module.name=%q; refusing to allow a forged module", p, m.Name, m.ThisModuleName))
+				}
+				mods = append(mods, m)
+			}
+			out := cmd.OutOrStdout()
+			for _, m := range mods {
+				k := kernel
+				if k == "" {
+					if f := strings.Fields(m.Vermagic); len(f) > 0 {
+						k = f[0]
+					}
+				}
+				changed, err := a.Add(allowlist.Entry{Name: m.Name, SHA256: []string{m.FileSHA256, m.ELFSHA256}, Kernel: k, Comment: comment})
+				if err != nil {
+					return withCode(exitError, fmt.Errorf("%s: %w", m.Path, err))
+				}
+				if changed {
+					fmt.Fprintf(out, "added %s (%s)\n", m.Name, m.Path)
+				} else {
+					fmt.Fprintf(out, "%s is already allowed (%s)\n", m.Name, m.Path)
+				}
+			}
+			return saveList(cmd.ErrOrStderr(), path, a, key)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file to edit")
+	cmd.Flags().StringVar(&kernel, "kernel", "", "kernel release to record (default: the module's vermagic)")
+	cmd.Flags().StringVar(&comment, "comment", "", "comment for the entries")
+	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
+	trust.bind(cmd)
+	return cmd
+}
+
+func newAllowlistRemoveCmd() *cobra.Command {
+	var (
+		path, kernel, key string
+		trust             trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "remove NAME...",
+		Short: "Remove modules from the allowlist by name",
+		Long: `Remove every entry of each name ('-' and '_' are the same), or only the
+entry recorded for --kernel. Nothing is saved unless every name was found.`,
+		Example: `  kmodguard allowlist remove -a /etc/kmodguard/allowlist.yaml floppy pcspkr
+  kmodguard allowlist remove --kernel 6.1.0-56-amd64 dummy`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := trust.load(path)
+			if err != nil {
+				return err
+			}
+			var missing []string
+			for _, name := range args {
+				n := a.Remove(name, kernel)
+				if n == 0 {
+					missing = append(missing, name)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%d entries)\n", name, n)
+			}
+			if len(missing) > 0 {
+				return withCode(exitError, fmt.Errorf("not in %s: %s; nothing saved", path, strings.Join(missing, ", ")))
+			}
+			return saveList(cmd.ErrOrStderr(), path, a, key)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file to edit")
+	cmd.Flags().StringVar(&kernel, "kernel", "", "remove only the entry for this kernel release")
+	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
+	trust.bind(cmd)
+	return cmd
+}
+
+func newAllowlistListCmd() *cobra.Command {
+	var (
+		path   string
+		asJSON bool
+		trust  trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "Print the allowlist's entries",
+		Example: `  kmodguard allowlist list
+  kmodguard allowlist list -a allow.yaml --json | jq '.spec.modules[].name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := trust.load(path)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return writeJSON(out, a)
+			}
+			fmt.Fprintf(out, "# %s: %s, mode %s, %d entries\n", path, orNone(a.Metadata.Name), a.Spec.Mode, len(a.Spec.Modules))
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKERNEL\tSHA256\tCOMMENT")
+			for _, e := range a.Spec.Modules {
+				digests := "(name only)"
+				if !e.NameOnly() {
+					short := make([]string, len(e.SHA256))
+					for i, d := range e.SHA256 {
+						short[i] = d[:12]
+					}
+					digests = strings.Join(short, ",")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, orDash(e.Kernel), digests, e.Comment)
+			}
+			if err := tw.Flush(); err != nil {
+				return withCode(exitError, fmt.Errorf("write: %w", err))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole allowlist as JSON")
+	trust.bind(cmd)
+	return cmd
+}
+
+func newAllowlistLintCmd() *cobra.Command {
+	var (
+		asJSON, strict bool
+		trust          trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "lint FILE",
+		Short: "Validate an allowlist and warn about weak entries",
+		Long: `Decode FILE strictly (unknown keys, bad digests, bad names and duplicate
+entries are errors, reported with file:line and the field) and print
+warnings: entries that match on the name alone, kernel fields that do not
+look like a release, a digest listed under two names, an empty list in
+enforce mode.
+
+Exit code 0 when the file is valid (warnings or not; with --strict, 1 when
+there are warnings), 2 when it is not.`,
+		Example: `  kmodguard allowlist lint /etc/kmodguard/allowlist.yaml
+  kmodguard allowlist lint --strict --pubkey signing.pub allow.yaml   # for CI`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := trust.load(args[0])
+			if err != nil {
+				return err
+			}
+			ws := a.Lint()
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if ws == nil {
+					ws = []allowlist.Warning{}
+				}
+				if err := writeJSON(out, ws); err != nil {
+					return err
+				}
+			} else {
+				for _, w := range ws {
+					fmt.Fprintln(out, w)
+				}
+				fmt.Fprintf(out, "%s: valid, %d entries, %d warnings\n", args[0], len(a.Spec.Modules), len(ws))
+			}
+			if strict && len(ws) > 0 {
+				return withCode(exitDenied, fmt.Errorf("%s: %d warnings (--strict)", args[0], len(ws)))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the warnings as a JSON array")
+	cmd.Flags().BoolVar(&strict, "strict", false, "exit 1 when there are warnings")
+	trust.bind(cmd)
+	return cmd
+}
+
+func newAllowlistDiffCmd() *cobra.Command {
+	var (
+		asJSON, exitCode bool
+		trust            trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "diff A B",
+		Short: "Show what changes from allowlist A to allowlist B",
+		Long: `Compare two allowlists entry by entry (keyed by name and kernel): entries
+added (+), removed (-) and changed (~, with the digests added and removed),
+and a change of mode. An entry that becomes name-only is called out: it
+widens the policy.`,
+		Example: `  kmodguard allowlist diff /etc/kmodguard/allowlist.yaml new.yaml
+  kmodguard allowlist diff --json old.yaml new.yaml | jq .added`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := trust.load(args[0])
+			if err != nil {
+				return err
+			}
+			b, err := trust.load(args[1])
+			if err != nil {
+				return err
+			}
+			d := allowlist.Diff(a, b)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if err := writeJSON(out, d); err != nil {
+					return err
+				}
+			} else {
+				printDiff(out, d)
+			}
+			if exitCode && !d.Empty() {
+				return withCode(exitDenied, errors.New("the allowlists differ"))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the difference as JSON")
+	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when the lists differ")
+	trust.bind(cmd)
+	return cmd
+}
+
+func printDiff(w io.Writer, d *allowlist.Difference) {
+	if d.Empty() {
+		fmt.Fprintln(w, "no difference")
+		return
+	}
+	if d.ModeFrom != d.ModeTo {
+		fmt.Fprintf(w, "mode: %s -> %s\n", d.ModeFrom, d.ModeTo)
+	}
+	label := func(name, kernel string) string {
+		if kernel != "" {
+			return name + " (" + kernel + ")"
+		}
+		return name
+	}
+	for _, e := range d.Removed {
+		fmt.Fprintf(w, "- %s\n", label(e.Name, e.Kernel))
+	}
+	for _, e := range d.Added {
+		what := fmt.Sprintf("%d digests", len(e.SHA256))
+		if e.NameOnly() {
+			what = "name only"
+		}
+		fmt.Fprintf(w, "+ %s [%s]\n", label(e.Name, e.Kernel), what)
+	}
+	for _, c := range d.Changed {
+		fmt.Fprintf(w, "~ %s\n", label(c.Name, c.Kernel))
+		if c.NowNameOnly {
+			fmt.Fprintln(w, "    now matches on the name alone (wider)")
+		}
+		if c.NoLongerNameOnly {
+			fmt.Fprintln(w, "    now pinned to digests (narrower)")
+		}
+		for _, s := range c.AddedSHA256 {
+			fmt.Fprintf(w, "    + sha256 %s\n", s)
+		}
+		for _, s := range c.RemovedSHA256 {
+			fmt.Fprintf(w, "    - sha256 %s\n", s)
+		}
+		if c.CommentFrom != c.CommentTo {
+			fmt.Fprintf(w, "    comment: %q -> %q\n", c.CommentFrom, c.CommentTo)
+		}
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return withCode(exitError, fmt.Errorf("write json: %w", err))
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
