@@ -105,6 +105,11 @@ static long (*bpf_ima_file_hash)(struct file *file, void *dst, __u32 size) = (vo
 	bpf_probe_read_kernel(&(dst), sizeof(dst), __builtin_preserve_access_index(&(src)))
 /* KG_FIELD_EXISTS(s->f) is true when the running kernel has the field. */
 #define KG_FIELD_EXISTS(field) __builtin_preserve_field_info(field, 2 /* BPF_FIELD_EXISTS */)
+/* KG_FIELD_OFFSET(s->f) is the field's byte offset in the running kernel. */
+#define KG_FIELD_OFFSET(field) __builtin_preserve_field_info(field, 0 /* BPF_FIELD_BYTE_OFFSET */)
+/* kg_container_of(ptr, type, member), with the member's offset relocated. */
+#define kg_container_of(ptr, type, member) \
+	((type *)((void *)(ptr) - KG_FIELD_OFFSET(((type *)0)->member)))
 
 /* Raw tracepoint context: the tracepoint's arguments as u64s. */
 struct bpf_raw_tracepoint_args {

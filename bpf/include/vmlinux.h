@@ -19,7 +19,181 @@
 
 /* ---- shared types ---------------------------------------------------- */
 
+typedef __u32 dev_t;
+typedef long long loff_t;
+typedef __u32 uid_t;
+typedef struct {
+	uid_t val;
+} kuid_t;
+
+struct qstr {
+	const unsigned char *name;
+};
+
+struct super_block {
+	dev_t s_dev;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
+struct inode {
+	unsigned long i_ino;
+	loff_t i_size;
+	struct super_block *i_sb;
+	/* 6.11 on: the mtime is split in two fields (see the ___flavors). */
+	long long i_mtime_sec;
+	__u32 i_mtime_nsec;
+};
+
+struct file {
+	struct path f_path;
+	struct inode *f_inode;
+};
+
 /* ---- sensor types (bpf/sensor.bpf.c) --------------------------------- */
+
+typedef int pid_t;
+
+/* The syscall's saved registers: arguments at sys_enter, number at sys_exit. */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r10;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	__u64 regs[31];
+	__s32 syscallno;
+};
+#endif
+
+struct timespec64 {
+	long long tv_sec;
+	long tv_nsec;
+};
+
+/* inode mtime before 6.6: one timespec64. */
+struct inode___v61 {
+	struct timespec64 i_mtime;
+};
+
+/* inode mtime in 6.6 to 6.10: renamed to __i_mtime. */
+struct inode___v66 {
+	struct timespec64 __i_mtime;
+};
+
+/* kernel_cap_t from 6.3 on: one u64. */
+typedef struct {
+	__u64 val;
+} kernel_cap_t;
+
+/* kernel_cap_t before 6.3: two u32 words. */
+struct kernel_cap_struct {
+	__u32 cap[2];
+};
+
+struct cred {
+	kernel_cap_t cap_effective;
+};
+
+struct cred___v61 {
+	struct kernel_cap_struct cap_effective;
+};
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct mnt_namespace {
+	struct ns_common ns;
+};
+
+struct pid_namespace {
+	struct ns_common ns;
+};
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+};
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+};
+
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+	struct file *exe_file;
+};
+
+/* kernfs_node from 6.15 on: the parent pointer is __parent. */
+struct kernfs_node {
+	struct kernfs_node *__parent;
+	const char *name;
+};
+
+/* kernfs_node before 6.15. */
+struct kernfs_node___v61 {
+	struct kernfs_node *parent;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
+struct task_struct {
+	pid_t pid;
+	pid_t tgid;
+	struct task_struct *real_parent;
+	struct pid *thread_pid;
+	struct mm_struct *mm;
+	const struct cred *cred;
+	struct files_struct *files;
+	struct nsproxy *nsproxy;
+	kuid_t loginuid;
+	struct css_set *cgroups;
+};
 
 /* ---- guard types (lsm/guard.bpf.c) ----------------------------------- */
 

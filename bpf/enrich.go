@@ -1,0 +1,341 @@
+package bpf
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/kmod"
+)
+
+// maxModuleFile bounds what the enricher reads of a finit_module file.
+const maxModuleFile = 1 << 30
+
+// enricher turns kernel records into events: it decodes strings, inspects
+// module images, checks the finit_module file and applies the allowlist.
+type enricher struct {
+	allowlist func() *allowlist.Allowlist
+	// bootOffset turns CLOCK_BOOTTIME ns into Unix ns.
+	bootOffset int64
+	hostPidNS  uint32
+	hostMntNS  uint32 // 0 when unknown
+	selfMntNS  uint32
+	// procRoot is /proc, or a test's stand-in.
+	procRoot string
+	// fileCap bounds the finit_module file read for inspection.
+	fileCap int64
+}
+
+func newEnricher(cfg Config) *enricher {
+	e := &enricher{allowlist: cfg.Allowlist, procRoot: "/proc", fileCap: maxModuleFile}
+	var boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err == nil {
+		e.bootOffset = time.Now().UnixNano() - boot.Nano()
+	}
+	// The initial namespaces' inode numbers: from pid 1 when it can be
+	// read, else the kernel's fixed ones (the initial pid namespace has had
+	// one for long; the initial mount namespace since 6.18).
+	e.hostPidNS = nsInode("/proc/1/ns/pid")
+	if e.hostPidNS == 0 {
+		e.hostPidNS = procPidInitIno
+	}
+	e.hostMntNS = nsInode("/proc/1/ns/mnt")
+	e.selfMntNS = nsInode("/proc/self/ns/mnt")
+	if e.hostMntNS == 0 && e.selfMntNS == procMntInitIno {
+		e.hostMntNS = procMntInitIno
+	}
+	return e
+}
+
+// Fixed inode numbers of initial namespaces (include/linux/proc_ns.h).
+const (
+	procPidInitIno = 0xEFFFFFFC
+	procMntInitIno = 0xEFFFFFF8
+)
+
+// nsInode is the inode number of a namespace file, 0 when unknown.
+func nsInode(path string) uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return uint32(st.Ino)
+}
+
+// decode builds the event of one event record and, for init_module, the
+// image put together from its chunks.
+func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Event {
+	f := sensorKgFlag(rec.Flags)
+	has := func(bits sensorKgFlag) bool { return f&bits != 0 }
+	ev := &event.Event{
+		TS:           uint64(int64(rec.Ts) + n.bootOffset),
+		Syscall:      syscallOf(rec.Syscall),
+		Pid:          rec.Pid,
+		Tid:          rec.Tid,
+		Ppid:         rec.Ppid,
+		UID:          rec.Uid,
+		GID:          rec.Gid,
+		LoginUID:     rec.Loginuid,
+		Comm:         cString(rec.Comm[:]),
+		Cmdline:      cmdline(bytesOf(rec.Cmdline[:]), int(rec.CmdlineLen)),
+		CgroupID:     rec.CgroupId,
+		Cgroup:       joinPath(bytesOf(rec.Cgroup[:]), int(rec.CgroupLen), has(sensorKgFlagKG_F_CGROUP_TRUNCATED)),
+		PidNS:        rec.Pidns,
+		MntNS:        rec.Mntns,
+		CapEffective: rec.CapEffective,
+		Verdict:      event.VerdictNone,
+	}
+	if rec.ExeLen > 0 {
+		// No exe at all is a kernel thread.
+		ev.Exe = joinPath(bytesOf(rec.Exe[:]), int(rec.ExeLen), has(sensorKgFlagKG_F_EXE_TRUNCATED))
+	}
+	ev.ContainerID = ContainerID(ev.Cgroup)
+	// With the host's mount namespace unknown, the pid namespace decides.
+	ev.HostNS = rec.Pidns == n.hostPidNS && (n.hostMntNS == 0 || rec.Mntns == n.hostMntNS)
+	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED |
+		sensorKgFlagKG_F_PARAMS_TRUNCATED | sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
+	ev.Unreadable = has(sensorKgFlagKG_F_IMAGE_UNREADABLE | sensorKgFlagKG_F_PARAMS_UNREADABLE |
+		sensorKgFlagKG_F_NAME_UNREADABLE | sensorKgFlagKG_F_FILE_UNRESOLVED)
+	if !has(sensorKgFlagKG_F_PARAMS_UNREADABLE) {
+		ev.Params = string(bytesOf(rec.Params[:])[:min(int(rec.ParamsLen), len(rec.Params))])
+	}
+
+	var mod *kmod.Module
+	switch ev.Syscall {
+	case event.InitModule:
+		ev.Size = rec.Len
+		complete := !imgGap && uint64(len(img)) == rec.Captured && rec.Captured == rec.Len
+		if imgGap || uint64(len(img)) != rec.Captured {
+			ev.Truncated = true
+		}
+		if complete && len(img) > 0 {
+			sum := sha256.Sum256(img)
+			ev.SHA256 = hex.EncodeToString(sum[:])
+			if m, err := kmod.InspectBytes(img); err == nil {
+				mod = m
+				ev.ELFSHA256 = m.ELFSHA256
+			}
+		}
+	case event.FinitModule:
+		ev.FD = rec.Fd
+		ev.RawFlags = rec.RawFlags
+		ev.Flags = finitFlags(rec.RawFlags)
+		ev.Inode = rec.Ino
+		ev.Size = rec.Size
+		ev.Dev = kernelDev(rec.Dev)
+		ev.Mtime = rec.MtimeSec*1e9 + int64(rec.MtimeNsec)
+		if !has(sensorKgFlagKG_F_FILE_UNRESOLVED) {
+			ev.Path = joinPath(bytesOf(rec.Path[:]), int(rec.PathLen), has(sensorKgFlagKG_F_PATH_TRUNCATED))
+			if !has(sensorKgFlagKG_F_PATH_TRUNCATED) {
+				mod = n.inspectFile(ev)
+			}
+		}
+	case event.DeleteModule:
+		ev.RawFlags = rec.RawFlags
+		ev.Flags = deleteFlags(rec.RawFlags)
+		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
+			ev.Name = string(bytesOf(rec.Name[:])[:min(int(rec.NameLen), len(rec.Name))])
+		}
+	}
+	if mod != nil {
+		ev.Name = mod.Name
+		ev.ThisModuleName = mod.ThisModuleName
+		ev.NameMismatch = mod.NameMismatch
+		ev.Vermagic = mod.Vermagic
+		ev.Srcversion = mod.Srcversion
+		ev.Depends = mod.Depends
+		ev.Signed = mod.Signature.Present
+		ev.Signer = mod.Signature.Signer
+	}
+	if ev.Syscall != event.DeleteModule && n.allowlist != nil {
+		if list := n.allowlist(); list != nil {
+			allowed := false
+			if mod != nil {
+				d := list.Match(mod)
+				allowed = d.Allowed
+				if d.Entry != nil {
+					ev.AllowlistEntry = d.Entry.Name
+				}
+			}
+			// A module the sensor could not read cannot be shown allowed.
+			ev.Allowed = &allowed
+		}
+	}
+	return ev
+}
+
+// inspectFile reads the finit_module file where the caller sees it, checks
+// that it is the file the kernel saw, and inspects it.
+func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
+	path := ev.Path
+	same := n.selfMntNS != 0 && ev.MntNS == n.selfMntNS
+	if !same {
+		// The path is in the caller's mount namespace.
+		path = filepath.Join(n.procRoot, strconv.FormatUint(uint64(ev.Pid), 10), "root", ev.Path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) && same {
+			ev.FileChanged = true // gone since the kernel read it
+		}
+		return nil
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil
+	}
+	if st.Ino != ev.Inode || uint64(st.Dev) != ev.Dev || uint64(st.Size) != ev.Size ||
+		st.Mtim.Nano() != ev.Mtime {
+		ev.FileChanged = true
+	}
+	b, err := io.ReadAll(io.LimitReader(f, n.fileCap))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	m, err := kmod.InspectBytes(b)
+	if err != nil {
+		sum := sha256.Sum256(b)
+		ev.SHA256 = hex.EncodeToString(sum[:])
+		return nil
+	}
+	ev.SHA256 = m.FileSHA256
+	ev.ELFSHA256 = m.ELFSHA256
+	return m
+}
+
+// kernelDev turns a kernel dev_t (major << 20 | minor) into the encoding
+// stat(2) reports.
+func kernelDev(d uint32) uint64 {
+	return unix.Mkdev(d>>20, d&(1<<20-1))
+}
+
+// finit_module flags (include/uapi/linux/module.h).
+var finitFlagNames = []struct {
+	bit  uint32
+	name string
+}{
+	{1, "MODULE_INIT_IGNORE_MODVERSIONS"},
+	{2, "MODULE_INIT_IGNORE_VERMAGIC"},
+	{4, "MODULE_INIT_COMPRESSED_FILE"},
+}
+
+// delete_module flags.
+var deleteFlagNames = []struct {
+	bit  uint32
+	name string
+}{
+	{unix.O_NONBLOCK, "O_NONBLOCK"},
+	{unix.O_TRUNC, "O_TRUNC"},
+}
+
+func finitFlags(v uint32) []string { return flagNames(v, finitFlagNames) }
+func deleteFlags(v uint32) []string { return flagNames(v, deleteFlagNames) }
+
+func flagNames(v uint32, names []struct {
+	bit  uint32
+	name string
+}) []string {
+	var out []string
+	for _, f := range names {
+		if v&f.bit != 0 {
+			out = append(out, f.name)
+			v &^= f.bit
+		}
+	}
+	if v != 0 {
+		out = append(out, fmt.Sprintf("%#x", v))
+	}
+	return out
+}
+
+// containerIDRe finds a 64-hex container id in a cgroup path component, as
+// docker (docker-<id>.scope, /docker/<id>), containerd
+// (cri-containerd-<id>.scope), CRI-O (crio-<id>.scope) and podman
+// (libpod-<id>.scope) name them.
+var containerIDRe = regexp.MustCompile(`(?:^|[-/:])([0-9a-f]{64})(?:\.scope)?$`)
+
+// ContainerID returns the container id in a cgroup path, or "".
+func ContainerID(cgroup string) string {
+	parts := strings.Split(cgroup, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if m := containerIDRe.FindStringSubmatch("/" + parts[i]); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// bytesOf views a C char array as bytes.
+func bytesOf(b []int8) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b))
+}
+
+// cString is the NUL-ended string at the start of b.
+func cString(b []int8) string {
+	s := bytesOf(b)
+	if i := indexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// joinPath turns the kernel's leaf-first, NUL-separated components into a
+// path. A truncated walk lost its top components; the path then starts
+// with "…/" rather than "/".
+func joinPath(b []byte, n int, truncated bool) string {
+	n = min(max(n, 0), len(b))
+	b = b[:n]
+	var comps []string
+	for len(b) > 0 {
+		i := indexByte(b, 0)
+		if i < 0 {
+			i = len(b)
+		}
+		comps = append(comps, string(b[:i]))
+		b = b[min(i+1, len(b)):]
+	}
+	if len(comps) == 0 && !truncated {
+		return "/"
+	}
+	var sb strings.Builder
+	if truncated {
+		sb.WriteString("…")
+	}
+	for i := len(comps) - 1; i >= 0; i-- {
+		sb.WriteByte('/')
+		sb.WriteString(comps[i])
+	}
+	return sb.String()
+}
+
+// cmdline turns the NUL-separated argv into one line.
+func cmdline(b []byte, n int) string {
+	n = min(max(n, 0), len(b))
+	s := strings.TrimRight(string(b[:n]), "\x00")
+	return strings.ReplaceAll(s, "\x00", " ")
+}

@@ -1,0 +1,242 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// Record sizes, from the bpf2go mirrors of the C structs.
+const (
+	eventRecordSize = int(unsafe.Sizeof(sensorKgEvent{}))
+	exitRecordSize  = int(unsafe.Sizeof(sensorKgExit{}))
+	chunkHeaderSize = int(unsafe.Offsetof(sensorKgChunk{}.Data))
+)
+
+// pendingTimeout is how long an event waits for its result before the
+// reader checks whether its thread still exists.
+const pendingTimeout = 5 * time.Second
+
+// maxAssemblies bounds the images being put together at once: one per
+// thread that is inside init_module.
+const maxAssemblies = 64
+
+// image is an init_module image being put together from chunks.
+type image struct {
+	ts  uint64
+	buf []byte
+	gap bool // a chunk was missing
+}
+
+// pending is an event waiting for its sys_exit record.
+type pending struct {
+	ev    *event.Event
+	since time.Time
+}
+
+// joiner puts records back together: chunks into images, and each event
+// with its result. Records of one thread arrive in order: chunks, event,
+// exit. It is not safe for concurrent use.
+type joiner struct {
+	cap     uint64
+	images  map[uint32]*image
+	pending map[uint32]*pending
+	// decode turns an event record and its image into an Event.
+	decode func(rec *sensorKgEvent, img []byte, imgGap bool) *event.Event
+	emit   func(*event.Event)
+	orphan func()
+}
+
+func newJoiner(imageCap uint64, decode func(*sensorKgEvent, []byte, bool) *event.Event, emit func(*event.Event), orphan func()) *joiner {
+	return &joiner{
+		cap:     imageCap,
+		images:  make(map[uint32]*image),
+		pending: make(map[uint32]*pending),
+		decode:  decode,
+		emit:    emit,
+		orphan:  orphan,
+	}
+}
+
+// errMalformed marks a record too short for its kind, or of no known kind.
+var errMalformed = errors.New("malformed record")
+
+// record handles one ring buffer record.
+func (j *joiner) record(raw []byte, now time.Time) error {
+	if len(raw) == 0 {
+		return errMalformed
+	}
+	switch sensorKgRecord(raw[0]) {
+	case sensorKgRecordKG_REC_CHUNK:
+		if len(raw) < chunkHeaderSize {
+			return errMalformed
+		}
+		c := (*sensorKgChunk)(unsafe.Pointer(&raw[0]))
+		data := raw[chunkHeaderSize:]
+		if uint64(c.Len) > uint64(len(data)) {
+			return errMalformed
+		}
+		j.chunk(c.Tid, c.Ts, c.Off, data[:c.Len])
+	case sensorKgRecordKG_REC_EVENT:
+		if len(raw) < eventRecordSize {
+			return errMalformed
+		}
+		rec := (*sensorKgEvent)(unsafe.Pointer(&raw[0]))
+		var img []byte
+		gap := false
+		if im := j.images[rec.Tid]; im != nil && im.ts == rec.Ts {
+			img, gap = im.buf, im.gap
+		} else if im != nil {
+			j.orphan()
+		}
+		delete(j.images, rec.Tid)
+		if old := j.pending[rec.Tid]; old != nil {
+			// The thread is in a new syscall, so the old one's result was lost.
+			old.ev.Res = ResUnknown
+			j.emit(old.ev)
+		}
+		j.pending[rec.Tid] = &pending{ev: j.decode(rec, img, gap), since: now}
+	case sensorKgRecordKG_REC_EXIT:
+		if len(raw) < exitRecordSize {
+			return errMalformed
+		}
+		x := (*sensorKgExit)(unsafe.Pointer(&raw[0]))
+		p := j.pending[x.Tid]
+		if p == nil || syscallOf(x.Syscall) != p.ev.Syscall {
+			j.orphan()
+			return nil
+		}
+		delete(j.pending, x.Tid)
+		p.ev.Res = x.Ret
+		j.emit(p.ev)
+	default:
+		return fmt.Errorf("%w: kind %d", errMalformed, raw[0])
+	}
+	return nil
+}
+
+func (j *joiner) chunk(tid uint32, ts, off uint64, data []byte) {
+	im := j.images[tid]
+	if im == nil || im.ts != ts {
+		if im != nil {
+			j.orphan()
+		}
+		if len(j.images) >= maxAssemblies {
+			// Evict one: a flood of half-sent images must not grow memory.
+			for t := range j.images {
+				delete(j.images, t)
+				j.orphan()
+				break
+			}
+		}
+		im = &image{ts: ts}
+		j.images[tid] = im
+	}
+	if off != uint64(len(im.buf)) || off+uint64(len(data)) > j.cap {
+		im.gap = true
+		return
+	}
+	im.buf = append(im.buf, data...)
+}
+
+// expire delivers events that waited longer than pendingTimeout and whose
+// thread has gone (it left without sys_exit, or its exit record was lost).
+// With all set, it delivers every pending event.
+func (j *joiner) expire(now time.Time, all bool) {
+	for tid, p := range j.pending {
+		if !all {
+			if now.Sub(p.since) < pendingTimeout {
+				continue
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p.ev.Pid, tid)); err == nil {
+				continue // still in the syscall: a slow module init
+			}
+		}
+		delete(j.pending, tid)
+		p.ev.Res = ResUnknown
+		j.emit(p.ev)
+	}
+	if all {
+		for tid := range j.images {
+			delete(j.images, tid)
+			j.orphan()
+		}
+	}
+}
+
+func syscallOf(k uint8) event.Syscall {
+	switch sensorKgSyscall(k) {
+	case sensorKgSyscallKG_SYS_INIT_MODULE:
+		return event.InitModule
+	case sensorKgSyscallKG_SYS_FINIT_MODULE:
+		return event.FinitModule
+	case sensorKgSyscallKG_SYS_DELETE_MODULE:
+		return event.DeleteModule
+	}
+	return ""
+}
+
+// readLoop reads the ring buffer until stop, then drains it, delivers what
+// is pending and closes Events.
+func (s *Sensor) readLoop() {
+	defer close(s.out)
+	draining := false
+	send := func(ev *event.Event) {
+		if !draining {
+			select {
+			case s.out <- ev:
+				s.delivered.Add(1)
+				return
+			case <-s.done:
+				draining = true
+			}
+		}
+		// Closing: give a reader a moment, then discard.
+		select {
+		case s.out <- ev:
+			s.delivered.Add(1)
+		case <-time.After(time.Second):
+			s.discarded.Add(1)
+		}
+	}
+	j := newJoiner(s.cfg.ImageCap, s.enr.decode, send, func() { s.orphans.Add(1) })
+	var rec ringbuf.Record
+	lastSweep := time.Now()
+	for {
+		// Wake up now and then to expire events whose result never came.
+		s.reader.SetDeadline(time.Now().Add(pendingTimeout))
+		err := s.reader.ReadInto(&rec)
+		now := time.Now()
+		switch {
+		case err == nil:
+			if err := j.record(rec.RawSample, now); err != nil {
+				s.malformed.Add(1)
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			select {
+			case <-s.done:
+				// stop flushed the reader: everything is read.
+				draining = true
+				j.expire(now, true)
+				return
+			default:
+			}
+		default:
+			// The ring buffer failed: deliver what we have.
+			s.log.WithError(err).Warn("sensor: ring buffer read failed")
+			draining = true
+			j.expire(now, true)
+			return
+		}
+		if now.Sub(lastSweep) >= pendingTimeout {
+			j.expire(now, false)
+			lastSweep = now
+		}
+	}
+}

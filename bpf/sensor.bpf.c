@@ -1,0 +1,725 @@
+//go:build ignore
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+/*
+ * sensor.bpf.c: kmodguard's module syscall sensor.
+ *
+ * Two BTF-typed raw tracepoints, sys_enter and sys_exit, watch init_module,
+ * finit_module and delete_module. Every other syscall leaves after one
+ * compare of the syscall number (sys_enter) or of the saved number in
+ * pt_regs (sys_exit), before any helper call or map lookup.
+ *
+ * At sys_enter the program sends, through one ring buffer:
+ *   - for init_module, the image in chunks (struct kg_chunk), up to
+ *     kg_image_cap bytes;
+ *   - then one record (struct kg_event) with the arguments, what the kernel
+ *     knows of the finit_module file, and the process context.
+ * At sys_exit it sends the result (struct kg_exit). User space joins the
+ * three by thread id: a thread is in one syscall at a time, and the ring
+ * buffer keeps reservation order.
+ *
+ * Nothing vanishes silently: a read that fails is flagged in the record, and
+ * a record the ring buffer cannot take is counted in kg_counters.
+ */
+#include "vmlinux.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#if defined(__TARGET_ARCH_x86)
+#define KG_NR_INIT_MODULE 175
+#define KG_NR_FINIT_MODULE 313
+#define KG_NR_DELETE_MODULE 176
+#define KG_ARG0(r) ((r)->di)
+#define KG_ARG1(r) ((r)->si)
+#define KG_ARG2(r) ((r)->dx)
+#define KG_SYSCALL_NR(r) ((r)->orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define KG_NR_INIT_MODULE 105
+#define KG_NR_FINIT_MODULE 273
+#define KG_NR_DELETE_MODULE 106
+#define KG_ARG0(r) ((r)->regs[0])
+#define KG_ARG1(r) ((r)->regs[1])
+#define KG_ARG2(r) ((r)->regs[2])
+#define KG_SYSCALL_NR(r) ((r)->syscallno)
+#else
+#error "kmodguard's sensor supports amd64 and arm64 (set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64)"
+#endif
+
+#define KG_IS_MODULE_NR(nr) \
+	((nr) == KG_NR_INIT_MODULE || (nr) == KG_NR_FINIT_MODULE || (nr) == KG_NR_DELETE_MODULE)
+
+/* Buffer sizes. Paths hold their components leaf first, each NUL-ended. */
+#define KG_PARAMS_MAX 4096
+#define KG_PATH_MAX 1024
+#define KG_CGROUP_MAX 512
+#define KG_CMDLINE_MAX 1024
+#define KG_MODNAME_MAX 64
+#define KG_COMM_LEN 16
+#define KG_NAME_MAX 256 /* one path component, NUL included */
+#define KG_PATH_DEPTH 48
+#define KG_CHUNK 16384
+
+/* Record kinds, the first byte of every ring buffer record. */
+enum kg_record {
+	KG_REC_EVENT = 1,
+	KG_REC_CHUNK = 2,
+	KG_REC_EXIT = 3,
+};
+
+enum kg_syscall {
+	KG_SYS_INIT_MODULE = 1,
+	KG_SYS_FINIT_MODULE = 2,
+	KG_SYS_DELETE_MODULE = 3,
+};
+
+/* Capture flags of struct kg_event. */
+enum kg_flag {
+	KG_F_IMAGE_TRUNCATED = 1 << 0,   /* len was over kg_image_cap */
+	KG_F_IMAGE_UNREADABLE = 1 << 1,  /* a read of the image failed */
+	KG_F_IMAGE_DROPPED = 1 << 2,     /* the ring buffer refused a chunk */
+	KG_F_PARAMS_TRUNCATED = 1 << 3,  /* no NUL within KG_PARAMS_MAX */
+	KG_F_PARAMS_UNREADABLE = 1 << 4, /* the params pointer faulted */
+	KG_F_NAME_UNREADABLE = 1 << 5,   /* delete_module's name faulted */
+	KG_F_NAME_TRUNCATED = 1 << 6,    /* no NUL within KG_MODNAME_MAX */
+	KG_F_FILE_UNRESOLVED = 1 << 7,   /* finit_module's fd is not an open file */
+	KG_F_PATH_TRUNCATED = 1 << 8,    /* the file path walk hit its bounds */
+	KG_F_EXE_TRUNCATED = 1 << 9,
+	KG_F_CGROUP_TRUNCATED = 1 << 10,
+	KG_F_CMDLINE_TRUNCATED = 1 << 11,
+	KG_F_CMDLINE_UNREADABLE = 1 << 12,
+};
+
+/* Indexes of kg_counters. */
+enum kg_counter {
+	KG_CNT_EVENTS = 0,      /* event records submitted */
+	KG_CNT_DROPS = 1,       /* event records the ring buffer refused */
+	KG_CNT_CHUNK_DROPS = 2, /* image chunks the ring buffer refused */
+	KG_CNT_EXIT_DROPS = 3,  /* exit records the ring buffer refused */
+	KG_CNT_TRUNCATIONS = 4, /* events with anything cut short */
+	KG_CNT_READ_FAILURES = 5, /* events with a failed read of user memory */
+	KG_CNT_MAX = 6,
+};
+
+/* One module syscall at sys_enter. */
+struct kg_event {
+	__u8 kind;
+	__u8 syscall;
+	__u16 params_len;
+	__u32 flags;
+	__u64 ts; /* CLOCK_BOOTTIME, ns */
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 loginuid;
+	__u32 pidns;
+	__u32 mntns;
+	__u64 cgroup_id;
+	__u64 cap_effective;
+	__u64 len;      /* init_module: the len argument */
+	__u64 captured; /* init_module: image bytes sent in chunks */
+	__s32 fd;
+	__u32 raw_flags;
+	__u64 ino;
+	__u64 size;
+	__s64 mtime_sec;
+	__u32 mtime_nsec;
+	__u32 dev; /* kernel dev_t: major << 20 | minor */
+	__u16 name_len;
+	__u16 exe_len;
+	__u16 path_len;
+	__u16 cgroup_len;
+	__u16 cmdline_len;
+	__u16 pad[3];
+	char comm[KG_COMM_LEN];
+	char name[KG_MODNAME_MAX];
+	char params[KG_PARAMS_MAX];
+	char exe[KG_PATH_MAX];
+	char path[KG_PATH_MAX];
+	char cgroup[KG_CGROUP_MAX];
+	char cmdline[KG_CMDLINE_MAX];
+};
+
+/* A piece of an init_module image. Sent before its event. */
+struct kg_chunk {
+	__u8 kind;
+	__u8 pad[3];
+	__u32 tid;
+	__u64 ts; /* the event's ts */
+	__u64 off;
+	__u32 len;
+	__u32 pad2;
+	char data[KG_CHUNK];
+};
+
+/* The result of a module syscall, at sys_exit. */
+struct kg_exit {
+	__u8 kind;
+	__u8 syscall;
+	__u16 pad;
+	__u32 tid;
+	__s64 ret;
+};
+
+/* Keep the record types in BTF, so that bpf2go -type mirrors them in Go. */
+const struct kg_exit *kg_unused_exit __attribute__((unused));
+const enum kg_counter *kg_unused_counter __attribute__((unused));
+const enum kg_flag *kg_unused_flag __attribute__((unused));
+const enum kg_record *kg_unused_record __attribute__((unused));
+const enum kg_syscall *kg_unused_syscall __attribute__((unused));
+
+/* Set by user space at load time. */
+volatile const __u64 kg_image_cap = 16 << 20;
+
+/* events: every record, in reservation order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 << 20);
+} kg_events SEC(".maps");
+
+/* kg_counters: enum kg_counter -> count, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KG_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kg_counters SEC(".maps");
+
+/* kg_event_buf: 0 -> the event being filled on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_event);
+} kg_event_buf SEC(".maps");
+
+/* kg_chunk_buf: 0 -> the chunk being filled on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_chunk);
+} kg_chunk_buf SEC(".maps");
+
+static __always_inline void kg_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&kg_counters, &idx);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct kg_event *kg_scratch(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&kg_event_buf, &key);
+}
+
+/* Which buffer of the scratch event a walk fills. */
+enum kg_walk_target {
+	KG_WALK_EXE = 0,
+	KG_WALK_PATH = 1,
+	KG_WALK_CGROUP = 2,
+};
+
+/* The state of a path walk, carried across bpf_loop steps. */
+struct kg_walk {
+	struct dentry *d;
+	struct mount *mnt;
+	struct kernfs_node *kn;
+	__u32 off;
+	__u32 target;
+	__u32 done; /* set when the walk reached its root */
+};
+
+/*
+ * kg_path_step is one step of a walk from a dentry up to the root of its
+ * mount namespace: it either writes one name (leaf first, NUL-ended) or
+ * crosses from a mount's root to where it is mounted. Run under bpf_loop, so
+ * that the verifier checks the step once rather than every iteration.
+ */
+static long kg_path_step(__u32 i, struct kg_walk *w)
+{
+	struct kg_event *e = kg_scratch();
+	struct dentry *d = w->d, *root = NULL, *parent = NULL;
+	struct mount *mnt = w->mnt, *mnt_parent = NULL;
+	const unsigned char *name = NULL;
+	__u32 off = w->off;
+	char *buf;
+	long n;
+
+	if (!e || !d || !mnt)
+		return 1;
+	kg_read(root, mnt->mnt.mnt_root);
+	kg_read(parent, d->d_parent);
+	if (d == root || d == parent) {
+		if (d != root)
+			goto done; /* a dentry outside this mount tree */
+		kg_read(mnt_parent, mnt->mnt_parent);
+		if (!mnt_parent || mnt_parent == mnt)
+			goto done; /* the namespace's root mount */
+		kg_read(w->d, mnt->mnt_mountpoint);
+		w->mnt = mnt_parent;
+		return 0;
+	}
+	if (off > KG_PATH_MAX - KG_NAME_MAX)
+		return 1;
+	buf = w->target == KG_WALK_EXE ? e->exe : e->path;
+	kg_read(name, d->d_name.name);
+	n = bpf_probe_read_kernel_str(buf + off, KG_NAME_MAX, name);
+	if (n <= 0)
+		return 1;
+	w->off = off + n;
+	w->d = parent;
+	return 0;
+done:
+	w->done = 1;
+	return 1;
+}
+
+/*
+ * kg_walk_path writes the path of p into the scratch event's exe or path,
+ * and returns its length; it sets trunc in e->flags when the walk ran out
+ * of depth or room.
+ */
+static __always_inline __u32 kg_walk_path(struct kg_event *e, struct path *p, __u32 target, __u32 trunc)
+{
+	struct vfsmount *vfs = NULL;
+	struct kg_walk w = {.target = target};
+
+	kg_read(w.d, p->dentry);
+	kg_read(vfs, p->mnt);
+	if (vfs)
+		w.mnt = kg_container_of(vfs, struct mount, mnt);
+	bpf_loop(KG_PATH_DEPTH, kg_path_step, &w, 0);
+	if (!w.done)
+		e->flags |= trunc;
+	return w.off;
+}
+
+/* kg_cgroup_step is one step of the kernfs walk of the task's cgroup. */
+static long kg_cgroup_step(__u32 i, struct kg_walk *w)
+{
+	struct kg_event *e = kg_scratch();
+	struct kernfs_node *kn = w->kn, *parent = NULL;
+	const char *name = NULL;
+	__u32 off = w->off;
+	long n;
+
+	if (!e)
+		return 1;
+	if (!kn)
+		goto done;
+	if (KG_FIELD_EXISTS(kn->__parent))
+		kg_read(parent, kn->__parent);
+	else
+		kg_read(parent, ((struct kernfs_node___v61 *)kn)->parent);
+	if (!parent)
+		goto done; /* the root's name is not part of the path */
+	if (off > KG_CGROUP_MAX - KG_NAME_MAX)
+		return 1;
+	kg_read(name, kn->name);
+	n = bpf_probe_read_kernel_str(e->cgroup + off, KG_NAME_MAX, name);
+	if (n <= 0)
+		return 1;
+	w->off = off + n;
+	w->kn = parent;
+	return 0;
+done:
+	w->done = 1;
+	return 1;
+}
+
+/* kg_walk_cgroup writes the task's cgroup v2 path, leaf first. */
+static __always_inline __u32 kg_walk_cgroup(struct kg_event *e, struct task_struct *task)
+{
+	struct css_set *cgroups = NULL;
+	struct cgroup *cgrp = NULL;
+	struct kg_walk w = {.target = KG_WALK_CGROUP};
+
+	kg_read(cgroups, task->cgroups);
+	if (cgroups)
+		kg_read(cgrp, cgroups->dfl_cgrp);
+	if (!cgrp)
+		return 0;
+	kg_read(w.kn, cgrp->kn);
+	bpf_loop(KG_PATH_DEPTH, kg_cgroup_step, &w, 0);
+	if (!w.done)
+		e->flags |= KG_F_CGROUP_TRUNCATED;
+	return w.off;
+}
+
+/* kg_fill_task fills the process context of the current task. */
+static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct *task)
+{
+	struct task_struct *parent;
+	const struct cred *cred;
+	struct nsproxy *nsp;
+	struct mnt_namespace *mntns;
+	struct pid *pid;
+	struct pid_namespace *pidns;
+	struct mm_struct *mm;
+	struct file *exe;
+	unsigned int level;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->uid = (__u32)ug;
+	e->gid = ug >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->cgroup_id = bpf_get_current_cgroup_id();
+
+	kg_read(parent, task->real_parent);
+	if (parent)
+		kg_read(e->ppid, parent->tgid);
+	e->loginuid = (__u32)-1;
+	if (KG_FIELD_EXISTS(task->loginuid))
+		kg_read(e->loginuid, task->loginuid.val);
+
+	kg_read(cred, task->cred);
+	if (cred) {
+		if (KG_FIELD_EXISTS(cred->cap_effective.val)) {
+			kg_read(e->cap_effective, cred->cap_effective.val);
+		} else {
+			struct cred___v61 *old = (void *)cred;
+			__u32 lo = 0, hi = 0;
+
+			kg_read(lo, old->cap_effective.cap[0]);
+			kg_read(hi, old->cap_effective.cap[1]);
+			e->cap_effective = (__u64)hi << 32 | lo;
+		}
+	}
+
+	kg_read(nsp, task->nsproxy);
+	if (nsp) {
+		kg_read(mntns, nsp->mnt_ns);
+		if (mntns)
+			kg_read(e->mntns, mntns->ns.inum);
+	}
+	kg_read(pid, task->thread_pid);
+	if (pid) {
+		kg_read(level, pid->level);
+		/* pid->numbers[level].ns, with the array's offset relocated. */
+		bpf_probe_read_kernel(&pidns, sizeof(pidns),
+				      (void *)pid + KG_FIELD_OFFSET(pid->numbers) +
+					      (__u64)(level & 63) * sizeof(struct upid) +
+					      KG_FIELD_OFFSET(((struct upid *)0)->ns));
+		if (pidns)
+			kg_read(e->pidns, pidns->ns.inum);
+	}
+
+	kg_read(mm, task->mm);
+	if (mm) {
+		unsigned long start = 0, end = 0;
+		__u64 n;
+
+		kg_read(exe, mm->exe_file);
+		if (exe)
+			e->exe_len = kg_walk_path(e, &exe->f_path, KG_WALK_EXE, KG_F_EXE_TRUNCATED);
+		kg_read(start, mm->arg_start);
+		kg_read(end, mm->arg_end);
+		n = end > start ? end - start : 0;
+		if (n > KG_CMDLINE_MAX) {
+			n = KG_CMDLINE_MAX;
+			e->flags |= KG_F_CMDLINE_TRUNCATED;
+		}
+		barrier_var(n);
+		if (n && n <= KG_CMDLINE_MAX) {
+			if (bpf_probe_read_user(e->cmdline, n, (void *)start))
+				e->flags |= KG_F_CMDLINE_UNREADABLE;
+			else
+				e->cmdline_len = n;
+		}
+	}
+	e->cgroup_len = kg_walk_cgroup(e, task);
+}
+
+/* kg_read_params copies a user string of at most KG_PARAMS_MAX bytes. */
+static __always_inline void kg_read_params(struct kg_event *e, const char *uargs)
+{
+	long n = bpf_probe_read_user_str(e->params, KG_PARAMS_MAX, uargs);
+	char next = 0;
+
+	if (n <= 0) {
+		e->flags |= KG_F_PARAMS_UNREADABLE;
+		return;
+	}
+	e->params_len = n - 1;
+	/* A full buffer is cut unless the string ended exactly there. */
+	if (n == KG_PARAMS_MAX &&
+	    (bpf_probe_read_user(&next, 1, uargs + KG_PARAMS_MAX - 1) || next != 0))
+		e->flags |= KG_F_PARAMS_TRUNCATED;
+}
+
+/* kg_fill_file records what the kernel knows of finit_module's fd. */
+static __always_inline void kg_fill_file(struct kg_event *e, struct task_struct *task, int fd)
+{
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+	struct inode *inode;
+	struct super_block *sb;
+	unsigned int max = 0;
+
+	kg_read(files, task->files);
+	if (!files)
+		goto unresolved;
+	kg_read(fdt, files->fdt);
+	if (!fdt)
+		goto unresolved;
+	kg_read(max, fdt->max_fds);
+	if ((__u32)fd >= max)
+		goto unresolved;
+	kg_read(fds, fdt->fd);
+	if (!fds || bpf_probe_read_kernel(&f, sizeof(f), &fds[(__u32)fd]) || !f)
+		goto unresolved;
+
+	e->path_len = kg_walk_path(e, &f->f_path, KG_WALK_PATH, KG_F_PATH_TRUNCATED);
+	kg_read(inode, f->f_inode);
+	if (!inode)
+		return;
+	kg_read(e->ino, inode->i_ino);
+	kg_read(e->size, inode->i_size);
+	kg_read(sb, inode->i_sb);
+	if (sb)
+		kg_read(e->dev, sb->s_dev);
+	if (KG_FIELD_EXISTS(inode->i_mtime_sec)) {
+		kg_read(e->mtime_sec, inode->i_mtime_sec);
+		kg_read(e->mtime_nsec, inode->i_mtime_nsec);
+	} else if (KG_FIELD_EXISTS(((struct inode___v66 *)inode)->__i_mtime)) {
+		struct inode___v66 *i66 = (void *)inode;
+		long nsec = 0;
+
+		kg_read(e->mtime_sec, i66->__i_mtime.tv_sec);
+		kg_read(nsec, i66->__i_mtime.tv_nsec);
+		e->mtime_nsec = nsec;
+	} else {
+		struct inode___v61 *i61 = (void *)inode;
+		long nsec = 0;
+
+		kg_read(e->mtime_sec, i61->i_mtime.tv_sec);
+		kg_read(nsec, i61->i_mtime.tv_nsec);
+		e->mtime_nsec = nsec;
+	}
+	return;
+unresolved:
+	e->flags |= KG_F_FILE_UNRESOLVED;
+}
+
+struct kg_image_ctx {
+	const char *image;
+	__u64 total; /* bytes to send */
+	__u64 sent;
+	__u64 ts;
+	__u32 tid;
+	__u32 flags;
+};
+
+/* kg_send_chunk is the bpf_loop body: chunk i of the image. */
+static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
+{
+	__u64 off = (__u64)i * KG_CHUNK;
+	__u32 key = 0;
+	struct kg_chunk *ch;
+	__u64 n;
+
+	if (off >= c->total)
+		return 1;
+	ch = bpf_map_lookup_elem(&kg_chunk_buf, &key);
+	if (!ch)
+		return 1;
+	n = c->total - off;
+	if (n > KG_CHUNK)
+		n = KG_CHUNK;
+	barrier_var(n);
+	if (n == 0 || n > KG_CHUNK)
+		return 1;
+	if (bpf_probe_read_user(ch->data, n, c->image + off)) {
+		c->flags |= KG_F_IMAGE_UNREADABLE;
+		return 1;
+	}
+	ch->kind = KG_REC_CHUNK;
+	ch->tid = c->tid;
+	ch->ts = c->ts;
+	ch->off = off;
+	ch->len = n;
+	if (bpf_ringbuf_output(&kg_events, ch, __builtin_offsetof(struct kg_chunk, data) + n, 0)) {
+		kg_count(KG_CNT_CHUNK_DROPS);
+		c->flags |= KG_F_IMAGE_DROPPED;
+		return 1;
+	}
+	c->sent = off + n;
+	return 0;
+}
+
+static __always_inline int kg_enter(struct pt_regs *regs, long nr)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 a0 = 0, a1 = 0, a2 = 0;
+	struct kg_image_ctx img = {};
+	struct kg_event *e;
+	__u64 ts = bpf_ktime_get_boot_ns();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	kg_read(a0, KG_ARG0(regs));
+	kg_read(a1, KG_ARG1(regs));
+	kg_read(a2, KG_ARG2(regs));
+
+	/* The image goes first, so that its event can say how it went. */
+	if (nr == KG_NR_INIT_MODULE) {
+		img.image = (const char *)a0;
+		img.total = a1;
+		img.ts = ts;
+		img.tid = tid;
+		if (img.total > kg_image_cap) {
+			img.total = kg_image_cap;
+			img.flags |= KG_F_IMAGE_TRUNCATED;
+		}
+		if (img.total)
+			bpf_loop((img.total + KG_CHUNK - 1) / KG_CHUNK, kg_send_chunk, &img, 0);
+	}
+
+	e = kg_scratch();
+	if (!e)
+		return 0;
+	e->kind = KG_REC_EVENT;
+	e->ts = ts;
+	e->flags = 0;
+	e->params_len = 0;
+	e->name_len = 0;
+	e->exe_len = 0;
+	e->path_len = 0;
+	e->cgroup_len = 0;
+	e->cmdline_len = 0;
+	e->len = 0;
+	e->captured = 0;
+	e->fd = -1;
+	e->raw_flags = 0;
+	e->ino = 0;
+	e->size = 0;
+	e->mtime_sec = 0;
+	e->mtime_nsec = 0;
+	e->dev = 0;
+	e->ppid = 0;
+	e->pidns = 0;
+	e->mntns = 0;
+	e->cap_effective = 0;
+
+	switch (nr) {
+	case KG_NR_INIT_MODULE:
+		e->syscall = KG_SYS_INIT_MODULE;
+		e->len = a1;
+		e->captured = img.sent;
+		e->flags |= img.flags;
+		if (img.sent < img.total && !(img.flags & KG_F_IMAGE_DROPPED))
+			e->flags |= KG_F_IMAGE_UNREADABLE;
+		kg_read_params(e, (const char *)a2);
+		break;
+	case KG_NR_FINIT_MODULE:
+		e->syscall = KG_SYS_FINIT_MODULE;
+		e->fd = (int)a0;
+		e->raw_flags = (__u32)a2;
+		kg_read_params(e, (const char *)a1);
+		kg_fill_file(e, task, (int)a0);
+		break;
+	default:
+		e->syscall = KG_SYS_DELETE_MODULE;
+		e->raw_flags = (__u32)a1;
+		{
+			long n = bpf_probe_read_user_str(e->name, KG_MODNAME_MAX, (const char *)a0);
+
+			if (n <= 0)
+				e->flags |= KG_F_NAME_UNREADABLE;
+			else
+				e->name_len = n - 1;
+			if (n == KG_MODNAME_MAX)
+				e->flags |= KG_F_NAME_TRUNCATED;
+		}
+		break;
+	}
+	kg_fill_task(e, task);
+
+	if (e->flags & (KG_F_IMAGE_TRUNCATED | KG_F_IMAGE_DROPPED | KG_F_PARAMS_TRUNCATED |
+			KG_F_NAME_TRUNCATED | KG_F_PATH_TRUNCATED | KG_F_EXE_TRUNCATED |
+			KG_F_CGROUP_TRUNCATED | KG_F_CMDLINE_TRUNCATED))
+		kg_count(KG_CNT_TRUNCATIONS);
+	if (e->flags & (KG_F_IMAGE_UNREADABLE | KG_F_PARAMS_UNREADABLE | KG_F_NAME_UNREADABLE |
+			KG_F_CMDLINE_UNREADABLE))
+		kg_count(KG_CNT_READ_FAILURES);
+	if (bpf_ringbuf_output(&kg_events, e, sizeof(*e), 0)) {
+		kg_count(KG_CNT_DROPS);
+		return 0;
+	}
+	kg_count(KG_CNT_EVENTS);
+	return 0;
+}
+
+static __always_inline int kg_exit(long nr, long ret)
+{
+	struct kg_exit *x = bpf_ringbuf_reserve(&kg_events, sizeof(*x), 0);
+
+	if (!x) {
+		kg_count(KG_CNT_EXIT_DROPS);
+		return 0;
+	}
+	x->kind = KG_REC_EXIT;
+	x->syscall = nr == KG_NR_INIT_MODULE    ? KG_SYS_INIT_MODULE
+		     : nr == KG_NR_FINIT_MODULE ? KG_SYS_FINIT_MODULE
+						: KG_SYS_DELETE_MODULE;
+	x->pad = 0;
+	x->tid = (__u32)bpf_get_current_pid_tgid();
+	x->ret = ret;
+	bpf_ringbuf_submit(x, 0);
+	return 0;
+}
+
+/* The default hooks: tp_btf, where ctx and pt_regs are read directly. */
+
+SEC("tp_btf/sys_enter")
+int kg_sys_enter(__u64 *ctx)
+{
+	long nr = (long)ctx[1];
+
+	if (!KG_IS_MODULE_NR(nr))
+		return 0;
+	return kg_enter((struct pt_regs *)ctx[0], nr);
+}
+
+SEC("tp_btf/sys_exit")
+int kg_sys_exit(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	long nr = KG_SYSCALL_NR(regs);
+
+	if (!KG_IS_MODULE_NR(nr))
+		return 0;
+	return kg_exit(nr, (long)ctx[1]);
+}
+
+/* The fallback hooks: plain raw tracepoints, for kernels that refuse tp_btf. */
+
+SEC("raw_tracepoint/sys_enter")
+int kg_raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	long nr = (long)ctx->args[1];
+
+	if (!KG_IS_MODULE_NR(nr))
+		return 0;
+	return kg_enter((struct pt_regs *)ctx->args[0], nr);
+}
+
+SEC("raw_tracepoint/sys_exit")
+int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long nr = -1;
+
+	kg_read(nr, KG_SYSCALL_NR(regs));
+	if (!KG_IS_MODULE_NR(nr))
+		return 0;
+	return kg_exit(nr, (long)ctx->args[1]);
+}

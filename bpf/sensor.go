@@ -1,0 +1,436 @@
+// Package bpf is kmodguard's sensor: an eBPF program on the sys_enter and
+// sys_exit tracepoints that sees every init_module, finit_module and
+// delete_module on the host, and the Go side that loads it, reads its ring
+// buffer, puts init_module images back together and enriches each syscall
+// into an [event.Event].
+//
+// A minimal user:
+//
+//	s, err := bpf.NewSensor(bpf.Config{})
+//	if err != nil {
+//		return err // says what is missing: privileges, BTF, ring buffer
+//	}
+//	defer s.Close()
+//	if err := s.Start(ctx); err != nil {
+//		return err
+//	}
+//	for ev := range s.Events() {
+//		fmt.Println(ev.Syscall, ev.Name, ev.Res)
+//	}
+//
+// Every other syscall on the system pays for one compare in each hook. The
+// kernel side is sensor.bpf.c; its record types are mirrored into Go by
+// bpf2go (sensor_*_bpfel.go).
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// Defaults of Config.
+const (
+	DefaultRingBufferSize = 32 << 20
+	DefaultImageCap       = 16 << 20
+	DefaultEventBuffer    = 256
+	// MaxImageCap bounds Config.ImageCap: user space holds up to this much
+	// per thread that is loading a module.
+	MaxImageCap = 256 << 20
+)
+
+// Hook selects the tracepoint flavour the sensor attaches with.
+type Hook string
+
+const (
+	// HookAuto tries HookBTF, then HookRaw.
+	HookAuto Hook = ""
+	// HookBTF uses tp_btf programs: the tracepoint arguments and pt_regs are
+	// read directly, without helper calls, so the filter is cheapest.
+	HookBTF Hook = "tp_btf"
+	// HookRaw uses plain raw_tracepoint programs, for kernels that refuse
+	// tp_btf.
+	HookRaw Hook = "raw_tracepoint"
+)
+
+// Config configures a Sensor. The zero value is ready to use.
+type Config struct {
+	// RingBufferSize is the ring buffer's size in bytes: a power of two and
+	// a multiple of the page size. It should exceed ImageCap, so that a
+	// whole image fits while user space catches up. Default 32 MiB.
+	RingBufferSize int
+	// ImageCap bounds the bytes of an init_module image sent to user space;
+	// the rest is flagged truncated. Default 16 MiB.
+	ImageCap uint64
+	// Allowlist, when set, is called for every event, so that a reloaded
+	// list takes effect at once. It may return nil (no policy).
+	Allowlist func() *allowlist.Allowlist
+	// EventBuffer is the capacity of the Events channel. Default 256.
+	EventBuffer int
+	// Hook picks the tracepoint flavour. Default HookAuto.
+	Hook Hook
+	// Logger receives warnings; default the standard logrus logger.
+	Logger logrus.FieldLogger
+}
+
+// Stats counts what the sensor saw. The kernel's counters are summed over
+// CPUs; the others are user space's.
+type Stats struct {
+	// Events is the event records the kernel submitted.
+	Events uint64 `json:"events"`
+	// Drops is the event records the ring buffer refused: syscalls lost.
+	Drops uint64 `json:"drops"`
+	// ChunkDrops is the image chunks the ring buffer refused; their events
+	// arrive flagged truncated.
+	ChunkDrops uint64 `json:"chunk_drops"`
+	// ExitDrops is the results the ring buffer refused; their events
+	// arrive with Res set to ResUnknown.
+	ExitDrops uint64 `json:"exit_drops"`
+	// Truncations is the events with anything cut short.
+	Truncations uint64 `json:"truncations"`
+	// ReadFailures is the events with a user pointer that could not be read.
+	ReadFailures uint64 `json:"read_failures"`
+
+	// Delivered is the events sent on the Events channel.
+	Delivered uint64 `json:"delivered"`
+	// Orphans is the records user space could not join to an event.
+	Orphans uint64 `json:"orphans"`
+	// Malformed is the records too short for their kind.
+	Malformed uint64 `json:"malformed"`
+	// Discarded is the events left undelivered at Close because nobody
+	// read Events.
+	Discarded uint64 `json:"discarded"`
+}
+
+// ResUnknown is the Res of an event whose sys_exit record was lost (see
+// Stats.ExitDrops) or that was still in the kernel when the sensor closed.
+const ResUnknown int64 = -1 << 63
+
+// Sensor is a loaded sensor. Create it with NewSensor, attach it with Start,
+// read Events, and Close it.
+type Sensor struct {
+	cfg  Config
+	log  logrus.FieldLogger
+	hook Hook
+
+	coll        *ebpf.Collection
+	enter, exit *ebpf.Program
+	events      *ebpf.Map
+	counters    *ebpf.Map
+
+	links  []link.Link
+	reader *ringbuf.Reader
+	out    chan *event.Event
+	enr    *enricher
+
+	delivered, orphans, malformed, discarded atomic.Uint64
+
+	startOnce sync.Once
+	closeOnce sync.Once
+	freeOnce  sync.Once
+	final     atomic.Pointer[Stats]
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// NewSensor checks that the kernel and the process have what the sensor
+// needs, and loads its programs and maps. Nothing is attached until Start.
+func NewSensor(cfg Config) (*Sensor, error) {
+	if cfg.RingBufferSize == 0 {
+		cfg.RingBufferSize = DefaultRingBufferSize
+	}
+	if cfg.ImageCap == 0 {
+		cfg.ImageCap = DefaultImageCap
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = DefaultEventBuffer
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.StandardLogger()
+	}
+	ps := os.Getpagesize()
+	if cfg.RingBufferSize < ps || cfg.RingBufferSize&(cfg.RingBufferSize-1) != 0 {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", cfg.RingBufferSize, ps)
+	}
+	if cfg.ImageCap > MaxImageCap {
+		return nil, fmt.Errorf("image cap %d: must be at most %d bytes", cfg.ImageCap, MaxImageCap)
+	}
+	switch cfg.Hook {
+	case HookAuto, HookBTF, HookRaw:
+	default:
+		return nil, fmt.Errorf("hook %q: must be %q or %q", cfg.Hook, HookBTF, HookRaw)
+	}
+	if err := CheckSystem(); err != nil {
+		return nil, err
+	}
+
+	spec, err := loadSensor()
+	if err != nil {
+		return nil, fmt.Errorf("read the sensor's BPF object: %w", err)
+	}
+	if err := spec.Variables["kg_image_cap"].Set(cfg.ImageCap); err != nil {
+		return nil, fmt.Errorf("set the image cap: %w", err)
+	}
+	spec.Maps["kg_events"].MaxEntries = uint32(cfg.RingBufferSize)
+
+	s := &Sensor{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	hooks := []Hook{cfg.Hook}
+	if cfg.Hook == HookAuto {
+		hooks = []Hook{HookBTF, HookRaw}
+	}
+	for i, h := range hooks {
+		err = s.load(spec, h)
+		if err == nil {
+			break
+		}
+		if i < len(hooks)-1 {
+			s.log.WithError(err).WithField("hook", h).Debug("sensor: hook refused, trying the next")
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.enr = newEnricher(cfg)
+	return s, nil
+}
+
+// load loads the program pair of hook h and the maps they use; the other
+// pair stays out of the kernel.
+func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
+	enter, exit := "kg_sys_enter", "kg_sys_exit"
+	if h == HookRaw {
+		enter, exit = "kg_raw_sys_enter", "kg_raw_sys_exit"
+	}
+	spec = spec.Copy()
+	for name := range spec.Programs {
+		if name != enter && name != exit {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load the sensor (%s): the verifier refused it:\n%+v", h, ve)
+		}
+		return fmt.Errorf("load the sensor (%s): %w", h, err)
+	}
+	s.hook = h
+	s.coll = coll
+	s.enter, s.exit = coll.Programs[enter], coll.Programs[exit]
+	s.events, s.counters = coll.Maps["kg_events"], coll.Maps["kg_counters"]
+	return nil
+}
+
+// CheckSystem reports, as one clear error, what this process or kernel lacks
+// for the sensor: privileges, kernel BTF, or the BPF ring buffer.
+func CheckSystem() error {
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return fmt.Errorf("the sensor needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y): /sys/kernel/btf/vmlinux: %w", err)
+	}
+	// Before 5.11, locked memory limits BPF maps; lifting it is harmless later.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("lift the locked-memory limit for BPF maps: %w", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return fmt.Errorf("the sensor needs the BPF ring buffer (Linux 5.8 or later): %w", err)
+	}
+	if err := features.HaveProgramHelper(ebpf.RawTracepoint, 181 /* bpf_loop */); err != nil {
+		return fmt.Errorf("the sensor needs the bpf_loop helper (Linux 5.17 or later): %w", err)
+	}
+	return nil
+}
+
+// Capability bits (include/uapi/linux/capability.h).
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// ErrPrivileges is wrapped by the error of a process that may not load the
+// sensor.
+var ErrPrivileges = errors.New("the sensor needs root, or CAP_BPF and CAP_PERFMON")
+
+func checkPrivileges() error {
+	eff, err := effectiveCaps()
+	if err != nil {
+		return fmt.Errorf("read this process's capabilities: %w", err)
+	}
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return fmt.Errorf("%w (run as root, e.g. with sudo): effective capabilities are %#x", ErrPrivileges, eff)
+}
+
+// effectiveCaps reads CapEff from /proc/self/status.
+func effectiveCaps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// Hook says which tracepoint flavour was loaded.
+func (s *Sensor) Hook() Hook { return s.hook }
+
+// Start attaches the programs and starts reading events. The sensor stops
+// when ctx is done or Close is called; then Events is closed.
+func (s *Sensor) Start(ctx context.Context) error {
+	err := errors.New("sensor already started")
+	s.startOnce.Do(func() { err = s.start(ctx) })
+	return err
+}
+
+func (s *Sensor) start(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return errors.New("sensor is closed")
+	default:
+	}
+	rd, err := ringbuf.NewReader(s.events)
+	if err != nil {
+		return fmt.Errorf("open the ring buffer: %w", err)
+	}
+	s.reader = rd
+	// Exit first: a result whose event was never seen is only an orphan,
+	// while an event whose result is never seen would wait.
+	for _, p := range []struct {
+		prog *ebpf.Program
+		name string
+	}{{s.exit, "sys_exit"}, {s.enter, "sys_enter"}} {
+		var l link.Link
+		if s.hook == HookBTF {
+			l, err = link.AttachTracing(link.TracingOptions{Program: p.prog})
+		} else {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.name, Program: p.prog})
+		}
+		if err != nil {
+			s.closeLinks()
+			return fmt.Errorf("attach the sensor to %s (%s): %w", p.name, s.hook, err)
+		}
+		s.links = append(s.links, l)
+	}
+	s.out = make(chan *event.Event, s.cfg.EventBuffer)
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.stop()
+		case <-s.done:
+		}
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.readLoop()
+	}()
+	return nil
+}
+
+// Events returns the channel of joined, enriched events. It is nil before
+// Start and is closed when the sensor stops. The reader blocks on a full
+// channel; the kernel then counts what the ring buffer cannot hold.
+func (s *Sensor) Events() <-chan *event.Event { return s.out }
+
+// Stats returns the counters so far.
+func (s *Sensor) Stats() Stats {
+	if f := s.final.Load(); f != nil {
+		return *f
+	}
+	st := Stats{
+		Discarded: s.discarded.Load(),
+		Delivered: s.delivered.Load(),
+		Orphans:   s.orphans.Load(),
+		Malformed: s.malformed.Load(),
+	}
+	if s.counters == nil {
+		return st
+	}
+	get := func(idx sensorKgCounter) uint64 {
+		var per []uint64
+		if err := s.counters.Lookup(uint32(idx), &per); err != nil {
+			return 0
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		return sum
+	}
+	st.Events = get(sensorKgCounterKG_CNT_EVENTS)
+	st.Drops = get(sensorKgCounterKG_CNT_DROPS)
+	st.ChunkDrops = get(sensorKgCounterKG_CNT_CHUNK_DROPS)
+	st.ExitDrops = get(sensorKgCounterKG_CNT_EXIT_DROPS)
+	st.Truncations = get(sensorKgCounterKG_CNT_TRUNCATIONS)
+	st.ReadFailures = get(sensorKgCounterKG_CNT_READ_FAILURES)
+	return st
+}
+
+// Close detaches the programs, delivers what is still pending (events still
+// in the kernel get Res ResUnknown), closes Events and frees the maps.
+// Stats stays valid after Close.
+func (s *Sensor) Close() error {
+	s.stop()
+	s.wg.Wait()
+	s.freeOnce.Do(func() {
+		final := s.Stats()
+		s.final.Store(&final)
+		if s.reader != nil {
+			s.reader.Close()
+		}
+		s.closeObjects()
+	})
+	return nil
+}
+
+// stop detaches the programs and tells the reader to drain and finish.
+func (s *Sensor) stop() {
+	s.closeOnce.Do(func() {
+		s.closeLinks()
+		close(s.done)
+		if s.reader != nil {
+			// Read returns what is left, then ErrFlushed.
+			s.reader.Flush()
+		}
+	})
+}
+
+func (s *Sensor) closeLinks() {
+	for _, l := range s.links {
+		l.Close()
+	}
+	s.links = nil
+}
+
+func (s *Sensor) closeObjects() {
+	if s.coll != nil {
+		s.coll.Close()
+		s.coll = nil
+		s.counters = nil
+	}
+}
