@@ -241,7 +241,7 @@ var deleteFlagNames = []struct {
 	{unix.O_TRUNC, "O_TRUNC"},
 }
 
-func finitFlags(v uint32) []string { return flagNames(v, finitFlagNames) }
+func finitFlags(v uint32) []string  { return flagNames(v, finitFlagNames) }
 func deleteFlags(v uint32) []string { return flagNames(v, deleteFlagNames) }
 
 func flagNames(v uint32, names []struct {
