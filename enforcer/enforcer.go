@@ -1,0 +1,357 @@
+//go:build linux
+
+// Package enforcer is kmodguard's policy engine: it turns an allowlist into
+// the kernel maps of the BPF LSM guard (package lsm), loads and pins the
+// guard or adopts a pinned one, swaps policies atomically, seals, and
+// serves the guard's decisions.
+//
+// The guard outlives the enforcer: Close leaves it pinned and enforcing,
+// and the next Load adopts it. Only Stop (or a reboot) removes it, and a
+// sealed guard refuses even that.
+//
+// A typical daemon:
+//
+//	al, err := allowlist.Load("/etc/kmodguard/allowlist.yaml")
+//	...
+//	enf, err := enforcer.Load(enforcer.Config{Logger: log}, al)
+//	...
+//	defer enf.Close()
+//	for d := range enf.Decisions() {
+//		log.WithField("verdict", d.Verdict).Info(d.Reason)
+//	}
+package enforcer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/lsm"
+)
+
+// Decision is one decision of the guard.
+type Decision = lsm.Decision
+
+// Status is the state of the guard.
+type Status = lsm.Status
+
+// ErrSealed is returned by Apply and Stop once the guard is sealed.
+var ErrSealed = lsm.ErrSealed
+
+// Config configures Load.
+type Config struct {
+	// PinDir is the bpffs directory of the pins; lsm.DefaultPinDir when empty.
+	PinDir string
+	// Mode, when set, overrides the allowlist's spec.mode.
+	Mode allowlist.Mode
+	// Seal seals the guard after the first policy is in force.
+	Seal bool
+	// RingBufferSize is the decision ring buffer's size in bytes (0: 256 KiB).
+	RingBufferSize int
+	// Logger receives warnings (loaded modules not on the allowlist, a
+	// sealed guard's frozen policy); logrus's standard logger when nil.
+	Logger logrus.FieldLogger
+	// Release is the running kernel's release, for messages; uname -r when
+	// empty.
+	Release string
+}
+
+// Enforcer runs the guard. Its methods are safe for concurrent use.
+type Enforcer struct {
+	cfg   Config
+	log   logrus.FieldLogger
+	guard *lsm.Guard
+	rd    *lsm.Reader
+
+	mu      sync.Mutex
+	current *allowlist.Allowlist
+	gen     uint64
+
+	decisions chan Decision
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Load checks that BPF LSM is active, loads the guard with the allowlist a
+// (or adopts the pinned guard and applies a to it), optionally seals it, and
+// starts serving decisions. It warns about each loaded module that a does
+// not list.
+//
+// When the pinned guard is sealed, its policy is frozen: Load adopts it as
+// it is, logs that a was not applied, and returns no error.
+func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
+	if a == nil {
+		return nil, errors.New("load enforcer: no allowlist")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.StandardLogger()
+	}
+	if cfg.Release == "" {
+		cfg.Release = release()
+	}
+	if cfg.Mode != "" && cfg.Mode != allowlist.ModeEnforce && cfg.Mode != allowlist.ModeAudit {
+		return nil, fmt.Errorf("load enforcer: mode %q is neither %q nor %q", cfg.Mode, allowlist.ModeEnforce, allowlist.ModeAudit)
+	}
+	if err := lsm.Supported(); err != nil {
+		return nil, err
+	}
+	e := &Enforcer{cfg: cfg, log: cfg.Logger, decisions: make(chan Decision, 256), done: make(chan struct{})}
+
+	p, err := e.policy(a, 1)
+	if err != nil {
+		return nil, err
+	}
+	g, adopted, err := lsm.Open(lsm.Options{PinDir: cfg.PinDir, RingBufferSize: cfg.RingBufferSize}, p)
+	if err != nil {
+		return nil, err
+	}
+	e.guard = g
+	if adopted {
+		if err := e.adoptPolicy(a); err != nil {
+			g.Close()
+			return nil, err
+		}
+	} else {
+		e.current, e.gen = a, 1
+	}
+	if cfg.Seal {
+		if err := g.Seal(); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("seal guard: %w", err)
+		}
+	}
+	e.rd, err = g.NewReader()
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	e.wg.Add(1)
+	go e.serve()
+	e.reconcile(a)
+	return e, nil
+}
+
+// adoptPolicy applies a to an adopted guard, continuing its generations.
+func (e *Enforcer) adoptPolicy(a *allowlist.Allowlist) error {
+	st, err := e.guard.Status()
+	if err != nil {
+		return err
+	}
+	e.gen = st.Generation
+	if st.Sealed {
+		e.log.WithField("generation", st.Generation).
+			Warn("the pinned guard is sealed: its policy is frozen until reboot, the allowlist given was not applied")
+		return nil
+	}
+	return e.Apply(a)
+}
+
+// policy turns an allowlist into the guard's terms.
+func (e *Enforcer) policy(a *allowlist.Allowlist, gen uint64) (*lsm.Policy, error) {
+	mode := a.Spec.Mode
+	if e.cfg.Mode != "" {
+		mode = e.cfg.Mode
+	}
+	return PolicyFor(a, mode, gen)
+}
+
+// PolicyFor converts an allowlist into a guard policy in the given mode.
+// Each digest admits its entry, and each entry without digests admits its
+// name. A digest listed under two different names is an error: the guard
+// could not say which name it binds.
+func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Policy, error) {
+	p := &lsm.Policy{
+		Generation: gen,
+		Digests:    map[[32]byte]lsm.Entry{},
+		Names:      map[string]lsm.Entry{},
+	}
+	switch mode {
+	case allowlist.ModeEnforce, "":
+		p.Mode = lsm.ModeEnforce
+	case allowlist.ModeAudit:
+		p.Mode = lsm.ModeAudit
+	default:
+		return nil, fmt.Errorf("allowlist mode %q is neither %q nor %q", mode, allowlist.ModeEnforce, allowlist.ModeAudit)
+	}
+	index := func(ent *allowlist.Entry) uint32 {
+		for i := range a.Spec.Modules {
+			if &a.Spec.Modules[i] == ent {
+				return uint32(i)
+			}
+		}
+		return 0
+	}
+	for sum, ent := range a.Digests() {
+		if err := validName(ent.Name); err != nil {
+			return nil, err
+		}
+		if prev, ok := p.Digests[sum]; ok && lsm.Fold(prev.Name) != lsm.Fold(ent.Name) {
+			return nil, fmt.Errorf("digest %x is listed under two module names, %q and %q", sum, prev.Name, ent.Name)
+		}
+		p.Digests[sum] = lsm.Entry{Name: ent.Name, Index: index(ent)}
+	}
+	for ent := range a.NameOnlyEntries() {
+		if err := validName(ent.Name); err != nil {
+			return nil, err
+		}
+		p.Names[lsm.Fold(ent.Name)] = lsm.Entry{Name: ent.Name, Index: index(ent)}
+	}
+	return p, nil
+}
+
+func validName(name string) error {
+	if name == "" || len(name) >= lsm.NameLen {
+		return fmt.Errorf("module name %q must be 1 to %d bytes", name, lsm.NameLen-1)
+	}
+	return nil
+}
+
+// Apply replaces the policy in force with the allowlist a, atomically: a
+// load in flight sees the old allowlist or the new one, never a mix. An
+// allowlist that does not convert leaves the old one in force. Apply returns
+// ErrSealed when the guard is sealed.
+func (e *Enforcer) Apply(a *allowlist.Allowlist) error {
+	if a == nil {
+		return errors.New("apply: no allowlist")
+	}
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, err := e.policy(a, e.gen+1)
+	if err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	if err := e.guard.SetPolicy(p); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	e.current, e.gen = a, p.Generation
+	return nil
+}
+
+// Allowlist returns the allowlist in force, as last applied by this
+// enforcer (nil for a sealed guard adopted with its policy frozen).
+func (e *Enforcer) Allowlist() *allowlist.Allowlist {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.current
+}
+
+// Status reads the guard's state.
+func (e *Enforcer) Status() (Status, error) { return e.guard.Status() }
+
+// Seal seals the guard until reboot (see lsm.Guard.Seal).
+func (e *Enforcer) Seal() error { return e.guard.Seal() }
+
+// Decisions delivers the guard's decisions until Close. Drain it: when it
+// is full, reading the ring buffer stalls and the kernel counts the
+// decisions it cannot queue as lost (Status.LostEvents).
+func (e *Enforcer) Decisions() <-chan Decision { return e.decisions }
+
+func (e *Enforcer) serve() {
+	defer e.wg.Done()
+	defer close(e.decisions)
+	for {
+		d, err := e.rd.Read()
+		if errors.Is(err, lsm.ErrClosed) {
+			return
+		}
+		if err != nil {
+			e.log.WithError(err).Warn("reading a guard decision")
+			continue
+		}
+		select {
+		case e.decisions <- d:
+		case <-e.done:
+			return
+		}
+	}
+}
+
+// Close stops serving decisions and releases the enforcer's descriptors.
+// The guard stays pinned and enforcing.
+func (e *Enforcer) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		close(e.done)
+		err = e.rd.Close()
+		e.wg.Wait()
+		if cerr := e.guard.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// Stop removes the pinned guard in pinDir (lsm.DefaultPinDir when empty):
+// it unpins its links and maps, which detaches it once no process holds
+// them. It returns ErrSealed when the guard is sealed.
+func Stop(pinDir string) error {
+	g, err := lsm.OpenPinned(pinDir)
+	if err != nil {
+		return err
+	}
+	if err := g.Remove(); err != nil {
+		g.Close()
+		return err
+	}
+	return nil
+}
+
+// ReadStatus reads the state of the pinned guard in pinDir without loading
+// anything. It works on a sealed guard.
+func ReadStatus(pinDir string) (Status, error) {
+	g, err := lsm.OpenPinned(pinDir)
+	if err != nil {
+		return Status{}, err
+	}
+	defer g.Close()
+	return g.Status()
+}
+
+// ApplyPinned applies the allowlist a to the pinned guard in pinDir, for
+// hosts that run the guard without the daemon. mode overrides spec.mode when
+// set.
+func ApplyPinned(pinDir string, a *allowlist.Allowlist, mode allowlist.Mode) (generation uint64, err error) {
+	if err := a.Validate(); err != nil {
+		return 0, err
+	}
+	g, err := lsm.OpenPinned(pinDir)
+	if err != nil {
+		return 0, err
+	}
+	defer g.Close()
+	st, err := g.Status()
+	if err != nil {
+		return 0, err
+	}
+	if st.Sealed {
+		return 0, ErrSealed
+	}
+	if mode == "" {
+		mode = a.Spec.Mode
+	}
+	p, err := PolicyFor(a, mode, st.Generation+1)
+	if err != nil {
+		return 0, err
+	}
+	if err := g.SetPolicy(p); err != nil {
+		return 0, err
+	}
+	return p.Generation, nil
+}
+
+func release() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return strings.TrimRight(string(u.Release[:]), "\x00")
+}

@@ -1,0 +1,745 @@
+//go:build ignore
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/*
+ * guard.bpf.c: kmodguard's BPF LSM guard.
+ *
+ * It decides every kernel module load on the kernel's own copy of the image:
+ *
+ *   init_module   -> lsm/kernel_post_load_data  (id LOADING_MODULE)
+ *   finit_module  -> lsm/kernel_post_read_file  (id READING_MODULE)
+ *
+ * For each load it computes the SHA-256 of the buffer (sha256.h) and parses
+ * both module names from the ELF (elf.h), looks them up in the policy and
+ * returns 0 or -EPERM. Loads whose contents the kernel will not show us
+ * (kernel_load_data / kernel_read_file with contents == false) are refused
+ * in enforce mode. Every other id (firmware, IMA policy, x509 ...) passes
+ * untouched, except the kexec ids once the guard is sealed.
+ *
+ * Policy: kg_policy is an ARRAY_OF_MAPS with one slot. The slot holds one
+ * hash map with the mode, the digests and the names of one allowlist. User
+ * space builds a complete new inner map and swaps it into the slot with one
+ * update, so a load sees either the old allowlist or the new one, whole.
+ *
+ * Seal: once kg_config.sealed is set, the bpf, bpf_map, inode_*, sb_umount
+ * and kexec hooks refuse root every way to detach, unpin or rewrite the
+ * guard, or to boot into another kernel, until reboot. Writes to the config
+ * map are themselves refused then, so the seal cannot be lifted.
+ */
+#include "vmlinux.h"
+#include "sha256.h"
+#include "elf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* The running kernel's value of an enumerator (CO-RE enum value relocation). */
+#define kg_enum_value(type, name) __builtin_preserve_enum_value(*(typeof(type) *)name, 1)
+
+#define KG_NAME_LEN 56 /* MODULE_NAME_LEN on 64-bit */
+
+/* What a decision event is about. */
+enum kg_op {
+	KG_OP_INIT_MODULE = 1,
+	KG_OP_FINIT_MODULE = 2,
+	KG_OP_BPF = 3,
+	KG_OP_UNLINK = 4,
+	KG_OP_RENAME = 5,
+	KG_OP_UMOUNT = 6,
+	KG_OP_KEXEC = 7,
+};
+
+enum kg_verdict {
+	KG_VERDICT_ALLOWED = 1,
+	KG_VERDICT_BLOCKED = 2,
+	KG_VERDICT_AUDIT = 3, /* not allowed, let through in audit mode */
+};
+
+/* Why. User space turns these into words (lsm/reason.go). */
+enum kg_reason {
+	KG_REASON_DIGEST = 1,          /* digest listed, both names equal the entry */
+	KG_REASON_NAME = 2,            /* entry without digests, both names equal it */
+	KG_REASON_COMPRESSED_DIGEST = 3, /* compressed file, its digest is listed */
+	KG_REASON_NOT_LISTED = 4,      /* neither the digest nor the name is listed */
+	KG_REASON_NAME_DIFFERS = 5,    /* digest listed under another name */
+	KG_REASON_NAME_MISMATCH = 6,   /* .modinfo name != this_module name */
+	KG_REASON_BAD_ELF = 7,         /* not both names could be parsed */
+	KG_REASON_COMPRESSED = 8,      /* compressed file whose digest is not listed */
+	KG_REASON_NO_CONTENTS = 9,     /* a load the kernel gives us no buffer for */
+	KG_REASON_HASH_FAILED = 10,    /* digest could not be computed */
+	KG_REASON_NO_POLICY = 11,      /* no allowlist installed */
+	KG_REASON_SEALED = 12,         /* seal refusal; op and object say what */
+	KG_REASON_DIGEST_ONLY = 13,    /* names unknown, digest binds the entry */
+};
+
+/* Flags of a decision event. */
+#define KG_F_COMPRESSED (1U << 0)  /* buffer is not an ELF (xz, zstd, gzip) */
+#define KG_F_NAMES (1U << 1)       /* name and this_name were parsed */
+#define KG_F_MISMATCH (1U << 2)    /* the two names differ */
+#define KG_F_DIGEST (1U << 3)      /* digest holds the image's SHA-256 */
+#define KG_F_SEALED (1U << 4)      /* the guard was sealed */
+
+/* Kinds of policy keys. */
+#define KG_KEY_META 0
+#define KG_KEY_DIGEST 1
+#define KG_KEY_NAME 2
+
+#define KG_MODE_ENFORCE 0
+#define KG_MODE_AUDIT 1
+
+/* A key of the policy map: the meta record, a digest, or a folded name. */
+struct kg_policy_key {
+	__u32 kind;
+	__u8 data[KG_NAME_LEN];
+};
+
+/*
+ * A value of the policy map. For a digest or a name, the entry it admits
+ * (its folded name and its index in the allowlist). For the meta key, the
+ * mode and the generation of the allowlist.
+ */
+struct kg_policy_val {
+	char name[KG_NAME_LEN];
+	__u32 index;
+	__u32 mode;
+	__u64 generation;
+};
+
+/*
+ * The guard's configuration. Only sealed steers the programs; mode,
+ * generation and entries mirror the policy in force for status readers.
+ */
+struct kg_config {
+	__u32 sealed;
+	__u32 mode;
+	__u64 generation;
+	__u64 entries;
+};
+
+/* Objects the seal protects: map ids, link ids, pinned inodes, bpffs. */
+#define KG_PROT_MAP 1
+#define KG_PROT_LINK 2
+#define KG_PROT_INODE 3
+#define KG_PROT_SB 4
+
+struct kg_protect_key {
+	__u32 kind;
+	__u32 dev;
+	__u64 id;
+};
+
+/* One decision, sent to user space through kg_events. */
+struct kg_event {
+	__u64 ts_boot; /* bpf_ktime_get_boot_ns */
+	__u64 size;
+	__u64 generation;
+	__u64 object; /* seal refusals: map or link id, inode, bpf cmd */
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	__s32 ret;
+	__u32 flags;
+	__u16 op;
+	__u8 verdict;
+	__u8 reason;
+	__u8 digest[32];
+	__u32 elf_status; /* enum kg_elf_status of the name parse */
+	__u32 _pad;
+	char name[KG_ELF_NAME_MAX];      /* .modinfo name= */
+	char this_name[KG_ELF_NAME_MAX]; /* struct module.name */
+	char entry[KG_NAME_LEN];         /* the entry that matched */
+	char comm[16];
+};
+
+/* Policy inner maps: kg_policy_key -> kg_policy_val (template only). */
+struct kg_policy_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct kg_policy_key);
+	__type(value, struct kg_policy_val);
+} kg_policy_inner SEC(".maps");
+
+/* Slot 0 -> the policy in force (a kg_policy_inner-shaped hash map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct kg_policy_inner);
+} kg_policy SEC(".maps");
+
+/* 0 -> seal state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_config);
+} kg_cfg SEC(".maps");
+
+/* Protected object -> 1, consulted only once sealed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct kg_protect_key);
+	__type(value, __u8);
+} kg_protect SEC(".maps");
+
+/* Decision events for user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} kg_events SEC(".maps");
+
+/* Scratch for one decision (the event is too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_event);
+} kg_scratch SEC(".maps");
+
+/* Scratch for the names parsed by elf.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_elf_names);
+} kg_names SEC(".maps");
+
+/* Counters by verdict, for status: 0 allowed, 1 blocked, 2 audit, 3 lost events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} kg_counters SEC(".maps");
+
+#define FMODE_WRITE 0x2
+
+/* enum bpf_cmd (UAPI) */
+#define BPF_MAP_UPDATE_ELEM 2
+#define BPF_MAP_DELETE_ELEM 3
+#define BPF_PROG_LOAD 5
+#define BPF_PROG_DETACH 9
+#define BPF_MAP_LOOKUP_AND_DELETE_ELEM 21
+#define BPF_MAP_FREEZE 22
+#define BPF_MAP_LOOKUP_AND_DELETE_BATCH 25
+#define BPF_MAP_UPDATE_BATCH 26
+#define BPF_MAP_DELETE_BATCH 27
+#define BPF_LINK_UPDATE 29
+#define BPF_LINK_DETACH 34
+
+/* UAPI values for the fmod_ret check. */
+#define BPF_PROG_TYPE_TRACING 26
+#define BPF_MODIFY_RETURN 26
+
+static __always_inline bool sealed(void)
+{
+	__u32 zero = 0;
+	struct kg_config *c = bpf_map_lookup_elem(&kg_cfg, &zero);
+
+	/* No config means the guard is being set up: not sealed. */
+	return c && c->sealed;
+}
+
+static __always_inline bool protected(__u32 kind, __u32 dev, __u64 id)
+{
+	struct kg_protect_key k = { .kind = kind, .dev = dev, .id = id };
+
+	return bpf_map_lookup_elem(&kg_protect, &k) != NULL;
+}
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&kg_counters, &slot);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct kg_event *scratch(void)
+{
+	__u32 zero = 0;
+	struct kg_event *e = bpf_map_lookup_elem(&kg_scratch, &zero);
+
+	if (!e)
+		return NULL;
+	__builtin_memset(e, 0, sizeof(*e));
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->ts_boot = bpf_ktime_get_boot_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* emit sends the event and returns its verdict as the hook's result. */
+static __always_inline int emit(struct kg_event *e)
+{
+	int ret = e->verdict == KG_VERDICT_BLOCKED ? -EPERM : 0;
+
+	e->ret = ret;
+	count(e->verdict - 1);
+	if (bpf_ringbuf_output(&kg_events, e, sizeof(*e), 0))
+		count(3);
+	return ret;
+}
+
+/* refuse reports and refuses one seal bypass. */
+static __always_inline int refuse(__u16 op, __u64 object)
+{
+	struct kg_event *e = scratch();
+
+	if (!e)
+		return -EPERM;
+	e->op = op;
+	e->object = object;
+	e->verdict = KG_VERDICT_BLOCKED;
+	e->reason = KG_REASON_SEALED;
+	e->flags = KG_F_SEALED;
+	return emit(e);
+}
+
+/*
+ * fold_eq compares two NUL-padded names over n bytes, '-' equal to '_'.
+ * Parsed names have KG_ELF_NAME_MAX bytes, entry names KG_NAME_LEN.
+ */
+static __always_inline bool fold_eq(const char *a, const char *b, const int n)
+{
+	for (int i = 0; i < n; i++) {
+		char x = a[i] == '-' ? '_' : a[i];
+		char y = b[i] == '-' ? '_' : b[i];
+
+		if (x != y)
+			return false;
+		if (!x)
+			return true;
+	}
+	return true;
+}
+
+static __always_inline bool is_elf(const char *buf)
+{
+	__u32 magic = 0;
+
+	bpf_probe_read_kernel(&magic, sizeof(magic), buf);
+	return magic == 0x464c457f; /* "\x7fELF" little-endian */
+}
+
+/*
+ * decide fills e with the verdict for one module image in the kernel buffer
+ * buf of size bytes, and returns the hook's result.
+ */
+static __always_inline int decide(struct kg_event *e, const char *buf, __u64 size)
+{
+	struct kg_policy_key key = {};
+	struct kg_policy_val *ent, *meta;
+	__u32 zero = 0;
+	void *policy;
+	bool audit = false;
+
+	e->size = size;
+	if (sealed())
+		e->flags |= KG_F_SEALED;
+
+	if (kg_sha256(buf, size, e->digest) == 0)
+		e->flags |= KG_F_DIGEST;
+
+	if (!is_elf(buf)) {
+		e->flags |= KG_F_COMPRESSED;
+	} else {
+		struct kg_elf_names *n = bpf_map_lookup_elem(&kg_names, &zero);
+
+		if (!n) {
+			e->elf_status = KG_ELF_NO_SCRATCH;
+		} else {
+			e->elf_status = kg_elf_names(buf, size, n);
+			__builtin_memcpy(e->name, n->modinfo_name, sizeof(e->name));
+			__builtin_memcpy(e->this_name, n->this_module_name, sizeof(e->this_name));
+			/* Only both names count, as in allowlist.Match. */
+			if (e->elf_status == KG_ELF_OK) {
+				e->flags |= KG_F_NAMES;
+				if (!fold_eq(e->name, e->this_name, KG_ELF_NAME_MAX))
+					e->flags |= KG_F_MISMATCH;
+			}
+		}
+	}
+
+	policy = bpf_map_lookup_elem(&kg_policy, &zero);
+	if (!policy) {
+		e->reason = KG_REASON_NO_POLICY;
+		goto deny;
+	}
+	key.kind = KG_KEY_META;
+	meta = bpf_map_lookup_elem(policy, &key);
+	if (!meta) {
+		e->reason = KG_REASON_NO_POLICY;
+		goto deny;
+	}
+	audit = meta->mode == KG_MODE_AUDIT;
+	e->generation = meta->generation;
+
+	if (!(e->flags & KG_F_DIGEST)) {
+		e->reason = KG_REASON_HASH_FAILED;
+		goto deny;
+	}
+
+	key.kind = KG_KEY_DIGEST;
+	__builtin_memcpy(key.data, e->digest, sizeof(e->digest));
+	ent = bpf_map_lookup_elem(policy, &key);
+	if (ent) {
+		__builtin_memcpy(e->entry, ent->name, sizeof(e->entry));
+		if (e->flags & KG_F_COMPRESSED) {
+			/* No names in compressed bytes: the digest binds the entry. */
+			e->reason = KG_REASON_COMPRESSED_DIGEST;
+			goto allow;
+		}
+		if (!(e->flags & KG_F_NAMES)) {
+			e->reason = KG_REASON_BAD_ELF;
+			goto deny;
+		}
+		if (e->flags & KG_F_MISMATCH) {
+			e->reason = KG_REASON_NAME_MISMATCH;
+			goto deny;
+		}
+		if (!fold_eq(e->name, ent->name, KG_NAME_LEN)) {
+			e->reason = KG_REASON_NAME_DIFFERS;
+			goto deny;
+		}
+		e->reason = KG_REASON_DIGEST;
+		goto allow;
+	}
+
+	if (e->flags & KG_F_COMPRESSED) {
+		e->reason = KG_REASON_COMPRESSED;
+		goto deny;
+	}
+	if (!(e->flags & KG_F_NAMES)) {
+		e->reason = KG_REASON_BAD_ELF;
+		goto deny;
+	}
+	if (e->flags & KG_F_MISMATCH) {
+		e->reason = KG_REASON_NAME_MISMATCH;
+		goto deny;
+	}
+	/* Name-only entries: the folded name is the key. */
+	__builtin_memset(key.data, 0, sizeof(key.data));
+	key.kind = KG_KEY_NAME;
+	for (int i = 0; i < KG_NAME_LEN; i++) {
+		char c = e->name[i];
+
+		if (!c)
+			break;
+		key.data[i] = c == '-' ? '_' : c;
+	}
+	ent = bpf_map_lookup_elem(policy, &key);
+	if (ent) {
+		__builtin_memcpy(e->entry, ent->name, sizeof(e->entry));
+		e->reason = KG_REASON_NAME;
+		goto allow;
+	}
+	e->reason = KG_REASON_NOT_LISTED;
+
+deny:
+	e->verdict = audit ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
+	return emit(e);
+allow:
+	e->verdict = KG_VERDICT_ALLOWED;
+	return emit(e);
+}
+
+/* policy_mode returns the mode in force; with no policy, enforce. */
+static __always_inline __u32 policy_mode(__u64 *generation)
+{
+	struct kg_policy_key key = { .kind = KG_KEY_META };
+	struct kg_policy_val *meta;
+	__u32 zero = 0;
+	void *policy;
+
+	policy = bpf_map_lookup_elem(&kg_policy, &zero);
+	if (!policy)
+		return KG_MODE_ENFORCE;
+	meta = bpf_map_lookup_elem(policy, &key);
+	if (!meta)
+		return KG_MODE_ENFORCE;
+	*generation = meta->generation;
+	return meta->mode;
+}
+
+/* no_contents decides a module load whose bytes the kernel will not show. */
+static __always_inline int no_contents(__u16 op)
+{
+	struct kg_event *e = scratch();
+	__u64 gen = 0;
+
+	if (!e)
+		return -EPERM;
+	e->op = op;
+	e->reason = KG_REASON_NO_CONTENTS;
+	e->verdict = policy_mode(&gen) == KG_MODE_AUDIT ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
+	e->generation = gen;
+	return emit(e);
+}
+
+/* ---- module loads --------------------------------------------------- */
+
+SEC("lsm/kernel_post_load_data")
+int kg_post_load_data(__u64 *ctx)
+{
+	const char *buf = (const char *)ctx[0];
+	__u64 size = ctx[1];
+	__u32 id = (__u32)ctx[2];
+	struct kg_event *e;
+
+	if (id != kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+		return 0;
+	e = scratch();
+	if (!e)
+		return -EPERM;
+	e->op = KG_OP_INIT_MODULE;
+	return decide(e, buf, size);
+}
+
+SEC("lsm/kernel_post_read_file")
+int kg_post_read_file(__u64 *ctx)
+{
+	const char *buf = (const char *)ctx[1];
+	__u64 size = ctx[2];
+	__u32 id = (__u32)ctx[3];
+	struct kg_event *e;
+
+	if (id != kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+		return 0;
+	e = scratch();
+	if (!e)
+		return -EPERM;
+	e->op = KG_OP_FINIT_MODULE;
+	return decide(e, buf, size);
+}
+
+SEC("lsm/kernel_load_data")
+int kg_load_data(__u64 *ctx)
+{
+	__u32 id = (__u32)ctx[0];
+	bool contents = (bool)ctx[1];
+
+	if (id == kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+		return contents ? 0 : no_contents(KG_OP_INIT_MODULE);
+	if ((id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_IMAGE) ||
+	     id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_INITRAMFS)) &&
+	    sealed())
+		return refuse(KG_OP_KEXEC, id);
+	return 0;
+}
+
+SEC("lsm/kernel_read_file")
+int kg_read_file(__u64 *ctx)
+{
+	__u32 id = (__u32)ctx[1];
+	bool contents = (bool)ctx[2];
+
+	if (id == kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+		return contents ? 0 : no_contents(KG_OP_FINIT_MODULE);
+	if ((id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_IMAGE) ||
+	     id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_INITRAMFS)) &&
+	    sealed())
+		return refuse(KG_OP_KEXEC, id);
+	return 0;
+}
+
+/* ---- seal ----------------------------------------------------------- */
+
+/* fd_private returns file->private_data of the caller's descriptor fd. */
+static __always_inline void *fd_private(__s32 fd)
+{
+	struct task_struct___guard *task = (void *)bpf_get_current_task();
+	struct files_struct___guard *files = NULL;
+	struct fdtable___guard *fdt = NULL;
+	struct file___guard **fds = NULL, *file = NULL;
+	unsigned int max = 0;
+	void *priv = NULL;
+
+	if (fd < 0)
+		return NULL;
+	kg_read(files, task->files);
+	if (!files)
+		return NULL;
+	kg_read(fdt, files->fdt);
+	if (!fdt)
+		return NULL;
+	kg_read(max, fdt->max_fds);
+	if ((unsigned int)fd >= max)
+		return NULL;
+	kg_read(fds, fdt->fd);
+	if (!fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	kg_read(priv, file->private_data);
+	return priv;
+}
+
+static __always_inline bool fd_is_guard_map(__s32 fd, __u32 *id)
+{
+	struct bpf_map___guard *map = fd_private(fd);
+
+	*id = 0;
+	if (!map)
+		return false;
+	kg_read(*id, map->id);
+	return protected(KG_PROT_MAP, 0, *id);
+}
+
+static __always_inline bool fd_is_guard_link(__s32 fd, __u32 *id)
+{
+	struct bpf_link___guard *link = fd_private(fd);
+
+	*id = 0;
+	if (!link)
+		return false;
+	kg_read(*id, link->id);
+	return protected(KG_PROT_LINK, 0, *id);
+}
+
+/*
+ * bpf(cmd, attr, size): refuse, once sealed, writes to the guard's maps
+ * through descriptors opened before the seal, the detach of its links, and
+ * fmod_ret programs (which could override the LSM hooks' result).
+ */
+SEC("lsm/bpf")
+int kg_bpf(__u64 *ctx)
+{
+	int cmd = (int)ctx[0];
+	const void *attr = (const void *)ctx[1];
+	__u32 fd = 0, id = 0, a = 0, b = 0;
+
+	if (!sealed())
+		return 0;
+	switch (cmd) {
+	case BPF_MAP_UPDATE_ELEM:
+	case BPF_MAP_DELETE_ELEM:
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
+	case BPF_MAP_FREEZE:
+		/* map_fd is the first field */
+		bpf_probe_read_kernel(&fd, sizeof(fd), attr);
+		if (fd_is_guard_map(fd, &id))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
+		return 0;
+	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+	case BPF_MAP_UPDATE_BATCH:
+	case BPF_MAP_DELETE_BATCH:
+		/* batch.map_fd follows in_batch, out_batch, keys, values, count */
+		bpf_probe_read_kernel(&fd, sizeof(fd), (const char *)attr + 36);
+		if (fd_is_guard_map(fd, &id))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
+		return 0;
+	case BPF_LINK_DETACH:
+	case BPF_LINK_UPDATE:
+		/* link_fd is the first field */
+		bpf_probe_read_kernel(&fd, sizeof(fd), attr);
+		if (fd_is_guard_link(fd, &id))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
+		return 0;
+	case BPF_PROG_LOAD:
+		/* prog_type at 0, expected_attach_type at 68 */
+		bpf_probe_read_kernel(&a, sizeof(a), attr);
+		bpf_probe_read_kernel(&b, sizeof(b), (const char *)attr + 68);
+		if (a == BPF_PROG_TYPE_TRACING && b == BPF_MODIFY_RETURN)
+			return refuse(KG_OP_BPF, (__u64)cmd << 32);
+		return 0;
+	}
+	return 0;
+}
+
+/* bpf_map(map, fmode): no new writable descriptor to a guard map once sealed. */
+SEC("lsm/bpf_map")
+int kg_bpf_map(__u64 *ctx)
+{
+	struct bpf_map___guard *map = (void *)ctx[0];
+	__u32 fmode = (__u32)ctx[1];
+	__u32 id = 0;
+
+	if (!(fmode & FMODE_WRITE) || !sealed())
+		return 0;
+	kg_read(id, map->id);
+	if (protected(KG_PROT_MAP, 0, id))
+		return refuse(KG_OP_BPF, id);
+	return 0;
+}
+
+static __always_inline bool guard_inode(struct dentry___guard *d, __u64 *ino)
+{
+	struct inode___guard *inode = NULL;
+	struct super_block___guard *sb = NULL;
+	__u32 dev = 0;
+
+	*ino = 0;
+	if (!d)
+		return false;
+	kg_read(inode, d->d_inode);
+	if (!inode)
+		return false;
+	kg_read(sb, inode->i_sb);
+	if (!sb)
+		return false;
+	kg_read(dev, sb->s_dev);
+	kg_read(*ino, inode->i_ino);
+	return protected(KG_PROT_INODE, dev, *ino);
+}
+
+/* inode_unlink(dir, dentry): the pins cannot be removed once sealed. */
+SEC("lsm/inode_unlink")
+int kg_inode_unlink(__u64 *ctx)
+{
+	__u64 ino;
+
+	if (!sealed())
+		return 0;
+	if (guard_inode((void *)ctx[1], &ino))
+		return refuse(KG_OP_UNLINK, ino);
+	return 0;
+}
+
+/* inode_rmdir(dir, dentry): nor their directory. */
+SEC("lsm/inode_rmdir")
+int kg_inode_rmdir(__u64 *ctx)
+{
+	__u64 ino;
+
+	if (!sealed())
+		return 0;
+	if (guard_inode((void *)ctx[1], &ino))
+		return refuse(KG_OP_UNLINK, ino);
+	return 0;
+}
+
+/* inode_rename(old_dir, old, new_dir, new): no moving them, nor over them. */
+SEC("lsm/inode_rename")
+int kg_inode_rename(__u64 *ctx)
+{
+	__u64 ino;
+
+	if (!sealed())
+		return 0;
+	if (guard_inode((void *)ctx[1], &ino) || guard_inode((void *)ctx[3], &ino))
+		return refuse(KG_OP_RENAME, ino);
+	return 0;
+}
+
+/* sb_umount(mnt, flags): the bpffs holding the pins stays mounted. */
+SEC("lsm/sb_umount")
+int kg_sb_umount(__u64 *ctx)
+{
+	struct vfsmount___guard *mnt = (void *)ctx[0];
+	struct super_block___guard *sb = NULL;
+	__u32 dev = 0;
+
+	if (!sealed())
+		return 0;
+	kg_read(sb, mnt->mnt_sb);
+	if (!sb)
+		return 0;
+	kg_read(dev, sb->s_dev);
+	if (protected(KG_PROT_SB, dev, 0))
+		return refuse(KG_OP_UMOUNT, dev);
+	return 0;
+}

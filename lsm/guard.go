@@ -1,0 +1,598 @@
+//go:build linux
+
+// Package lsm loads, attaches, pins and seals kmodguard's BPF LSM guard
+// (guard.bpf.c), the kernel half of the enforcer.
+//
+// The guard decides each module load on the kernel's own copy of the image:
+// its SHA-256 and both of its names (.modinfo name= and struct module.name)
+// are computed in BPF and looked up in a policy map. The policy is one hash
+// map swapped whole into a one-slot ARRAY_OF_MAPS, so a load never sees a
+// half-written allowlist.
+//
+// Everything is pinned under a bpffs directory ([DefaultPinDir]): the guard
+// keeps enforcing when the process that loaded it exits, and [Open] adopts
+// the pinned guard instead of attaching a second one. Once sealed ([Guard.Seal])
+// the guard refuses, until reboot, every way root has to detach, unpin or
+// rewrite it, and kexec.
+//
+// Package enforcer turns an allowlist into a [Policy] and runs the guard
+// as a service; most callers want that package.
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPinDir is where the guard's maps and links are pinned.
+const DefaultPinDir = "/sys/fs/bpf/kmodguard"
+
+// ErrSealed is returned for changes refused because the guard is sealed.
+var ErrSealed = errors.New("the guard is sealed until reboot")
+
+// ErrNotLoaded is returned by OpenPinned when no guard is pinned.
+var ErrNotLoaded = errors.New("no guard is pinned")
+
+// Pin names of the maps under the pin directory.
+const (
+	pinPolicy   = "policy"
+	pinConfig   = "config"
+	pinProtect  = "protect"
+	pinEvents   = "events"
+	pinCounters = "counters"
+)
+
+// hooks lists the guard's programs in attach order: the module hooks first,
+// so that enforcement starts before anything else; the seal hooks after.
+var hooks = []string{
+	"kg_post_load_data",
+	"kg_post_read_file",
+	"kg_load_data",
+	"kg_read_file",
+	"kg_bpf",
+	"kg_bpf_map",
+	"kg_inode_unlink",
+	"kg_inode_rmdir",
+	"kg_inode_rename",
+	"kg_sb_umount",
+}
+
+func linkPin(prog string) string { return "link_" + prog }
+
+// Options configures Open.
+type Options struct {
+	// PinDir is the bpffs directory for the pins; DefaultPinDir when empty.
+	PinDir string
+	// RingBufferSize is the size of the decision ring buffer in bytes, a
+	// power of two multiple of the page size; 256 KiB when zero. It only
+	// applies when a new guard is loaded.
+	RingBufferSize int
+}
+
+// Guard is a loaded (or adopted) guard. Its methods are safe for concurrent
+// use.
+type Guard struct {
+	pinDir  string
+	adopted bool
+
+	mu       sync.Mutex
+	policy   *ebpf.Map // kg_policy, ARRAY_OF_MAPS
+	config   *ebpf.Map // kg_cfg
+	protect  *ebpf.Map // kg_protect
+	events   *ebpf.Map // kg_events
+	counters *ebpf.Map // kg_counters
+	inner    *ebpf.Map // the policy in force, when this process installed it
+	links    map[string]link.Link
+	readOnly bool
+	closed   bool
+}
+
+// Open loads the guard with the initial policy, attaches it and pins it, or,
+// when a guard is already pinned in opts.PinDir, adopts it: the pinned maps
+// and links are reused, the initial policy is not applied (call SetPolicy),
+// and only links that are missing are attached again (never when sealed).
+// adopted reports which happened.
+//
+// The caller must have checked Supported. Verifier errors come whole.
+func Open(opts Options, initial *Policy) (g *Guard, adopted bool, err error) {
+	dir := opts.PinDir
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	if err := ensurePinDir(dir); err != nil {
+		return nil, false, err
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+
+	if _, err := os.Stat(filepath.Join(dir, pinConfig)); err == nil {
+		g, err := adopt(dir)
+		return g, true, err
+	}
+	if initial == nil {
+		return nil, false, errors.New("open guard: an initial policy is required to load a new guard")
+	}
+	g, err = load(dir, opts, initial)
+	return g, false, err
+}
+
+// OpenPinned opens a pinned guard for reading (status, decisions) and, when
+// not sealed, for writing. It returns ErrNotLoaded when nothing is pinned.
+func OpenPinned(pinDir string) (*Guard, error) {
+	if pinDir == "" {
+		pinDir = DefaultPinDir
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, pinConfig)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", pinDir, ErrNotLoaded)
+		}
+		return nil, fmt.Errorf("open pinned guard: %w", err)
+	}
+	g, err := adoptMaps(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.loadLinks(); err != nil {
+		g.closeFDs()
+		return nil, err
+	}
+	return g, nil
+}
+
+func loadSpec(opts Options) (*ebpf.CollectionSpec, error) {
+	spec, err := loadGuard()
+	if err != nil {
+		return nil, fmt.Errorf("read guard object: %w", err)
+	}
+	if opts.RingBufferSize > 0 {
+		spec.Maps["kg_events"].MaxEntries = uint32(opts.RingBufferSize)
+	}
+	return spec, nil
+}
+
+func newCollection(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map) (*ebpf.Collection, error) {
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load guard: verifier rejected it: %+v", ve)
+		}
+		return nil, fmt.Errorf("load guard: %w", err)
+	}
+	return coll, nil
+}
+
+func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
+	spec, err := loadSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := newCollection(spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+
+	g := &Guard{
+		pinDir:   dir,
+		policy:   coll.Maps["kg_policy"],
+		config:   coll.Maps["kg_cfg"],
+		protect:  coll.Maps["kg_protect"],
+		events:   coll.Maps["kg_events"],
+		counters: coll.Maps["kg_counters"],
+		links:    map[string]link.Link{},
+	}
+	// Take the maps out of the collection so that coll.Close leaves them.
+	for _, name := range []string{"kg_policy", "kg_cfg", "kg_protect", "kg_events", "kg_counters"} {
+		delete(coll.Maps, name)
+	}
+	var pinned []string
+	defer func() {
+		if err != nil {
+			for _, p := range pinned {
+				_ = os.Remove(p)
+			}
+			g.closeFDs()
+		}
+	}()
+
+	if err := g.setPolicyLocked(initial); err != nil {
+		return nil, err
+	}
+	for name, m := range map[string]*ebpf.Map{
+		pinPolicy: g.policy, pinConfig: g.config, pinProtect: g.protect,
+		pinEvents: g.events, pinCounters: g.counters,
+	} {
+		p := filepath.Join(dir, name)
+		if err := m.Pin(p); err != nil {
+			return nil, fmt.Errorf("pin map %s: %w", p, err)
+		}
+		pinned = append(pinned, p)
+	}
+	for _, name := range hooks {
+		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", name, err)
+		}
+		g.links[name] = l
+		p := filepath.Join(dir, linkPin(name))
+		if err := l.Pin(p); err != nil {
+			return nil, fmt.Errorf("pin link %s: %w", p, err)
+		}
+		pinned = append(pinned, p)
+	}
+	return g, nil
+}
+
+// adoptMaps opens the pinned maps, read-only where the seal forbids writes.
+func adoptMaps(dir string) (_ *Guard, err error) {
+	g := &Guard{pinDir: dir, adopted: true, links: map[string]link.Link{}}
+	defer func() {
+		if err != nil {
+			g.closeFDs()
+		}
+	}()
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	cfg, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinConfig), ro)
+	if err != nil {
+		return nil, fmt.Errorf("open pinned config: %w", err)
+	}
+	var c guardKgConfig
+	err = cfg.Lookup(uint32(0), &c)
+	cfg.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read pinned config: %w", err)
+	}
+	g.readOnly = c.Sealed != 0
+	opts := (*ebpf.LoadPinOptions)(nil)
+	if g.readOnly {
+		opts = ro
+	}
+	for _, m := range []struct {
+		name string
+		dst  **ebpf.Map
+		opts *ebpf.LoadPinOptions
+	}{
+		{pinPolicy, &g.policy, opts},
+		{pinConfig, &g.config, opts},
+		{pinProtect, &g.protect, opts},
+		{pinCounters, &g.counters, opts},
+		// The ring buffer is not sealed: consuming needs a writable fd.
+		{pinEvents, &g.events, nil},
+	} {
+		*m.dst, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), m.opts)
+		if err != nil {
+			return nil, fmt.Errorf("open pinned map %s: %w", m.name, err)
+		}
+	}
+	return g, nil
+}
+
+// adopt opens the pinned guard and re-attaches missing links.
+func adopt(dir string) (_ *Guard, err error) {
+	g, err := adoptMaps(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			g.closeFDs()
+		}
+	}()
+	missing, err := g.loadLinks()
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) == 0 {
+		return g, nil
+	}
+	if g.readOnly {
+		return nil, fmt.Errorf("guard in %s is sealed but links %v are missing", dir, missing)
+	}
+	spec, err := loadSpec(Options{})
+	if err != nil {
+		return nil, err
+	}
+	coll, err := newCollection(spec, map[string]*ebpf.Map{
+		"kg_policy": g.policy, "kg_cfg": g.config, "kg_protect": g.protect,
+		"kg_events": g.events, "kg_counters": g.counters,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	for _, name := range missing {
+		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
+		if err != nil {
+			return nil, fmt.Errorf("re-attach %s: %w", name, err)
+		}
+		g.links[name] = l
+		if err := l.Pin(filepath.Join(dir, linkPin(name))); err != nil {
+			return nil, fmt.Errorf("pin link %s: %w", name, err)
+		}
+	}
+	return g, nil
+}
+
+// loadLinks opens the pinned links and returns the hooks that have none.
+func (g *Guard) loadLinks() (missing []string, err error) {
+	for _, name := range hooks {
+		l, err := link.LoadPinnedLink(filepath.Join(g.pinDir, linkPin(name)), nil)
+		switch {
+		case err == nil:
+			g.links[name] = l
+		case errors.Is(err, os.ErrNotExist):
+			missing = append(missing, name)
+		default:
+			return nil, fmt.Errorf("open pinned link %s: %w", name, err)
+		}
+	}
+	return missing, nil
+}
+
+// Adopted reports whether Open found the guard already pinned.
+func (g *Guard) Adopted() bool { return g.adopted }
+
+// PinDir is the directory holding the guard's pins.
+func (g *Guard) PinDir() string { return g.pinDir }
+
+// SetPolicy replaces the policy in force, atomically: a complete new policy
+// map is built and swapped into place with one map update. It returns
+// ErrSealed once the guard is sealed.
+func (g *Guard) SetPolicy(p *Policy) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errors.New("set policy: guard is closed")
+	}
+	sealed, err := g.sealedLocked()
+	if err != nil {
+		return err
+	}
+	if sealed || g.readOnly {
+		return fmt.Errorf("set policy: %w", ErrSealed)
+	}
+	return g.setPolicyLocked(p)
+}
+
+func (g *Guard) setPolicyLocked(p *Policy) error {
+	inner, n, err := p.build()
+	if err != nil {
+		return fmt.Errorf("build policy map: %w", err)
+	}
+	if err := g.policy.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+		inner.Close()
+		return fmt.Errorf("swap policy map: %w", err)
+	}
+	if g.inner != nil {
+		g.inner.Close()
+	}
+	g.inner = inner
+	var c guardKgConfig
+	if err := g.config.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	c.Mode = uint32(p.Mode)
+	c.Generation = p.Generation
+	c.Entries = uint64(n)
+	if err := g.config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// Sealed reports whether the guard is sealed.
+func (g *Guard) Sealed() (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sealedLocked()
+}
+
+func (g *Guard) sealedLocked() (bool, error) {
+	var c guardKgConfig
+	if err := g.config.Lookup(uint32(0), &c); err != nil {
+		return false, fmt.Errorf("read config: %w", err)
+	}
+	return c.Sealed != 0, nil
+}
+
+// Seal protects the guard until reboot. It records the ids of the guard's
+// maps and links and the inodes of its pins, then sets the seal: from then on
+// the kernel refuses to detach, unpin, rename or rewrite any of them, to
+// unmount the bpffs holding the pins, to load fmod_ret programs, and kexec.
+// The policy in force is frozen; SetPolicy returns ErrSealed.
+func (g *Guard) Seal() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sealed, err := g.sealedLocked(); err != nil || sealed {
+		return err
+	}
+	if g.readOnly {
+		return ErrSealed
+	}
+	if len(g.links) != len(hooks) {
+		return fmt.Errorf("seal: only %d of %d links are attached", len(g.links), len(hooks))
+	}
+	put := func(kind uint32, dev uint32, id uint64) error {
+		k := guardKgProtectKey{Kind: kind, Dev: dev, Id: id}
+		return g.protect.Update(&k, uint8(1), ebpf.UpdateAny)
+	}
+	maps := []*ebpf.Map{g.policy, g.config, g.protect, g.counters}
+	var innerID uint32
+	if err := g.policy.Lookup(uint32(0), &innerID); err == nil && innerID != 0 {
+		if err := put(protMap, 0, uint64(innerID)); err != nil {
+			return fmt.Errorf("seal: protect policy map: %w", err)
+		}
+	}
+	for _, m := range maps {
+		info, err := m.Info()
+		if err != nil {
+			return fmt.Errorf("seal: map info: %w", err)
+		}
+		id, ok := info.ID()
+		if !ok {
+			return errors.New("seal: kernel does not report map ids")
+		}
+		if err := put(protMap, 0, uint64(id)); err != nil {
+			return fmt.Errorf("seal: protect map %d: %w", id, err)
+		}
+	}
+	for name, l := range g.links {
+		info, err := l.Info()
+		if err != nil {
+			return fmt.Errorf("seal: link %s info: %w", name, err)
+		}
+		if err := put(protLink, 0, uint64(info.ID)); err != nil {
+			return fmt.Errorf("seal: protect link %s: %w", name, err)
+		}
+	}
+	pins := []string{g.pinDir}
+	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
+		pins = append(pins, filepath.Join(g.pinDir, name))
+	}
+	for _, name := range hooks {
+		pins = append(pins, filepath.Join(g.pinDir, linkPin(name)))
+	}
+	var fsDev uint32
+	for _, p := range pins {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return fmt.Errorf("seal: stat %s: %w", p, err)
+		}
+		fsDev = kernelDev(st.Dev)
+		if err := put(protInode, fsDev, st.Ino); err != nil {
+			return fmt.Errorf("seal: protect %s: %w", p, err)
+		}
+	}
+	if err := put(protSB, fsDev, 0); err != nil {
+		return fmt.Errorf("seal: protect bpffs: %w", err)
+	}
+	var c guardKgConfig
+	if err := g.config.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("seal: read config: %w", err)
+	}
+	c.Sealed = 1
+	if err := g.config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("seal: write config: %w", err)
+	}
+	return nil
+}
+
+// Protection kinds, as in guard.bpf.c.
+const (
+	protMap   = 1
+	protLink  = 2
+	protInode = 3
+	protSB    = 4
+)
+
+// kernelDev turns a stat(2) st_dev into the kernel's internal dev_t
+// (MAJOR << 20 | MINOR), the encoding of super_block.s_dev.
+func kernelDev(dev uint64) uint32 {
+	return unix.Major(dev)<<20 | unix.Minor(dev)
+}
+
+// Remove detaches the guard: it unpins every link and map and closes this
+// process's descriptors, so that the kernel releases the programs. It
+// returns ErrSealed when the guard is sealed.
+func (g *Guard) Remove() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sealed, err := g.sealedLocked()
+	if err != nil {
+		return err
+	}
+	if sealed || g.readOnly {
+		return fmt.Errorf("remove guard: %w", ErrSealed)
+	}
+	var errs []error
+	for _, name := range hooks {
+		if err := os.Remove(filepath.Join(g.pinDir, linkPin(name))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
+		if err := os.Remove(filepath.Join(g.pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(g.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	g.closeFDs()
+	g.closed = true
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove guard: %w", err)
+	}
+	return nil
+}
+
+// Close releases this process's descriptors. The pinned guard stays in
+// force.
+func (g *Guard) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	g.closeFDs()
+	return nil
+}
+
+func (g *Guard) closeFDs() {
+	for _, m := range []*ebpf.Map{g.policy, g.config, g.protect, g.events, g.counters, g.inner} {
+		if m != nil {
+			m.Close()
+		}
+	}
+	for _, l := range g.links {
+		l.Close()
+	}
+}
+
+// ensurePinDir creates dir on a bpffs, mounting bpffs on its parent when the
+// parent is an empty, unmounted /sys/fs/bpf.
+func ensurePinDir(dir string) error {
+	parent := filepath.Dir(dir)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(parent, &fs); err != nil {
+		return fmt.Errorf("pin directory %s: %w", parent, err)
+	}
+	if fs.Type != unix.BPF_FS_MAGIC {
+		if parent != "/sys/fs/bpf" {
+			return fmt.Errorf("pin directory %s is not on a bpffs", parent)
+		}
+		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs on %s: %w", parent, err)
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	return nil
+}
+
+// lockDir takes an exclusive flock on dir, so that two processes never load
+// two guards into one pin directory.
+func lockDir(dir string) (func(), error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open pin directory: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock pin directory: %w", err)
+	}
+	return func() { unix.Close(fd) }, nil
+}

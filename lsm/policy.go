@@ -1,0 +1,152 @@
+//go:build linux
+
+package lsm
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Mode is what the guard does with a module that is not allowed.
+type Mode uint32
+
+const (
+	// ModeEnforce refuses the load with EPERM.
+	ModeEnforce Mode = 0
+	// ModeAudit lets it load and reports an audit decision.
+	ModeAudit Mode = 1
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeEnforce:
+		return "enforce"
+	case ModeAudit:
+		return "audit"
+	}
+	return fmt.Sprintf("mode(%d)", uint32(m))
+}
+
+// NameLen is the size of a module name in the kernel (MODULE_NAME_LEN on
+// 64-bit), terminating NUL included.
+const NameLen = 56
+
+// Entry is the allowlist entry a digest or a name admits.
+type Entry struct {
+	// Name is the entry's module name. The guard compares it with both
+	// names parsed from the image, '-' and '_' folded.
+	Name string
+	// Index is the entry's position in the allowlist, for reports.
+	Index uint32
+}
+
+// Policy is one allowlist in the guard's terms.
+type Policy struct {
+	Mode Mode
+	// Generation numbers the policy; decisions carry the generation that
+	// made them.
+	Generation uint64
+	// Digests maps the SHA-256 of an image (ELF or compressed file) to the
+	// entry it admits.
+	Digests map[[32]byte]Entry
+	// Names maps the name of an entry without digests to that entry.
+	Names map[string]Entry
+}
+
+// Fold folds a module name the way the kernel compares names.
+func Fold(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if c == '-' {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func nameBytes(name string) ([NameLen]uint8, error) {
+	var b [NameLen]uint8
+	if name == "" || len(name) >= NameLen {
+		return b, fmt.Errorf("module name %q must be 1 to %d bytes", name, NameLen-1)
+	}
+	copy(b[:], Fold(name))
+	return b, nil
+}
+
+func entryVal(e Entry) (guardKgPolicyVal, error) {
+	var v guardKgPolicyVal
+	n, err := nameBytes(e.Name)
+	if err != nil {
+		return v, err
+	}
+	for i, c := range n {
+		v.Name[i] = int8(c)
+	}
+	v.Index = e.Index
+	return v, nil
+}
+
+// Policy key kinds, as in guard.bpf.c.
+const (
+	keyMeta   = 0
+	keyDigest = 1
+	keyName   = 2
+)
+
+// build creates a complete policy map; the caller swaps it into place.
+// It returns the map and the number of digest and name entries.
+func (p *Policy) build() (*ebpf.Map, int, error) {
+	if p == nil {
+		return nil, 0, fmt.Errorf("no policy")
+	}
+	if p.Mode != ModeEnforce && p.Mode != ModeAudit {
+		return nil, 0, fmt.Errorf("invalid mode %d", p.Mode)
+	}
+	spec, err := loadGuard()
+	if err != nil {
+		return nil, 0, err
+	}
+	inner := spec.Maps["kg_policy_inner"].Copy()
+	inner.Name = "kg_policy_gen"
+	inner.MaxEntries = uint32(1 + len(p.Digests) + len(p.Names))
+	m, err := ebpf.NewMap(inner)
+	if err != nil {
+		return nil, 0, fmt.Errorf("create policy map: %w", err)
+	}
+	keys := make([]guardKgPolicyKey, 0, inner.MaxEntries)
+	vals := make([]guardKgPolicyVal, 0, inner.MaxEntries)
+	for d, e := range p.Digests {
+		v, err := entryVal(e)
+		if err != nil {
+			m.Close()
+			return nil, 0, err
+		}
+		k := guardKgPolicyKey{Kind: keyDigest}
+		copy(k.Data[:], d[:])
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	for name, e := range p.Names {
+		v, err := entryVal(e)
+		if err != nil {
+			m.Close()
+			return nil, 0, err
+		}
+		k := guardKgPolicyKey{Kind: keyName}
+		if k.Data, err = nameBytes(name); err != nil {
+			m.Close()
+			return nil, 0, err
+		}
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	n := len(keys)
+	keys = append(keys, guardKgPolicyKey{Kind: keyMeta})
+	vals = append(vals, guardKgPolicyVal{Mode: uint32(p.Mode), Generation: p.Generation})
+	for i := range keys {
+		if err := m.Update(&keys[i], &vals[i], ebpf.UpdateNoExist); err != nil {
+			m.Close()
+			return nil, 0, fmt.Errorf("fill policy map: %w", err)
+		}
+	}
+	return m, n, nil
+}

@@ -1,0 +1,74 @@
+//go:build linux
+
+package lsm
+
+import (
+	"fmt"
+)
+
+// Status is the state of a pinned guard.
+type Status struct {
+	PinDir     string `json:"pin_dir"`
+	Sealed     bool   `json:"sealed"`
+	Mode       string `json:"mode"`
+	Generation uint64 `json:"generation"`
+	// Entries counts the digests and names in the policy in force.
+	Entries uint64 `json:"entries"`
+	// Links lists the attached hooks and their link and program ids.
+	Links []LinkStatus `json:"links"`
+	// Missing lists hooks whose link is not pinned.
+	Missing []string `json:"missing,omitempty"`
+	// Counts of decisions since the guard was loaded.
+	Allowed    uint64 `json:"allowed"`
+	Blocked    uint64 `json:"blocked"`
+	Audited    uint64 `json:"audited"`
+	LostEvents uint64 `json:"lost_events"`
+}
+
+// LinkStatus is one attached hook.
+type LinkStatus struct {
+	Hook   string `json:"hook"`
+	LinkID uint32 `json:"link_id"`
+	ProgID uint32 `json:"prog_id"`
+}
+
+// Status reads the guard's state.
+func (g *Guard) Status() (Status, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := Status{PinDir: g.pinDir}
+	var c guardKgConfig
+	if err := g.config.Lookup(uint32(0), &c); err != nil {
+		return st, fmt.Errorf("read config: %w", err)
+	}
+	st.Sealed = c.Sealed != 0
+	st.Mode = Mode(c.Mode).String()
+	st.Generation = c.Generation
+	st.Entries = c.Entries
+	for _, name := range hooks {
+		l, ok := g.links[name]
+		if !ok {
+			st.Missing = append(st.Missing, name)
+			continue
+		}
+		ls := LinkStatus{Hook: name}
+		if info, err := l.Info(); err == nil {
+			ls.LinkID = uint32(info.ID)
+			ls.ProgID = uint32(info.Program)
+		}
+		st.Links = append(st.Links, ls)
+	}
+	for slot, dst := range []*uint64{&st.Allowed, &st.Blocked, &st.Audited, &st.LostEvents} {
+		var per []uint64
+		if err := g.counters.Lookup(uint32(slot), &per); err != nil {
+			return st, fmt.Errorf("read counters: %w", err)
+		}
+		for _, n := range per {
+			*dst += n
+		}
+	}
+	return st, nil
+}
+
+// Hooks lists the LSM hooks the guard attaches, in attach order.
+func Hooks() []string { return append([]string(nil), hooks...) }
