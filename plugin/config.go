@@ -1,0 +1,157 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strings"
+	"time"
+
+	"github.com/invopop/jsonschema"
+	"github.com/sirupsen/logrus"
+)
+
+// Config is the plugin's init_config in falco.yaml. Every key is optional;
+// Reset sets the defaults.
+type Config struct {
+	Allowlist        string `json:"allowlist,omitempty" jsonschema:"title=Allowlist file" jsonschema_description:"Path of the kmodguard allowlist (YAML). When set, kmod.allowed and kmod.allowlist_entry are evaluated against it; the file is re-read when it changes. Empty: no allowlist, and kmod.allowed has no value."`
+	RequireSignature bool   `json:"require_signature,omitempty" jsonschema:"title=Require a signed allowlist" jsonschema_description:"Accept the allowlist only with a valid ed25519 signature in ALLOWLIST.sig, checked with public_key."`
+	PublicKey        string `json:"public_key,omitempty" jsonschema:"title=Public key file" jsonschema_description:"PEM ed25519 public key that signs the allowlist (see kmodguard allowlist sign). Required with require_signature."`
+	AllowlistCheck   string `json:"allowlist_check_interval,omitempty" jsonschema:"title=Allowlist check interval" jsonschema_description:"How often the plugin looks for a changed allowlist file (a stat call), as a Go duration between 100ms and 10m."`
+	RingbufSize      int    `json:"ringbuf_size,omitempty" jsonschema:"title=Ring buffer size" jsonschema_description:"Size in bytes of the BPF ring buffer between the sensor and the plugin: a power of two between 4096 and 1073741824, best larger than image_cap."`
+	ImageCap         uint64 `json:"image_cap,omitempty" jsonschema:"title=Image capture cap" jsonschema_description:"Largest init_module image in bytes that the sensor copies for hashing and inspection, between 4096 and 268435456; a larger image is reported with kmod.truncated."`
+	LogLevel         string `json:"log_level,omitempty" jsonschema:"title=Log level,enum=panic,enum=fatal,enum=error,enum=warn,enum=warning,enum=info,enum=debug,enum=trace" jsonschema_description:"logrus level of the plugin's own log on stderr."`
+	// Enforcer is reserved for the enforcer companion (a later release).
+	Enforcer EnforcerConfig `json:"enforcer,omitzero" jsonschema:"title=Enforcer companion (reserved)" jsonschema_description:"Reserved: joins guard decisions (kmod.verdict) from the kmodguard enforcer through its socket. Only enabled=false is accepted in this release."`
+}
+
+// EnforcerConfig is reserved for the enforcer companion, which serves guard
+// decisions to the plugin. This release accepts only Enabled=false.
+type EnforcerConfig struct {
+	Enabled bool   `json:"enabled,omitempty" jsonschema_description:"Reserved; must be false in this release."`
+	Path    string `json:"path,omitempty" jsonschema_description:"Reserved: path of the kmodguard binary that runs the companion."`
+	Socket  string `json:"socket,omitempty" jsonschema_description:"Reserved: Unix socket of a running enforcer."`
+}
+
+// Defaults.
+const (
+	DefaultRingbufSize    = 32 << 20 // bpf.DefaultRingBufferSize
+	DefaultImageCap       = 16 << 20 // bpf.DefaultImageCap
+	DefaultLogLevel       = "info"
+	DefaultAllowlistCheck = "2s"
+	maxRingbufSize        = 1 << 30
+	minImageCap           = 4096
+	maxImageCap           = 256 << 20 // bpf.MaxImageCap
+)
+
+// Reset sets the defaults.
+func (c *Config) Reset() {
+	*c = Config{
+		RingbufSize:    DefaultRingbufSize,
+		ImageCap:       DefaultImageCap,
+		LogLevel:       DefaultLogLevel,
+		AllowlistCheck: DefaultAllowlistCheck,
+	}
+}
+
+// ConfigError names the init_config key that is wrong and why.
+type ConfigError struct {
+	Key string // e.g. "ringbuf_size"
+	Err error
+}
+
+func (e *ConfigError) Error() string { return "init_config." + e.Key + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func keyErr(key, format string, a ...any) error {
+	return &ConfigError{Key: key, Err: fmt.Errorf(format, a...)}
+}
+
+// ParseConfig decodes init_config (JSON; empty means all defaults) over the
+// defaults, strictly: an unknown key is an error. It then validates.
+func ParseConfig(s string) (Config, error) {
+	var c Config
+	c.Reset()
+	if strings.TrimSpace(s) == "" {
+		return c, c.Validate()
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, configDecodeError(err)
+	}
+	if dec.More() {
+		return c, errors.New("init_config: trailing data after the JSON object")
+	}
+	return c, c.Validate()
+}
+
+func configDecodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return keyErr(te.Field, "want a %s, got a JSON %s", te.Type, te.Value)
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("init_config: unknown key %s", msg)
+	}
+	return fmt.Errorf("init_config: %w", err)
+}
+
+// Validate checks every key and returns the first problem as a ConfigError.
+func (c *Config) Validate() error {
+	if c.RingbufSize < 4096 || c.RingbufSize > maxRingbufSize || bits.OnesCount(uint(c.RingbufSize)) != 1 {
+		return keyErr("ringbuf_size", "must be a power of two >= 4096 and <= %d, got %d", maxRingbufSize, c.RingbufSize)
+	}
+	if c.ImageCap < minImageCap || c.ImageCap > maxImageCap {
+		return keyErr("image_cap", "must be between %d and %d bytes, got %d", minImageCap, maxImageCap, c.ImageCap)
+	}
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+		return keyErr("log_level", "must be one of panic, fatal, error, warn, info, debug, trace, got %q", c.LogLevel)
+	}
+	if _, err := c.checkInterval(); err != nil {
+		return err
+	}
+	if c.RequireSignature && c.PublicKey == "" {
+		return keyErr("public_key", "is required when require_signature is true")
+	}
+	if c.RequireSignature && c.Allowlist == "" {
+		return keyErr("allowlist", "is required when require_signature is true")
+	}
+	if c.PublicKey != "" && c.Allowlist == "" {
+		return keyErr("allowlist", "is required when public_key is set")
+	}
+	if c.Enforcer.Enabled {
+		return keyErr("enforcer.enabled", "is reserved for the enforcer companion and must be false in this release")
+	}
+	return nil
+}
+
+func (c *Config) checkInterval() (time.Duration, error) {
+	d, err := time.ParseDuration(c.AllowlistCheck)
+	if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+		return 0, keyErr("allowlist_check_interval", "must be a duration between 100ms and 10m, got %q", c.AllowlistCheck)
+	}
+	return d, nil
+}
+
+// Schema returns the JSON schema of Config, which Falco checks init_config
+// against before it calls Init. It states keys, types and enums; ranges are
+// left to Validate, whose messages name the key.
+func Schema() (string, error) {
+	r := jsonschema.Reflector{
+		DoNotReference:             true,
+		ExpandedStruct:             true,
+		AllowAdditionalProperties:  false,
+		RequiredFromJSONSchemaTags: true, // every key is optional
+	}
+	s := r.Reflect(&Config{})
+	s.Title = "kmodguard plugin init_config"
+	s.ID = ""
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("marshal init schema: %w", err)
+	}
+	return string(b), nil
+}

@@ -1,0 +1,214 @@
+package plugin
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"syscall"
+
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// decode returns the event behind evt, decoding its payload only when evt
+// is not the event decoded last: Falco asks for many fields of one event in
+// a row.
+func (p *Plugin) decode(evt sdk.EventReader) (*event.Event, error) {
+	num := evt.EventNum()
+	if p.cacheOK && p.cacheNum == num {
+		return &p.cacheEvt, p.cacheErr
+	}
+	p.cacheOK = false
+	buf := bytes.NewBuffer(p.cacheBuf[:0])
+	if _, err := buf.ReadFrom(evt.Reader()); err != nil {
+		return nil, fmt.Errorf("read payload of event %d: %w", num, err)
+	}
+	p.cacheBuf = buf.Bytes()
+	p.cacheErr = p.cacheEvt.UnmarshalBinary(p.cacheBuf)
+	if p.cacheErr != nil {
+		p.cacheErr = fmt.Errorf("event %d: %w", num, p.cacheErr)
+	}
+	p.cacheNum, p.cacheOK = num, true
+	return &p.cacheEvt, p.cacheErr
+}
+
+// Extract sets the value of one field of one event. A field that the event
+// does not have is left without a value (no error), as Falco expects.
+func (p *Plugin) Extract(req sdk.ExtractRequest, evt sdk.EventReader) error {
+	e, err := p.decode(evt)
+	if err != nil {
+		return err
+	}
+	v, ok := fieldValue(e, req.FieldID())
+	if ok {
+		req.SetValue(v)
+	}
+	return nil
+}
+
+func isLoad(e *event.Event) bool {
+	return e.Syscall == event.InitModule || e.Syscall == event.FinitModule
+}
+
+// fieldValue is the value of field id in e, typed as the field list says
+// (string, []string, uint64 or bool), and false when e has no such value.
+func fieldValue(e *event.Event, id uint64) (any, bool) {
+	switch id {
+	case fieldSyscall:
+		return str(string(e.Syscall))
+	case fieldRes:
+		if !hasRes(e) {
+			return nil, false
+		}
+		return resString(e.Res), true
+	case fieldOK:
+		if !hasRes(e) {
+			return nil, false
+		}
+		return e.Res == 0, true
+	case fieldName:
+		return str(e.Name)
+	case fieldThisModuleName:
+		return str(e.ThisModuleName)
+	case fieldNameMismatch:
+		if e.Name == "" || e.ThisModuleName == "" {
+			return nil, false
+		}
+		return e.NameMismatch, true
+	case fieldSHA256:
+		return str(e.SHA256)
+	case fieldELFSHA256:
+		return str(e.ELFSHA256)
+	case fieldSize:
+		if !isLoad(e) {
+			return nil, false
+		}
+		return e.Size, true
+	case fieldParams:
+		return str(e.Params)
+	case fieldPath:
+		return str(e.Path)
+	case fieldFlags:
+		if e.Syscall == event.InitModule || e.Syscall == event.Guard {
+			return nil, false // init_module has no flags argument
+		}
+		if e.Flags == nil {
+			return []string{}, true
+		}
+		return e.Flags, true
+	case fieldVermagic:
+		return str(e.Vermagic)
+	case fieldSrcversion:
+		return str(e.Srcversion)
+	case fieldDepends:
+		if !isLoad(e) || e.Name == "" {
+			return nil, false
+		}
+		if e.Depends == nil {
+			return []string{}, true
+		}
+		return e.Depends, true
+	case fieldSigned:
+		if !isLoad(e) || e.Name == "" {
+			return nil, false // nothing was inspected
+		}
+		return e.Signed, true
+	case fieldSigner:
+		return str(e.Signer)
+	case fieldTruncated:
+		if !isLoad(e) {
+			return nil, false
+		}
+		return e.Truncated, true
+	case fieldUnreadable:
+		if !isLoad(e) {
+			return nil, false
+		}
+		return e.Unreadable, true
+	case fieldFileChanged:
+		if e.Syscall != event.FinitModule {
+			return nil, false
+		}
+		return e.FileChanged, true
+	case fieldAllowed:
+		if e.Allowed == nil {
+			return nil, false
+		}
+		return *e.Allowed, true
+	case fieldAllowlistEntry:
+		return str(e.AllowlistEntry)
+	case fieldVerdict:
+		if e.Syscall == event.DeleteModule {
+			return nil, false // no LSM hook for unloads
+		}
+		if e.Verdict == "" {
+			return event.VerdictNone, true
+		}
+		return e.Verdict, true
+	case fieldGuardSHA256:
+		return str(e.GuardSHA256)
+	case fieldTOCTOU:
+		if !isLoad(e) {
+			return nil, false
+		}
+		return e.TOCTOU, true
+	case fieldPid:
+		return nonZero(uint64(e.Pid))
+	case fieldTid:
+		return nonZero(uint64(e.Tid))
+	case fieldPpid:
+		return nonZero(uint64(e.Ppid))
+	case fieldComm:
+		return str(e.Comm)
+	case fieldExe:
+		return str(e.Exe)
+	case fieldCmdline:
+		return str(e.Cmdline)
+	case fieldUID:
+		return uint64(e.UID), e.Syscall != event.Guard || e.Pid != 0
+	case fieldGID:
+		return uint64(e.GID), e.Syscall != event.Guard || e.Pid != 0
+	case fieldLoginUID:
+		return uint64(e.LoginUID), e.Syscall != event.Guard || e.Pid != 0
+	case fieldCgroup:
+		return str(e.Cgroup)
+	case fieldContainerID:
+		return str(e.ContainerID)
+	case fieldHostNS:
+		if e.Pid == 0 {
+			return nil, false
+		}
+		return e.HostNS, true
+	case fieldCapEffective:
+		if e.Pid == 0 {
+			return nil, false
+		}
+		return CapNames(e.CapEffective), true
+	}
+	return nil, false
+}
+
+// resUnknown is the Res of an event whose sys_exit was lost (bpf.ResUnknown).
+const resUnknown = math.MinInt64
+
+func hasRes(e *event.Event) bool { return e.Syscall != event.Guard && e.Res != resUnknown }
+
+func str(s string) (any, bool) { return s, s != "" }
+
+func nonZero(v uint64) (any, bool) { return v, v != 0 }
+
+// resString formats a syscall result as Falco's evt.res does: SUCCESS, or
+// the errno name.
+func resString(res int64) string {
+	if res == 0 {
+		return "SUCCESS"
+	}
+	if res < 0 && res > -4096 {
+		if name := unix.ErrnoName(syscall.Errno(-res)); name != "" {
+			return name
+		}
+	}
+	return fmt.Sprint(res)
+}

@@ -1,0 +1,175 @@
+package plugin
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
+)
+
+// Field IDs are indexes into fieldList: Falco passes the index back with
+// every extraction request, so extraction is a switch on a small integer.
+const (
+	fieldSyscall = iota
+	fieldRes
+	fieldOK
+	fieldName
+	fieldThisModuleName
+	fieldNameMismatch
+	fieldSHA256
+	fieldELFSHA256
+	fieldSize
+	fieldParams
+	fieldPath
+	fieldFlags
+	fieldVermagic
+	fieldSrcversion
+	fieldDepends
+	fieldSigned
+	fieldSigner
+	fieldTruncated
+	fieldUnreadable
+	fieldFileChanged
+	fieldAllowed
+	fieldAllowlistEntry
+	fieldVerdict
+	fieldGuardSHA256
+	fieldTOCTOU
+	fieldPid
+	fieldTid
+	fieldPpid
+	fieldComm
+	fieldExe
+	fieldCmdline
+	fieldUID
+	fieldGID
+	fieldLoginUID
+	fieldCgroup
+	fieldContainerID
+	fieldHostNS
+	fieldCapEffective
+	numFields
+)
+
+const (
+	typeString = "string"
+	typeUint64 = "uint64"
+	typeBool   = "bool"
+)
+
+var fieldList = [numFields]sdk.FieldEntry{
+	fieldSyscall: {Type: typeString, Name: "kmod.syscall", Display: "Syscall",
+		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to)."},
+	fieldRes: {Type: typeString, Name: "kmod.res", Display: "Result",
+		Desc: "The syscall's result like Falco's evt.res: SUCCESS, or the errno name (ENOSYS, EPERM, EEXIST...)."},
+	fieldOK: {Type: typeBool, Name: "kmod.ok", Display: "Succeeded",
+		Desc: "True when the syscall returned 0."},
+	fieldName: {Type: typeString, Name: "kmod.name", Display: "Module name",
+		Desc: "The .modinfo name= of the module (the name module_blacklist= checks); for delete_module, the name asked for."},
+	fieldThisModuleName: {Type: typeString, Name: "kmod.this_module_name", Display: "Registered name",
+		Desc: "struct module.name from .gnu.linkonce.this_module: the name the module actually registers under."},
+	fieldNameMismatch: {Type: typeBool, Name: "kmod.name_mismatch", Display: "Name mismatch",
+		Desc: "True when kmod.name and kmod.this_module_name differ after '-'/'_' folding: a forged module."},
+	fieldSHA256: {Type: typeString, Name: "kmod.sha256", Display: "SHA-256",
+		Desc: "Hex SHA-256 of the image as passed to the kernel (the init_module buffer, or the finit_module file, compressed or not)."},
+	fieldELFSHA256: {Type: typeString, Name: "kmod.elf_sha256", Display: "ELF SHA-256",
+		Desc: "Hex SHA-256 of the ELF image after decompression (equals kmod.sha256 for an uncompressed module)."},
+	fieldSize: {Type: typeUint64, Name: "kmod.size", Display: "Image size",
+		Desc: "init_module's length argument, or the size of the finit_module file, in bytes."},
+	fieldParams: {Type: typeString, Name: "kmod.params", Display: "Parameters",
+		Desc: "The module parameter string passed to the load (\"numdummies=3\")."},
+	fieldPath: {Type: typeString, Name: "kmod.path", Display: "File path",
+		Desc: "Path of the file behind finit_module's descriptor."},
+	fieldFlags: {Type: typeString, IsList: true, Name: "kmod.flags", Display: "Flags",
+		Desc: "Names of the flags argument: MODULE_INIT_* for finit_module, O_NONBLOCK and O_TRUNC (forced unload) for delete_module."},
+	fieldVermagic: {Type: typeString, Name: "kmod.vermagic", Display: "Vermagic",
+		Desc: "The module's vermagic= string (kernel release and build options it was built for)."},
+	fieldSrcversion: {Type: typeString, Name: "kmod.srcversion", Display: "Source version",
+		Desc: "The module's srcversion= (a digest of its source)."},
+	fieldDepends: {Type: typeString, IsList: true, Name: "kmod.depends", Display: "Dependencies",
+		Desc: "Modules this module depends on (.modinfo depends=)."},
+	fieldSigned: {Type: typeBool, Name: "kmod.signed", Display: "Signed",
+		Desc: "True when the image carries an appended module signature (not verified against the kernel keyring)."},
+	fieldSigner: {Type: typeString, Name: "kmod.signer", Display: "Signer",
+		Desc: "Signer named in the module signature, when it can be parsed."},
+	fieldTruncated: {Type: typeBool, Name: "kmod.truncated", Display: "Capture truncated",
+		Desc: "True when the image was larger than the capture cap, so digests and metadata are missing."},
+	fieldUnreadable: {Type: typeBool, Name: "kmod.unreadable", Display: "Image unreadable",
+		Desc: "True when the sensor could not read the image (bad pointer, unreadable file)."},
+	fieldFileChanged: {Type: typeBool, Name: "kmod.file_changed", Display: "File changed",
+		Desc: "True when the finit_module file changed between the syscall and the sensor's read of it."},
+	fieldAllowed: {Type: typeBool, Name: "kmod.allowed", Display: "Allowlisted",
+		Desc: "True when the module is on the plugin's allowlist (both names and, for pinned entries, a digest). No value when no allowlist is configured."},
+	fieldAllowlistEntry: {Type: typeString, Name: "kmod.allowlist_entry", Display: "Allowlist entry",
+		Desc: "Name of the allowlist entry that admitted the module."},
+	fieldVerdict: {Type: typeString, Name: "kmod.verdict", Display: "Guard verdict",
+		Desc: "The BPF LSM guard's decision: allowed, blocked, audit, or none when no guard decision was joined."},
+	fieldGuardSHA256: {Type: typeString, Name: "kmod.guard_sha256", Display: "Guard SHA-256",
+		Desc: "Hex SHA-256 that the guard computed over the kernel's own copy of the image."},
+	fieldTOCTOU: {Type: typeBool, Name: "kmod.toctou", Display: "Image swapped",
+		Desc: "True when the guard's digest of the kernel's copy differs from the sensor's digest of the user buffer: the image changed during the load."},
+	fieldPid: {Type: typeUint64, Name: "kmod.pid", Display: "Process ID",
+		Desc: "Thread group ID of the caller."},
+	fieldTid: {Type: typeUint64, Name: "kmod.tid", Display: "Thread ID",
+		Desc: "Thread ID of the caller."},
+	fieldPpid: {Type: typeUint64, Name: "kmod.ppid", Display: "Parent process ID",
+		Desc: "Thread group ID of the caller's parent."},
+	fieldComm: {Type: typeString, Name: "kmod.comm", Display: "Command",
+		Desc: "The caller's comm (task name, at most 15 characters)."},
+	fieldExe: {Type: typeString, Name: "kmod.exe", Display: "Executable",
+		Desc: "Path of the caller's executable."},
+	fieldCmdline: {Type: typeString, Name: "kmod.cmdline", Display: "Command line",
+		Desc: "The caller's command line, arguments separated by spaces."},
+	fieldUID: {Type: typeUint64, Name: "kmod.uid", Display: "User ID",
+		Desc: "The caller's real user ID."},
+	fieldGID: {Type: typeUint64, Name: "kmod.gid", Display: "Group ID",
+		Desc: "The caller's real group ID."},
+	fieldLoginUID: {Type: typeUint64, Name: "kmod.loginuid", Display: "Login user ID",
+		Desc: "The audit login user ID of the caller (4294967295 when unset)."},
+	fieldCgroup: {Type: typeString, Name: "kmod.cgroup", Display: "Cgroup",
+		Desc: "The caller's cgroup v2 path."},
+	fieldContainerID: {Type: typeString, Name: "kmod.container_id", Display: "Container ID",
+		Desc: "Container ID taken from the cgroup path (12 hex characters), when the caller runs in a container."},
+	fieldHostNS: {Type: typeBool, Name: "kmod.host_ns", Display: "Host namespaces",
+		Desc: "True when the caller runs in the initial PID and mount namespaces."},
+	fieldCapEffective: {Type: typeString, Name: "kmod.cap_effective", Display: "Effective capabilities",
+		Desc: "The caller's effective capabilities as names separated by spaces, like Falco's thread.cap_effective (\"CAP_SYS_MODULE CAP_SYS_ADMIN\")."},
+}
+
+// Fields lists the fields the plugin extracts, in field ID order.
+func (p *Plugin) Fields() []sdk.FieldEntry { return fieldList[:] }
+
+// capNames are the Linux capabilities by number (include/uapi/linux/capability.h).
+var capNames = [...]string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+	"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+	"CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+	"CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+	"CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+	"CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+	"CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+	"CAP_CHECKPOINT_RESTORE",
+}
+
+// CapNames formats a capability mask as Falco's thread.cap_effective does:
+// names separated by spaces, lowest bit first. Unknown bits are shown as
+// CAP_<n>.
+func CapNames(mask uint64) string {
+	var b strings.Builder
+	for i := 0; i < 64; i++ {
+		if mask&(1<<i) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		if i < len(capNames) {
+			b.WriteString(capNames[i])
+		} else {
+			b.WriteString("CAP_")
+			b.WriteString(strconv.Itoa(i))
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,135 @@
+// Package plugin is the kmodguard Falco plugin: a source of kernel module
+// events (init_module, finit_module, delete_module) from the kmodguard BPF
+// sensor or from a recording, and the extractor of their kmod.* fields.
+//
+// cmd/plugin builds it into libkmodguard.so; this package holds the logic so
+// that it can be tested as Go code.
+package plugin
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// Identity of the plugin. ID 999 is the id falcosecurity reserves for
+// source plugin development ("test"); it changes when the registry assigns
+// kmodguard its own.
+const (
+	ID          = 999
+	Name        = "kmodguard"
+	EventSource = "kmodguard"
+	Version     = "0.1.0"
+	Description = "Kernel module loads and unloads (init_module, finit_module, delete_module) from the kmodguard eBPF sensor, with both module names, digests, signature, allowlist verdict and process context"
+	Contact     = "github.com/kmodguard/kmodguard"
+)
+
+// Log field keys.
+const (
+	logKeyComponent = "component"
+	logKeyAllowlist = "allowlist"
+	logKeyEntries   = "entries"
+	logKeyParams    = "open_params"
+)
+
+// Plugin is the kmodguard plugin state: one per plugin_init.
+type Plugin struct {
+	plugins.BasePlugin
+
+	cfg    Config
+	log    *logrus.Logger
+	policy *policy
+
+	// Extraction cache: the last event decoded, by event number.
+	cacheNum uint64
+	cacheOK  bool
+	cacheErr error
+	cacheBuf []byte
+	cacheEvt event.Event
+}
+
+// New returns an uninitialized plugin, for the SDK factory and for tests.
+func New() *Plugin { return &Plugin{} }
+
+// Info describes the plugin to Falco.
+func (p *Plugin) Info() *plugins.Info {
+	return &plugins.Info{
+		ID:          ID,
+		Name:        Name,
+		Description: Description,
+		Contact:     Contact,
+		Version:     Version,
+		EventSource: EventSource,
+	}
+}
+
+// InitSchema gives Falco the JSON schema of init_config.
+func (p *Plugin) InitSchema() *sdk.SchemaInfo {
+	s, err := Schema()
+	if err != nil {
+		// Reflecting a fixed struct cannot fail at run time; a nil schema
+		// only turns off Falco's pre-check, and Init still validates.
+		return nil
+	}
+	return &sdk.SchemaInfo{Schema: s}
+}
+
+// Init parses and checks init_config and loads the allowlist.
+func (p *Plugin) Init(config string) error {
+	cfg, err := ParseConfig(config)
+	if err != nil {
+		return err
+	}
+	p.cfg = cfg
+	p.log = newLogger(cfg.LogLevel)
+	pol, err := newPolicy(&p.cfg, p.log)
+	if err != nil {
+		return err
+	}
+	p.policy = pol
+	p.cacheOK = false
+	return nil
+}
+
+// Config returns the configuration Init accepted.
+func (p *Plugin) Config() Config { return p.cfg }
+
+// newLogger is the one place the plugin's logrus logger is made: stderr
+// only, because a Falco plugin must never write to stdout.
+func newLogger(level string) *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		lvl = logrus.InfoLevel
+	}
+	l.SetLevel(lvl)
+	l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
+	return l
+}
+
+// logger returns the plugin's logger, or a default one before Init.
+func (p *Plugin) logger() logrus.FieldLogger {
+	if p.log == nil {
+		p.log = newLogger(DefaultLogLevel)
+	}
+	return p.log.WithField(logKeyComponent, "plugin")
+}
+
+// String renders an event for Falco's %evt.plugininfo and -p outputs.
+func (p *Plugin) String(evt sdk.EventReader) (string, error) {
+	e, err := p.decode(evt)
+	if err != nil {
+		return "", err
+	}
+	name := e.Name
+	if e.ThisModuleName != "" && e.ThisModuleName != e.Name {
+		name = fmt.Sprintf("%s (registers as %s)", e.Name, e.ThisModuleName)
+	}
+	return fmt.Sprintf("%s %s res=%s pid=%d comm=%s", e.Syscall, name, resString(e.Res), e.Pid, e.Comm), nil
+}

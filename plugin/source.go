@@ -1,0 +1,274 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins/source"
+
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// Batch geometry. Module events are rare and small; a batch of 64 events
+// of up to 256 KiB each leaves room for long command lines and parameters.
+const (
+	batchSize    = 64
+	maxEventSize = 256 << 10
+	// idleTimeout bounds how long NextBatch waits for a first event, so
+	// that an idle sensor never stalls Falco's event loop.
+	idleTimeout = 100 * time.Millisecond
+	// trimLen is what cmdline and params are cut to when an event does not
+	// fit maxEventSize.
+	trimLen = 4096
+)
+
+// ReplayPrefix starts the open params that replay a recording.
+const ReplayPrefix = "replay:"
+
+// OpenParams suggests the two forms of open params.
+func (p *Plugin) OpenParams() ([]sdk.OpenParam, error) {
+	return []sdk.OpenParam{
+		{Value: "", Desc: "The live sensor on this host (needs root: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"},
+		{Value: ReplayPrefix + "/var/lib/kmodguard/recording.kmg", Desc: "Replay a file written by `kmodguard watch --record FILE`"},
+	}, nil
+}
+
+// Open starts a capture: the live sensor for empty params, a recording for
+// "replay:FILE".
+func (p *Plugin) Open(params string) (source.Instance, error) {
+	params = strings.TrimSpace(params)
+	var (
+		in  source.Instance
+		err error
+	)
+	switch {
+	case params == "":
+		in, err = p.openLive()
+	case strings.HasPrefix(params, ReplayPrefix):
+		in, err = p.openReplay(strings.TrimPrefix(params, ReplayPrefix))
+	default:
+		return nil, fmt.Errorf("open_params %q: want empty (the live sensor) or %q", params, ReplayPrefix+"FILE")
+	}
+	if err != nil {
+		return nil, err
+	}
+	evts, err := sdk.NewEventWriters(batchSize, maxEventSize)
+	if err != nil {
+		if c, ok := in.(sdk.Closer); ok {
+			c.Close()
+		}
+		return nil, fmt.Errorf("allocate the event batch: %w", err)
+	}
+	in.SetEvents(evts)
+	return in, nil
+}
+
+// writer puts events into a batch in their binary form.
+type writer struct {
+	buf []byte
+}
+
+// put writes e into slot i of evts. An event too big for a slot loses the
+// tail of its command line and parameters, never the event itself.
+func (w *writer) put(evts sdk.EventWriters, i int, e *event.Event) error {
+	var err error
+	w.buf, err = e.AppendBinary(w.buf[:0])
+	if err == nil && len(w.buf) > maxEventSize {
+		c := *e
+		c.Cmdline, c.Params = cut(c.Cmdline), cut(c.Params)
+		w.buf, err = c.AppendBinary(w.buf[:0])
+		if err == nil && len(w.buf) > maxEventSize {
+			err = fmt.Errorf("%d bytes after trimming is over the %d byte event limit", len(w.buf), maxEventSize)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("encode %s event of %q: %w", e.Syscall, e.Name, err)
+	}
+	ew := evts.Get(i)
+	ew.SetTimestamp(e.TS)
+	if _, err := ew.Writer().Write(w.buf); err != nil {
+		return fmt.Errorf("write event payload: %w", err)
+	}
+	return nil
+}
+
+func cut(s string) string {
+	if len(s) > trimLen {
+		return s[:trimLen]
+	}
+	return s
+}
+
+// replayInstance reads a record file.
+type replayInstance struct {
+	source.BaseInstance
+	p    *Plugin
+	f    *os.File
+	r    *event.RecordReader
+	w    writer
+	e    event.Event
+	size int64
+	done bool
+	err  error // a read error held back until the events before it are out
+}
+
+func (p *Plugin) openReplay(path string) (*replayInstance, error) {
+	if path == "" {
+		return nil, fmt.Errorf("open_params %q: no file after %q", ReplayPrefix, ReplayPrefix)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open replay file: %w", err)
+	}
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	p.logger().WithField(logKeyParams, ReplayPrefix+path).Info("replaying a recording")
+	return &replayInstance{p: p, f: f, r: event.NewRecordReader(f), size: size}, nil
+}
+
+// NextBatch fills the batch from the file and returns sdk.ErrEOF after the
+// last event.
+func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.done {
+		return 0, sdk.ErrEOF
+	}
+	a := r.p.policy.Current()
+	n := 0
+	for n < evts.Len() {
+		err := r.r.ReadInto(&r.e)
+		if err == io.EOF {
+			r.done = true
+			break
+		}
+		if err != nil {
+			r.err = fmt.Errorf("replay %s: %w", r.f.Name(), err)
+			if n == 0 {
+				return 0, r.err
+			}
+			return n, nil
+		}
+		judge(a, &r.e)
+		if err := r.w.put(evts, n, &r.e); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, sdk.ErrEOF
+	}
+	return n, nil
+}
+
+// Progress reports how far into the file the replay is.
+func (r *replayInstance) Progress(sdk.PluginState) (float64, string) {
+	if r.size <= 0 {
+		return 0, ""
+	}
+	off, err := r.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, ""
+	}
+	pct := float64(off) / float64(r.size)
+	return pct, fmt.Sprintf("%.2f%%", pct*100)
+}
+
+// Close closes the file.
+func (r *replayInstance) Close() { r.f.Close() }
+
+// eventSource is what the live instance needs from the sensor.
+type eventSource interface {
+	Events() <-chan *event.Event
+	Close() error
+}
+
+// liveInstance reads the sensor's events.
+type liveInstance struct {
+	source.BaseInstance
+	p       *Plugin
+	src     eventSource
+	w       writer
+	timer   *time.Timer
+	timeout time.Duration
+	closed  bool
+}
+
+func newLiveInstance(p *Plugin, src eventSource) *liveInstance {
+	t := time.NewTimer(idleTimeout)
+	t.Stop()
+	return &liveInstance{p: p, src: src, timer: t, timeout: idleTimeout}
+}
+
+// errSensorStopped is returned once the sensor has closed its channel.
+var errSensorStopped = errors.New("the kmodguard sensor stopped")
+
+// NextBatch waits up to idleTimeout for a first event, then takes what else
+// is ready without waiting. It returns sdk.ErrTimeout when idle.
+func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
+	if l.closed {
+		return 0, errSensorStopped
+	}
+	ch := l.src.Events()
+	var first *event.Event
+	select {
+	case e, ok := <-ch:
+		if !ok {
+			l.closed = true
+			return 0, errSensorStopped
+		}
+		first = e
+	default:
+		l.timer.Reset(l.timeout)
+		select {
+		case e, ok := <-ch:
+			// Since Go 1.23 Stop leaves no stale tick behind for Reset.
+			l.timer.Stop()
+			if !ok {
+				l.closed = true
+				return 0, errSensorStopped
+			}
+			first = e
+		case <-l.timer.C:
+			return 0, sdk.ErrTimeout
+		}
+	}
+	a := l.p.policy.Current()
+	n := 0
+	e := first
+	for {
+		judge(a, e)
+		if err := l.w.put(evts, n, e); err != nil {
+			return 0, err
+		}
+		n++
+		if n == evts.Len() {
+			return n, nil
+		}
+		select {
+		case next, ok := <-ch:
+			if !ok {
+				l.closed = true
+				return n, nil
+			}
+			e = next
+		default:
+			return n, nil
+		}
+	}
+}
+
+// Close stops the sensor.
+func (l *liveInstance) Close() {
+	if err := l.src.Close(); err != nil {
+		l.p.logger().WithError(err).Warn("closing the sensor")
+	}
+}
