@@ -1,0 +1,349 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/lsm"
+)
+
+func init() { register(newEnforcerCmd) }
+
+func newEnforcerCmd() *cobra.Command {
+	var pinDir string
+	cmd := &cobra.Command{
+		Use:   "enforcer",
+		Short: "Run the BPF LSM guard that refuses modules not on the allowlist",
+		Long: `The enforcer loads a BPF LSM guard into the kernel. The guard decides every
+module load (init_module and finit_module, so insmod and modprobe too) on the
+kernel's own copy of the image: it hashes it (SHA-256), reads both of its
+names from the ELF, and refuses with EPERM any module the allowlist does not
+admit. In audit mode it lets them load and reports them.
+
+The guard is pinned under --pin-dir and stays in force when the daemon exits
+or is killed; a restarted daemon adopts it. With --seal it also refuses, until
+reboot, every way root has to remove it: unpinning, detaching, writing its
+maps, unmounting its bpffs, loading fmod_ret programs, and kexec. A sealed
+guard's allowlist is frozen: 'apply' and 'stop' are refused.
+
+The kernel must run BPF LSM: 'bpf' must be in /sys/kernel/security/lsm
+(add lsm=...,bpf to the kernel command line).`,
+		Example: `  # enforce the allowlist, reloading it on SIGHUP and when the file changes
+  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
+
+  # try a new list without blocking anything, then look at what it would do
+  kmodguard enforcer run --allowlist new.yaml --mode audit
+  kmodguard enforcer status
+
+  # replace the policy of a running guard, and remove the guard
+  kmodguard enforcer apply /etc/kmodguard/allowlist.yaml
+  kmodguard enforcer stop`,
+	}
+	cmd.PersistentFlags().StringVar(&pinDir, "pin-dir", lsm.DefaultPinDir, "bpffs directory holding the guard's pins")
+	cmd.AddCommand(newEnforcerRunCmd(&pinDir), newEnforcerStatusCmd(&pinDir), newEnforcerApplyCmd(&pinDir), newEnforcerStopCmd(&pinDir))
+	return cmd
+}
+
+func newEnforcerRunCmd(pinDir *string) *cobra.Command {
+	var (
+		path      string
+		mode      string
+		seal      bool
+		logFormat string
+		poll      time.Duration
+		trust     trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "run --allowlist FILE",
+		Short: "Load (or adopt) the guard, apply the allowlist, and log every decision",
+		Long: `run loads the guard with the allowlist, or adopts the guard already pinned and
+applies the allowlist to it, then logs every decision to stderr until it is
+stopped. Killing it does not remove the guard.
+
+It reloads the allowlist on SIGHUP and when the file (or FILE.sig) changes.
+A file that does not parse, does not validate, or (with --pubkey) is not
+signed by the key never replaces the allowlist in force: the error is
+logged and the old list keeps working.
+
+At start it warns about each loaded module that the allowlist does not name.`,
+		Example: `  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
+  kmodguard enforcer run --allowlist allow.yaml --pubkey signing.pub --seal
+  kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat)
+			if err != nil {
+				return withCode(exitError, err)
+			}
+			return runEnforcer(cmd.Context(), log, enforcerRun{
+				path: path, mode: allowlist.Mode(mode), seal: seal, pinDir: *pinDir, poll: poll, trust: trust,
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
+	cmd.Flags().StringVar(&mode, "mode", "", "enforce or audit (default: the allowlist's spec.mode)")
+	cmd.Flags().BoolVar(&seal, "seal", false, "seal the guard until reboot (see 'kmodguard enforcer --help')")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
+	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for changes to the allowlist file")
+	trust.bind(cmd)
+	return cmd
+}
+
+// newLogger is the daemon's logger: logrus, to w.
+func newLogger(w io.Writer, format string) (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(w)
+	switch format {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("log format %q is neither text nor json", format)
+	}
+	return log, nil
+}
+
+type enforcerRun struct {
+	path   string
+	mode   allowlist.Mode
+	seal   bool
+	pinDir string
+	poll   time.Duration
+	trust  trustFlags
+}
+
+// fileStamp identifies a version of the allowlist file and its signature.
+type fileStamp struct {
+	ino, sigIno     uint64
+	size, sigSize   int64
+	mtime, sigMtime time.Time
+}
+
+func stamp(path string) fileStamp {
+	var s fileStamp
+	if fi, err := os.Stat(path); err == nil {
+		s.size, s.mtime = fi.Size(), fi.ModTime()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			s.ino = st.Ino
+		}
+	}
+	if fi, err := os.Stat(path + ".sig"); err == nil {
+		s.sigSize, s.sigMtime = fi.Size(), fi.ModTime()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			s.sigIno = st.Ino
+		}
+	}
+	return s
+}
+
+func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	a, err := r.trust.load(r.path)
+	if err != nil {
+		return err
+	}
+	enf, err := enforcer.Load(enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log}, a)
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	defer enf.Close()
+	st, err := enf.Status()
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	log.WithFields(logrus.Fields{
+		"allowlist": r.path, "mode": st.Mode, "generation": st.Generation,
+		"entries": st.Entries, "sealed": st.Sealed, "pin_dir": st.PinDir,
+	}).Info("guard enforcing")
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(r.poll)
+	defer tick.Stop()
+	last := stamp(r.path)
+
+	reload := func(why string) {
+		last = stamp(r.path)
+		l := log.WithFields(logrus.Fields{"allowlist": r.path, "trigger": why})
+		a, err := r.trust.load(r.path)
+		if err != nil {
+			l.WithError(err).Error("allowlist not reloaded: the one in force stays")
+			return
+		}
+		if err := enf.Apply(a); err != nil {
+			l.WithError(err).Error("allowlist not applied: the one in force stays")
+			return
+		}
+		st, _ := enf.Status()
+		l.WithFields(logrus.Fields{"generation": st.Generation, "entries": st.Entries, "mode": st.Mode}).Info("allowlist applied")
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("exiting: the guard stays pinned and enforcing")
+			return nil
+		case <-hup:
+			reload("SIGHUP")
+		case <-tick.C:
+			if s := stamp(r.path); s != last {
+				reload("file changed")
+			}
+		case d, ok := <-enf.Decisions():
+			if !ok {
+				return withCode(exitError, errors.New("the decision stream ended"))
+			}
+			logDecision(log, d)
+		}
+	}
+}
+
+func logDecision(log *logrus.Logger, d enforcer.Decision) {
+	f := logrus.Fields{
+		"op": d.Op, "verdict": d.Verdict, "pid": d.Pid, "tid": d.Tid, "comm": d.Comm,
+		"uid": d.UID, "generation": d.Generation,
+	}
+	if d.Op == lsm.OpInitModule || d.Op == lsm.OpFinitModule {
+		f["module"] = d.Name
+		f["this_module"] = d.ThisModuleName
+		f["sha256"] = d.SHA256
+		f["size"] = d.Size
+		if d.Entry != "" {
+			f["entry"] = d.Entry
+		}
+		if d.NameMismatch {
+			f["name_mismatch"] = true
+		}
+		if d.Compressed {
+			f["compressed"] = true
+		}
+	} else {
+		f["object"] = d.Object
+	}
+	l := log.WithFields(f)
+	if d.Verdict == lsm.Allowed {
+		l.Info(d.Reason)
+		return
+	}
+	l.Warn(d.Reason)
+}
+
+func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the pinned guard: mode, seal, policy generation, hooks, counters",
+		Long: `status reads the pinned guard without changing it. It works on a sealed guard
+and without the daemon. It exits 2 when no guard is pinned.`,
+		Example: `  kmodguard enforcer status
+  kmodguard enforcer status --json | jq .sealed`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := enforcer.ReadStatus(*pinDir)
+			if err != nil {
+				return withCode(exitError, err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "pin dir:\t%s\n", st.PinDir)
+			fmt.Fprintf(tw, "mode:\t%s\n", st.Mode)
+			fmt.Fprintf(tw, "sealed:\t%v\n", st.Sealed)
+			fmt.Fprintf(tw, "generation:\t%d\n", st.Generation)
+			fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
+			fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
+			fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(lsm.Hooks()))
+			for _, l := range st.Links {
+				fmt.Fprintf(tw, "  %s\tlink %d, prog %d\n", l.Hook, l.LinkID, l.ProgID)
+			}
+			for _, m := range st.Missing {
+				fmt.Fprintf(tw, "  %s\tMISSING\n", m)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newEnforcerApplyCmd(pinDir *string) *cobra.Command {
+	var (
+		mode  string
+		trust trustFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Validate an allowlist and swap it into the pinned guard atomically",
+		Long: `apply validates FILE first (syntax, fields, and with --pubkey its signature);
+a file that fails leaves the policy in force untouched. It then swaps the
+new policy in with one map update, so no load sees half of it.
+
+A running daemon keeps its own file: it re-applies that file on SIGHUP or
+when it changes. apply is refused when the guard is sealed.`,
+		Example: `  kmodguard enforcer apply /etc/kmodguard/allowlist.yaml
+  kmodguard enforcer apply --pubkey signing.pub --mode audit new.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := trust.load(args[0])
+			if err != nil {
+				return err
+			}
+			gen, err := enforcer.ApplyPinned(*pinDir, a, allowlist.Mode(mode))
+			if err != nil {
+				return withCode(exitError, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %s: generation %d\n", args[0], gen)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&mode, "mode", "", "enforce or audit (default: the allowlist's spec.mode)")
+	trust.bind(cmd)
+	return cmd
+}
+
+func newEnforcerStopCmd(pinDir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop",
+		Short: "Remove the pinned guard (refused when sealed)",
+		Long: `stop unpins the guard's links and maps; the kernel detaches the guard once no
+process holds it (stop a running daemon first). A sealed guard refuses: only
+a reboot removes it.`,
+		Example: `  systemctl stop kmodguard-enforcer && kmodguard enforcer stop`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := enforcer.Stop(*pinDir); err != nil {
+				if errors.Is(err, lsm.ErrSealed) {
+					return withCode(exitError, fmt.Errorf("%w: only a reboot removes it", err))
+				}
+				return withCode(exitError, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "guard removed")
+			return nil
+		},
+	}
+}
