@@ -115,7 +115,7 @@ func TestResultParse(t *testing.T) {
 func TestResultErr(t *testing.T) {
 	k := &debkernel.Kernel{Release: "6.12.1+deb12-cloud-amd64"}
 	for _, tc := range []struct {
-		name, port, console string
+		name, port, console  string
 		timedOut, failOnSkip bool
 		want                 string // "" for success
 	}{
