@@ -8,6 +8,7 @@
  */
 #include "kg_bpf.h"
 #include "sha256.h"
+#include "elf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -34,6 +35,7 @@ struct {
 struct kg_test_result {
 	__s64 ret;                          /* helper's return value */
 	__u8 digest[KG_SHA256_DIGEST_SIZE]; /* kg_sha256 output */
+	struct kg_elf_names names;          /* kg_elf_names output */
 };
 
 /* kg_test_out: key 0 -> the result of the last run. */
@@ -74,5 +76,19 @@ int test_sha256(struct bpf_raw_tracepoint_args *ctx)
 	if (!res || !addr)
 		return 1;
 	res->ret = kg_sha256((const void *)addr, ctx->args[0], res->digest);
+	return 0;
+}
+
+/* test_elf_names: kg_test_out.names = the names of the image input[:args[0]]. */
+SEC("raw_tp")
+int test_elf_names(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+	__u64 addr = input_addr();
+
+	if (!res || !addr)
+		return 1;
+	res->ret = kg_elf_names((const void *)addr, ctx->args[0], &res->names);
 	return 0;
 }

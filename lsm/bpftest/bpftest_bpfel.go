@@ -13,6 +13,75 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpftestKgElfScratch struct {
+	_       structs.HostLayout
+	Buf     uint64
+	Size    uint64
+	Shoff   uint64
+	StrOff  uint64
+	StrSize uint64
+	StrTerm uint64
+	Modinfo struct {
+		_     structs.HostLayout
+		Off   uint64
+		Size  uint64
+		Type  uint32
+		Found uint32
+	}
+	ThisModule struct {
+		_     structs.HostLayout
+		Off   uint64
+		Size  uint64
+		Type  uint32
+		Found uint32
+	}
+	Status  int32
+	InEntry uint32
+	Match   int32
+	NameLen uint32
+	Done    uint32
+	Pad     uint32
+	Shdr    struct {
+		_           structs.HostLayout
+		ShName      uint32
+		ShType      uint32
+		ShFlags     uint64
+		ShAddr      uint64
+		ShOffset    uint64
+		ShSize      uint64
+		ShLink      uint32
+		ShInfo      uint32
+		ShAddralign uint64
+		ShEntsize   uint64
+	}
+	Tmp   [256]uint8
+	Names struct {
+		_              structs.HostLayout
+		ModinfoName    [64]int8
+		ThisModuleName [64]int8
+		Flags          uint32
+		Shnum          uint32
+	}
+}
+
+type bpftestKgElfStatus uint32
+
+const (
+	bpftestKgElfStatusKG_ELF_OK                bpftestKgElfStatus = 0
+	bpftestKgElfStatusKG_ELF_NO_MODINFO        bpftestKgElfStatus = 1
+	bpftestKgElfStatusKG_ELF_NO_MODINFO_NAME   bpftestKgElfStatus = 2
+	bpftestKgElfStatusKG_ELF_NO_THIS_MODULE    bpftestKgElfStatus = 3
+	bpftestKgElfStatusKG_ELF_NOT_ELF           bpftestKgElfStatus = 10
+	bpftestKgElfStatusKG_ELF_UNSUPPORTED       bpftestKgElfStatus = 11
+	bpftestKgElfStatusKG_ELF_TRUNCATED         bpftestKgElfStatus = 12
+	bpftestKgElfStatusKG_ELF_MALFORMED         bpftestKgElfStatus = 13
+	bpftestKgElfStatusKG_ELF_TOO_MANY_SECTIONS bpftestKgElfStatus = 14
+	bpftestKgElfStatusKG_ELF_TOO_LARGE         bpftestKgElfStatus = 15
+	bpftestKgElfStatusKG_ELF_NAME_TOO_LONG     bpftestKgElfStatus = 16
+	bpftestKgElfStatusKG_ELF_FAULT             bpftestKgElfStatus = 17
+	bpftestKgElfStatusKG_ELF_NO_SCRATCH        bpftestKgElfStatus = 18
+)
+
 type bpftestKgSha256Scratch struct {
 	_     structs.HostLayout
 	H     [8]uint32
@@ -31,15 +100,24 @@ type bpftestKgTestResult struct {
 	_      structs.HostLayout
 	Ret    int64
 	Digest [32]uint8
+	Names  struct {
+		_              structs.HostLayout
+		ModinfoName    [64]int8
+		ThisModuleName [64]int8
+		Flags          uint32
+		Shnum          uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpftestMapKgElfScratch    = "kg_elf_scratch"
 	bpftestMapKgSha256Scratch = "kg_sha256_scratch"
 	bpftestMapKgTestInput     = "kg_test_input"
 	bpftestMapKgTestOut       = "kg_test_out"
+	bpftestProgTestElfNames   = "test_elf_names"
 	bpftestProgTestSha256     = "test_sha256"
 )
 
@@ -85,13 +163,15 @@ type bpftestSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpftestProgramSpecs struct {
-	TestSha256 *ebpf.ProgramSpec `ebpf:"test_sha256"`
+	TestElfNames *ebpf.ProgramSpec `ebpf:"test_elf_names"`
+	TestSha256   *ebpf.ProgramSpec `ebpf:"test_sha256"`
 }
 
 // bpftestMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpftestMapSpecs struct {
+	KgElfScratch    *ebpf.MapSpec `ebpf:"kg_elf_scratch"`
 	KgSha256Scratch *ebpf.MapSpec `ebpf:"kg_sha256_scratch"`
 	KgTestInput     *ebpf.MapSpec `ebpf:"kg_test_input"`
 	KgTestOut       *ebpf.MapSpec `ebpf:"kg_test_out"`
@@ -123,6 +203,7 @@ func (o *bpftestObjects) Close() error {
 //
 // It can be passed to loadBpftestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpftestMaps struct {
+	KgElfScratch    *ebpf.Map `ebpf:"kg_elf_scratch"`
 	KgSha256Scratch *ebpf.Map `ebpf:"kg_sha256_scratch"`
 	KgTestInput     *ebpf.Map `ebpf:"kg_test_input"`
 	KgTestOut       *ebpf.Map `ebpf:"kg_test_out"`
@@ -130,6 +211,7 @@ type bpftestMaps struct {
 
 func (m *bpftestMaps) Close() error {
 	return _BpftestClose(
+		m.KgElfScratch,
 		m.KgSha256Scratch,
 		m.KgTestInput,
 		m.KgTestOut,
@@ -146,11 +228,13 @@ type bpftestVariables struct {
 //
 // It can be passed to loadBpftestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpftestPrograms struct {
-	TestSha256 *ebpf.Program `ebpf:"test_sha256"`
+	TestElfNames *ebpf.Program `ebpf:"test_elf_names"`
+	TestSha256   *ebpf.Program `ebpf:"test_sha256"`
 }
 
 func (p *bpftestPrograms) Close() error {
 	return _BpftestClose(
+		p.TestElfNames,
 		p.TestSha256,
 	)
 }
