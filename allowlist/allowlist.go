@@ -302,8 +302,8 @@ func (a *Allowlist) Match(m *kmod.Module) Decision {
 	case this == "":
 		return Decision{Reason: fmt.Sprintf("module %q has no struct module.name", name)}
 	}
-	n := kmod.NormalizeName(name)
-	if m.NameMismatch || n != kmod.NormalizeName(this) {
+	n := fold(name)
+	if m.NameMismatch || n != fold(this) {
 		return Decision{Reason: fmt.Sprintf("name mismatch: .modinfo name=%q but struct module.name=%q (a forgery signal)", name, this)}
 	}
 	x := a.index()
@@ -320,7 +320,7 @@ func (a *Allowlist) Match(m *kmod.Module) Decision {
 			continue
 		}
 		for _, e := range x.byDigest[c.digest] {
-			if kmod.NormalizeName(e.Name) == n {
+			if fold(e.Name) == n {
 				what := "file "
 				switch {
 				case file == elf:
@@ -348,6 +348,15 @@ func (a *Allowlist) Match(m *kmod.Module) Decision {
 	default:
 		return Decision{Entry: e, Reason: fmt.Sprintf("neither file sha256 %s nor ELF sha256 %s of %s is listed for %q", file, elf, name, e.Name)}
 	}
+}
+
+// fold is kmod.NormalizeName without an allocation for the common name
+// that has no '-'.
+func fold(name string) string {
+	if strings.IndexByte(name, '-') < 0 {
+		return name
+	}
+	return kmod.NormalizeName(name)
 }
 
 // Lookup returns the entries with a name (after '-'/'_' folding), for
