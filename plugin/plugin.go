@@ -12,6 +12,7 @@ import (
 
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins"
+	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/symbols/extract"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kmodguard/kmodguard/event"
@@ -93,6 +94,10 @@ func (p *Plugin) Init(config string) error {
 	}
 	p.policy = pol
 	p.cacheOK = false
+	// The SDK's async extraction parks a busy-waiting worker on a CPU to
+	// save the C-to-Go call per field. Module events are rare, so that
+	// would burn a core of the host for nothing.
+	extract.SetAsync(false)
 	return nil
 }
 
