@@ -35,6 +35,10 @@ plugin: ## Build the Falco plugin libkmodguard.so
 	@scripts/deps.sh build
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $(PLUGIN_SO) ./cmd/plugin
 
+.PHONY: readme
+readme: plugin ## Regenerate the README's plugin fields table from the built libkmodguard.so
+	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme README.md
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
