@@ -1,0 +1,151 @@
+// Package companiontest provides Enforcer, an in-process companion.Enforcer
+// that decides module loads in user space with the project's real allowlist
+// logic (kmod.InspectBytes and allowlist.Match) instead of the BPF LSM guard.
+//
+// It is for tests on hosts where the guard cannot load (BPF LSM is refused on
+// the development machines): it exercises the companion protocol, the join
+// of decisions with sensor events and everything downstream with the same
+// decisions the guard makes, but it enforces nothing. Its reasons and
+// verdicts follow package lsm's.
+package companiontest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/kmod"
+)
+
+// Enforcer decides loads with allowlist.Match. The zero value is not usable;
+// call New.
+type Enforcer struct {
+	mu     sync.Mutex
+	list   *allowlist.Allowlist
+	gen    uint64
+	subs   map[int]chan companion.Decision
+	nextID int
+	st     companion.Status
+}
+
+var _ companion.Enforcer = (*Enforcer)(nil)
+
+// New returns an Enforcer with no allowlist: like the guard, it refuses
+// every load until Apply.
+func New() *Enforcer {
+	return &Enforcer{subs: map[int]chan companion.Decision{}}
+}
+
+// Apply puts a in force.
+func (e *Enforcer) Apply(_ context.Context, a *allowlist.Allowlist) (companion.Applied, error) {
+	if a == nil {
+		return companion.Applied{}, fmt.Errorf("%w: none given", companion.ErrInvalidAllowlist)
+	}
+	if err := a.Validate(); err != nil {
+		return companion.Applied{}, fmt.Errorf("%w: %w", companion.ErrInvalidAllowlist, err)
+	}
+	var n uint64
+	for _, m := range a.Spec.Modules {
+		n += uint64(max(len(m.SHA256), 1))
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.list = a
+	e.gen++
+	e.st.Mode, e.st.Generation, e.st.Entries, e.st.Allowlist = string(a.Spec.Mode), e.gen, n, a.Metadata.Name
+	return companion.Applied{Generation: e.gen, Entries: n, Mode: string(a.Spec.Mode)}, nil
+}
+
+// Status reports the policy in force and the decision counters. It has no
+// links or pins: nothing is attached.
+func (e *Enforcer) Status(context.Context) (companion.Status, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st, nil
+}
+
+// Decisions subscribes to the decisions of Load.
+func (e *Enforcer) Decisions(ctx context.Context) (<-chan companion.Decision, error) {
+	ch := make(chan companion.Decision, 64)
+	e.mu.Lock()
+	id := e.nextID
+	e.nextID++
+	e.subs[id] = ch
+	e.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		e.mu.Lock()
+		delete(e.subs, id)
+		close(ch)
+		e.mu.Unlock()
+	}()
+	return ch, nil
+}
+
+// Load decides one module load as the guard does on the kernel's copy: img
+// is that copy (the ELF image for init_module, the file as read for
+// finit_module). The decision is published to every subscriber and
+// returned.
+func (e *Enforcer) Load(op string, img []byte, pid, tid uint32, comm string) (companion.Decision, error) {
+	if op != companion.OpInitModule && op != companion.OpFinitModule {
+		return companion.Decision{}, fmt.Errorf("companiontest: %q is not a module load", op)
+	}
+	sum := sha256.Sum256(img)
+	d := companion.Decision{
+		Time: time.Now(), Op: op, SHA256: hex.EncodeToString(sum[:]),
+		Size: uint64(len(img)), Pid: pid, Tid: tid, Comm: comm,
+	}
+	m, inspectErr := kmod.InspectBytes(img)
+	if m != nil {
+		d.Name, d.ThisModuleName, d.NameMismatch = m.Name, m.ThisModuleName, m.NameMismatch
+		d.Compressed = m.Compression != kmod.CompressionNone
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d.Generation = e.gen
+	allowed, enforce := false, true
+	switch {
+	case e.list == nil:
+		d.Reason = "no allowlist installed"
+	case inspectErr != nil && m == nil:
+		d.Reason = "module names could not be parsed from the ELF image"
+		enforce = e.list.Spec.Mode != allowlist.ModeAudit
+	default:
+		dec := e.list.Match(m)
+		allowed, d.Reason = dec.Allowed, dec.Reason
+		if dec.Allowed && dec.Entry != nil {
+			d.Entry = dec.Entry.Name
+		}
+		enforce = e.list.Spec.Mode != allowlist.ModeAudit
+	}
+	switch {
+	case allowed:
+		d.Verdict = companion.VerdictAllowed
+		e.st.Allowed++
+	case enforce:
+		d.Verdict, d.Ret = companion.VerdictBlocked, -1 // -EPERM
+		e.st.Blocked++
+	default:
+		d.Verdict = companion.VerdictAudit
+		e.st.Audited++
+	}
+	for _, ch := range e.subs {
+		select {
+		case ch <- d:
+		default:
+			e.st.LostEvents++
+		}
+	}
+	return d, nil
+}
+
+// ErrNoLSM is a reason worded like the one the real companion gives on a
+// kernel without BPF LSM, for tests of companion.Unavailable.
+var ErrNoLSM = errors.New("BPF LSM is not enabled: add bpf to lsm= on the kernel command line")
