@@ -26,6 +26,10 @@ generate: ## Regenerate the BPF objects and Go bindings (bpf2go; needs clang)
 	@scripts/deps.sh build bpf
 	$(GO) generate ./...
 
+.PHONY: proto
+proto: ## Regenerate companion/proto/*.pb.go (needs protoc: apt-get install protobuf-compiler)
+	scripts/protoc.sh
+
 .PHONY: check-generate
 check-generate: generate ## Fail when the committed generated files differ from their sources
 	git diff --exit-code -- '*_bpfel.go' '*_bpfel.o' '*.pb.go'
