@@ -3,6 +3,7 @@ package bpf
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,8 +21,9 @@ import (
 	"github.com/kmodguard/kmodguard/kmod"
 )
 
-// maxModuleFile bounds what the enricher reads of a finit_module file.
-const maxModuleFile = 1 << 30
+// maxModuleFile bounds what the enricher reads of a finit_module file: the
+// largest Debian module is a few MiB.
+const maxModuleFile = 64 << 20
 
 // enricher turns kernel records into events: it decodes strings, inspects
 // module images, checks the finit_module file and applies the allowlist.
@@ -185,10 +187,12 @@ func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
 		// The path is in the caller's mount namespace.
 		path = filepath.Join(n.procRoot, strconv.FormatUint(uint64(ev.Pid), 10), "root", ev.Path)
 	}
-	f, err := os.Open(path)
+	// Non-blocking and no symlinks: the caller controls what the path names
+	// by now, and a FIFO must not stall the sensor.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY, 0)
 	if err != nil {
-		if os.IsNotExist(err) && same {
-			ev.FileChanged = true // gone since the kernel read it
+		if (os.IsNotExist(err) || errors.Is(err, unix.ELOOP)) && same {
+			ev.FileChanged = true // gone or replaced since the kernel read it
 		}
 		return nil
 	}
@@ -200,6 +204,13 @@ func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
 	if st.Ino != ev.Inode || uint64(st.Dev) != ev.Dev || uint64(st.Size) != ev.Size ||
 		st.Mtim.Nano() != ev.Mtime {
 		ev.FileChanged = true
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	if st.Size > n.fileCap {
+		ev.Truncated = true // too big to be a module worth reading
+		return nil
 	}
 	b, err := io.ReadAll(io.LimitReader(f, n.fileCap))
 	if err != nil || len(b) == 0 {

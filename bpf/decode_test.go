@@ -1,0 +1,225 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/kmodguard/kmodguard/event"
+)
+
+func TestJoinPath(t *testing.T) {
+	for _, tc := range []struct {
+		raw       string
+		truncated bool
+		want      string
+	}{
+		{"dummy.ko\x00net\x00drivers\x00lib\x00", false, "/lib/drivers/net/dummy.ko"},
+		{"", false, "/"},
+		{"a\x00", false, "/a"},
+		{"x\x00y", false, "/y/x"}, // no final NUL: the walk stopped at the bound
+		{"leaf\x00mid\x00", true, "…/mid/leaf"},
+		{"", true, "…"},
+	} {
+		if got := joinPath([]byte(tc.raw), len(tc.raw), tc.truncated); got != tc.want {
+			t.Errorf("joinPath(%q, %v) = %q, want %q", tc.raw, tc.truncated, got, tc.want)
+		}
+	}
+	// A length past the buffer is clamped, not trusted.
+	if got := joinPath([]byte("a\x00"), 1<<20, false); got != "/a" {
+		t.Errorf("clamped joinPath = %q", got)
+	}
+}
+
+func TestCmdline(t *testing.T) {
+	if got := cmdline([]byte("insmod\x00dummy.ko\x00numdummies=3\x00"), 29); got != "insmod dummy.ko numdummies=3" {
+		t.Errorf("cmdline = %q", got)
+	}
+	if got := cmdline([]byte("x"), -5); got != "" {
+		t.Errorf("negative length: %q", got)
+	}
+}
+
+func TestContainerID(t *testing.T) {
+	id := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct{ cgroup, want string }{
+		{"/system.slice/docker-" + id + ".scope", id},
+		{"/docker/" + id, id},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-" + id + ".scope", id},
+		{"/kubepods/besteffort/pod1/" + id, id},
+		{"/machine.slice/libpod-" + id + ".scope", id},
+		{"/system.slice/crio-" + id + ".scope", id},
+		{"/user.slice/user-1000.slice/session-2.scope", ""},
+		{"/", ""},
+		{"/docker/" + id[:63], ""},
+		{"/docker/" + id + "0", ""},
+	} {
+		if got := ContainerID(tc.cgroup); got != tc.want {
+			t.Errorf("ContainerID(%q) = %q, want %q", tc.cgroup, got, tc.want)
+		}
+	}
+}
+
+func TestFlagNames(t *testing.T) {
+	if got := deleteFlags(0x800 | 0x200 | 0x1); len(got) != 3 || got[0] != "O_NONBLOCK" || got[1] != "O_TRUNC" || got[2] != "0x1" {
+		t.Errorf("deleteFlags = %v", got)
+	}
+	if got := finitFlags(0); got != nil {
+		t.Errorf("finitFlags(0) = %v", got)
+	}
+}
+
+// rawRecord lays a record out as the kernel does.
+func rawRecord(v any) []byte {
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, v); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+func chunkRecord(tid uint32, ts, off uint64, data []byte) []byte {
+	c := sensorKgChunk{Kind: uint8(sensorKgRecordKG_REC_CHUNK), Tid: tid, Ts: ts, Off: off, Len: uint32(len(data))}
+	b := rawRecord(&c)
+	return append(b[:chunkHeaderSize], data...)
+}
+
+func eventRecord(sc sensorKgSyscall, tid uint32, ts, length, captured uint64) []byte {
+	e := sensorKgEvent{Kind: uint8(sensorKgRecordKG_REC_EVENT), Syscall: uint8(sc), Tid: tid, Pid: tid, Ts: ts, Len: length, Captured: captured}
+	return rawRecord(&e)
+}
+
+func exitRecord(sc sensorKgSyscall, tid uint32, ret int64) []byte {
+	return rawRecord(&sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(sc), Tid: tid, Ret: ret})
+}
+
+// aligned copies b to 8-byte aligned memory, as ring buffer samples are.
+func aligned(b []byte) []byte {
+	w := make([]uint64, (len(b)+7)/8+1)
+	a := unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), len(w)*8)[:len(b)]
+	copy(a, b)
+	return a
+}
+
+type joined struct {
+	ev     *event.Event
+	img    []byte
+	gap    bool
+	orphan int
+}
+
+func newTestJoiner(out *[]joined, orphans *int) *joiner {
+	n := &enricher{}
+	return newJoiner(1<<20, func(rec *sensorKgEvent, img []byte, gap bool) *event.Event {
+		ev := n.decode(rec, img, gap)
+		*out = append(*out, joined{ev: ev, img: append([]byte(nil), img...), gap: gap})
+		return ev
+	}, func(*event.Event) {}, func() { *orphans++ })
+}
+
+func TestJoiner(t *testing.T) {
+	var got []joined
+	var orphans int
+	var emitted []*event.Event
+	j := newTestJoiner(&got, &orphans)
+	j.emit = func(ev *event.Event) { emitted = append(emitted, ev) }
+	now := time.Now()
+	feed := func(b []byte) {
+		t.Helper()
+		if err := j.record(aligned(b), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	init := sensorKgSyscallKG_SYS_INIT_MODULE
+
+	// Two threads interleaved: chunks, events and exits join by thread.
+	feed(chunkRecord(1, 100, 0, []byte("abc")))
+	feed(chunkRecord(2, 200, 0, []byte("xy")))
+	feed(chunkRecord(1, 100, 3, []byte("def")))
+	feed(eventRecord(init, 2, 200, 2, 2))
+	feed(eventRecord(init, 1, 100, 6, 6))
+	feed(exitRecord(init, 1, -38))
+	feed(exitRecord(init, 2, 0))
+	if len(emitted) != 2 || emitted[0].Tid != 1 || emitted[0].Res != -38 || emitted[1].Tid != 2 || emitted[1].Res != 0 {
+		t.Fatalf("emitted %+v", emitted)
+	}
+	if string(got[0].img) != "xy" || string(got[1].img) != "abcdef" || got[1].ev.SHA256 != sha([]byte("abcdef")) {
+		t.Errorf("images %q %q", got[0].img, got[1].img)
+	}
+
+	// A missing chunk leaves a gap: truncated, no digest.
+	feed(chunkRecord(3, 300, 0, []byte("ab")))
+	feed(chunkRecord(3, 300, 5, []byte("cd")))
+	feed(eventRecord(init, 3, 300, 7, 7))
+	if ev := got[len(got)-1].ev; !ev.Truncated || ev.SHA256 != "" {
+		t.Errorf("gap: truncated %v sha %q", ev.Truncated, ev.SHA256)
+	}
+	// Its exit is lost; the thread's next event delivers it as unknown.
+	feed(eventRecord(sensorKgSyscallKG_SYS_DELETE_MODULE, 3, 301, 0, 0))
+	if ev := emitted[len(emitted)-1]; ev.Tid != 3 || ev.Res != ResUnknown || ev.Syscall != event.InitModule {
+		t.Errorf("lost exit: %+v", ev)
+	}
+	// An exit of the wrong syscall, or with no event, is an orphan.
+	feed(exitRecord(init, 3, 0))
+	feed(exitRecord(init, 99, 0))
+	if orphans != 2 {
+		t.Errorf("orphans = %d, want 2", orphans)
+	}
+	// Close delivers what is still pending.
+	j.expire(now, true)
+	if ev := emitted[len(emitted)-1]; ev.Syscall != event.DeleteModule || ev.Res != ResUnknown {
+		t.Errorf("pending at close: %+v", ev)
+	}
+	if len(j.pending) != 0 || len(j.images) != 0 {
+		t.Errorf("left %d pending, %d images", len(j.pending), len(j.images))
+	}
+}
+
+func TestJoinerMalformed(t *testing.T) {
+	var got []joined
+	var orphans int
+	j := newTestJoiner(&got, &orphans)
+	for _, b := range [][]byte{
+		nil,
+		{9},
+		{byte(sensorKgRecordKG_REC_EVENT), 0, 0},
+		{byte(sensorKgRecordKG_REC_EXIT)},
+		chunkRecord(1, 1, 0, nil)[:chunkHeaderSize-1],
+	} {
+		if err := j.record(aligned(b), time.Now()); err == nil {
+			t.Errorf("record %x: no error", b)
+		}
+	}
+	// A chunk that claims more data than it carries.
+	b := chunkRecord(1, 1, 0, []byte("ab"))
+	b[chunkHeaderSize-8] = 200
+	if err := j.record(aligned(b), time.Now()); err == nil {
+		t.Error("oversized chunk length accepted")
+	}
+}
+
+// FuzzJoinerRecord feeds arbitrary records: nothing panics, and memory
+// stays bounded by the image cap and the assembly limit.
+func FuzzJoinerRecord(f *testing.F) {
+	f.Add(chunkRecord(1, 1, 0, []byte("abc")))
+	f.Add(eventRecord(sensorKgSyscallKG_SYS_INIT_MODULE, 1, 1, 3, 3))
+	f.Add(eventRecord(sensorKgSyscallKG_SYS_FINIT_MODULE, 1, 1, 3, 3))
+	f.Add(exitRecord(sensorKgSyscallKG_SYS_INIT_MODULE, 1, 0))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got []joined
+		var orphans int
+		j := newTestJoiner(&got, &orphans)
+		j.decode = (&enricher{procRoot: dir, fileCap: 1 << 20}).decode
+		j.record(aligned(b), time.Now())
+		j.record(aligned(b), time.Now())
+		for _, im := range j.images {
+			if uint64(len(im.buf)) > j.cap {
+				t.Fatalf("image grew to %d past the cap", len(im.buf))
+			}
+		}
+		j.expire(time.Now(), true)
+	})
+}

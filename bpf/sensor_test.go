@@ -1,0 +1,503 @@
+package bpf
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/debkernel"
+)
+
+// collector gathers a sensor's events.
+type collector struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	events []*event.Event
+	done   bool
+}
+
+// newTestSensor starts a sensor for one test, or skips with the reason the
+// host cannot run it.
+func newTestSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and issues module syscalls")
+	}
+	if err := CheckSystem(); err != nil {
+		t.Skipf("needs BPF support: %v", err)
+	}
+	s, err := NewSensor(cfg)
+	if err != nil {
+		t.Fatalf("NewSensor: %+v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	c := &collector{}
+	c.cond = sync.NewCond(&c.mu)
+	go func() {
+		for ev := range s.Events() {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.cond.Broadcast()
+			c.mu.Unlock()
+		}
+		c.mu.Lock()
+		c.done = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}()
+	return s, c
+}
+
+// wait returns the first event that match accepts, failing after 10s.
+func (c *collector) wait(t *testing.T, match func(*event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	timer := time.AfterFunc(10*time.Second, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for _, ev := range c.events {
+			if match(ev) {
+				return ev
+			}
+		}
+		if c.done || time.Now().After(deadline) {
+			t.Fatalf("no matching event among %d", len(c.events))
+		}
+		c.cond.Wait()
+	}
+}
+
+// all waits for the sensor to close and returns every event.
+func (c *collector) all() []*event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.done {
+		c.cond.Wait()
+	}
+	return c.events
+}
+
+// mine matches the events of this thread and syscall.
+func mine(tid int, sc event.Syscall) func(*event.Event) bool {
+	return func(ev *event.Event) bool { return int(ev.Tid) == tid && ev.Syscall == sc }
+}
+
+// dummyModule returns the path of Debian 6.1's dummy.ko, or skips.
+func dummyModule(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	k, err := debkernel.Get(ctx, debkernel.Series61)
+	if err != nil {
+		t.Skipf("needs a Debian 6.1 kernel package: %v", err)
+	}
+	p, err := k.Module("dummy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// checkProcess asserts the process context of an event from this thread.
+func checkProcess(t *testing.T, ev *event.Event, tid int) {
+	t.Helper()
+	eq := func(what string, got, want any) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	eq("pid", int(ev.Pid), os.Getpid())
+	eq("tid", int(ev.Tid), tid)
+	eq("ppid", int(ev.Ppid), os.Getppid())
+	eq("uid", int(ev.UID), os.Getuid())
+	eq("gid", int(ev.GID), os.Getgid())
+	comm, _ := os.ReadFile("/proc/thread-self/comm")
+	eq("comm", ev.Comm, strings.TrimSpace(string(comm)))
+	exe, _ := os.Readlink("/proc/self/exe")
+	eq("exe", ev.Exe, exe)
+	eq("cmdline", ev.Cmdline, strings.Join(os.Args, " "))
+	if b, err := os.ReadFile("/proc/self/loginuid"); err == nil {
+		eq("loginuid", strconv.FormatUint(uint64(ev.LoginUID), 10), strings.TrimSpace(string(b)))
+	}
+	eq("pidns", uint64(ev.PidNS), inode(t, "/proc/self/ns/pid"))
+	eq("mntns", uint64(ev.MntNS), inode(t, "/proc/self/ns/mnt"))
+	eq("host_ns", ev.HostNS, inode(t, "/proc/self/ns/pid") == procPidInitIno)
+	eq("cap_effective", ev.CapEffective, mustCaps(t))
+	// cgroup v2: "0::/path"; its id is the cgroup folder's inode.
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			eq("cgroup", ev.Cgroup, p)
+			if id := inode(t, filepath.Join("/sys/fs/cgroup", p)); id != 0 {
+				eq("cgroup_id", ev.CgroupID, id)
+			}
+		}
+	}
+	if ev.TS == 0 || time.Since(time.Unix(0, int64(ev.TS))).Abs() > time.Minute {
+		t.Errorf("ts %d is not about now", ev.TS)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+func mustCaps(t *testing.T) uint64 {
+	t.Helper()
+	c, err := effectiveCaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// expectErrno asserts the result of a module syscall on this host, where
+// the kernel has no module support.
+func checkRes(t *testing.T, ev *event.Event, err error) {
+	t.Helper()
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		t.Fatalf("syscall returned %v, want an errno", err)
+	}
+	if ev.Res != -int64(errno) {
+		t.Errorf("res = %d, want %d (%v)", ev.Res, -int64(errno), errno)
+	}
+}
+
+func TestInitModule(t *testing.T) {
+	path := dummyModule(t)
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	err = unix.InitModule(img, "numdummies=3")
+	ev := c.wait(t, mine(tid, event.InitModule))
+
+	checkRes(t, ev, err)
+	checkProcess(t, ev, tid)
+	if ev.Name != "dummy" || ev.ThisModuleName != "dummy" || ev.NameMismatch {
+		t.Errorf("names = %q/%q (mismatch %v), want dummy/dummy", ev.Name, ev.ThisModuleName, ev.NameMismatch)
+	}
+	if ev.SHA256 != sha(img) || ev.ELFSHA256 != sha(img) {
+		t.Errorf("sha256 = %s, elf %s, want %s", ev.SHA256, ev.ELFSHA256, sha(img))
+	}
+	if ev.Size != uint64(len(img)) {
+		t.Errorf("size = %d, want %d", ev.Size, len(img))
+	}
+	if ev.Params != "numdummies=3" {
+		t.Errorf("params = %q", ev.Params)
+	}
+	if ev.Truncated || ev.Unreadable {
+		t.Errorf("truncated %v, unreadable %v", ev.Truncated, ev.Unreadable)
+	}
+	if !strings.HasPrefix(ev.Vermagic, "6.1.") || !ev.Signed {
+		t.Errorf("vermagic %q, signed %v: want Debian's signed 6.1 module", ev.Vermagic, ev.Signed)
+	}
+	if ev.Allowed != nil {
+		t.Errorf("allowed = %v without an allowlist", *ev.Allowed)
+	}
+}
+
+func TestFinitModule(t *testing.T) {
+	path := dummyModule(t)
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := allowlist.New("test", allowlist.ModeEnforce)
+	if _, err := list.Add(allowlist.Entry{Name: "dummy", SHA256: []string{sha(img)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{Allowlist: func() *allowlist.Allowlist { return list }})
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flags = 1 | 2 // MODULE_INIT_IGNORE_MODVERSIONS | MODULE_INIT_IGNORE_VERMAGIC
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	err = unix.FinitModule(int(f.Fd()), "numdummies=2", flags)
+	ev := c.wait(t, mine(tid, event.FinitModule))
+
+	checkRes(t, ev, err)
+	checkProcess(t, ev, tid)
+	if ev.FD != int32(f.Fd()) || ev.RawFlags != flags {
+		t.Errorf("fd %d flags %#x, want %d %#x", ev.FD, ev.RawFlags, f.Fd(), flags)
+	}
+	if strings.Join(ev.Flags, "|") != "MODULE_INIT_IGNORE_MODVERSIONS|MODULE_INIT_IGNORE_VERMAGIC" {
+		t.Errorf("flags = %v", ev.Flags)
+	}
+	if ev.Path != real {
+		t.Errorf("path = %q, want %q", ev.Path, real)
+	}
+	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() {
+		t.Errorf("inode/dev/size/mtime = %d/%d/%d/%d, want %d/%d/%d/%d",
+			ev.Inode, ev.Dev, ev.Size, ev.Mtime, st.Ino, st.Dev, st.Size, st.Mtim.Nano())
+	}
+	if ev.FileChanged {
+		t.Error("file_changed on an unchanged file")
+	}
+	if ev.Name != "dummy" || ev.SHA256 != sha(img) || ev.Params != "numdummies=2" {
+		t.Errorf("name %q sha256 %s params %q", ev.Name, ev.SHA256, ev.Params)
+	}
+	if ev.Allowed == nil || !*ev.Allowed || ev.AllowlistEntry != "dummy" {
+		t.Errorf("allowed %v entry %q, want allowed by dummy", ev.Allowed, ev.AllowlistEntry)
+	}
+}
+
+// TestFinitModuleFileChanged replaces the file after opening it: the kernel
+// reads the old inode, the path now names another.
+func TestFinitModuleFileChanged(t *testing.T) {
+	img, err := os.ReadFile(dummyModule(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dummy.ko")
+	if err := os.WriteFile(path, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.WriteFile(path+".new", append(img[:len(img):len(img)], 0), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	unix.FinitModule(int(f.Fd()), "", 0)
+	ev := c.wait(t, mine(tid, event.FinitModule))
+	if !ev.FileChanged {
+		t.Errorf("file_changed not set: path %q inode %d", ev.Path, ev.Inode)
+	}
+}
+
+func TestDeleteModule(t *testing.T) {
+	_, c := newTestSensor(t, Config{Allowlist: func() *allowlist.Allowlist { return allowlist.New("x", allowlist.ModeAudit) }})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	err := unix.DeleteModule("dummy", unix.O_NONBLOCK|unix.O_TRUNC)
+	ev := c.wait(t, mine(tid, event.DeleteModule))
+	checkRes(t, ev, err)
+	checkProcess(t, ev, tid)
+	if ev.Name != "dummy" || ev.RawFlags != unix.O_NONBLOCK|unix.O_TRUNC || strings.Join(ev.Flags, "|") != "O_NONBLOCK|O_TRUNC" {
+		t.Errorf("name %q flags %#x %v", ev.Name, ev.RawFlags, ev.Flags)
+	}
+	if ev.Allowed != nil {
+		t.Error("delete_module got an allowlist decision")
+	}
+}
+
+// hostileMem maps n pages followed by an unmapped page.
+func hostileMem(t *testing.T, pages int, flags int) []byte {
+	t.Helper()
+	ps := os.Getpagesize()
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr((pages+1)*ps), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.MunmapPtr(unsafe.Add(p, pages*ps), uintptr(ps)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.MunmapPtr(p, uintptr(pages*ps)) })
+	return unsafe.Slice((*byte)(p), pages*ps)
+}
+
+func ptr(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+
+func TestHostileArguments(t *testing.T) {
+	s, c := newTestSensor(t, Config{ImageCap: 1 << 20})
+	ps := os.Getpagesize()
+
+	resident := hostileMem(t, 1, 0)
+	for i := range resident {
+		resident[i] = 0x7f
+	}
+	untouched := hostileMem(t, 4, unix.MAP_NORESERVE)
+	noNUL := hostileMem(t, 2, 0)
+	for i := range noNUL {
+		noNUL[i] = 'a'
+	}
+	empty := []byte("\x00")
+	// Unmapped last, so that no later mapping of this test takes its place.
+	unmapped := hostileMem(t, 1, 0)
+	if err := unix.MunmapPtr(unsafe.Pointer(&unmapped[0]), uintptr(ps)); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name                  string
+		nr                    uintptr
+		a0, a1, a2            uintptr
+		truncated, unreadable bool
+		check                 func(*testing.T, *event.Event)
+	}{
+		{name: "init NULL image", nr: unix.SYS_INIT_MODULE, a0: 0, a1: 4096, a2: ptr(empty), unreadable: true},
+		{name: "init len 2^40", nr: unix.SYS_INIT_MODULE, a0: ptr(resident), a1: 1 << 40, a2: ptr(empty), truncated: true, unreadable: true,
+			check: func(t *testing.T, ev *event.Event) {
+				if ev.Size != 1<<40 {
+					t.Errorf("size = %d, want 2^40", ev.Size)
+				}
+			}},
+		{name: "init unmapped image", nr: unix.SYS_INIT_MODULE, a0: ptr(unmapped), a1: uintptr(ps), a2: ptr(empty), unreadable: true},
+		{name: "init non-resident image", nr: unix.SYS_INIT_MODULE, a0: ptr(untouched), a1: uintptr(len(untouched)), a2: ptr(empty), unreadable: true},
+		{name: "init params without NUL", nr: unix.SYS_INIT_MODULE, a0: ptr(resident), a1: 64, a2: ptr(noNUL), truncated: true,
+			check: func(t *testing.T, ev *event.Event) {
+				if len(ev.Params) != 4095 || strings.Trim(ev.Params, "a") != "" {
+					t.Errorf("params: %d bytes, want 4095 'a'", len(ev.Params))
+				}
+				if ev.SHA256 != sha(resident[:64]) {
+					t.Errorf("sha256 %s of a readable 64-byte image, want %s", ev.SHA256, sha(resident[:64]))
+				}
+			}},
+		{name: "init NULL params", nr: unix.SYS_INIT_MODULE, a0: ptr(resident), a1: 64, a2: 0, unreadable: true},
+		{name: "finit bad fd", nr: unix.SYS_FINIT_MODULE, a0: 1 << 30, a1: ptr(empty), a2: 0, unreadable: true},
+		{name: "finit fd -1", nr: unix.SYS_FINIT_MODULE, a0: ^uintptr(0), a1: ptr(empty), a2: 0xffffffff, unreadable: true},
+		{name: "delete NULL name", nr: unix.SYS_DELETE_MODULE, a0: 0, a1: 0, unreadable: true},
+		{name: "delete name without NUL", nr: unix.SYS_DELETE_MODULE, a0: ptr(noNUL), a1: 0, truncated: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tid := unix.Gettid()
+			_, _, errno := unix.Syscall(tc.nr, tc.a0, tc.a1, tc.a2)
+			sc := map[uintptr]event.Syscall{unix.SYS_INIT_MODULE: event.InitModule, unix.SYS_FINIT_MODULE: event.FinitModule, unix.SYS_DELETE_MODULE: event.DeleteModule}[tc.nr]
+			ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, sc)(ev) && ev.TS > 0 && !seen(ev) })
+			if ev.Res != -int64(errno) {
+				t.Errorf("res = %d, want %d", ev.Res, -int64(errno))
+			}
+			if ev.Truncated != tc.truncated || ev.Unreadable != tc.unreadable {
+				t.Errorf("truncated %v unreadable %v, want %v %v", ev.Truncated, ev.Unreadable, tc.truncated, tc.unreadable)
+			}
+			if tc.check != nil {
+				tc.check(t, ev)
+			}
+		})
+	}
+	st := s.Stats()
+	if st.ReadFailures == 0 || st.Truncations == 0 {
+		t.Errorf("stats %+v: want read failures and truncations counted", st)
+	}
+}
+
+var seenEvents sync.Map
+
+// seen marks an event as consumed by a subtest, so that the next subtest on
+// the same thread waits for its own.
+func seen(ev *event.Event) bool {
+	_, loaded := seenEvents.LoadOrStore(ev, true)
+	return loaded
+}
+
+// TestLoad makes 4 threads issue 20,000 init_module calls each: every call
+// is either delivered or counted as a drop.
+func TestLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test: skipped with -short")
+	}
+	s, c := newTestSensor(t, Config{})
+	const threads, calls = 4, 20000
+	img := make([]byte, 256)
+	var wg sync.WaitGroup
+	tids := make(chan int, threads)
+	for range threads {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tids <- unix.Gettid()
+			for range calls {
+				unix.InitModule(img, "")
+			}
+		})
+	}
+	wg.Wait()
+	close(tids)
+	mine := map[uint32]bool{}
+	for tid := range tids {
+		mine[uint32(tid)] = true
+	}
+	s.Close() // drains the ring buffer and delivers what is pending
+	st := s.Stats()
+	var ours, others, unknown int
+	for _, ev := range c.all() {
+		switch {
+		case !mine[ev.Tid] || ev.Syscall != event.InitModule:
+			others++
+		default:
+			ours++
+			if ev.Res == ResUnknown {
+				unknown++
+			}
+		}
+	}
+	t.Logf("calls %d: delivered %d (+%d from other processes), drops %d, exit drops %d, chunk drops %d, results unknown %d",
+		threads*calls, ours, others, st.Drops, st.ExitDrops, st.ChunkDrops, unknown)
+	if got := uint64(ours+others) + st.Drops; got != st.Events+st.Drops || uint64(ours+others) != st.Delivered {
+		t.Errorf("delivered %d, kernel events %d, stats delivered %d: some events vanished", ours+others, st.Events, st.Delivered)
+	}
+	if others == 0 && uint64(ours)+st.Drops != threads*calls {
+		t.Errorf("delivered %d + dropped %d != %d calls", ours, st.Drops, threads*calls)
+	}
+	if uint64(unknown) > st.ExitDrops {
+		t.Errorf("%d results unknown, but only %d exit records dropped", unknown, st.ExitDrops)
+	}
+}
