@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# demo.sh: the scripted scenario that `make demo` runs in a Debian 6.1 guest.
+# demo.sh: what `make demo` runs. It boots Debian's 6.1 kernel in QEMU with
+# the kmodguard CLI and real modules, and shows, step by step: a module load
+# seen by the sensor, the allowlist built from the loaded modules, an allowed
+# module loading, an unlisted one detected, and the guard (BPF LSM) blocking
+# it. The scenario is internal/demo/guest.sh; the harness is internal/vmtest.
+# Needs root (for apt-get), Go, and what `scripts/deps.sh vm` installs.
 set -euo pipefail
-cat <<'MSG'
-The kmodguard demo is being built. It will boot Debian's 6.1 kernel in QEMU and:
-  1. load a module and show the event the sensor saw;
-  2. build an allowlist from the guest's modules;
-  3. load an allowed module;
-  4. load a module that is not on the allowlist, and show it detected;
-  5. with the guard on, show the same module blocked.
-MSG
+cd "$(dirname "$0")/.."
+exec go run ./internal/demo

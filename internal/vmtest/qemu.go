@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,8 +46,21 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	start := time.Now()
-	err := cmd.Run()
-	r := &Result{Kernel: k, Timeout: spec.Timeout, Wall: time.Since(start), failOnSkip: spec.FailOnSkip}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	stop := make(chan struct{})
+	tailed := make(chan struct{})
+	go func() {
+		defer close(tailed)
+		if spec.Output != nil {
+			follow(results, spec.Output, stop)
+		}
+	}()
+	err := cmd.Wait()
+	close(stop)
+	<-tailed
+	r := &Result{Kernel: k, Timeout: spec.Timeout, Wall: time.Since(start), failOnSkip: spec.FailOnSkip, script: spec.Script != ""}
 	c, _ := os.ReadFile(console)
 	r.Console = string(c)
 	out, _ := os.ReadFile(results)
@@ -65,4 +79,53 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 		return nil, fmt.Errorf("qemu: %w\n%s", err, stderr.Bytes())
 	}
 	return r, nil
+}
+
+// follow copies the lines QEMU writes to the result file p to w while the
+// guest runs, without the marker lines, until stop is closed and the file
+// is read to its end.
+func follow(p string, w io.Writer, stop <-chan struct{}) {
+	var f *os.File
+	var pending []byte
+	buf := make([]byte, 32<<10)
+	flush := func(final bool) {
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				break
+			}
+			line := bytes.TrimRight(pending[:i], "\r")
+			pending = pending[i+1:]
+			if !bytes.HasPrefix(line, []byte("@@vmtest")) {
+				w.Write(append(line, '\n'))
+			}
+		}
+		if final && len(pending) > 0 && !bytes.HasPrefix(pending, []byte("@@vmtest")) {
+			w.Write(append(pending, '\n'))
+		}
+	}
+	for done := false; ; {
+		select {
+		case <-stop:
+			done = true
+		case <-time.After(100 * time.Millisecond):
+		}
+		if f == nil {
+			f, _ = os.Open(p)
+		}
+		for f != nil {
+			n, err := f.Read(buf)
+			pending = append(pending, buf[:n]...)
+			if n == 0 || err != nil {
+				break
+			}
+		}
+		flush(done)
+		if done {
+			if f != nil {
+				f.Close()
+			}
+			return
+		}
+	}
 }

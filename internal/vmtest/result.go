@@ -37,6 +37,7 @@ type Result struct {
 	Passed, Failed, Skipped []string
 
 	failOnSkip bool
+	script     bool
 }
 
 // Err returns nil when the guest ran its tests and they passed, and
@@ -56,8 +57,12 @@ func (r *Result) Err() error {
 		return fmt.Errorf("kernel %s: guest died while testing (%s); console tail:\n%s", rel, deathReason(r.Console), tail(r.Console, 40))
 	case len(r.Failed) > 0:
 		return fmt.Errorf("kernel %s: guest tests failed: %s", rel, strings.Join(r.Failed, ", "))
+	case r.script && r.ExitCode != 0:
+		return fmt.Errorf("kernel %s: guest script exited %d; output tail:\n%s", rel, r.ExitCode, tail(r.Output, 30))
 	case r.ExitCode != 0:
 		return fmt.Errorf("kernel %s: guest test binary exited %d with no failed test named; output tail:\n%s", rel, r.ExitCode, tail(r.Output, 30))
+	case r.script:
+		return nil
 	case len(r.Passed)+len(r.Skipped) == 0:
 		return fmt.Errorf("kernel %s: no guest test ran (does the package have TestGuest... tests matching Spec.Run?)", rel)
 	case r.failOnSkip && len(r.Skipped) > 0:

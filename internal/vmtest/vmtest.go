@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -73,6 +74,14 @@ type Spec struct {
 	// FailOnSkip makes a skipped guest test fail the run: for tests that
 	// must really run on every kernel.
 	FailOnSkip bool
+
+	// Script, when set, is a busybox sh script the guest runs instead of a
+	// test binary (Exec only; Run and Boot always run tests). Its exit
+	// status is Result.ExitCode.
+	Script string
+	// Output, when set, receives the guest's output (test or script) live,
+	// line by line, while the guest runs.
+	Output io.Writer
 }
 
 func (s *Spec) defaults() {
@@ -136,7 +145,8 @@ func Run(t *testing.T, spec Spec) []*Result {
 		}
 		kernels = append(kernels, k)
 	}
-	b, err := build(t, spec)
+	spec.Script = ""
+	b, err := build(t.TempDir(), spec)
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
@@ -173,7 +183,8 @@ func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	if err != nil {
 		t.Fatalf("vmtest: kernel %s: %v", series, err)
 	}
-	b, err := build(t, spec)
+	spec.Script = ""
+	b, err := build(t.TempDir(), spec)
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
@@ -182,6 +193,29 @@ func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 		t.Fatalf("vmtest: %v", err)
 	}
 	return r
+}
+
+// Exec boots one kernel for a program rather than a test: it runs
+// spec.Script in the guest (or, without a script, the test binary of the
+// package in the working folder), with dir as its scratch folder, and
+// returns the Result. It does not look at KMODGUARD_VMTEST. `make demo`
+// is built on it.
+func Exec(ctx context.Context, spec Spec, series debkernel.Series, dir string) (*Result, error) {
+	spec.defaults()
+	spec.Kernels = []debkernel.Series{series}
+	k, err := debkernel.Get(ctx, series)
+	if err != nil {
+		return nil, fmt.Errorf("vmtest: kernel %s: %w", series, err)
+	}
+	b, err := build(filepath.Join(dir, "build"), spec)
+	if err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	r, err := b.boot(ctx, filepath.Join(dir, "boot"), k)
+	if err != nil {
+		return nil, fmt.Errorf("vmtest: %w", err)
+	}
+	return r, nil
 }
 
 // built holds what one Run builds once for all kernels.
@@ -193,24 +227,31 @@ type built struct {
 	bins     map[string]string // guest name -> host path
 }
 
-func build(t *testing.T, spec Spec) (*built, error) {
-	t.Helper()
+// build compiles, into dir, the guest's /init, the Spec's binaries and,
+// unless the Spec has a script, the test binary of the package in the
+// working folder (a test's working folder is its package's).
+func build(dir string, spec Spec) (*built, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, errors.New("qemu-system-x86_64 is not installed (scripts/deps.sh vm)")
 	}
-	dir := t.TempDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	pkgDir, err := os.Getwd()
 	if err != nil {
 		return nil, err
 	}
-	b := &built{spec: spec, testName: filepath.Base(pkgDir) + ".test", bins: map[string]string{}}
-	b.testBin = filepath.Join(dir, b.testName)
-	args := []string{"test", "-c", "-o", b.testBin}
-	if len(spec.Tags) > 0 {
-		args = append(args, "-tags", strings.Join(spec.Tags, ","))
-	}
-	if err := goCmd(pkgDir, append(args, ".")...); err != nil {
-		return nil, fmt.Errorf("build guest test binary of %s: %w", pkgDir, err)
+	b := &built{spec: spec, bins: map[string]string{}}
+	if spec.Script == "" {
+		b.testName = filepath.Base(pkgDir) + ".test"
+		b.testBin = filepath.Join(dir, b.testName)
+		args := []string{"test", "-c", "-o", b.testBin}
+		if len(spec.Tags) > 0 {
+			args = append(args, "-tags", strings.Join(spec.Tags, ","))
+		}
+		if err := goCmd(pkgDir, append(args, ".")...); err != nil {
+			return nil, fmt.Errorf("build guest test binary of %s: %w", pkgDir, err)
+		}
 	}
 	b.initBin = filepath.Join(dir, "init")
 	if err := goCmd(pkgDir, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
@@ -260,6 +301,9 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	}
 
 	fixtures := filepath.Join(dir, "fixtures")
+	if err := os.RemoveAll(fixtures); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(fixtures, 0o755); err != nil {
 		return nil, err
 	}
@@ -293,33 +337,36 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		}
 		rfs.addFile(path.Join(proto.Root, "files", rel), host, st.Mode().Perm())
 	}
-	guestTest := path.Join(proto.Root, b.testName)
-	rfs.addFile(guestTest, b.testBin, 0o755)
-
 	stepTimeout := spec.Timeout - 30*time.Second
 	if stepTimeout < 20*time.Second {
 		stepTimeout = spec.Timeout * 3 / 4
 	}
-	args := []string{"-test.v", "-test.run", spec.Run, "-test.timeout", (stepTimeout - 5*time.Second).String()}
-	args = append(args, spec.Args...)
-	plan := proto.Plan{
-		Release: k.Release,
-		Series:  string(k.Series),
-		Steps: []proto.Step{{
-			Name:    b.testName,
-			Path:    guestTest,
-			Args:    args,
-			Env:     append([]string{proto.EnvModules + "=" + strings.Join(spec.Modules, ",")}, spec.Env...),
-			Dir:     proto.Root,
-			Timeout: stepTimeout,
-		}},
+	step := proto.Step{
+		Env:     append([]string{proto.EnvModules + "=" + strings.Join(spec.Modules, ",")}, spec.Env...),
+		Dir:     proto.Root,
+		Timeout: stepTimeout,
 	}
+	if spec.Script != "" {
+		step.Name = "script"
+		step.Path = "/bin/sh"
+		step.Args = []string{path.Join(proto.Root, "script.sh")}
+		rfs.addData(step.Args[0], []byte(spec.Script), 0o755)
+	} else {
+		step.Name = b.testName
+		step.Path = path.Join(proto.Root, b.testName)
+		rfs.addFile(step.Path, b.testBin, 0o755)
+		step.Args = append([]string{"-test.v", "-test.run", spec.Run, "-test.timeout", (stepTimeout - 5*time.Second).String()}, spec.Args...)
+	}
+	plan := proto.Plan{Release: k.Release, Series: string(k.Series), Steps: []proto.Step{step}}
 	pj, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	rfs.addData(proto.PlanPath, pj, 0o644)
 
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	initrd := filepath.Join(dir, "initramfs.cpio.gz")
 	f, err := os.Create(initrd)
 	if err != nil {
