@@ -1,8 +1,41 @@
 package plugin
 
-import "errors"
+import (
+	"context"
+	"fmt"
 
-// openLive will start the BPF sensor (package bpf) once it lands.
+	"github.com/kmodguard/kmodguard/bpf"
+)
+
+// openLive loads and starts the BPF sensor on this host.
 func (p *Plugin) openLive() (*liveInstance, error) {
-	return nil, errors.New("start the live sensor: not built into this plugin yet; use open_params replay:FILE")
+	s, err := bpf.NewSensor(bpf.Config{
+		RingBufferSize: p.cfg.RingbufSize,
+		ImageCap:       p.cfg.ImageCap,
+		// The plugin judges every event itself (judge), also on replay, so
+		// the sensor needs no allowlist of its own.
+		Logger: p.logger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start the live sensor: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		cancel()
+		s.Close()
+		return nil, fmt.Errorf("start the live sensor: %w", err)
+	}
+	p.logger().Info("live sensor attached")
+	return newLiveInstance(p, &sensorSource{Sensor: s, cancel: cancel}), nil
+}
+
+// sensorSource adapts a *bpf.Sensor to eventSource.
+type sensorSource struct {
+	*bpf.Sensor
+	cancel context.CancelFunc
+}
+
+func (s *sensorSource) Close() error {
+	s.cancel()
+	return s.Sensor.Close()
 }
