@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/bpf"
+	"github.com/kmodguard/kmodguard/event"
+)
+
+func init() { register(newWatchCmd) }
+
+type watchOptions struct {
+	json       bool
+	allowlist  string
+	pubkey     string
+	record     string
+	count      int
+	duration   time.Duration
+	ringSize   int
+	imageCap   uint64
+	hook       string
+	statsEvery time.Duration
+}
+
+func newWatchCmd() *cobra.Command {
+	var o watchOptions
+	cmd := &cobra.Command{
+		Use:   "watch [--json] [--allowlist FILE] [--record FILE]",
+		Short: "Print every init_module, finit_module and delete_module on this host, live",
+		Long: `Watch loads kmodguard's eBPF sensor on the sys_enter and sys_exit tracepoints
+and prints one line per module syscall, with its result and the process that
+made it:
+
+  - init_module: the image itself, read from the caller's memory (up to
+    --image-cap), its names, SHA-256, vermagic and signature, and the params;
+  - finit_module: the file's path as the kernel resolved it, its inode,
+    device, size and mtime, and whether the file changed since (file_changed);
+  - delete_module: the name and flags;
+  - for all: pid, tid, ppid, uid, gid, loginuid, comm, exe, cmdline, cgroup,
+    container id, namespaces and effective capabilities.
+
+With --allowlist each load is matched against the list ("allowed" in the
+output); send SIGHUP to reload the file. With --record the events are also
+saved to a record file that the Falco plugin replays (open params
+"replay:FILE").
+
+Watch needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF
+(/sys/kernel/btf/vmlinux), the BPF ring buffer and bpf_loop (5.17 or later).
+It stops on Ctrl-C, SIGTERM, --count or --duration, and prints the sensor's
+counters to stderr: events, drops (syscalls lost when the ring buffer was
+full) and the rest.`,
+		Example: `  # live, human-readable
+  sudo kmodguard watch
+
+  # JSON lines (keys are those of the Falco plugin's kmod.* fields), checked
+  # against an allowlist, and recorded for replay through Falco
+  sudo kmodguard watch --json --allowlist /etc/kmodguard/allowlist.yaml \
+      --record /var/log/kmodguard/events.kgrec | jq 'select(.allowed == false)'
+
+  # the next module syscall, then exit
+  sudo kmodguard watch --count 1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			return runWatch(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
+	f.StringVarP(&o.allowlist, "allowlist", "a", "", "match loads against this allowlist (SIGHUP reloads it)")
+	f.StringVar(&o.pubkey, "pubkey", "", "require the allowlist's FILE.sig to verify with this ed25519 public key")
+	f.StringVar(&o.record, "record", "", "also append the events to this record file")
+	f.IntVar(&o.count, "count", 0, "exit after this many events (0: no limit)")
+	f.DurationVar(&o.duration, "duration", 0, "exit after this long (0: no limit)")
+	f.IntVar(&o.ringSize, "ring-buffer-size", bpf.DefaultRingBufferSize, "ring buffer size in bytes (a power of two)")
+	f.Uint64Var(&o.imageCap, "image-cap", bpf.DefaultImageCap, "bytes of an init_module image to capture")
+	f.StringVar(&o.hook, "hook", "", `tracepoint flavour: "tp_btf" or "raw_tracepoint" (default: tp_btf, else raw_tracepoint)`)
+	f.DurationVar(&o.statsEvery, "stats-every", 0, "also print the counters to stderr at this interval")
+	return cmd
+}
+
+func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) error {
+	log := logrus.New()
+	log.SetOutput(stderr)
+
+	var list atomic.Pointer[allowlist.Allowlist]
+	load := func() error {
+		if o.allowlist == "" {
+			return nil
+		}
+		opts := allowlist.LoadOptions{}
+		if o.pubkey != "" {
+			pub, err := allowlist.LoadPublicKey(o.pubkey)
+			if err != nil {
+				return err
+			}
+			opts.PublicKey = pub
+		}
+		a, err := allowlist.LoadWith(o.allowlist, opts)
+		if err != nil {
+			return err
+		}
+		list.Store(a)
+		return nil
+	}
+	if err := load(); err != nil {
+		return withCode(exitError, err)
+	}
+
+	var rec *event.RecordWriter
+	var recFile *os.File
+	if o.record != "" {
+		f, err := os.OpenFile(o.record, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return withCode(exitError, fmt.Errorf("open record file: %w", err))
+		}
+		recFile = f
+		defer recFile.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return withCode(exitError, fmt.Errorf("record file: %w", err))
+		}
+		rec = event.NewRecordWriter(f)
+		if st.Size() == 0 {
+			if err := rec.WriteHeader(); err != nil {
+				return withCode(exitError, err)
+			}
+		} else if err := checkRecordHeader(o.record); err != nil {
+			return withCode(exitError, err)
+		}
+	}
+
+	cfg := bpf.Config{
+		RingBufferSize: o.ringSize,
+		ImageCap:       o.imageCap,
+		Hook:           bpf.Hook(o.hook),
+		Logger:         log,
+	}
+	if o.allowlist != "" {
+		cfg.Allowlist = list.Load
+	}
+	s, err := bpf.NewSensor(cfg)
+	if err != nil {
+		return withCode(exitError, fmt.Errorf("watch: %w", err))
+	}
+	defer s.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	if err := s.Start(ctx); err != nil {
+		return withCode(exitError, fmt.Errorf("watch: %w", err))
+	}
+	log.WithField("hook", s.Hook()).Info("watching init_module, finit_module and delete_module")
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if o.statsEvery > 0 {
+		t := time.NewTicker(o.statsEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+
+	out := bufio.NewWriter(stdout)
+	enc := json.NewEncoder(out)
+	n := 0
+	var werr error
+loop:
+	for {
+		select {
+		case ev, ok := <-s.Events():
+			if !ok {
+				break loop
+			}
+			if o.json {
+				werr = enc.Encode(ev)
+			} else {
+				_, werr = fmt.Fprintln(out, formatEvent(ev))
+			}
+			if werr == nil {
+				werr = out.Flush()
+			}
+			if werr == nil && rec != nil {
+				werr = rec.Write(ev)
+			}
+			if werr != nil {
+				break loop
+			}
+			if n++; o.count > 0 && n >= o.count {
+				break loop
+			}
+		case <-hup:
+			if err := load(); err != nil {
+				log.WithError(err).Error("allowlist not reloaded; keeping the previous one")
+			} else {
+				log.WithField("allowlist", o.allowlist).Info("allowlist reloaded")
+			}
+		case <-tick:
+			printStats(stderr, s.Stats())
+		}
+	}
+	s.Close()
+	if recFile != nil {
+		if err := recFile.Sync(); err != nil && werr == nil {
+			werr = fmt.Errorf("record file: %w", err)
+		}
+	}
+	printStats(stderr, s.Stats())
+	if werr != nil && !errors.Is(werr, syscall.EPIPE) {
+		return withCode(exitError, fmt.Errorf("watch: write: %w", werr))
+	}
+	return nil
+}
+
+// checkRecordHeader refuses to append to a file that is not a record file.
+func checkRecordHeader(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("record file: %w", err)
+	}
+	defer f.Close()
+	if _, err := event.NewRecordReader(f).Read(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("record file %s exists and is not a kmodguard record file: %w", path, err)
+	}
+	return nil
+}
+
+func printStats(w io.Writer, st bpf.Stats) {
+	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d orphan records, %d malformed\n",
+		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Orphans, st.Malformed)
+}
+
+// formatEvent is the one-line human form of an event.
+func formatEvent(ev *event.Event) string {
+	var b strings.Builder
+	ts := time.Unix(0, int64(ev.TS)).UTC().Format("2006-01-02T15:04:05.000Z")
+	name := ev.Name
+	if name == "" {
+		name = "?"
+	}
+	fmt.Fprintf(&b, "%s %-13s %-16s %-16s", ts, ev.Syscall, name, formatRes(ev.Res))
+	if ev.Allowed != nil {
+		if *ev.Allowed {
+			b.WriteString(" ALLOWED")
+		} else {
+			b.WriteString(" NOT-ALLOWED")
+		}
+	}
+	for _, f := range []struct {
+		on   bool
+		what string
+	}{
+		{ev.NameMismatch, " NAME-MISMATCH(this_module=" + ev.ThisModuleName + ")"},
+		{ev.FileChanged, " FILE-CHANGED"},
+		{ev.Truncated, " TRUNCATED"},
+		{ev.Unreadable, " UNREADABLE"},
+	} {
+		if f.on {
+			b.WriteString(f.what)
+		}
+	}
+	fmt.Fprintf(&b, " pid=%d tid=%d ppid=%d uid=%d comm=%q", ev.Pid, ev.Tid, ev.Ppid, ev.UID, ev.Comm)
+	if ev.Exe != "" {
+		fmt.Fprintf(&b, " exe=%s", ev.Exe)
+	}
+	switch ev.Syscall {
+	case event.InitModule:
+		fmt.Fprintf(&b, " size=%d", ev.Size)
+	case event.FinitModule:
+		fmt.Fprintf(&b, " fd=%d path=%s", ev.FD, ev.Path)
+	}
+	if len(ev.Flags) > 0 {
+		fmt.Fprintf(&b, " flags=%s", strings.Join(ev.Flags, "|"))
+	}
+	if ev.Params != "" {
+		fmt.Fprintf(&b, " params=%q", ev.Params)
+	}
+	if ev.SHA256 != "" {
+		fmt.Fprintf(&b, " sha256=%s", ev.SHA256)
+	}
+	if ev.ContainerID != "" {
+		fmt.Fprintf(&b, " container=%.12s", ev.ContainerID)
+	} else if !ev.HostNS {
+		fmt.Fprintf(&b, " pidns=%d mntns=%d", ev.PidNS, ev.MntNS)
+	}
+	return b.String()
+}
+
+func formatRes(res int64) string {
+	switch {
+	case res == bpf.ResUnknown:
+		return "res=?"
+	case res == 0:
+		return "res=0"
+	case res < 0 && res > -4096:
+		return fmt.Sprintf("res=%d(%s)", res, unix.ErrnoName(unix.Errno(-res)))
+	}
+	return fmt.Sprintf("res=%d", res)
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/bpf"
+	"github.com/kmodguard/kmodguard/event"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestWatchJSONAndRecord(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF sensor")
+	}
+	if err := bpf.CheckSystem(); err != nil {
+		t.Skipf("needs BPF support: %v", err)
+	}
+	record := filepath.Join(t.TempDir(), "events.kgrec")
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runWatch(context.Background(), &stdout, &stderr, watchOptions{
+			json: true, record: record, count: 1, duration: 20 * time.Second,
+			ringSize: bpf.DefaultRingBufferSize, imageCap: bpf.DefaultImageCap,
+		})
+	}()
+	// The sensor attaches in the background: knock until it sees one.
+	var err error
+poll:
+	for {
+		unix.DeleteModule("kmodguard_watch_test", unix.O_NONBLOCK)
+		select {
+		case err = <-done:
+			break poll
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		t.Fatalf("watch: %v\n%s", err, stderr.String())
+	}
+	line := strings.TrimSpace(stdout.String())
+	var keys map[string]any
+	if err := json.Unmarshal([]byte(line), &keys); err != nil {
+		t.Fatalf("output %q is not one JSON line: %v", line, err)
+	}
+	tags := map[string]bool{}
+	typ := reflect.TypeFor[event.Event]()
+	for i := range typ.NumField() {
+		tags[strings.Split(typ.Field(i).Tag.Get("json"), ",")[0]] = true
+	}
+	for k := range keys {
+		if !tags[k] {
+			t.Errorf("key %q is not an event.Event JSON tag", k)
+		}
+	}
+	var ev event.Event
+	if err := json.Unmarshal([]byte(line), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Syscall != event.DeleteModule || ev.Name != "kmodguard_watch_test" || ev.Res != -int64(unix.ENOSYS) {
+		t.Errorf("event %+v", ev)
+	}
+	if !strings.Contains(stderr.String(), "1 delivered") {
+		t.Errorf("no stats on stderr: %q", stderr.String())
+	}
+
+	f, err := os.Open(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rr := event.NewRecordReader(f)
+	got, err := rr.Read()
+	if err != nil {
+		t.Fatalf("record file: %v", err)
+	}
+	if !reflect.DeepEqual(got, &ev) {
+		t.Errorf("recorded %+v\nprinted %+v", got, &ev)
+	}
+	if _, err := rr.Read(); !errors.Is(err, io.EOF) {
+		t.Errorf("second record: %v, want EOF", err)
+	}
+}
+
+// TestWatchWithoutPrivileges runs watch as nobody: a clear error, exit 2.
+func TestWatchWithoutPrivileges(t *testing.T) {
+	if os.Getenv("KMODGUARD_WATCH_HELPER") == "1" {
+		err := run([]string{"watch", "--count", "1"})
+		if err == nil {
+			os.Exit(0)
+		}
+		os.Stderr.WriteString(err.Error())
+		os.Exit(exitError)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: drops to nobody with setpriv")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		exe, "-test.run=^TestWatchWithoutPrivileges$")
+	cmd.Env = append(os.Environ(), "KMODGUARD_WATCH_HELPER=1")
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Fatalf("exit %v, want %d; output:\n%s", err, exitError, out)
+	}
+	if !strings.Contains(string(out), "needs root") {
+		t.Errorf("output does not say what is missing:\n%s", out)
+	}
+}
+
+func TestFormatEvent(t *testing.T) {
+	no := false
+	ev := &event.Event{
+		TS: uint64(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano()), Syscall: event.FinitModule,
+		Res: -1, Name: "dummy", ThisModuleName: "dumbo", NameMismatch: true, FD: 3, Path: "/x/dummy.ko",
+		Allowed: &no, Pid: 7, Comm: "insmod", Flags: []string{"MODULE_INIT_IGNORE_VERMAGIC"},
+		ContainerID: strings.Repeat("ab", 32),
+	}
+	got := formatEvent(ev)
+	for _, want := range []string{"2026-01-02T03:04:05.000Z", "finit_module", "dummy", "res=-1(EPERM)", "NOT-ALLOWED",
+		"NAME-MISMATCH(this_module=dumbo)", "fd=3 path=/x/dummy.ko", "flags=MODULE_INIT_IGNORE_VERMAGIC", "container=abababababab"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
+	}
+	if got := formatRes(bpf.ResUnknown); got != "res=?" {
+		t.Errorf("unknown result: %q", got)
+	}
+}
