@@ -12,5 +12,16 @@ go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodgu
 echo "== allowlist Match (O(1): same cost for 4 and 4000 entries) =="
 go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
 
+# ---- guard building blocks (issue 6): BPF SHA-256 vs Go crypto/sha256 ----
+# kg_sha256 (bpf/include/sha256.h, run with BPF_PROG_TEST_RUN) and Go hash the
+# same buffer in alternation; bpf/go is the throughput ratio. Go's code path
+# is picked by GODEBUG at process start, so one run per path: SHA-NI (the
+# default here), AVX2, and the portable Go code. Target: bpf/go >= 0.25
+# against the portable Go code. Needs root.
+for godebug in "" "cpu.sha=off" "cpu.sha=off,cpu.avx2=off"; do
+	echo "== BPF SHA-256 vs Go crypto/sha256 (GODEBUG=${godebug:-default}) =="
+	GODEBUG=$godebug go test -run '^$' -bench '^BenchmarkSHA256$' -benchtime 2s ./lsm/bpftest
+done
+
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch)$' -benchmem ./...
+go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkSHA256)$' -benchmem ./...
