@@ -20,8 +20,8 @@ go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
 # against the portable Go code. Needs root.
 for godebug in "" "cpu.sha=off" "cpu.sha=off,cpu.avx2=off"; do
 	echo "== BPF SHA-256 vs Go crypto/sha256 (GODEBUG=${godebug:-default}) =="
-	GODEBUG=$godebug go test -run '^$' -bench '^BenchmarkSHA256$' -benchtime 2s ./lsm/bpftest
+	GODEBUG=$godebug go test -run '^$' -bench '^BenchmarkBPFSHA256$' -benchtime 2s ./lsm/bpftest
 done
 
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkSHA256)$' -benchmem ./...
+go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256)$' -benchmem ./...

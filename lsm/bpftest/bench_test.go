@@ -10,14 +10,14 @@ import (
 	"time"
 )
 
-// BenchmarkSHA256 measures kg_sha256 and Go's crypto/sha256 on the same
+// BenchmarkBPFSHA256 measures kg_sha256 and Go's crypto/sha256 on the same
 // buffer, alternating between them inside one loop so that both see the
 // same machine noise, and reports each one's MB/s and their ratio. The Go
 // implementation is whatever the process's GODEBUG selects: SHA-NI by
 // default on CPUs that have it, AVX2 with GODEBUG=cpu.sha=off, and the
 // portable Go code with GODEBUG=cpu.sha=off,cpu.avx2=off (scripts/bench.sh
 // runs all three).
-func BenchmarkSHA256(b *testing.B) {
+func BenchmarkBPFSHA256(b *testing.B) {
 	const maxLen = 4 << 20
 	h := newHarness(b, maxLen)
 	buf := make([]byte, maxLen)
