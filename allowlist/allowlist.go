@@ -177,6 +177,11 @@ func (a *Allowlist) validate(errs *errList, lines map[string]int) {
 	}
 	type key struct{ name, kernel string }
 	seen := make(map[key]int, len(a.Spec.Modules))
+	type digestOwner struct {
+		name string // normalized
+		i    int    // entry index
+	}
+	owner := make(map[string]digestOwner, 2*len(a.Spec.Modules))
 	for i := range a.Spec.Modules {
 		e := &a.Spec.Modules[i]
 		field := fmt.Sprintf("spec.modules[%d]", i)
@@ -206,11 +211,20 @@ func (a *Allowlist) validate(errs *errList, lines map[string]int) {
 				errs.add(at(df), df, err)
 				continue
 			}
-			e.SHA256[j] = nd
+			if nd != d {
+				e.SHA256[j] = nd // only when needed: Validate must not race with Match
+			}
 			if k, dup := digests[nd]; dup {
 				errs.add(at(df), df, fmt.Errorf("digest %s is listed twice (also sha256[%d])", nd, k))
 			}
 			digests[nd] = j
+			// One file has one name: a digest under two names is a mistake,
+			// and the guard could not say which name it binds.
+			if o, ok := owner[nd]; ok && o.name != kmod.NormalizeName(e.Name) {
+				errs.add(at(df), df, fmt.Errorf("digest %s is also listed for %q (spec.modules[%d]); one file has one name", nd, a.Spec.Modules[o.i].Name, o.i))
+			} else if !ok {
+				owner[nd] = digestOwner{kmod.NormalizeName(e.Name), i}
+			}
 		}
 		if strings.ContainsAny(e.Kernel, " \t\r\n/") {
 			errs.add(at(field+".kernel"), field+".kernel", fmt.Errorf("%q is not a kernel release", e.Kernel))

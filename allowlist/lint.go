@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-
-	"github.com/kmodguard/kmodguard/kmod"
 )
 
 // Warning is something in a valid allowlist that is probably not what its
@@ -23,7 +21,6 @@ type Warning struct {
 const (
 	WarnNameOnly      = "name-only"      // entry matches on the name alone
 	WarnKernelRelease = "kernel-release" // kernel does not look like a release
-	WarnSharedDigest  = "shared-digest"  // one digest listed under several names
 	WarnEmptyEnforce  = "empty-enforce"  // enforce mode with no modules
 	WarnNoName        = "no-name"        // metadata.name is empty
 )
@@ -49,9 +46,8 @@ func (w Warning) String() string {
 var reRelease = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?([-+.~_][0-9A-Za-z._+~-]*)?$`)
 
 // Lint returns warnings for a valid allowlist: entries that match on the
-// name alone, kernel fields that do not look like a release, digests listed
-// under more than one name, an empty list in enforce mode, and a missing
-// metadata.name.
+// name alone, kernel fields that do not look like a release, an empty list
+// in enforce mode, and a missing metadata.name.
 func (a *Allowlist) Lint() []Warning {
 	var ws []Warning
 	warn := func(line int, field, code, format string, args ...any) {
@@ -63,7 +59,6 @@ func (a *Allowlist) Lint() []Warning {
 	if a.Spec.Mode == ModeEnforce && len(a.Spec.Modules) == 0 {
 		warn(0, "spec.modules", WarnEmptyEnforce, "enforce mode with no modules refuses every module load")
 	}
-	owner := map[string]string{} // digest -> normalized name of the first entry
 	for i := range a.Spec.Modules {
 		e := &a.Spec.Modules[i]
 		field := fmt.Sprintf("spec.modules[%d]", i)
@@ -72,14 +67,6 @@ func (a *Allowlist) Lint() []Warning {
 		}
 		if e.Kernel != "" && !reRelease.MatchString(e.Kernel) {
 			warn(e.line, field+".kernel", WarnKernelRelease, "%q does not look like a kernel release (uname -r)", e.Kernel)
-		}
-		n := kmod.NormalizeName(e.Name)
-		for _, d := range e.SHA256 {
-			if prev, ok := owner[d]; ok && prev != n {
-				warn(e.line, field+".sha256", WarnSharedDigest, "digest %s is also listed for %q; one file has one name, so one of the entries is wrong", d, prev)
-				continue
-			}
-			owner[d] = n
 		}
 	}
 	return ws

@@ -123,7 +123,7 @@ func TestAddMerges(t *testing.T) {
 	if _, err := a.Add(Entry{Name: "x", SHA256: []string{"nope"}}); err == nil {
 		t.Error("Add accepted a bad digest")
 	}
-	if _, err := a.Add(Entry{Name: "dummy", Kernel: "6.12.1", SHA256: []string{digB}}); err != nil {
+	if _, err := a.Add(Entry{Name: "dummy", Kernel: "6.12.1", SHA256: []string{strings.Repeat("3", 64)}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := a.Lookup("dummy"); len(got) != 2 {
@@ -174,5 +174,43 @@ func BenchmarkMatch(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestMatchConcurrent matches from several goroutines while the list is
+// validated and reindexed, as the plugin and the enforcer do with one list
+// (run with -race).
+func TestMatchConcurrent(t *testing.T) {
+	a := testList(t)
+	m := mod("dummy", "dummy", digA, digA)
+	done := make(chan struct{})
+	errs := make(chan string, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- ""
+					return
+				default:
+				}
+				if d := a.Match(m); !d.Allowed {
+					errs <- d.Reason
+					return
+				}
+			}
+		}()
+	}
+	for range 200 {
+		if err := a.Validate(); err != nil {
+			t.Error(err)
+		}
+		a.Reindex()
+	}
+	close(done)
+	for range 4 {
+		if e := <-errs; e != "" {
+			t.Errorf("concurrent Match refused dummy: %s", e)
+		}
 	}
 }

@@ -84,6 +84,8 @@ func TestParseErrors(t *testing.T) {
 		{"slash", head + "    - name: a/b\n", []string{`contains '/'`}},
 		{"control char", head + "    - name: \"a\\tb\"\n", []string{"not printable"}},
 		{"duplicate name", head + "    - name: nf-tables\n    - name: nf_tables\n", []string{`allow.yaml:7: spec.modules[1].name: "nf_tables" is listed twice: first at spec.modules[0] (line 6)`}},
+		{"digest under two names", head + "    - name: dummy\n      sha256: [" + digA + "]\n    - name: dumbo\n      sha256: [" + strings.ToUpper(digA) + "]\n",
+			[]string{`allow.yaml:9: spec.modules[1].sha256[0]: digest ` + digA + ` is also listed for "dummy" (spec.modules[0])`}},
 		{"duplicate key", head + "    - name: a\n      name: b\n", []string{"allow.yaml:7: spec.modules[0].name: set twice (first on line 6)"}},
 		{"alias", "apiVersion: &v kmodguard.io/v1\nkind: *v\nspec:\n  mode: audit\n", []string{"allow.yaml:2: kind: aliases are not allowed"}},
 		{"merge key", head + "    - <<: {name: a}\n", []string{"merge keys"}},
