@@ -212,3 +212,16 @@ func resString(res int64) string {
 	}
 	return fmt.Sprint(res)
 }
+
+// FieldValues returns every field of e that has a value, keyed by field
+// name, as Extract would set them. Rule tests and tools use it to see an
+// event the way Falco's rules do.
+func FieldValues(e *event.Event) map[string]any {
+	out := make(map[string]any, numFields)
+	for id := range fieldList {
+		if v, ok := fieldValue(e, uint64(id)); ok {
+			out[fieldList[id].Name] = v
+		}
+	}
+	return out
+}

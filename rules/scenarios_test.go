@@ -1,0 +1,91 @@
+package rules
+
+import (
+	"testing"
+
+	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/plugin"
+)
+
+const digest = "3b1f5e0c2d4a6b8c9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
+
+func yes() *bool { v := true; return &v }
+func no() *bool  { v := false; return &v }
+
+// base is a clean, allowlisted, signed load by modprobe on the host.
+func base() *event.Event {
+	return &event.Event{
+		Syscall: event.FinitModule, Res: 0, Name: "veth", ThisModuleName: "veth",
+		SHA256: digest, ELFSHA256: digest, Size: 20000, Path: "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/veth.ko",
+		Signed: true, Signer: "Debian Secure Boot CA", Allowed: yes(), AllowlistEntry: "veth",
+		Pid: 100, Tid: 100, Ppid: 1, Comm: "modprobe", Exe: "/usr/bin/kmod", Cmdline: "modprobe veth",
+		LoginUID: 4294967295, Cgroup: "/system.slice/systemd-udevd.service", HostNS: true, CapEffective: 1<<41 - 1,
+	}
+}
+
+func with(f func(e *event.Event)) *event.Event {
+	e := base()
+	f(e)
+	return e
+}
+
+const (
+	ruleNotAllowed     = "Kernel Module Not Allowlisted Loaded"
+	ruleNotAllowedTry  = "Kernel Module Not Allowlisted Load Attempt"
+	ruleBlocked        = "Kernel Module Blocked by Guard"
+	ruleFromMemory     = "Kernel Module Loaded from Memory by Unexpected Program"
+	ruleUnsigned       = "Unsigned Kernel Module Loaded"
+	ruleForgery        = "Kernel Module Name Forgery"
+	ruleChanged        = "Kernel Module Image Changed During Load"
+	ruleForceUnload    = "Kernel Module Force Unloaded"
+	ruleFromContainer  = "Kernel Module Load from Container"
+	ruleWithParameters = "Kernel Module Loaded with Parameters"
+)
+
+var scenarios = []struct {
+	name  string
+	event *event.Event
+	want  []string
+}{
+	{"allowlisted signed load by modprobe", base(), nil},
+	{"no allowlist configured", with(func(e *event.Event) { e.Allowed, e.AllowlistEntry = nil, "" }), nil},
+	{"udev worker loads from memory", with(func(e *event.Event) {
+		e.Syscall, e.Comm, e.Exe = event.InitModule, "(udev-worker)", "/usr/lib/systemd/systemd-udevd"
+	}), nil},
+	{"not allowlisted and unsigned, by insmod", with(func(e *event.Event) {
+		e.Syscall, e.Comm, e.Allowed, e.AllowlistEntry, e.Signed, e.Signer = event.InitModule, "insmod", no(), "", false, ""
+	}), []string{ruleNotAllowed, ruleUnsigned}},
+	{"not allowlisted, load failed", with(func(e *event.Event) { e.Res, e.Allowed = -1, no() }), []string{ruleNotAllowedTry}},
+	{"python loads from memory", with(func(e *event.Event) {
+		e.Syscall, e.Res, e.Comm, e.Exe = event.InitModule, -38, "python3", "/usr/bin/python3.11"
+	}), []string{ruleFromMemory}},
+	{"forged names, blocked by the guard", with(func(e *event.Event) {
+		e.Syscall, e.Comm, e.Res, e.Verdict = event.InitModule, "insmod", -1, event.VerdictBlocked
+		e.Name, e.ThisModuleName, e.NameMismatch, e.Allowed, e.Signed = "dumbo", "dummy", true, no(), false
+	}), []string{ruleForgery, ruleBlocked}},
+	{"file changed under finit_module", with(func(e *event.Event) { e.FileChanged = true }), []string{ruleChanged}},
+	{"guard digest differs", with(func(e *event.Event) { e.TOCTOU, e.Verdict = true, event.VerdictAllowed }), []string{ruleChanged}},
+	{"rmmod -f", &event.Event{Syscall: event.DeleteModule, Name: "kmodguard_lsm", Flags: []string{"O_NONBLOCK", "O_TRUNC"},
+		Pid: 9, Tid: 9, Comm: "rmmod", HostNS: true}, []string{ruleForceUnload}},
+	{"plain rmmod", &event.Event{Syscall: event.DeleteModule, Name: "dummy", Flags: []string{"O_NONBLOCK"},
+		Pid: 9, Tid: 9, Comm: "rmmod", HostNS: true}, nil},
+	{"load from a container", with(func(e *event.Event) {
+		e.Res, e.HostNS, e.ContainerID, e.Cgroup = -1, false, "0123456789ab", "/kubepods/pod1/0123456789abcdef"
+	}), []string{ruleFromContainer}},
+	{"load with parameters", with(func(e *event.Event) { e.Params = "debug=1" }), []string{ruleWithParameters}},
+	{"failed load with parameters", with(func(e *event.Event) { e.Params, e.Res = "debug=1", -17 }), nil},
+}
+
+func extract(t *testing.T, e *event.Event) map[string]any {
+	t.Helper()
+	// Through the binary form, as the plugin carries it.
+	b, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d event.Event
+	if err := d.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	return plugin.FieldValues(&d)
+}
