@@ -67,6 +67,7 @@ func newEnforcerRunCmd(pinDir *string) *cobra.Command {
 		logFormat string
 		poll      time.Duration
 		trust     trustFlags
+		metrics   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --allowlist FILE",
@@ -83,7 +84,8 @@ logged and the old list keeps working.
 At start it warns about each loaded module that the allowlist does not name.`,
 		Example: `  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
   kmodguard enforcer run --allowlist allow.yaml --pubkey signing.pub --seal
-  kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json`,
+  kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json
+  kmodguard enforcer run --allowlist allow.yaml --metrics-addr 127.0.0.1:9464   # Prometheus on /metrics`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat)
@@ -92,6 +94,7 @@ At start it warns about each loaded module that the allowlist does not name.`,
 			}
 			return runEnforcer(cmd.Context(), log, enforcerRun{
 				path: path, mode: allowlist.Mode(mode), seal: seal, pinDir: *pinDir, poll: poll, trust: trust,
+				metricsAddr: metrics,
 			})
 		},
 	}
@@ -100,6 +103,7 @@ At start it warns about each loaded module that the allowlist does not name.`,
 	cmd.Flags().BoolVar(&seal, "seal", false, "seal the guard until reboot (see 'kmodguard enforcer --help')")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for changes to the allowlist file")
+	cmd.Flags().StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (off when empty)")
 	trust.bind(cmd)
 	return cmd
 }
@@ -126,6 +130,8 @@ type enforcerRun struct {
 	pinDir string
 	poll   time.Duration
 	trust  trustFlags
+	// metricsAddr serves Prometheus metrics when set (enforcer/metrics.go).
+	metricsAddr string
 }
 
 // fileStamp identifies a version of the allowlist file and its signature.
@@ -176,6 +182,10 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	metrics, err := startMetrics(ctx, log, r.metricsAddr, enf)
+	if err != nil {
+		return withCode(exitError, err)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -215,6 +225,9 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 				return withCode(exitError, errors.New("the decision stream ended"))
 			}
 			logDecision(log, d)
+			if metrics != nil {
+				metrics.Observe(d)
+			}
 		}
 	}
 }
