@@ -23,5 +23,17 @@ for godebug in "" "cpu.sha=off" "cpu.sha=off,cpu.avx2=off"; do
 	GODEBUG=$godebug go test -run '^$' -bench '^BenchmarkBPFSHA256$' -benchtime 2s ./lsm/bpftest
 done
 
+# ---- Falco plugin (issue 5): binary events vs the JSON approach ----
+# The same 10,000 events replayed from a file through NextBatch, with ten
+# common fields extracted per event: the plugin's binary codec (decoded once
+# per event) against JSON lines decoded with encoding/json per extraction,
+# and decoded once per event, in alternation in one run. json-*/binary is
+# the ratio of ns per event. Then 100,000 events replayed, with the peak heap
+# sampled after every 16 batches, for the binary and JSON recordings.
+echo "== Falco plugin: NextBatch + 10 fields, binary vs JSON =="
+go test -run '^$' -bench '^BenchmarkPipeline$' -benchtime 5x ./plugin
+echo "== Falco plugin: peak heap replaying 100,000 events, binary vs JSON =="
+go test -run '^$' -bench '^BenchmarkReplayMemory$' -benchtime 2x ./plugin
+
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256)$' -benchmem ./...
+go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory)$' -benchmem ./...
