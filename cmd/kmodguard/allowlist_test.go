@@ -9,8 +9,10 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -385,4 +387,58 @@ func TestAllowlistHelpHasExamples(t *testing.T) {
 		return
 	}
 	t.Fatal("no allowlist command")
+}
+
+// TestAllowlistCompressedModule: a .ko.xz entry carries the file's digest
+// and the ELF's, and either one admits the module.
+func TestAllowlistCompressedModule(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a Debian kernel package: skipped in -short mode")
+	}
+	if _, err := exec.LookPath("xz"); err != nil {
+		t.Skip("needs xz to compute the ELF digest independently")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := debkernel.Get(ctx, debkernel.Series612)
+	if err != nil {
+		t.Skipf("needs the Debian 6.12 kernel package: %v", err)
+	}
+	dir, paths := smallTree(t, k, false, "dummy")
+	if !strings.HasSuffix(paths["dummy"], ".ko.xz") {
+		t.Skipf("the 6.12 dummy is not .ko.xz: %s", paths["dummy"])
+	}
+	elf, err := exec.Command("xz", "-dc", paths["dummy"]).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(elf)
+	fileSum, elfSum := fileDigest(t, paths["dummy"]), hex.EncodeToString(sum[:])
+
+	list := filepath.Join(t.TempDir(), "allow.yaml")
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "-o", list); code != exitOK {
+		t.Fatalf("init: %s", stderr)
+	}
+	a, err := allowlist.Load(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es := a.Lookup("dummy"); len(es) != 1 || strings.Join(es[0].SHA256, " ") != strings.Join(sorted(fileSum, elfSum), " ") {
+		t.Fatalf("entry %+v, want file %s and ELF %s", es, fileSum, elfSum)
+	}
+	for _, tc := range []struct{ keep, want string }{{fileSum, "allowed: file sha256 " + fileSum}, {elfSum, "allowed: ELF sha256 " + elfSum}} {
+		a.Spec.Modules[0].SHA256 = []string{tc.keep}
+		if err := allowlist.Save(list, a); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code := kg(t, "allowlist", "check", "-a", list, paths["dummy"])
+		if code != exitOK || !strings.Contains(stdout, tc.want) {
+			t.Errorf("check with only %s listed: exit %d\n%s%s", tc.keep, code, stdout, stderr)
+		}
+	}
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
 }
