@@ -123,11 +123,12 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 			ev.Truncated = true
 		}
 		if complete && len(img) > 0 {
-			sum := sha256.Sum256(img)
-			ev.SHA256 = hex.EncodeToString(sum[:])
 			if m, err := kmod.InspectBytes(img); err == nil {
 				mod = m
-				ev.ELFSHA256 = m.ELFSHA256
+				ev.SHA256, ev.ELFSHA256 = m.FileSHA256, m.ELFSHA256
+			} else {
+				sum := sha256.Sum256(img)
+				ev.SHA256 = hex.EncodeToString(sum[:])
 			}
 		}
 	case event.FinitModule:
