@@ -41,15 +41,30 @@ func detectCompression(b []byte) Compression {
 	return CompressionNone
 }
 
-// zstdDecoder is shared: DecodeAll is safe for concurrent use, and building
-// a decoder costs more than decoding a small module.
-var zstdDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
-	return zstd.NewReader(nil,
+// zstdDecoders holds one shared decoder per size limit (MaxImageSize can be
+// changed, by tests for one): DecodeAll is safe for concurrent use, and
+// building a decoder costs more than decoding a small module. The limit
+// matters because DecodeAll preallocates the content size a frame declares.
+var zstdDecoders sync.Map // int64 -> *zstd.Decoder
+
+func zstdDecoder(limit int64) (*zstd.Decoder, error) {
+	if d, ok := zstdDecoders.Load(limit); ok {
+		return d.(*zstd.Decoder), nil
+	}
+	d, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(0),
 		zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(uint64(MaxImageSize)),
-		zstd.WithDecoderMaxWindow(uint64(MaxImageSize)))
-})
+		zstd.WithDecoderMaxMemory(uint64(limit)),
+		zstd.WithDecoderMaxWindow(uint64(max(min(limit, maxXZDict), zstd.MinWindowSize))))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := zstdDecoders.LoadOrStore(limit, d); loaded {
+		d.Close()
+		return prev.(*zstd.Decoder), nil
+	}
+	return d, nil
+}
 
 // decompress returns the ELF image inside b, appending to dst (which may
 // come from a pool). The result never exceeds MaxImageSize.
@@ -57,7 +72,7 @@ func decompress(dst []byte, b []byte, c Compression) ([]byte, error) {
 	limit := MaxImageSize
 	switch c {
 	case CompressionZstd:
-		d, err := zstdDecoder()
+		d, err := zstdDecoder(limit)
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -73,7 +88,16 @@ func decompress(dst []byte, b []byte, c Compression) ([]byte, error) {
 		}
 		return out, nil
 	case CompressionXZ:
-		cfg := xz.ReaderConfig{SingleStream: false}
+		size, err := checkXZ(b)
+		if err != nil {
+			return nil, fmt.Errorf("xz: %w", err)
+		}
+		if uint64(cap(dst)) < size {
+			dst = make([]byte, 0, size+1) // +1: the final Read sees EOF without growing
+		}
+		// checkXZ has bounded every block's dictionary; a small DictCap
+		// here keeps the reader from rounding it up to its 8 MiB default.
+		cfg := xz.ReaderConfig{DictCap: 4096, SingleStream: true}
 		r, err := cfg.NewReader(bytes.NewReader(b))
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)

@@ -119,13 +119,8 @@ type kernelResult struct {
 	err  error
 }
 
-// realKernel returns an unpacked Debian kernel or skips the test (or
-// benchmark, or fuzz target) with the reason.
-func realKernel(tb testing.TB, s debkernel.Series) *debkernel.Kernel {
-	tb.Helper()
-	if testing.Short() {
-		tb.Skip("needs a Debian kernel package: skipped in -short mode")
-	}
+// getKernel fetches (once per process) a Debian kernel package.
+func getKernel(s debkernel.Series) (*debkernel.Kernel, error) {
 	v, _ := kernels.LoadOrStore(s, &kernelResult{})
 	r := v.(*kernelResult)
 	r.once.Do(func() {
@@ -133,10 +128,21 @@ func realKernel(tb testing.TB, s debkernel.Series) *debkernel.Kernel {
 		defer cancel()
 		r.k, r.err = debkernel.Get(ctx, s)
 	})
-	if r.err != nil {
-		tb.Skipf("needs the Debian %s kernel package: %v", s, r.err)
+	return r.k, r.err
+}
+
+// realKernel returns an unpacked Debian kernel or skips the test (or
+// benchmark) with the reason.
+func realKernel(tb testing.TB, s debkernel.Series) *debkernel.Kernel {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs a Debian kernel package: skipped in -short mode")
 	}
-	return r.k
+	k, err := getKernel(s)
+	if err != nil {
+		tb.Skipf("needs the Debian %s kernel package: %v", s, err)
+	}
+	return k
 }
 
 // realModule returns the path and bytes of a module of a Debian kernel.

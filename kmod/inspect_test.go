@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,7 @@ func TestInspectSynthetic(t *testing.T) {
 	}
 }
 
-func compressAll(t *testing.T, img []byte) map[Compression][]byte {
+func compressAll(t testing.TB, img []byte) map[Compression][]byte {
 	t.Helper()
 	out := map[Compression][]byte{}
 	var xb bytes.Buffer
@@ -529,5 +530,51 @@ func TestInspectDebianTree(t *testing.T) {
 			}
 			t.Logf("%d modules, signers %v", len(paths), signers)
 		})
+	}
+}
+
+func TestXZContainerLimits(t *testing.T) {
+	img := syntheticModule("x", "x")
+	z := compressAll(t, img)[CompressionXZ]
+	size, err := checkXZ(z)
+	if err != nil || size != uint64(len(img)) {
+		t.Fatalf("checkXZ = %d, %v; want %d", size, err, len(img))
+	}
+	// withDict rewrites the LZMA2 dictionary byte of the first block and
+	// fixes the block header's CRC32, as a hostile encoder would.
+	withDict := func(bits byte) []byte {
+		b := bytes.Clone(z)
+		hsize := (int(b[12]) + 1) * 4
+		h := b[12 : 12+hsize]
+		i := bytes.Index(h, []byte{xzFilterLZMA2, 1})
+		if i < 0 {
+			t.Fatal("no LZMA2 filter in the block header")
+		}
+		h[i+2] = bits
+		binary.LittleEndian.PutUint32(h[hsize-4:], crc32.ChecksumIEEE(h[:hsize-4]))
+		return b
+	}
+	if _, err := InspectBytes(withDict(16)); err != nil { // 1 MiB, like the kernel's
+		t.Errorf("1 MiB dictionary: %v", err)
+	}
+	for _, bits := range []byte{36, 40} { // 1 GiB, 4 GiB
+		if _, err := InspectBytes(withDict(bits)); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("dictionary bits %d: err = %v, want ErrTooLarge", bits, err)
+		}
+	}
+	if _, err := InspectBytes(withDict(41)); err == nil {
+		t.Errorf("invalid dictionary bits 41 accepted")
+	}
+	for name, b := range map[string][]byte{
+		"trailing data":   append(bytes.Clone(z), 0, 0, 0, 0),
+		"two streams":     append(bytes.Clone(z), z...),
+		"bad index size":  patch(z, func(b []byte) { binary.LittleEndian.PutUint32(b[len(b)-8:], 1<<30) }),
+		"header only":     z[:12],
+		"flags mismatch":  patch(z, func(b []byte) { b[len(b)-3] ^= 1 }),
+		"index count big": patch(z, func(b []byte) { b[len(b)-12-int(binary.LittleEndian.Uint32(b[len(b)-8:])+1)*4+1] = 0x7f }),
+	} {
+		if _, err := InspectBytes(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
