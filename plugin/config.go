@@ -23,16 +23,16 @@ type Config struct {
 	RingbufSize      int    `json:"ringbuf_size,omitempty" jsonschema:"title=Ring buffer size" jsonschema_description:"Size in bytes of the BPF ring buffer between the sensor and the plugin: a power of two between 4096 and 1073741824, best larger than image_cap."`
 	ImageCap         uint64 `json:"image_cap,omitempty" jsonschema:"title=Image capture cap" jsonschema_description:"Largest init_module image in bytes that the sensor copies for hashing and inspection, between 4096 and 268435456; a larger image is reported with kmod.truncated."`
 	LogLevel         string `json:"log_level,omitempty" jsonschema:"title=Log level,enum=panic,enum=fatal,enum=error,enum=warn,enum=warning,enum=info,enum=debug,enum=trace" jsonschema_description:"logrus level of the plugin's own log on stderr."`
-	// Enforcer is reserved for the enforcer companion (a later release).
-	Enforcer EnforcerConfig `json:"enforcer,omitzero" jsonschema:"title=Enforcer companion (reserved)" jsonschema_description:"Reserved: joins guard decisions (kmod.verdict) from the kmodguard enforcer through its socket. Only enabled=false is accepted in this release."`
+	// Enforcer connects the plugin to the enforcer companion (companion.go).
+	Enforcer EnforcerConfig `json:"enforcer,omitzero" jsonschema:"title=Enforcer companion" jsonschema_description:"Joins the BPF LSM guard's decisions to the sensor's events (kmod.verdict, kmod.guard_sha256, kmod.toctou): the plugin launches the kmodguard enforcer as its companion (path) or attaches to a running one (socket), and hands it the allowlist."`
 }
 
-// EnforcerConfig is reserved for the enforcer companion, which serves guard
-// decisions to the plugin. This release accepts only Enabled=false.
+// EnforcerConfig connects the plugin to the enforcer companion, which serves
+// the guard's decisions (see companion.go and package companion).
 type EnforcerConfig struct {
-	Enabled bool   `json:"enabled,omitempty" jsonschema_description:"Reserved; must be false in this release."`
-	Path    string `json:"path,omitempty" jsonschema_description:"Reserved: path of the kmodguard binary that runs the companion."`
-	Socket  string `json:"socket,omitempty" jsonschema_description:"Reserved: Unix socket of a running enforcer."`
+	Enabled bool   `json:"enabled,omitempty" jsonschema_description:"Launch or attach to the enforcer companion and join its decisions to the events."`
+	Path    string `json:"path,omitempty" jsonschema_description:"Path of the kmodguard binary to launch as the companion (kmodguard enforcer serve-companion). Used when socket is empty."`
+	Socket  string `json:"socket,omitempty" jsonschema_description:"Unix socket of a running companion (kmodguard enforcer serve-companion --socket) to attach to instead of launching one."`
 }
 
 // Defaults.
@@ -122,8 +122,11 @@ func (c *Config) Validate() error {
 	if c.PublicKey != "" && c.Allowlist == "" {
 		return keyErr("allowlist", "is required when public_key is set")
 	}
-	if c.Enforcer.Enabled {
-		return keyErr("enforcer.enabled", "is reserved for the enforcer companion and must be false in this release")
+	if c.Enforcer.Enabled && c.Enforcer.Path == "" && c.Enforcer.Socket == "" {
+		return keyErr("enforcer.path", "or enforcer.socket is required when enforcer.enabled is true")
+	}
+	if c.Enforcer.Path != "" && c.Enforcer.Socket != "" {
+		return keyErr("enforcer.socket", "and enforcer.path exclude each other: launch a companion (path) or attach to one (socket)")
 	}
 	return nil
 }

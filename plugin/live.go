@@ -26,7 +26,7 @@ func (p *Plugin) openLive() (*liveInstance, error) {
 		return nil, fmt.Errorf("start the live sensor: %w", err)
 	}
 	p.logger().Info("live sensor attached")
-	return newLiveInstance(p, &sensorSource{Sensor: s, cancel: cancel}), nil
+	return newLiveInstance(p, p.withCompanion(&sensorSource{Sensor: s, cancel: cancel})), nil
 }
 
 // sensorSource adapts a *bpf.Sensor to eventSource.

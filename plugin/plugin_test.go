@@ -84,20 +84,21 @@ func TestConfig(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		`{"ringbuf_size": 1000}`:               "init_config.ringbuf_size: must be a power of two >= 4096 and <= 1073741824, got 1000",
-		`{"ringbuf_size": 12288}`:              "init_config.ringbuf_size: must be a power of two",
-		`{"ringbuf_size": "big"}`:              "init_config.ringbuf_size: want a int, got a JSON string",
-		`{"image_cap": 1}`:                     "init_config.image_cap: must be between 4096 and 268435456 bytes, got 1",
-		`{"log_level": "loud"}`:                `init_config.log_level: must be one of panic, fatal, error, warn, info, debug, trace, got "loud"`,
-		`{"allowlist_check_interval": "1h"}`:   `init_config.allowlist_check_interval: must be a duration between 100ms and 10m, got "1h"`,
-		`{"require_signature": true}`:          "init_config.public_key: is required when require_signature is true",
-		`{"public_key": "/k.pub"}`:             "init_config.allowlist: is required when public_key is set",
-		`{"enforcer": {"enabled": true}}`:      "init_config.enforcer.enabled: is reserved",
-		`{"allowlsit": "/etc/x.yaml"}`:         `init_config: unknown key "allowlsit"`,
-		`{"enforcer": {"sockt": "x"}}`:         `init_config: unknown key "sockt"`,
-		`{"log_level": "info"} {}`:             "init_config: trailing data",
-		`[1]`:                                  "init_config: json: cannot unmarshal array",
-		`{"allowlist": "/nonexistent/a.yaml"}`: "init_config.allowlist: ",
+		`{"ringbuf_size": 1000}`:                       "init_config.ringbuf_size: must be a power of two >= 4096 and <= 1073741824, got 1000",
+		`{"ringbuf_size": 12288}`:                      "init_config.ringbuf_size: must be a power of two",
+		`{"ringbuf_size": "big"}`:                      "init_config.ringbuf_size: want a int, got a JSON string",
+		`{"image_cap": 1}`:                             "init_config.image_cap: must be between 4096 and 268435456 bytes, got 1",
+		`{"log_level": "loud"}`:                        `init_config.log_level: must be one of panic, fatal, error, warn, info, debug, trace, got "loud"`,
+		`{"allowlist_check_interval": "1h"}`:           `init_config.allowlist_check_interval: must be a duration between 100ms and 10m, got "1h"`,
+		`{"require_signature": true}`:                  "init_config.public_key: is required when require_signature is true",
+		`{"public_key": "/k.pub"}`:                     "init_config.allowlist: is required when public_key is set",
+		`{"enforcer": {"enabled": true}}`:              "init_config.enforcer.path: or enforcer.socket is required",
+		`{"enforcer": {"path": "/k", "socket": "/s"}}`: "init_config.enforcer.socket: and enforcer.path exclude each other",
+		`{"allowlsit": "/etc/x.yaml"}`:                 `init_config: unknown key "allowlsit"`,
+		`{"enforcer": {"sockt": "x"}}`:                 `init_config: unknown key "sockt"`,
+		`{"log_level": "info"} {}`:                     "init_config: trailing data",
+		`[1]`:                                          "init_config: json: cannot unmarshal array",
+		`{"allowlist": "/nonexistent/a.yaml"}`:         "init_config.allowlist: ",
 	}
 	for in, want := range bad {
 		err := New().Init(in)

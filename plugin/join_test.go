@@ -1,0 +1,158 @@
+package plugin
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/event"
+)
+
+const (
+	digestA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	digestB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+var t0 = time.Unix(1_800_000_000, 0)
+
+func loadEvent(sc event.Syscall, tid uint32, at time.Time, sha string) *event.Event {
+	return &event.Event{Syscall: sc, Tid: tid, Pid: tid, TS: uint64(at.UnixNano()), SHA256: sha, Name: "dummy", ThisModuleName: "dummy"}
+}
+
+func decision(op string, tid uint32, at time.Time, verdict, sha string) companion.Decision {
+	return companion.Decision{Op: op, Tid: tid, Pid: tid, Time: at, Verdict: verdict, SHA256: sha, Name: "dummy", ThisModuleName: "dummy"}
+}
+
+func TestJoinPairs(t *testing.T) {
+	tests := []struct {
+		name          string
+		ev            *event.Event
+		d             companion.Decision
+		decisionFirst bool
+		joined        bool
+		verdict       string
+		toctou        bool
+	}{
+		{"event first", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpInitModule, 7, t0.Add(time.Millisecond), companion.VerdictBlocked, digestA), false, true, event.VerdictBlocked, false},
+		{"decision first", loadEvent(event.FinitModule, 7, t0, digestA),
+			decision(companion.OpFinitModule, 7, t0.Add(time.Millisecond), companion.VerdictAllowed, digestA), true, true, event.VerdictAllowed, false},
+		{"audit", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpInitModule, 7, t0, companion.VerdictAudit, digestA), false, true, event.VerdictAudit, false},
+		{"kernel copy differs: toctou", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpInitModule, 7, t0, companion.VerdictBlocked, digestB), false, true, event.VerdictBlocked, true},
+		{"other thread", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpInitModule, 8, t0, companion.VerdictBlocked, digestA), false, false, "", false},
+		{"other op", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpFinitModule, 7, t0, companion.VerdictBlocked, digestA), false, false, "", false},
+		{"outside the window", loadEvent(event.InitModule, 7, t0, digestA),
+			decision(companion.OpInitModule, 7, t0.Add(JoinWindow+time.Millisecond), companion.VerdictBlocked, digestA), false, false, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := newJoiner(JoinWindow)
+			var got []*event.Event
+			if tt.decisionFirst {
+				got = append(got, j.addDecision(tt.d, t0)...)
+				got = append(got, j.addEvent(tt.ev, t0)...)
+			} else {
+				got = append(got, j.addEvent(tt.ev, t0)...)
+				got = append(got, j.addDecision(tt.d, t0)...)
+			}
+			if !tt.joined {
+				if len(got) != 0 || j.pending() != 2 {
+					t.Fatalf("joined %d events, %d pending; want no join", len(got), j.pending())
+				}
+				out := j.expire(t0.Add(JoinWindow))
+				if len(out) != 2 {
+					t.Fatalf("expire gave %d events, want the load and the guard event", len(out))
+				}
+				if out[0] != tt.ev || out[0].Verdict != event.VerdictNone || out[0].GuardSHA256 != "" {
+					t.Errorf("unjoined load %+v: want verdict none and no guard digest", out[0])
+				}
+				if g := out[1]; g.Syscall != event.Guard || g.Tid != tt.d.Tid || g.GuardSHA256 != tt.d.SHA256 || g.Verdict != event.VerdictBlocked {
+					t.Errorf("guard event %+v", g)
+				}
+				return
+			}
+			if len(got) != 1 || got[0] != tt.ev || j.pending() != 0 {
+				t.Fatalf("got %d events, %d pending; want the load event joined", len(got), j.pending())
+			}
+			e := got[0]
+			if e.Verdict != tt.verdict || e.TOCTOU != tt.toctou || e.GuardSHA256 != tt.d.SHA256 {
+				t.Errorf("joined %+v: want verdict %s, toctou %v", e, tt.verdict, tt.toctou)
+			}
+		})
+	}
+}
+
+func TestJoinNoTOCTOUWithoutWholeImage(t *testing.T) {
+	for _, mod := range []func(*event.Event){
+		func(e *event.Event) { e.Truncated = true },
+		func(e *event.Event) { e.Unreadable = true },
+		func(e *event.Event) { e.SHA256 = "" },
+	} {
+		j := newJoiner(JoinWindow)
+		e := loadEvent(event.InitModule, 1, t0, digestA)
+		mod(e)
+		j.addEvent(e, t0)
+		out := j.addDecision(decision(companion.OpInitModule, 1, t0, companion.VerdictBlocked, digestB), t0)
+		if len(out) != 1 || out[0].TOCTOU {
+			t.Errorf("%+v: toctou from a partial capture", out)
+		}
+	}
+	// A compressed finit_module: the guard hashed the file, the sensor has
+	// the file digest and the ELF digest; either one matching is no TOCTOU.
+	j := newJoiner(JoinWindow)
+	e := loadEvent(event.FinitModule, 1, t0, digestA)
+	e.ELFSHA256 = digestB
+	j.addEvent(e, t0)
+	if out := j.addDecision(decision(companion.OpFinitModule, 1, t0, companion.VerdictAllowed, digestB), t0); len(out) != 1 || out[0].TOCTOU {
+		t.Errorf("%+v: toctou although the ELF digest matches", out)
+	}
+}
+
+func TestJoinNearestWins(t *testing.T) {
+	j := newJoiner(JoinWindow)
+	first := loadEvent(event.InitModule, 3, t0, digestA)
+	second := loadEvent(event.InitModule, 3, t0.Add(time.Second), digestB)
+	j.addEvent(first, t0)
+	j.addEvent(second, t0)
+	out := j.addDecision(decision(companion.OpInitModule, 3, t0.Add(time.Second+time.Millisecond), companion.VerdictBlocked, digestB), t0)
+	if len(out) != 1 || out[0] != second {
+		t.Fatalf("decision joined %v, want the second load", out)
+	}
+	out = j.addDecision(decision(companion.OpInitModule, 3, t0.Add(time.Millisecond), companion.VerdictAllowed, digestA), t0)
+	if len(out) != 1 || out[0] != first || first.Verdict != event.VerdictAllowed {
+		t.Fatalf("decision joined %v, want the first load", out)
+	}
+}
+
+func TestJoinPassThroughAndExpiry(t *testing.T) {
+	j := newJoiner(JoinWindow)
+	del := &event.Event{Syscall: event.DeleteModule, Tid: 1, Name: "dummy"}
+	if out := j.addEvent(del, t0); len(out) != 1 || out[0] != del {
+		t.Fatal("delete_module did not pass straight through")
+	}
+	seal := companion.Decision{Op: "bpf", Tid: 9, Time: t0, Verdict: companion.VerdictBlocked, Sealed: true, Comm: "bpftool"}
+	if out := j.addDecision(seal, t0); len(out) != 0 {
+		t.Fatal("a seal refusal joined a load")
+	}
+	j.addEvent(loadEvent(event.InitModule, 2, t0, digestA), t0)
+	if out := j.expire(t0.Add(JoinWindow - time.Millisecond)); len(out) != 0 {
+		t.Fatalf("expired %d items before the window ended", len(out))
+	}
+	out := j.expire(t0.Add(JoinWindow))
+	if len(out) != 2 || j.pending() != 0 {
+		t.Fatalf("expired %d items, %d pending", len(out), j.pending())
+	}
+	var g *event.Event
+	for _, e := range out {
+		if e.Syscall == event.Guard {
+			g = e
+		}
+	}
+	if g == nil || g.Comm != "bpftool" || g.Verdict != event.VerdictBlocked || g.Allowed != nil {
+		t.Errorf("seal refusal event %+v", g)
+	}
+}
