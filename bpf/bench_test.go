@@ -3,6 +3,7 @@ package bpf
 import (
 	"context"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -103,6 +104,74 @@ func BenchmarkGetppid(b *testing.B) {
 			loop(b)
 		})
 	}
+}
+
+// BenchmarkGetppidInterleaved is BenchmarkGetppid with the variants taken
+// side by side: each iteration is one round that times a batch of getppid()
+// calls under every variant in turn, so that the machine's noise hits them
+// all alike. It reports each variant's median ns per call over the rounds,
+// and the ratios that matter: the sensor against the empty program and
+// against the empty enter+exit pair.
+func BenchmarkGetppidInterleaved(b *testing.B) {
+	benchNeeds(b)
+	const batch = 100000
+	s, err := NewSensor(Config{Hook: HookBTF})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	enter, exit := emptyProgram(b, "sys_enter"), emptyProgram(b, "sys_exit")
+	variants := []struct {
+		name  string
+		progs []*ebpf.Program
+	}{
+		{"none", nil},
+		{"empty", []*ebpf.Program{enter}},
+		{"empty_pair", []*ebpf.Program{enter, exit}},
+		{"sensor", []*ebpf.Program{s.enter, s.exit}},
+	}
+	times := make([][]float64, len(variants))
+	b.ResetTimer()
+	for round := range b.N {
+		for k := range variants {
+			// Rotate the order too, so no variant always runs first.
+			i := (k + round) % len(variants)
+			var links []link.Link
+			for _, p := range variants[i].progs {
+				l, err := link.AttachTracing(link.TracingOptions{Program: p})
+				if err != nil {
+					b.Fatal(err)
+				}
+				links = append(links, l)
+			}
+			start := time.Now()
+			for range batch {
+				unix.Getppid()
+			}
+			times[i] = append(times[i], float64(time.Since(start).Nanoseconds())/batch)
+			for _, l := range links {
+				l.Close()
+			}
+		}
+	}
+	b.StopTimer()
+	med := make(map[string]float64)
+	for i, v := range variants {
+		med[v.name] = median(times[i])
+		b.ReportMetric(med[v.name], v.name+"-ns/call")
+	}
+	b.ReportMetric(med["sensor"]/med["empty"], "sensor/empty")
+	b.ReportMetric(med["sensor"]/med["empty_pair"], "sensor/empty_pair")
+	b.ReportMetric(med["sensor"]/med["none"], "sensor/none")
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 // startBench starts a sensor and a consumer that counts delivered events.

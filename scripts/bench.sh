@@ -35,5 +35,24 @@ go test -run '^$' -bench '^BenchmarkPipeline$' -benchtime 5x ./plugin
 echo "== Falco plugin: peak heap replaying 100,000 events, binary vs JSON =="
 go test -run '^$' -bench '^BenchmarkReplayMemory$' -benchtime 2x ./plugin
 
+# ---- sensor (issue 4): what the hooks cost every other syscall, and event
+# and image throughput. Needs root; the benchmarks skip without it.
+echo "== sensor: getppid() per call under no program / empty sys_enter / empty enter+exit / the sensor =="
+echo "   (rounds interleaved; target sensor/empty <= 1.05; the sensor needs both hooks, so also vs the pair)"
+go test -run '^$' -bench '^BenchmarkGetppidInterleaved$' -benchtime 20x ./bpf | awk '
+	/^BenchmarkGetppidInterleaved/ {
+		for (i = 3; i < NF; i++) v[$(i+1)] = $i
+		printf "   ns/call: none %s, empty %s, empty pair %s, sensor %s\n", v["none-ns/call"], v["empty-ns/call"], v["empty_pair-ns/call"], v["sensor-ns/call"]
+		printf "   ratio sensor/empty      = %s\n", v["sensor/empty"]
+		printf "   ratio sensor/empty_pair = %s\n", v["sensor/empty_pair"]
+		printf "   ratio sensor/none       = %s\n", v["sensor/none"]
+	}
+	/^(ok|FAIL|---)/ { print "   " $0 }'
+echo "== sensor: init_module events (4 KiB images): flat out from one thread, and the highest paced rate with no drop =="
+go test -run '^$' -bench '^BenchmarkInitModuleEvents$' -benchtime 100000x ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+go test -run '^$' -bench '^BenchmarkInitModulePaced$' -benchtime 1x ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+echo "== sensor: 1 MiB image capture, syscall to enriched event =="
+go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory)$' -benchmem ./...
+go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
