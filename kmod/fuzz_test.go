@@ -29,6 +29,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		syntheticModule("a", "a"),
 		syntheticModule("dumbo", "dummy"),
 		signed,
+		signModule(f, syntheticModule("pkcs7", "pkcs7")),
 		buildELF(testSection{name: secThisModule, data: thisModule("only")}),
 		buildELF(testSection{name: secModinfo, data: []byte("name=unterminated")}),
 	}

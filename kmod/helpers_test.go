@@ -3,12 +3,21 @@ package kmod
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
+	"math/big"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/smallstep/pkcs7"
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 )
@@ -191,4 +200,56 @@ func errIs(err error, targets ...error) bool {
 		}
 	}
 	return false
+}
+
+// testSigner is a throwaway key and certificate, made once per process.
+var testSigner = sync.OnceValues(func() (*x509.Certificate, crypto.Signer) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(0x1234abcd),
+		Subject:      pkix.Name{CommonName: "kmodguard test signer"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		SubjectKeyId: []byte{0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		panic(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
+	}
+	return cert, key
+})
+
+// signModule appends a module signature the way scripts/sign-file does:
+// a detached PKCS#7 without signed attributes, struct module_signature with
+// id_type PKCS#7, and the magic. Unlike sign-file it includes the signer's
+// certificate, so the parser's certificate path is exercised.
+func signModule(tb testing.TB, img []byte) []byte {
+	tb.Helper()
+	cert, key := testSigner()
+	sd, err := pkcs7.NewSignedData(img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	if err := sd.SignWithoutAttr(cert, key, pkcs7.SignerInfoConfig{}); err != nil {
+		tb.Fatal(err)
+	}
+	sd.Detach()
+	blob, err := sd.Finish()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ms := make([]byte, moduleSignatureSize)
+	ms[2] = idPKCS7
+	binary.BigEndian.PutUint32(ms[8:], uint32(len(blob)))
+	out := append(bytes.Clone(img), blob...)
+	out = append(out, ms...)
+	return append(out, SignatureMagic...)
 }

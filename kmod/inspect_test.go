@@ -578,3 +578,34 @@ func TestXZContainerLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestSignatureSynthetic(t *testing.T) {
+	img := syntheticModule("signed", "signed")
+	signed := signModule(t, img)
+	m, err := InspectBytes(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Signature{Present: true, Signer: "kmodguard test signer", KeyID: "deadbeef01020304", HashAlgo: "sha256"}
+	if m.Signature != want {
+		t.Errorf("Signature = %+v, want %+v", m.Signature, want)
+	}
+	if m.Name != "signed" || m.ELFSHA256 != sha256Hex(signed) {
+		t.Errorf("signed module: %+v", m)
+	}
+	// The split gives back exactly the signed bytes.
+	elf, _ := splitSignature(signed)
+	if !bytes.Equal(elf, img) {
+		t.Errorf("splitSignature returned %d bytes, want the %d signed ones", len(elf), len(img))
+	}
+	// Not PKCS#7: reported, not fatal.
+	other := bytes.Clone(signed)
+	other[len(other)-len(SignatureMagic)-moduleSignatureSize+2] = 1
+	m, err = InspectBytes(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Signature.Present || !strings.Contains(m.Signature.Err, "id_type") {
+		t.Errorf("id_type 1: Signature = %+v", m.Signature)
+	}
+}
