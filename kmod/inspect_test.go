@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/smallstep/pkcs7"
 	"github.com/ulikunitz/xz"
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
@@ -607,5 +610,59 @@ func TestSignatureSynthetic(t *testing.T) {
 	}
 	if !m.Signature.Present || !strings.Contains(m.Signature.Err, "id_type") {
 		t.Errorf("id_type 1: Signature = %+v", m.Signature)
+	}
+}
+
+// TestSignatureKeyID covers sign-file -k: CMS version 3 with the signer
+// named by SubjectKeyIdentifier instead of issuer and serial.
+func TestSignatureKeyID(t *testing.T) {
+	type signerInfo struct {
+		Version         int
+		KeyID           []byte `asn1:"tag:0"`
+		DigestAlgorithm pkix.AlgorithmIdentifier
+		SigAlgorithm    pkix.AlgorithmIdentifier
+		Signature       []byte
+	}
+	type encap struct{ ContentType asn1.ObjectIdentifier }
+	type signedData struct {
+		Version          int
+		DigestAlgorithms []pkix.AlgorithmIdentifier `asn1:"set"`
+		Encap            encap
+		SignerInfos      []signerInfo `asn1:"set"`
+	}
+	type contentInfo struct {
+		ContentType asn1.ObjectIdentifier
+		Content     signedData `asn1:"explicit,tag:0"`
+	}
+	sha384 := pkix.AlgorithmIdentifier{Algorithm: pkcs7.OIDDigestAlgorithmSHA384}
+	blob, err := asn1.Marshal(contentInfo{
+		ContentType: pkcs7.OIDSignedData,
+		Content: signedData{
+			Version:          3,
+			DigestAlgorithms: []pkix.AlgorithmIdentifier{sha384},
+			Encap:            encap{pkcs7.OIDData},
+			SignerInfos: []signerInfo{{
+				Version:         3,
+				KeyID:           []byte{0xca, 0xfe, 0xf0, 0x0d},
+				DigestAlgorithm: sha384,
+				SigAlgorithm:    pkix.AlgorithmIdentifier{Algorithm: pkcs7.OIDEncryptionAlgorithmRSA},
+				Signature:       bytes.Repeat([]byte{1}, 64),
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := make([]byte, moduleSignatureSize)
+	ms[2] = idPKCS7
+	binary.BigEndian.PutUint32(ms[8:], uint32(len(blob)))
+	img := append(append(append(syntheticModule("k", "k"), blob...), ms...), SignatureMagic...)
+	m, err := InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Signature{Present: true, Signer: "key cafef00d", KeyID: "cafef00d", HashAlgo: "sha384"}
+	if m.Signature != want {
+		t.Errorf("Signature = %+v, want %+v", m.Signature, want)
 	}
 }

@@ -75,11 +75,16 @@ func (s *Signature) fromPKCS7(blob []byte) (err error) {
 		}
 	}()
 	p7, err := pkcs7.Parse(blob)
-	if err != nil {
-		return fmt.Errorf("parse PKCS#7: %w", err)
+	if err == nil && len(p7.Signers) == 0 {
+		err = errors.New("no signer")
 	}
-	if len(p7.Signers) == 0 {
-		return errors.New("PKCS#7 has no signer")
+	if err != nil {
+		// sign-file -k names the signer by SubjectKeyIdentifier (CMS
+		// version 3), which the PKCS#7 parser does not take.
+		if kerr := s.fromCMSKeyID(blob); kerr == nil {
+			return nil
+		}
+		return fmt.Errorf("parse PKCS#7: %w", err)
 	}
 	si := p7.Signers[0]
 	s.HashAlgo = hashName(si.DigestAlgorithm.Algorithm)
@@ -110,6 +115,51 @@ func (s *Signature) fromPKCS7(blob []byte) (err error) {
 	if s.KeyID == "" && serial != nil {
 		s.KeyID = hex.EncodeToString(serial.Bytes())
 	}
+	return nil
+}
+
+// cmsSignerKeyID is the part of a CMS SignerInfo that names its signer by
+// key: SignerIdentifier [0] IMPLICIT SubjectKeyIdentifier (RFC 5652 5.3).
+type cmsSignerKeyID struct {
+	Version         int
+	KeyID           []byte `asn1:"tag:0"`
+	DigestAlgorithm pkix.AlgorithmIdentifier
+	Rest            []asn1.RawValue `asn1:"optional"`
+}
+
+// cmsSignedData is RFC 5652 SignedData with only the signer infos decoded.
+type cmsSignedData struct {
+	Version          int
+	DigestAlgorithms asn1.RawValue
+	EncapContent     asn1.RawValue
+	Certificates     asn1.RawValue    `asn1:"optional,tag:0"`
+	CRLs             asn1.RawValue    `asn1:"optional,tag:1"`
+	SignerInfos      []cmsSignerKeyID `asn1:"set"`
+}
+
+type cmsContentInfo struct {
+	ContentType asn1.ObjectIdentifier
+	Content     asn1.RawValue `asn1:"explicit,tag:0"`
+}
+
+// fromCMSKeyID reads a signature whose signer is named by key identifier.
+// There is no issuer to name it by, so Signer is the key id too.
+func (s *Signature) fromCMSKeyID(blob []byte) error {
+	var ci cmsContentInfo
+	if rest, err := asn1.Unmarshal(blob, &ci); err != nil || len(rest) > 0 || !ci.ContentType.Equal(pkcs7.OIDSignedData) {
+		return errors.New("not a CMS SignedData")
+	}
+	var sd cmsSignedData
+	if rest, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil || len(rest) > 0 {
+		return fmt.Errorf("parse CMS SignedData: %w", err)
+	}
+	if len(sd.SignerInfos) == 0 || len(sd.SignerInfos[0].KeyID) == 0 {
+		return errors.New("CMS SignedData has no signer key id")
+	}
+	si := sd.SignerInfos[0]
+	s.KeyID = hex.EncodeToString(si.KeyID)
+	s.Signer = "key " + s.KeyID
+	s.HashAlgo = hashName(si.DigestAlgorithm.Algorithm)
 	return nil
 }
 
