@@ -442,3 +442,35 @@ func sorted(s ...string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestBuildEntriesFoldsNames: a name found in two files (say kernel/ and
+// updates/) gets one entry with both files' digests.
+func TestBuildEntriesFoldsNames(t *testing.T) {
+	d := func(c byte) string { return strings.Repeat(string(c), 64) }
+	results := []inspected{
+		{path: "kernel/a/nf-tables.ko", mod: &kmod.Module{Name: "nf_tables", ThisModuleName: "nf_tables", FileSHA256: d('1'), ELFSHA256: d('1'), Vermagic: "6.1.0-1-amd64 SMP"}},
+		{path: "updates/nf_tables.ko.xz", mod: &kmod.Module{Name: "nf-tables", ThisModuleName: "nf_tables", FileSHA256: d('2'), ELFSHA256: d('3'), Vermagic: "6.1.0-2-amd64 SMP"}},
+		{path: "kernel/veth.ko", mod: &kmod.Module{Name: "veth", ThisModuleName: "veth", FileSHA256: d('4'), ELFSHA256: d('4'), Vermagic: "6.1.0-1-amd64 SMP"}},
+	}
+	entries, err := buildEntries(results, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("%d entries, want 2: %+v", len(entries), entries)
+	}
+	nf, veth := entries[0], entries[1]
+	if got := strings.Join(nf.SHA256, ","); got != d('1')+","+d('2')+","+d('3') || nf.Kernel != "" {
+		t.Errorf("nf_tables entry %+v: want three digests and no kernel (the releases differ)", nf)
+	}
+	if len(veth.SHA256) != 1 || veth.Kernel != "6.1.0-1-amd64" {
+		t.Errorf("veth entry %+v", veth)
+	}
+	if entries, _ := buildEntries(results, "6.1.0-9-amd64"); entries[0].Kernel != "6.1.0-9-amd64" {
+		t.Errorf("--kernel not applied: %+v", entries[0])
+	}
+	results = append(results, inspected{path: "bad.ko", err: errors.New("bad.ko: not an ELF file")})
+	if _, err := buildEntries(results, ""); err == nil || !strings.Contains(err.Error(), "bad.ko") {
+		t.Errorf("a bad file was not reported: %v", err)
+	}
+}
