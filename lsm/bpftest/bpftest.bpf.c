@@ -13,7 +13,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Size of one kg_test_input element; the elements are contiguous. */
-#define KG_TEST_CHUNK (256 << 10)
+#define KG_TEST_CHUNK (64 << 10)
 
 struct kg_test_chunk {
 	__u8 data[KG_TEST_CHUNK];

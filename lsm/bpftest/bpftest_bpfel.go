@@ -93,7 +93,7 @@ type bpftestKgSha256Scratch struct {
 
 type bpftestKgTestChunk struct {
 	_    structs.HostLayout
-	Data [262144]uint8
+	Data [65536]uint8
 }
 
 type bpftestKgTestResult struct {

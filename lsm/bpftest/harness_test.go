@@ -13,7 +13,7 @@ import (
 )
 
 // inputChunk is the value size of kg_test_input (KG_TEST_CHUNK in C).
-const inputChunk = 256 << 10
+const inputChunk = 64 << 10
 
 // harness holds the loaded test programs and an input buffer of a fixed
 // capacity in kernel memory.
