@@ -88,17 +88,17 @@ func decompress(dst []byte, b []byte, c Compression) ([]byte, error) {
 		}
 		return out, nil
 	case CompressionXZ:
-		size, err := checkXZ(b)
+		info, err := checkXZ(b)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
-		if uint64(cap(dst)) < size {
-			dst = make([]byte, 0, size+1) // +1: the final Read sees EOF without growing
+		if uint64(cap(dst)) < info.size {
+			dst = make([]byte, 0, info.size+1) // +1: the final Read sees EOF without growing
 		}
 		// checkXZ has bounded every block's dictionary; a small DictCap
 		// here keeps the reader from rounding it up to its 8 MiB default.
 		cfg := xz.ReaderConfig{DictCap: 4096, SingleStream: true}
-		r, err := cfg.NewReader(bytes.NewReader(b))
+		r, err := cfg.NewReader(shrinkXZDict(b, info))
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}

@@ -539,9 +539,9 @@ func TestInspectDebianTree(t *testing.T) {
 func TestXZContainerLimits(t *testing.T) {
 	img := syntheticModule("x", "x")
 	z := compressAll(t, img)[CompressionXZ]
-	size, err := checkXZ(z)
-	if err != nil || size != uint64(len(img)) {
-		t.Fatalf("checkXZ = %d, %v; want %d", size, err, len(img))
+	info, err := checkXZ(z)
+	if err != nil || info.size != uint64(len(img)) || info.dictOff <= xzHeaderSize {
+		t.Fatalf("checkXZ = %+v, %v; want size %d", info, err, len(img))
 	}
 	// withDict rewrites the LZMA2 dictionary byte of the first block and
 	// fixes the block header's CRC32, as a hostile encoder would.
