@@ -100,7 +100,10 @@ func BenchmarkGetppid(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { s.Close() })
-			attach(b, h == HookRaw, map[string]*ebpf.Program{"sys_enter": s.enter, "sys_exit": s.exit})
+			attach(b, h == HookRaw, map[string]*ebpf.Program{
+				"sys_enter": s.coll.Programs[hookPrograms[h][1].prog],
+				"sys_exit":  s.coll.Programs[hookPrograms[h][0].prog],
+			})
 			loop(b)
 		})
 	}
@@ -128,7 +131,7 @@ func BenchmarkGetppidInterleaved(b *testing.B) {
 		{"none", nil},
 		{"empty", []*ebpf.Program{enter}},
 		{"empty_pair", []*ebpf.Program{enter, exit}},
-		{"sensor", []*ebpf.Program{s.enter, s.exit}},
+		{"sensor", []*ebpf.Program{s.coll.Programs["kg_sys_enter"], s.coll.Programs["kg_sys_exit"]}},
 	}
 	times := make([][]float64, len(variants))
 	b.ResetTimer()

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -123,7 +124,11 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 			ev.Truncated = true
 		}
 		if complete && len(img) > 0 {
-			if m, err := kmod.InspectBytes(img); err == nil {
+			// init_module takes a plain ELF image; anything else is only hashed.
+			if !bytes.HasPrefix(img, []byte("\x7fELF")) {
+				sum := sha256.Sum256(img)
+				ev.SHA256 = hex.EncodeToString(sum[:])
+			} else if m, err := kmod.InspectBytes(img); err == nil {
 				mod = m
 				ev.SHA256, ev.ELFSHA256 = m.FileSHA256, m.ELFSHA256
 			} else {

@@ -723,3 +723,31 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	return kg_exit(nr, (long)ctx->args[1]);
 }
+
+/*
+ * The fentry mode: fentry/fexit on the three syscall functions themselves,
+ * where the kernel allows it. Other syscalls then pay nothing at all. Not
+ * the default: BPF tracing programs are refused on some hosts (lockdown,
+ * no direct calls), and the tracepoints are the fallback.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define KG_SYSCALL_FUNC(name) "__x64_sys_" #name
+#else
+#define KG_SYSCALL_FUNC(name) "__arm64_sys_" #name
+#endif
+
+#define KG_FENTRY_PAIR(name, nr)                                    \
+	SEC("fentry/" KG_SYSCALL_FUNC(name))                        \
+	int kg_fentry_##name(__u64 *ctx)                            \
+	{                                                           \
+		return kg_enter((struct pt_regs *)ctx[0], nr);      \
+	}                                                           \
+	SEC("fexit/" KG_SYSCALL_FUNC(name))                         \
+	int kg_fexit_##name(__u64 *ctx)                             \
+	{                                                           \
+		return kg_exit(nr, (long)ctx[1]);                   \
+	}
+
+KG_FENTRY_PAIR(init_module, KG_NR_INIT_MODULE)
+KG_FENTRY_PAIR(finit_module, KG_NR_FINIT_MODULE)
+KG_FENTRY_PAIR(delete_module, KG_NR_DELETE_MODULE)

@@ -66,7 +66,31 @@ const (
 	// HookRaw uses plain raw_tracepoint programs, for kernels that refuse
 	// tp_btf.
 	HookRaw Hook = "raw_tracepoint"
+	// HookFentry puts fentry/fexit programs on the three syscall functions
+	// (__x64_sys_init_module, ...), so other syscalls pay nothing. Kernels
+	// without BPF trampolines, or that refuse tracing programs, cannot; the
+	// sensor then falls back to HookBTF and HookRaw, with a warning. Never
+	// chosen by HookAuto.
+	HookFentry Hook = "fentry"
 )
+
+// attachment is one program of a hook and where it goes.
+type attachment struct {
+	prog string // program name in sensor.bpf.c
+	tp   string // tracepoint, for HookRaw
+}
+
+// hookPrograms lists each hook's programs. Exits come first, so that a
+// result is never missing for an event seen: an exit with no event is only
+// an orphan.
+var hookPrograms = map[Hook][]attachment{
+	HookBTF: {{prog: "kg_sys_exit"}, {prog: "kg_sys_enter"}},
+	HookRaw: {{prog: "kg_raw_sys_exit", tp: "sys_exit"}, {prog: "kg_raw_sys_enter", tp: "sys_enter"}},
+	HookFentry: {
+		{prog: "kg_fexit_init_module"}, {prog: "kg_fexit_finit_module"}, {prog: "kg_fexit_delete_module"},
+		{prog: "kg_fentry_init_module"}, {prog: "kg_fentry_finit_module"}, {prog: "kg_fentry_delete_module"},
+	},
+}
 
 // Config configures a Sensor. The zero value is ready to use.
 type Config struct {
@@ -128,10 +152,9 @@ type Sensor struct {
 	log  logrus.FieldLogger
 	hook Hook
 
-	coll        *ebpf.Collection
-	enter, exit *ebpf.Program
-	events      *ebpf.Map
-	counters    *ebpf.Map
+	coll     *ebpf.Collection
+	events   *ebpf.Map
+	counters *ebpf.Map
 
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -171,9 +194,9 @@ func NewSensor(cfg Config) (*Sensor, error) {
 		return nil, fmt.Errorf("image cap %d: must be at most %d bytes", cfg.ImageCap, MaxImageCap)
 	}
 	switch cfg.Hook {
-	case HookAuto, HookBTF, HookRaw:
+	case HookAuto, HookBTF, HookRaw, HookFentry:
 	default:
-		return nil, fmt.Errorf("hook %q: must be %q or %q", cfg.Hook, HookBTF, HookRaw)
+		return nil, fmt.Errorf("hook %q: must be %q, %q or %q", cfg.Hook, HookBTF, HookRaw, HookFentry)
 	}
 	if err := CheckSystem(); err != nil {
 		return nil, err
@@ -190,8 +213,11 @@ func NewSensor(cfg Config) (*Sensor, error) {
 
 	s := &Sensor{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
 	hooks := []Hook{cfg.Hook}
-	if cfg.Hook == HookAuto {
+	switch cfg.Hook {
+	case HookAuto:
 		hooks = []Hook{HookBTF, HookRaw}
+	case HookFentry:
+		hooks = []Hook{HookFentry, HookBTF, HookRaw}
 	}
 	for i, h := range hooks {
 		err = s.load(spec, h)
@@ -199,7 +225,11 @@ func NewSensor(cfg Config) (*Sensor, error) {
 			break
 		}
 		if i < len(hooks)-1 {
-			s.log.WithError(err).WithField("hook", h).Debug("sensor: hook refused, trying the next")
+			lvl := logrus.DebugLevel
+			if h == HookFentry {
+				lvl = logrus.WarnLevel // asked for, so say why not
+			}
+			s.log.WithError(err).WithField("hook", h).Log(lvl, "sensor: hook refused, trying the next")
 		}
 	}
 	if err != nil {
@@ -209,16 +239,16 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	return s, nil
 }
 
-// load loads the program pair of hook h and the maps they use; the other
-// pair stays out of the kernel.
+// load loads the programs of hook h and the maps they use; the other
+// hooks' programs stay out of the kernel.
 func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
-	enter, exit := "kg_sys_enter", "kg_sys_exit"
-	if h == HookRaw {
-		enter, exit = "kg_raw_sys_enter", "kg_raw_sys_exit"
+	want := map[string]bool{}
+	for _, a := range hookPrograms[h] {
+		want[a.prog] = true
 	}
 	spec = spec.Copy()
 	for name := range spec.Programs {
-		if name != enter && name != exit {
+		if !want[name] {
 			delete(spec.Programs, name)
 		}
 	}
@@ -232,7 +262,6 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 	}
 	s.hook = h
 	s.coll = coll
-	s.enter, s.exit = coll.Programs[enter], coll.Programs[exit]
 	s.events, s.counters = coll.Maps["kg_events"], coll.Maps["kg_counters"]
 	return nil
 }
@@ -318,21 +347,18 @@ func (s *Sensor) start(ctx context.Context) error {
 		return fmt.Errorf("open the ring buffer: %w", err)
 	}
 	s.reader = rd
-	// Exit first: a result whose event was never seen is only an orphan,
-	// while an event whose result is never seen would wait.
-	for _, p := range []struct {
-		prog *ebpf.Program
-		name string
-	}{{s.exit, "sys_exit"}, {s.enter, "sys_enter"}} {
+	for _, a := range hookPrograms[s.hook] {
 		var l link.Link
-		if s.hook == HookBTF {
-			l, err = link.AttachTracing(link.TracingOptions{Program: p.prog})
+		p := s.coll.Programs[a.prog]
+		if s.hook == HookRaw {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.tp, Program: p})
 		} else {
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.name, Program: p.prog})
+			l, err = link.AttachTracing(link.TracingOptions{Program: p})
 		}
 		if err != nil {
 			s.closeLinks()
-			return fmt.Errorf("attach the sensor to %s (%s): %w", p.name, s.hook, err)
+			rd.Close()
+			return fmt.Errorf("attach the sensor (%s program %s): %w", s.hook, a.prog, err)
 		}
 		s.links = append(s.links, l)
 	}

@@ -125,20 +125,26 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorMapKgChunkBuf      = "kg_chunk_buf"
-	sensorMapKgCounters      = "kg_counters"
-	sensorMapKgEventBuf      = "kg_event_buf"
-	sensorMapKgEvents        = "kg_events"
-	sensorProgKgRawSysEnter  = "kg_raw_sys_enter"
-	sensorProgKgRawSysExit   = "kg_raw_sys_exit"
-	sensorProgKgSysEnter     = "kg_sys_enter"
-	sensorProgKgSysExit      = "kg_sys_exit"
-	sensorVarKgImageCap      = "kg_image_cap"
-	sensorVarKgUnusedCounter = "kg_unused_counter"
-	sensorVarKgUnusedExit    = "kg_unused_exit"
-	sensorVarKgUnusedFlag    = "kg_unused_flag"
-	sensorVarKgUnusedRecord  = "kg_unused_record"
-	sensorVarKgUnusedSyscall = "kg_unused_syscall"
+	sensorMapKgChunkBuf            = "kg_chunk_buf"
+	sensorMapKgCounters            = "kg_counters"
+	sensorMapKgEventBuf            = "kg_event_buf"
+	sensorMapKgEvents              = "kg_events"
+	sensorProgKgFentryDeleteModule = "kg_fentry_delete_module"
+	sensorProgKgFentryFinitModule  = "kg_fentry_finit_module"
+	sensorProgKgFentryInitModule   = "kg_fentry_init_module"
+	sensorProgKgFexitDeleteModule  = "kg_fexit_delete_module"
+	sensorProgKgFexitFinitModule   = "kg_fexit_finit_module"
+	sensorProgKgFexitInitModule    = "kg_fexit_init_module"
+	sensorProgKgRawSysEnter        = "kg_raw_sys_enter"
+	sensorProgKgRawSysExit         = "kg_raw_sys_exit"
+	sensorProgKgSysEnter           = "kg_sys_enter"
+	sensorProgKgSysExit            = "kg_sys_exit"
+	sensorVarKgImageCap            = "kg_image_cap"
+	sensorVarKgUnusedCounter       = "kg_unused_counter"
+	sensorVarKgUnusedExit          = "kg_unused_exit"
+	sensorVarKgUnusedFlag          = "kg_unused_flag"
+	sensorVarKgUnusedRecord        = "kg_unused_record"
+	sensorVarKgUnusedSyscall       = "kg_unused_syscall"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -183,10 +189,16 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	KgRawSysEnter *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
-	KgRawSysExit  *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
-	KgSysEnter    *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
-	KgSysExit     *ebpf.ProgramSpec `ebpf:"kg_sys_exit"`
+	KgFentryDeleteModule *ebpf.ProgramSpec `ebpf:"kg_fentry_delete_module"`
+	KgFentryFinitModule  *ebpf.ProgramSpec `ebpf:"kg_fentry_finit_module"`
+	KgFentryInitModule   *ebpf.ProgramSpec `ebpf:"kg_fentry_init_module"`
+	KgFexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_fexit_delete_module"`
+	KgFexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_fexit_finit_module"`
+	KgFexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_fexit_init_module"`
+	KgRawSysEnter        *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
+	KgRawSysExit         *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
+	KgSysEnter           *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
+	KgSysExit            *ebpf.ProgramSpec `ebpf:"kg_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -262,14 +274,26 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	KgRawSysEnter *ebpf.Program `ebpf:"kg_raw_sys_enter"`
-	KgRawSysExit  *ebpf.Program `ebpf:"kg_raw_sys_exit"`
-	KgSysEnter    *ebpf.Program `ebpf:"kg_sys_enter"`
-	KgSysExit     *ebpf.Program `ebpf:"kg_sys_exit"`
+	KgFentryDeleteModule *ebpf.Program `ebpf:"kg_fentry_delete_module"`
+	KgFentryFinitModule  *ebpf.Program `ebpf:"kg_fentry_finit_module"`
+	KgFentryInitModule   *ebpf.Program `ebpf:"kg_fentry_init_module"`
+	KgFexitDeleteModule  *ebpf.Program `ebpf:"kg_fexit_delete_module"`
+	KgFexitFinitModule   *ebpf.Program `ebpf:"kg_fexit_finit_module"`
+	KgFexitInitModule    *ebpf.Program `ebpf:"kg_fexit_init_module"`
+	KgRawSysEnter        *ebpf.Program `ebpf:"kg_raw_sys_enter"`
+	KgRawSysExit         *ebpf.Program `ebpf:"kg_raw_sys_exit"`
+	KgSysEnter           *ebpf.Program `ebpf:"kg_sys_enter"`
+	KgSysExit            *ebpf.Program `ebpf:"kg_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
+		p.KgFentryDeleteModule,
+		p.KgFentryFinitModule,
+		p.KgFentryInitModule,
+		p.KgFexitDeleteModule,
+		p.KgFexitFinitModule,
+		p.KgFexitInitModule,
 		p.KgRawSysEnter,
 		p.KgRawSysExit,
 		p.KgSysEnter,

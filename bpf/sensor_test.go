@@ -501,3 +501,26 @@ func TestLoad(t *testing.T) {
 		t.Errorf("%d results unknown, but only %d exit records dropped", unknown, st.ExitDrops)
 	}
 }
+
+// TestHooks runs each hook flavour: fentry falls back to the tracepoints
+// where the kernel refuses it (as on hosts without module support).
+func TestHooks(t *testing.T) {
+	for _, h := range []Hook{HookBTF, HookRaw, HookFentry} {
+		t.Run(string(h), func(t *testing.T) {
+			s, c := newTestSensor(t, Config{Hook: h})
+			t.Logf("asked for %s, loaded %s", h, s.Hook())
+			if h != HookFentry && s.Hook() != h {
+				t.Fatalf("hook = %s, want %s", s.Hook(), h)
+			}
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tid := unix.Gettid()
+			err := unix.DeleteModule("kmodguard_hook_test", 0)
+			ev := c.wait(t, mine(tid, event.DeleteModule))
+			checkRes(t, ev, err)
+			if ev.Name != "kmodguard_hook_test" {
+				t.Errorf("name = %q", ev.Name)
+			}
+		})
+	}
+}

@@ -24,16 +24,26 @@ func TestVM(t *testing.T) {
 }
 
 // TestGuestSensorLoadUnload loads and unloads dummy.ko through finit_module
-// and init_module while the sensor watches, and checks every event.
+// and init_module while the sensor watches, and checks every event, with
+// each hook: real kernels allow fentry on the syscall functions.
 func TestGuestSensorLoadUnload(t *testing.T) {
 	vmtest.RequireGuest(t)
+	for _, h := range []Hook{HookBTF, HookRaw, HookFentry} {
+		t.Run(string(h), func(t *testing.T) { guestLoadUnload(t, h) })
+	}
+}
+
+func guestLoadUnload(t *testing.T, h Hook) {
 	path := vmtest.Fixture(t, "dummy")
 	img, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, c := newTestSensor(t, Config{})
+	s, c := newTestSensor(t, Config{Hook: h})
 	t.Logf("kernel %s, hook %s", vmtest.Release(), s.Hook())
+	if s.Hook() != h {
+		t.Fatalf("hook %s refused in a real kernel; %s loaded instead", h, s.Hook())
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	tid := unix.Gettid()

@@ -93,7 +93,7 @@ full) and the rest.`,
 	f.DurationVar(&o.duration, "duration", 0, "exit after this long (0: no limit)")
 	f.IntVar(&o.ringSize, "ring-buffer-size", bpf.DefaultRingBufferSize, "ring buffer size in bytes (a power of two)")
 	f.Uint64Var(&o.imageCap, "image-cap", bpf.DefaultImageCap, "bytes of an init_module image to capture")
-	f.StringVar(&o.hook, "hook", "", `tracepoint flavour: "tp_btf" or "raw_tracepoint" (default: tp_btf, else raw_tracepoint)`)
+	f.StringVar(&o.hook, "hook", "", `"tp_btf" or "raw_tracepoint" (sys_enter/sys_exit), or "fentry" on the syscall functions where the kernel allows it (default: tp_btf, else raw_tracepoint)`)
 	f.DurationVar(&o.statsEvery, "stats-every", 0, "also print the counters to stderr at this interval")
 	return cmd
 }
