@@ -32,10 +32,11 @@ const (
 )
 
 // companionSource wraps the sensor's events with the enforcer companion's
-// decisions (see join.go): it launches the companion (enforcer.path) or
-// dials it (enforcer.socket), hands it the plugin's allowlist (again each
-// time the allowlist is reloaded), streams its decisions, and sets
-// kmod.verdict and kmod.toctou on the sensor's events.
+// decisions (see join.go): it launches the companion (enforcer.path) and
+// hands it the plugin's allowlist (again each time the allowlist is
+// reloaded), or attaches to a running enforcer (enforcer.socket), which
+// keeps its own allowlist; it streams the decisions, and sets kmod.verdict
+// and kmod.toctou on the sensor's events.
 //
 // When the companion cannot be reached, or dies, detection goes on: events
 // pass through with kmod.verdict "none", the loss is reported once as an
@@ -159,7 +160,10 @@ func (c *companionSource) connect(ctx context.Context) (*link, error) {
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	l := &link{client: client, cancel: cancel}
-	if a := c.policy(); a != nil {
+	// A launched companion is the plugin's own: it gets the plugin's
+	// allowlist. An enforcer attached through its socket keeps the
+	// allowlist it was given (and verifies) itself.
+	if a := c.policy(); a != nil && c.cfg.Socket == "" {
 		res, err := client.Apply(lctx, a)
 		if err != nil {
 			l.close()
@@ -292,7 +296,7 @@ func (c *companionSource) run(ctx context.Context) {
 			if !c.emit(ctx, c.join.expire(time.Now())...) {
 				return
 			}
-			if l != nil {
+			if l != nil && c.cfg.Socket == "" {
 				if a := c.policy(); a != nil && a != l.applied {
 					c.reapply(ctx, l, a)
 				}
