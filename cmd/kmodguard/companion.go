@@ -116,6 +116,8 @@ type companionEnforcer struct {
 	nextID int
 	// unavailable is why the guard cannot run here, or nil.
 	unavailable error
+	// readOnly refuses Apply: the enforcer's policy comes from its file.
+	readOnly bool
 }
 
 func newCompanionEnforcer(cfg enforcer.Config, initial *allowlist.Allowlist, log logrus.FieldLogger) (*companionEnforcer, error) {
@@ -133,6 +135,22 @@ func newCompanionEnforcer(cfg enforcer.Config, initial *allowlist.Allowlist, log
 	return c, nil
 }
 
+// serveRunningEnforcer serves enf (owned by `enforcer run`) on a Unix
+// socket until ctx ends. The run loop passes each decision to publish. The
+// enforcer keeps the allowlist it was given: Apply through the socket is
+// refused, so that only the verified file (--allowlist, --pubkey) sets the
+// policy.
+func serveRunningEnforcer(ctx context.Context, log logrus.FieldLogger, socket string, enf *enforcer.Enforcer) (publish func(enforcer.Decision)) {
+	c := &companionEnforcer{log: log, enf: enf, subs: map[int]chan companion.Decision{}, readOnly: true}
+	go func() {
+		if err := companion.ServeSocket(ctx, socket, c); err != nil {
+			log.WithError(err).Error("companion socket stopped")
+		}
+	}()
+	log.WithField("socket", socket).Info("serving decisions to the Falco plugin")
+	return func(d enforcer.Decision) { c.publish(companionDecision(d)) }
+}
+
 func (c *companionEnforcer) unavail() error {
 	return fmt.Errorf("%w: %w", companion.ErrUnavailable, c.unavailable)
 }
@@ -142,6 +160,9 @@ func (c *companionEnforcer) Apply(_ context.Context, a *allowlist.Allowlist) (co
 	defer c.mu.Unlock()
 	if c.unavailable != nil {
 		return companion.Applied{}, c.unavail()
+	}
+	if c.readOnly {
+		return companion.Applied{}, errors.New("this enforcer applies its own allowlist file (kmodguard enforcer run --allowlist); edit that file instead")
 	}
 	if c.enf == nil {
 		enf, err := enforcer.Load(c.cfg, a)
@@ -225,16 +246,7 @@ func (c *companionEnforcer) Decisions(ctx context.Context) (<-chan companion.Dec
 // guard's ring buffer for everyone.
 func (c *companionEnforcer) fanout(enf *enforcer.Enforcer) {
 	for d := range enf.Decisions() {
-		cd := companionDecision(d)
-		c.mu.Lock()
-		for _, ch := range c.subs {
-			select {
-			case ch <- cd:
-			default:
-				c.log.WithField("op", cd.Op).Warn("a companion client is not keeping up: decision dropped for it")
-			}
-		}
-		c.mu.Unlock()
+		c.publish(companionDecision(d))
 	}
 	c.mu.Lock()
 	for id, ch := range c.subs {
@@ -242,6 +254,19 @@ func (c *companionEnforcer) fanout(enf *enforcer.Enforcer) {
 		close(ch)
 	}
 	c.mu.Unlock()
+}
+
+// publish sends d to every subscriber.
+func (c *companionEnforcer) publish(d companion.Decision) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.subs {
+		select {
+		case ch <- d:
+		default:
+			c.log.WithField("op", d.Op).Warn("a companion client is not keeping up: decision dropped for it")
+		}
+	}
 }
 
 func companionDecision(d enforcer.Decision) companion.Decision {

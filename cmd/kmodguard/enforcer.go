@@ -69,6 +69,7 @@ func newEnforcerRunCmd(pinDir *string) *cobra.Command {
 		poll      time.Duration
 		trust     trustFlags
 		metrics   string
+		socket    string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --allowlist FILE",
@@ -86,7 +87,8 @@ At start it warns about each loaded module that the allowlist does not name.`,
 		Example: `  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
   kmodguard enforcer run --allowlist allow.yaml --pubkey signing.pub --seal
   kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json
-  kmodguard enforcer run --allowlist allow.yaml --metrics-addr 127.0.0.1:9464   # Prometheus on /metrics`,
+  kmodguard enforcer run --allowlist allow.yaml --metrics-addr 127.0.0.1:9464   # Prometheus on /metrics
+  kmodguard enforcer run --allowlist allow.yaml --companion-socket /run/kmodguard/companion.sock  # for Falco`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat)
@@ -95,7 +97,7 @@ At start it warns about each loaded module that the allowlist does not name.`,
 			}
 			return runEnforcer(cmd.Context(), log, enforcerRun{
 				path: path, mode: allowlist.Mode(mode), seal: seal, pinDir: *pinDir, poll: poll, trust: trust,
-				metricsAddr: metrics,
+				metricsAddr: metrics, companionSocket: socket,
 			})
 		},
 	}
@@ -105,6 +107,7 @@ At start it warns about each loaded module that the allowlist does not name.`,
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for changes to the allowlist file")
 	cmd.Flags().StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (off when empty)")
+	cmd.Flags().StringVar(&socket, "companion-socket", "", "serve decisions to the Falco plugin on this Unix socket (its init_config enforcer.socket)")
 	trust.bind(cmd)
 	return cmd
 }
@@ -133,6 +136,8 @@ type enforcerRun struct {
 	trust  trustFlags
 	// metricsAddr serves Prometheus metrics when set (enforcer/metrics.go).
 	metricsAddr string
+	// companionSocket serves decisions to the plugin when set (companion.go).
+	companionSocket string
 }
 
 // fileStamp identifies a version of the allowlist file and its signature.
@@ -187,6 +192,10 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	if err != nil {
 		return withCode(exitError, err)
 	}
+	publish := func(enforcer.Decision) {}
+	if r.companionSocket != "" {
+		publish = serveRunningEnforcer(ctx, log, r.companionSocket, enf)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -229,6 +238,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 			if metrics != nil {
 				metrics.Observe(d)
 			}
+			publish(d)
 		}
 	}
 }
