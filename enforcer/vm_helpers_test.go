@@ -1,0 +1,174 @@
+//go:build linux
+
+package enforcer_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/lsm"
+)
+
+func runCmd(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
+}
+
+type daemon struct {
+	cmd *exec.Cmd
+	log string
+}
+
+// startDaemon runs `kmodguard enforcer run` in the background, logging to
+// logPath, and kills it at the end of the test if it still runs.
+func startDaemon(t *testing.T, kg, file, pins, logPath string) *daemon {
+	t.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kg, "enforcer", "run", "--allowlist", file, "--pin-dir", pins, "--poll", "200ms")
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		f.Close()
+		b, _ := os.ReadFile(logPath)
+		t.Logf("daemon log %s:\n%s", logPath, b)
+	})
+	return &daemon{cmd: cmd, log: logPath}
+}
+
+// waitStatus polls `kmodguard enforcer status --json` until the guard is
+// pinned at generation minGen or later.
+func waitStatus(t *testing.T, kg, pins string, minGen uint64) lsm.Status {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := exec.Command(kg, "enforcer", "status", "--json", "--pin-dir", pins).Output()
+		var st lsm.Status
+		if err == nil {
+			if err := json.Unmarshal(out, &st); err != nil {
+				t.Fatalf("status --json: %v\n%s", err, out)
+			}
+			if st.Generation >= minGen && len(st.Links) == len(lsm.Hooks()) {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guard in %s not at generation %d within 60s (last: %v %s)", pins, minGen, err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the log file contains s.
+func waitLog(t *testing.T, path, s string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged in %s within 30s:\n%s", s, path, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func openPinnedMap(path string, readOnly bool) (*ebpf.Map, error) {
+	return ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: readOnly})
+}
+
+// detachPinned opens a pinned link and asks the kernel to detach it
+// (BPF_LINK_DETACH).
+func detachPinned(path string) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return l.Detach()
+}
+
+// loadFmodRet loads an fmod_ret program that would make
+// security_kernel_post_read_file return 0: a way around any LSM.
+func loadFmodRet() error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachModifyReturn,
+		AttachTo:     "security_kernel_post_read_file",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err == nil {
+		p.Close()
+	}
+	return err
+}
+
+// kexecFileLoad asks to stage path as the next kernel.
+func kexecFileLoad(t *testing.T, path string) error {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const kexecFileNoInitramfs = 0x4
+	cmdline := []byte{0}
+	_, _, errno := unix.Syscall6(unix.SYS_KEXEC_FILE_LOAD, f.Fd(), ^uintptr(0), 1,
+		uintptr(unsafe.Pointer(&cmdline[0])), kexecFileNoInitramfs, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// kexecLoad calls kexec_load with no segments (which unloads a staged
+// kernel when allowed).
+func kexecLoad() error {
+	_, _, errno := unix.Syscall6(unix.SYS_KEXEC_LOAD, 0, 0, 0, 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// bpffsRenames reports whether this kernel's bpffs renames pins at all, by
+// trying on a pin of its own.
+func bpffsRenames(t *testing.T) bool {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := "/sys/fs/bpf/kg-rename-probe"
+	if err := m.Pin(p); err != nil {
+		t.Fatal(err)
+	}
+	err = os.Rename(p, p+".moved")
+	os.Remove(p)
+	os.Remove(p + ".moved")
+	if err != nil {
+		t.Logf("bpffs rename probe: %v", err)
+	}
+	return err == nil
+}

@@ -1,0 +1,732 @@
+//go:build linux
+
+package enforcer_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/vmtest"
+	"github.com/kmodguard/kmodguard/lsm"
+)
+
+// TestVM boots each Debian kernel once and runs every guard test there, in
+// file order: the sealed test comes last because only a reboot undoes it.
+func TestVM(t *testing.T) {
+	vmtest.Run(t, vmtest.Spec{
+		Modules: []string{"dummy", "veth"},
+		Crafted: []vmtest.Crafted{
+			// dummy without its signature, so that a byte-modified copy
+			// would load if the guard did not refuse it.
+			{Name: "dummy_nosig", From: "dummy", StripSignature: true},
+			// The name forgery of DESIGN.md: .modinfo says dumbo, the
+			// module registers as dummy.
+			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true},
+		},
+		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
+		CPUs:       2,
+		Timeout:    10 * time.Minute,
+		FailOnSkip: true,
+		// KMODGUARD_GUEST_RUN narrows the guest tests while working on one.
+		Run: os.Getenv("KMODGUARD_GUEST_RUN"),
+	})
+}
+
+// ---- guest helpers ---------------------------------------------------
+
+const moduleInitCompressedFile = 4 // MODULE_INIT_COMPRESSED_FILE
+
+func readFixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(vmtest.Fixture(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+type entry struct {
+	name    string
+	digests []string
+}
+
+func list(t *testing.T, mode allowlist.Mode, entries ...entry) *allowlist.Allowlist {
+	t.Helper()
+	a := allowlist.New("guest", mode)
+	for _, e := range entries {
+		if _, err := a.Add(allowlist.Entry{Name: e.name, SHA256: e.digests}); err != nil {
+			t.Fatalf("allowlist add %s: %v", e.name, err)
+		}
+	}
+	return a
+}
+
+func pinDir(t *testing.T) string {
+	return "/sys/fs/bpf/kg-" + strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"))
+}
+
+// start loads a guard in a pin directory of the test's own and removes it
+// at the end of the test.
+func start(t *testing.T, a *allowlist.Allowlist, cfg enforcer.Config) *enforcer.Enforcer {
+	t.Helper()
+	if cfg.PinDir == "" {
+		cfg.PinDir = pinDir(t)
+	}
+	log := logrus.New()
+	log.SetOutput(testWriter{t})
+	cfg.Logger = log
+	enf, err := enforcer.Load(cfg, a)
+	if err != nil {
+		t.Fatalf("load enforcer: %v", err)
+	}
+	t.Cleanup(func() {
+		enf.Close()
+		err := enforcer.Stop(cfg.PinDir)
+		if err != nil && !errors.Is(err, enforcer.ErrSealed) && !errors.Is(err, lsm.ErrNotLoaded) {
+			t.Errorf("stop guard: %v", err)
+		}
+	})
+	return enf
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// next returns the next decision about one of ops.
+func next(t *testing.T, enf *enforcer.Enforcer, ops ...lsm.Op) enforcer.Decision {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case d, ok := <-enf.Decisions():
+			if !ok {
+				t.Fatal("decision stream closed")
+			}
+			for _, op := range ops {
+				if d.Op == op {
+					return d
+				}
+			}
+			t.Logf("skipping decision %+v", d)
+		case <-timeout:
+			t.Fatalf("no decision about %v within 20s", ops)
+		}
+	}
+}
+
+func initModule(img []byte) error { return unix.InitModule(img, "") }
+
+func finitModule(t *testing.T, path string, flags int) error {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return unix.FinitModule(int(f.Fd()), "", flags)
+}
+
+func loaded(name string) bool {
+	b, _ := os.ReadFile("/proc/modules")
+	for _, l := range strings.Split(string(b), "\n") {
+		if n, _, _ := strings.Cut(l, " "); n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func unload(t *testing.T, name string) {
+	t.Helper()
+	if err := unix.DeleteModule(name, 0); err != nil {
+		t.Fatalf("delete_module(%s): %v", name, err)
+	}
+}
+
+// wantDecision checks the fields every module decision must carry.
+func wantDecision(t *testing.T, d enforcer.Decision, op lsm.Op, verdict lsm.Verdict, digest, name string) {
+	t.Helper()
+	if op == "" {
+		op = d.Op
+	}
+	if d.Op != op || d.Verdict != verdict || d.SHA256 != digest || (name != "" && d.Name != name) {
+		t.Fatalf("decision %+v\nwant op %s, verdict %s, sha256 %s, name %q", d, op, verdict, digest, name)
+	}
+	if d.Pid == 0 || d.Tid == 0 || d.Comm == "" || d.Time.IsZero() || time.Since(d.Time) > time.Minute || time.Until(d.Time) > time.Second {
+		t.Fatalf("decision lacks its process context or time: %+v", d)
+	}
+}
+
+// modified returns a copy of img with one byte of its .comment section
+// changed: a harmless change the kernel would load.
+func modified(t *testing.T, img []byte) ([]byte, int) {
+	t.Helper()
+	i := bytes.Index(img, []byte("GCC: ("))
+	if i < 0 {
+		t.Fatal("no GCC .comment in the image")
+	}
+	out := bytes.Clone(img)
+	out[i+1] ^= 0x20 // "GCC" -> "GcC"
+	return out, i + 1
+}
+
+// xzFile compresses img the way kmod does for modules (CRC32 check).
+func xzFile(t *testing.T, img []byte, path string) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := xz.WriterConfig{CheckSum: xz.CRC32}.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// compressed returns the module as the kernel package ships it compressed,
+// or, where it ships plain .ko (Debian 6.1), an xz copy made here.
+func compressed(t *testing.T, name string) string {
+	t.Helper()
+	for _, ext := range []string{".ko.xz", ".ko.zst", ".ko.gz"} {
+		p := filepath.Join(vmtest.FixtureDir(), name+ext)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p := filepath.Join(t.TempDir(), name+".ko.xz")
+	xzFile(t, readFixture(t, name), p)
+	return p
+}
+
+// ---- guest tests -----------------------------------------------------
+
+func TestGuestListedLoads(t *testing.T) {
+	vmtest.RequireGuest(t)
+	img := readFixture(t, "dummy")
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(img)}}), enforcer.Config{})
+
+	if err := initModule(img); err != nil {
+		t.Fatalf("init_module(listed dummy): %v", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Allowed, sum(img), "dummy")
+	if d.ThisModuleName != "dummy" || d.Entry != "dummy" || d.NameMismatch || d.Size != uint64(len(img)) {
+		t.Fatalf("decision %+v: want both names dummy, entry dummy, size %d", d, len(img))
+	}
+	unload(t, "dummy")
+
+	if err := finitModule(t, vmtest.Fixture(t, "dummy"), 0); err != nil {
+		t.Fatalf("finit_module(listed dummy): %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpFinitModule), lsm.OpFinitModule, lsm.Allowed, sum(img), "dummy")
+	unload(t, "dummy")
+
+	out, err := runCmd("insmod", vmtest.Fixture(t, "dummy"))
+	if err != nil {
+		t.Fatalf("busybox insmod dummy: %v\n%s", err, out)
+	}
+	d = next(t, enf, lsm.OpInitModule, lsm.OpFinitModule)
+	wantDecision(t, d, d.Op, lsm.Allowed, sum(img), "dummy")
+	if !loaded("dummy") {
+		t.Fatal("dummy is not loaded after insmod")
+	}
+	unload(t, "dummy")
+}
+
+func TestGuestUnlistedRefused(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}), enforcer.Config{})
+
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(unlisted veth) = %v, want EPERM", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(veth), "veth")
+	if d.Ret != -int32(unix.EPERM) || !strings.Contains(d.Reason, "not on the allowlist") {
+		t.Fatalf("decision %+v: want ret -EPERM, reason not on the allowlist", d)
+	}
+	if err := finitModule(t, vmtest.Fixture(t, "veth"), 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(unlisted veth) = %v, want EPERM", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpFinitModule), lsm.OpFinitModule, lsm.Blocked, sum(veth), "veth")
+	if out, err := runCmd("insmod", vmtest.Fixture(t, "veth")); err == nil {
+		t.Fatalf("busybox insmod veth succeeded:\n%s", out)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule, lsm.OpFinitModule), "", lsm.Blocked, sum(veth), "veth")
+	if loaded("veth") {
+		t.Fatal("veth is loaded")
+	}
+	// busybox may try both syscalls: at least three refusals, no admission.
+	st, err := enf.Status()
+	if err != nil || st.Blocked < 3 || st.Allowed != 0 || len(st.Links) != len(lsm.Hooks()) {
+		t.Fatalf("status %+v, %v: want 3 or more blocked, 0 allowed, all hooks", st, err)
+	}
+}
+
+func TestGuestAuditMode(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}),
+		enforcer.Config{Mode: allowlist.ModeAudit})
+
+	if err := initModule(veth); err != nil {
+		t.Fatalf("init_module(unlisted veth) in audit mode: %v", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Audit, sum(veth), "veth")
+	if d.Ret != 0 || !strings.Contains(d.Reason, "not on the allowlist") {
+		t.Fatalf("audit decision %+v: want ret 0 and the reason enforce would give", d)
+	}
+	unload(t, "veth")
+}
+
+func TestGuestNameOnlyEntry(t *testing.T) {
+	vmtest.RequireGuest(t)
+	veth, dumbo := readFixture(t, "veth"), readFixture(t, "dumbo")
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{name: "veth"}, entry{name: "dummy"}, entry{name: "dumbo"}),
+		enforcer.Config{})
+
+	if err := initModule(veth); err != nil {
+		t.Fatalf("init_module(veth, listed by name): %v", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Allowed, sum(veth), "veth")
+	if !strings.Contains(d.Reason, "without digest") {
+		t.Fatalf("decision %+v: want a name-only match", d)
+	}
+	unload(t, "veth")
+
+	// .modinfo says dumbo, struct module says dummy: both names are listed,
+	// but a mismatch is never admitted.
+	if err := initModule(dumbo); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(forged dumbo) = %v, want EPERM", err)
+	}
+	d = next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(dumbo), "dumbo")
+	if d.ThisModuleName != "dummy" || !d.NameMismatch {
+		t.Fatalf("decision %+v: want this_module dummy and a name mismatch", d)
+	}
+}
+
+func TestGuestModifiedCopyRefused(t *testing.T) {
+	vmtest.RequireGuest(t)
+	img := readFixture(t, "dummy_nosig")
+	mod, _ := modified(t, img)
+	pins := pinDir(t)
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(img)}}), enforcer.Config{PinDir: pins})
+
+	if err := initModule(img); err != nil {
+		t.Fatalf("init_module(listed dummy_nosig): %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(img), "dummy")
+	unload(t, "dummy")
+
+	if err := initModule(mod); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(modified copy) = %v, want EPERM", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(mod), "dummy")
+	if d.Entry != "" {
+		t.Fatalf("modified copy matched entry %q", d.Entry)
+	}
+	p := filepath.Join(t.TempDir(), "dummy.ko")
+	if err := os.WriteFile(p, mod, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := finitModule(t, p, 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(modified copy) = %v, want EPERM", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpFinitModule), lsm.OpFinitModule, lsm.Blocked, sum(mod), "dummy")
+
+	// Control: without the guard the kernel loads the modified copy, so the
+	// refusal above was the guard's.
+	enf.Close()
+	if err := enforcer.Stop(pins); err != nil {
+		t.Fatal(err)
+	}
+	if err := initModule(mod); err != nil {
+		t.Fatalf("without the guard, init_module(modified copy): %v", err)
+	}
+	unload(t, "dummy")
+}
+
+func TestGuestCompressed(t *testing.T) {
+	vmtest.RequireGuest(t)
+	elf := readFixture(t, "dummy")
+	xzPath := compressed(t, "dummy")
+	file, err := os.ReadFile(xzPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vethXZ := compressed(t, "veth")
+	vethFile, _ := os.ReadFile(vethXZ)
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(elf), sum(file)}}), enforcer.Config{})
+
+	// In-kernel decompression: the guard sees the compressed file and
+	// matches its digest; it cannot read names from compressed bytes.
+	err = finitModule(t, xzPath, moduleInitCompressedFile)
+	d := next(t, enf, lsm.OpFinitModule)
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Allowed, sum(file), "")
+	if !d.Compressed || d.Entry != "dummy" || !strings.Contains(d.Reason, "compressed") {
+		t.Fatalf("decision %+v: want a compressed-file digest match on entry dummy", d)
+	}
+	switch {
+	case err == nil:
+		t.Logf("%s decompresses modules in the kernel: loaded %s", vmtest.Release(), filepath.Base(xzPath))
+		unload(t, "dummy")
+	case errors.Is(err, unix.EOPNOTSUPP):
+		t.Logf("%s cannot decompress modules (EOPNOTSUPP) after the guard allowed it: using the user-space path", vmtest.Release())
+	default:
+		t.Fatalf("finit_module(%s, COMPRESSED_FILE): %v", xzPath, err)
+	}
+	// The user-space path (kmod, busybox): decompress, then init_module
+	// with the ELF, matched on the ELF digest and both names.
+	if err := initModule(elf); err != nil {
+		t.Fatalf("init_module(decompressed dummy): %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(elf), "dummy")
+	unload(t, "dummy")
+
+	if err := finitModule(t, vethXZ, moduleInitCompressedFile); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(unlisted compressed veth) = %v, want EPERM", err)
+	}
+	d = next(t, enf, lsm.OpFinitModule)
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Blocked, sum(vethFile), "")
+	if !d.Compressed || !strings.Contains(d.Reason, "compressed") {
+		t.Fatalf("decision %+v: want a compressed-file refusal", d)
+	}
+}
+
+func TestGuestApplyBrokenKeepsOld(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}), enforcer.Config{})
+	before, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := []*allowlist.Allowlist{
+		// one digest under two names: the guard could not tell which binds
+		list(t, allowlist.ModeEnforce, entry{"veth", []string{sum(dummy)}}, entry{"dummy", []string{sum(dummy)}}),
+		// an invalid mode
+		func() *allowlist.Allowlist { a := list(t, "permissive", entry{name: "veth"}); return a }(),
+	}
+	for i, a := range broken {
+		if err := enf.Apply(a); err == nil {
+			t.Fatalf("broken allowlist %d applied", i)
+		} else {
+			t.Logf("broken allowlist %d refused: %v", i, err)
+		}
+	}
+	after, err := enf.Status()
+	if err != nil || after.Generation != before.Generation || after.Entries != before.Entries {
+		t.Fatalf("status after broken applies %+v (%v), before %+v", after, err, before)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) after broken applies = %v, want EPERM", err)
+	}
+	if err := initModule(dummy); err != nil {
+		t.Fatalf("init_module(dummy) after broken applies: %v", err)
+	}
+	unload(t, "dummy")
+}
+
+func TestGuestConcurrentApply(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	// Odd generations admit dummy by digest; even ones admit only veth.
+	a := list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}})
+	b := list(t, allowlist.ModeEnforce, entry{"veth", []string{sum(veth)}})
+	enf := start(t, a, enforcer.Config{})
+	if st, _ := enf.Status(); st.Generation != 1 {
+		t.Fatalf("first generation %d, want 1", st.Generation)
+	}
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var applies atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			l := b
+			if i%2 == 1 {
+				l = a
+			}
+			if err := enf.Apply(l); err != nil {
+				t.Errorf("apply: %v", err)
+				return
+			}
+			applies.Add(1)
+		}
+	}()
+	seen := map[lsm.Verdict]int{}
+	const loads = 150
+	for i := 0; i < loads; i++ {
+		err := initModule(dummy)
+		d := next(t, enf, lsm.OpInitModule)
+		want := lsm.Blocked
+		if d.Generation%2 == 1 {
+			want = lsm.Allowed
+		}
+		if d.Verdict != want || d.SHA256 != sum(dummy) {
+			t.Fatalf("load %d: generation %d decided %s (%s), want %s", i, d.Generation, d.Verdict, d.Reason, want)
+		}
+		switch {
+		case want == lsm.Allowed && err == nil:
+			unload(t, "dummy")
+		case want == lsm.Blocked && errors.Is(err, unix.EPERM):
+		default:
+			t.Fatalf("load %d: init_module = %v but the guard decided %s", i, err, d.Verdict)
+		}
+		seen[d.Verdict]++
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d loads against %d policy swaps: %v", loads, applies.Load(), seen)
+	if seen[lsm.Allowed] == 0 || seen[lsm.Blocked] == 0 {
+		t.Fatalf("loads saw only one policy (%v): the swaps did not interleave", seen)
+	}
+}
+
+func TestGuestTOCTOU(t *testing.T) {
+	vmtest.RequireGuest(t)
+	img := readFixture(t, "dummy_nosig")
+	mod, off := modified(t, img)
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(img)}}), enforcer.Config{})
+
+	// buf is what init_module gets; a second thread flips one byte of it
+	// between the listed image and the modified one for the whole run.
+	buf := bytes.Clone(img)
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			buf[off] = mod[off]
+			buf[off] = img[off]
+		}
+	}()
+	seen := map[string]int{}
+	for i := 0; i < 60; i++ {
+		if i%2 == 1 {
+			// Half the calls start from the modified bytes.
+			buf[off] = mod[off]
+		}
+		err := initModule(buf)
+		d := next(t, enf, lsm.OpInitModule)
+		switch d.SHA256 {
+		case sum(img):
+			if d.Verdict != lsm.Allowed || err != nil {
+				t.Fatalf("call %d: kernel copy is the listed image, decided %s, init_module %v", i, d.Verdict, err)
+			}
+			unload(t, "dummy")
+		case sum(mod):
+			if d.Verdict != lsm.Blocked || !errors.Is(err, unix.EPERM) {
+				t.Fatalf("call %d: kernel copy is the modified image, decided %s, init_module %v", i, d.Verdict, err)
+			}
+		default:
+			t.Fatalf("call %d: the guard hashed neither image: %s", i, d.SHA256)
+		}
+		seen[d.SHA256]++
+	}
+	stop.Store(true)
+	<-done
+	t.Logf("kernel copies decided: listed %d, modified %d", seen[sum(img)], seen[sum(mod)])
+}
+
+func TestGuestDaemonKill9(t *testing.T) {
+	vmtest.RequireGuest(t)
+	kg := vmtest.Binary(t, "kmodguard")
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	pins := pinDir(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "allow.yaml")
+	if err := allowlist.Save(file, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runCmd(kg, "enforcer", "stop", "--pin-dir", pins) })
+
+	d1 := startDaemon(t, kg, file, pins, filepath.Join(dir, "daemon1.log"))
+	st1 := waitStatus(t, kg, pins, 1)
+
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) under the daemon = %v, want EPERM", err)
+	}
+	if err := initModule(dummy); err != nil {
+		t.Fatalf("init_module(dummy) under the daemon: %v", err)
+	}
+	unload(t, "dummy")
+
+	// A broken file never replaces the list in force: not on change, not
+	// through apply.
+	if err := os.WriteFile(file, []byte("apiVersion: kmodguard.io/v1\nkind: ModuleAllowlist\nspec: {mode: enforce, modules: [{name: veth, sha256: [nothex]}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d1.log, "allowlist not reloaded")
+	if out, err := runCmd(kg, "enforcer", "apply", "--pin-dir", pins, file); err == nil {
+		t.Fatalf("apply of a broken file succeeded:\n%s", out)
+	}
+	if st := waitStatus(t, kg, pins, 1); st.Generation != st1.Generation {
+		t.Fatalf("generation %d after broken reloads, want %d", st.Generation, st1.Generation)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) after a broken reload = %v, want EPERM", err)
+	}
+
+	// kill -9: the guard stays.
+	if err := d1.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d1.cmd.Wait()
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) after kill -9 of the daemon = %v, want EPERM", err)
+	}
+	if err := finitModule(t, vmtest.Fixture(t, "veth"), 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(veth) after kill -9 of the daemon = %v, want EPERM", err)
+	}
+	if err := initModule(dummy); err != nil {
+		t.Fatalf("init_module(dummy) after kill -9: %v", err)
+	}
+	unload(t, "dummy")
+
+	// A restarted daemon adopts the pinned guard: same links, no second
+	// attachment, next generation.
+	if err := allowlist.Save(file, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}, entry{name: "veth"})); err != nil {
+		t.Fatal(err)
+	}
+	d2 := startDaemon(t, kg, file, pins, filepath.Join(dir, "daemon2.log"))
+	st2 := waitStatus(t, kg, pins, st1.Generation+1)
+	if fmt.Sprint(st2.Links) != fmt.Sprint(st1.Links) {
+		t.Fatalf("links changed across the restart:\nbefore %v\nafter  %v", st1.Links, st2.Links)
+	}
+	if err := initModule(veth); err != nil {
+		t.Fatalf("init_module(veth) after the restarted daemon listed it: %v", err)
+	}
+	unload(t, "veth")
+	waitLog(t, d2.log, "veth")
+	if err := d2.cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.cmd.Wait(); err != nil {
+		t.Fatalf("daemon exit on SIGTERM: %v", err)
+	}
+	if out, err := runCmd(kg, "enforcer", "stop", "--pin-dir", pins); err != nil {
+		t.Fatalf("enforcer stop: %v\n%s", err, out)
+	}
+	if out, err := runCmd(kg, "enforcer", "status", "--pin-dir", pins); err == nil {
+		t.Fatalf("status after stop succeeded:\n%s", out)
+	}
+}
+
+func TestGuestZSealed(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	pins := lsm.DefaultPinDir
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}), enforcer.Config{PinDir: pins})
+	// A writable descriptor taken before the seal.
+	cfgRW, err := openPinnedMap(filepath.Join(pins, "config"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enf.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	linkPin := filepath.Join(pins, "link_kg_post_load_data")
+
+	refused := func(what string, op lsm.Op, err error) {
+		t.Helper()
+		if !errors.Is(err, unix.EPERM) {
+			t.Fatalf("%s under seal = %v, want EPERM", what, err)
+		}
+		d := next(t, enf, op)
+		if d.Verdict != lsm.Blocked || !d.Sealed {
+			t.Fatalf("%s: decision %+v, want a sealed refusal", what, d)
+		}
+		t.Logf("%s: refused (%s, object %d)", what, d.Op, d.Object)
+	}
+	refused("rm of a link pin", lsm.OpUnlink, os.Remove(linkPin))
+	refused("rm of a map pin", lsm.OpUnlink, os.Remove(filepath.Join(pins, "policy")))
+	if bpffsRenames(t) {
+		refused("mv of a link pin", lsm.OpRename, os.Rename(linkPin, linkPin+".moved"))
+		refused("mv of the pin directory", lsm.OpRename, os.Rename(pins, pins+".moved"))
+	} else {
+		for _, p := range []string{linkPin, pins} {
+			if err := os.Rename(p, p+".moved"); !errors.Is(err, unix.EPERM) {
+				t.Fatalf("mv %s under seal = %v, want EPERM", p, err)
+			}
+		}
+		t.Log("mv of pins: refused by bpffs itself (no rename); the guard's inode_rename hook stays as a second line")
+	}
+	refused("BPF_LINK_DETACH", lsm.OpBPF, detachPinned(linkPin))
+	refused("map update through a descriptor from before the seal", lsm.OpBPF, cfgRW.Update(uint32(0), make([]byte, cfgRW.ValueSize()), 0))
+	refused("map delete through a descriptor from before the seal", lsm.OpBPF, cfgRW.Delete(uint32(0)))
+	_, err = openPinnedMap(filepath.Join(pins, "policy"), false)
+	refused("writable descriptor to the policy map", lsm.OpBPF, err)
+	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
+	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
+	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
+	refused("kexec_file_load", lsm.OpKexec, kexecFileLoad(t, vmtest.Fixture(t, "dummy")))
+	if err := kexecLoad(); errors.Is(err, unix.ENOSYS) {
+		t.Logf("kexec_load: the kernel has no kexec_load (ENOSYS)")
+	} else {
+		refused("kexec_load", lsm.OpKexec, err)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(unlisted veth) under seal = %v, want EPERM", err)
+	}
+	next(t, enf, lsm.OpInitModule)
+	if err := enf.Apply(list(t, allowlist.ModeAudit, entry{name: "veth"})); !errors.Is(err, enforcer.ErrSealed) {
+		t.Fatalf("apply under seal = %v, want ErrSealed", err)
+	}
+	if err := enforcer.Stop(pins); !errors.Is(err, enforcer.ErrSealed) {
+		t.Fatalf("stop under seal = %v, want ErrSealed", err)
+	}
+
+	// Still whole: every hook attached, the listed module loads, and a
+	// daemon restarted under the seal adopts it read-only.
+	st, err := enforcer.ReadStatus(pins)
+	if err != nil || !st.Sealed || len(st.Links) != len(lsm.Hooks()) || st.Generation != 1 {
+		t.Fatalf("status under seal %+v, %v", st, err)
+	}
+	if err := initModule(dummy); err != nil {
+		t.Fatalf("init_module(listed dummy) under seal: %v", err)
+	}
+	unload(t, "dummy")
+	if out, err := runCmd(vmtest.Binary(t, "kmodguard"), "enforcer", "stop"); err == nil {
+		t.Fatalf("kmodguard enforcer stop under seal succeeded:\n%s", out)
+	}
+}
