@@ -9,6 +9,9 @@ set -euo pipefail
 # ours/sha256sum <= 1.0.
 echo "== allowlist init over the Debian 6.1 tree vs find | xargs sha256sum =="
 go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodguard
+echo "== kmod.Inspect on one goroutine over the Debian 6.1 (.ko) and 6.12 (.ko.xz) trees vs sha256sum and xz -dc =="
+echo "   (rounds interleaved; target inspect/sha256sum <= 1.0 on the plain tree)"
+go test -run '^$' -bench '^BenchmarkInspectTree$' -benchtime 3x ./kmod | grep -E '^(Benchmark|ok|FAIL|---)'
 echo "== allowlist Match (O(1): same cost for 4 and 4000 entries) =="
 go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
 
@@ -55,4 +58,4 @@ echo "== sensor: 1 MiB image capture, syscall to enriched event =="
 go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
 
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
+go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
