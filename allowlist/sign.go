@@ -151,11 +151,19 @@ func Verify(data, sig []byte, pub ed25519.PublicKey) error {
 	return nil
 }
 
-// SignFile writes path+".sig" for the current bytes of path.
+// SignFile writes path+".sig" for the current bytes of path. It refuses to
+// sign a file that is not a valid allowlist, and it signs exactly the bytes
+// it validated.
 func SignFile(path string, priv ed25519.PrivateKey) error {
+	if len(priv) != ed25519.PrivateKeySize {
+		return fmt.Errorf("sign %s: the private key is %d bytes, want %d", path, len(priv), ed25519.PrivateKeySize)
+	}
 	data, err := readFile(path)
 	if err != nil {
 		return err
+	}
+	if _, err := Parse(data, path); err != nil {
+		return fmt.Errorf("refusing to sign an invalid allowlist: %w", err)
 	}
 	return WriteFileAtomic(path+SigSuffix, Sign(data, priv), 0o644)
 }

@@ -95,6 +95,18 @@ func TestSignVerify(t *testing.T) {
 	}
 }
 
+func TestSignFileRefusesInvalid(t *testing.T) {
+	_, priv, _ := GenerateKey()
+	p := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(p, []byte("apiVersion: kmodguard.io/v1\nkind: ModuleAllowlist\n"), 0o600)
+	if err := SignFile(p, priv); err == nil {
+		t.Fatal("signed an invalid allowlist")
+	}
+	if _, err := os.Stat(p + SigSuffix); !os.IsNotExist(err) {
+		t.Errorf("a signature was written for an invalid allowlist")
+	}
+}
+
 func TestParseKeys(t *testing.T) {
 	pub, priv, _ := GenerateKey()
 	pubPEM, _ := MarshalPublicKey(pub)

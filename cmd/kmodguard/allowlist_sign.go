@@ -92,9 +92,6 @@ whitespace, makes the signature fail.`,
 			if err != nil {
 				return withCode(exitError, err)
 			}
-			if _, err := allowlist.Load(args[0]); err != nil {
-				return withCode(exitError, fmt.Errorf("refusing to sign an invalid allowlist: %w", err))
-			}
 			if err := allowlist.SignFile(args[0], priv); err != nil {
 				return withCode(exitError, err)
 			}
