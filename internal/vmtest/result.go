@@ -25,12 +25,16 @@ type Result struct {
 	// Started and Done say how far /init got: the steps began, and the run
 	// ended normally. A guest that panicked or hung has Done false.
 	Started, Done bool
+	// Attempts is 2 when the first boot died before /init began the tests
+	// (an emulator hiccup) and the guest was booted once more.
+	Attempts int
 	// TimedOut is set when the host killed QEMU at Spec.Timeout.
 	TimedOut bool
 	// Timeout is the limit the boot ran under.
 	Timeout time.Duration
-	// Boot is the guest's uptime when /init began the tests; Tests is how
-	// long the test binary ran; Wall is QEMU's whole life on the host.
+	// Boot is the time from QEMU's start until /init began the tests;
+	// Tests is how long the tests ran; Wall is QEMU's whole life. All are
+	// taken on the host's clock (the guest's drifts under TCG).
 	Boot, Tests, Wall time.Duration
 	// Passed, Failed and Skipped list the tests (and subtests, as
 	// "TestX/sub") by their go test -v verdict lines.

@@ -158,11 +158,15 @@ func Run(t *testing.T, spec Spec) []*Result {
 				t.Fatalf("vmtest: %v", err)
 			}
 			results = append(results, r)
-			t.Logf("kernel %s: boot %s, tests %s, wall %s (timeout %s)", k.Release,
-				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout)
+			t.Logf("kernel %s: boot %s, tests %s, wall %s (timeout %s, boot attempts %d)", k.Release,
+				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout, r.Attempts)
 			t.Logf("guest output:\n%s", indent(r.Output))
 			if err := r.Err(); err != nil {
 				t.Error(err)
+				if r.Done {
+					// The kernel may have said why (a WARN, a BPF message).
+					t.Logf("guest console (tail):\n%s", indent(tail(r.Console, 25)))
+				}
 			}
 		})
 	}
@@ -379,7 +383,27 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	if err := f.Close(); err != nil {
 		return nil, err
 	}
-	return qemu(ctx, dir, k, initrd, spec)
+	r, err := qemu(ctx, dir, k, initrd, spec)
+	if err == nil && !r.Started && !r.TimedOut && ctx.Err() == nil {
+		// The guest died before /init ran anything: nothing under test ran
+		// yet, so this is the emulator's trouble (a starved TCG timer, say).
+		// One more try, and the second result stands.
+		logf(spec, "kernel %s died before the tests began (%s); booting once more", k.Release, deathReason(r.Console))
+		r, err = qemu(ctx, dir, k, initrd, spec)
+		if r != nil {
+			r.Attempts = 2
+		}
+	}
+	return r, err
+}
+
+// logf reports harness notes on the Spec's live output, or on stderr.
+func logf(spec Spec, format string, args ...any) {
+	w := spec.Output
+	if w == nil {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, "vmtest: "+format+"\n", args...)
 }
 
 // addBusybox puts the static busybox at /bin/busybox with a link for each
