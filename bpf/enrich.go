@@ -107,7 +107,8 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 	ev.ContainerID = ContainerID(ev.Cgroup)
 	// With the host's mount namespace unknown, the pid namespace decides.
 	ev.HostNS = rec.Pidns == n.hostPidNS && (n.hostMntNS == 0 || rec.Mntns == n.hostMntNS)
-	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED |
+	// A skipped image (caller without CAP_SYS_MODULE) counts as truncated.
+	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED | sensorKgFlagKG_F_IMAGE_SKIPPED |
 		sensorKgFlagKG_F_PARAMS_TRUNCATED | sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
 	ev.Unreadable = has(sensorKgFlagKG_F_IMAGE_UNREADABLE | sensorKgFlagKG_F_PARAMS_UNREADABLE |
 		sensorKgFlagKG_F_NAME_UNREADABLE | sensorKgFlagKG_F_FILE_UNRESOLVED)

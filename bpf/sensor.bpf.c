@@ -32,6 +32,20 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_ARG1(r) ((r)->si)
 #define KG_ARG2(r) ((r)->dx)
 #define KG_SYSCALL_NR(r) ((r)->orig_ax)
+/*
+ * 32-bit callers (ia32 emulation: int 0x80, sysenter) have numbers of their
+ * own, and their 175, 176 and 313 are other syscalls; x32 callers set the
+ * x32 bit on the native numbers. kg_native_nr sorts them out, after a cheap
+ * first compare against all six.
+ */
+#define KG_NR32_INIT_MODULE 128
+#define KG_NR32_DELETE_MODULE 129
+#define KG_NR32_FINIT_MODULE 350
+#define KG_X32_SYSCALL_BIT 0x40000000
+#define KG_TS_COMPAT 0x0002
+#define KG_IS_CANDIDATE_NR(nr)                                                           \
+	(KG_IS_MODULE_NR((nr) & ~KG_X32_SYSCALL_BIT) || (nr) == KG_NR32_INIT_MODULE || \
+	 (nr) == KG_NR32_DELETE_MODULE || (nr) == KG_NR32_FINIT_MODULE)
 #elif defined(__TARGET_ARCH_arm64)
 #define KG_NR_INIT_MODULE 105
 #define KG_NR_FINIT_MODULE 273
@@ -40,6 +54,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_ARG1(r) ((r)->regs[1])
 #define KG_ARG2(r) ((r)->regs[2])
 #define KG_SYSCALL_NR(r) ((r)->syscallno)
+/* aarch32 compat callers are not covered yet. */
+#define KG_IS_CANDIDATE_NR(nr) KG_IS_MODULE_NR(nr)
 #else
 #error "kmodguard's sensor supports amd64 and arm64 (set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64)"
 #endif
@@ -86,6 +102,13 @@ enum kg_flag {
 	KG_F_CGROUP_TRUNCATED = 1 << 10,
 	KG_F_CMDLINE_TRUNCATED = 1 << 11,
 	KG_F_CMDLINE_UNREADABLE = 1 << 12,
+	/*
+	 * The caller lacks CAP_SYS_MODULE in the initial user namespace. The
+	 * kernel refuses it before reading the image, so the sensor does not
+	 * copy the image either: an unprivileged flood of large images must
+	 * not crowd real loads out of the ring buffer.
+	 */
+	KG_F_IMAGE_SKIPPED = 1 << 13,
 };
 
 /* Indexes of kg_counters. */
@@ -350,6 +373,47 @@ static __always_inline __u32 kg_walk_cgroup(struct kg_event *e, struct task_stru
 	return w.off;
 }
 
+/* kg_cap_effective reads cred's effective capabilities, as one u64. */
+static __always_inline __u64 kg_cap_effective(const struct cred *cred)
+{
+	__u64 caps = 0;
+
+	if (!cred)
+		return 0;
+	if (KG_FIELD_EXISTS(cred->cap_effective.val)) {
+		kg_read(caps, cred->cap_effective.val);
+	} else {
+		struct cred___v61 *old = (void *)cred;
+		__u32 lo = 0, hi = 0;
+
+		kg_read(lo, old->cap_effective.cap[0]);
+		kg_read(hi, old->cap_effective.cap[1]);
+		caps = (__u64)hi << 32 | lo;
+	}
+	return caps;
+}
+
+#define KG_CAP_SYS_MODULE 16
+
+/*
+ * kg_may_load is the kernel's own first check of a module load: the caller
+ * holds CAP_SYS_MODULE in the initial user namespace.
+ */
+static __always_inline bool kg_may_load(struct task_struct *task)
+{
+	const struct cred *cred = NULL;
+	struct user_namespace *ns = NULL;
+	int level = -1;
+
+	kg_read(cred, task->cred);
+	if (!cred)
+		return false;
+	kg_read(ns, cred->user_ns);
+	if (ns)
+		kg_read(level, ns->level);
+	return level == 0 && (kg_cap_effective(cred) >> KG_CAP_SYS_MODULE) & 1;
+}
+
 /* kg_fill_task fills the process context of the current task. */
 static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct *task)
 {
@@ -380,18 +444,7 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 		kg_read(e->loginuid, task->loginuid.val);
 
 	kg_read(cred, task->cred);
-	if (cred) {
-		if (KG_FIELD_EXISTS(cred->cap_effective.val)) {
-			kg_read(e->cap_effective, cred->cap_effective.val);
-		} else {
-			struct cred___v61 *old = (void *)cred;
-			__u32 lo = 0, hi = 0;
-
-			kg_read(lo, old->cap_effective.cap[0]);
-			kg_read(hi, old->cap_effective.cap[1]);
-			e->cap_effective = (__u64)hi << 32 | lo;
-		}
-	}
+	e->cap_effective = kg_cap_effective(cred);
 
 	kg_read(nsp, task->nsproxy);
 	if (nsp) {
@@ -556,7 +609,36 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 	return 0;
 }
 
-static __always_inline int kg_enter(struct pt_regs *regs, long nr)
+/*
+ * kg_native_nr maps a candidate syscall number to the native number of a
+ * module syscall, or -1; *compat says the caller is 32-bit.
+ */
+static __always_inline long kg_native_nr(long nr, bool *compat)
+{
+	*compat = false;
+#if defined(__TARGET_ARCH_x86)
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 status = 0;
+
+	kg_read(status, task->thread_info.status);
+	if (status & KG_TS_COMPAT) {
+		*compat = true;
+		switch (nr) {
+		case KG_NR32_INIT_MODULE:
+			return KG_NR_INIT_MODULE;
+		case KG_NR32_FINIT_MODULE:
+			return KG_NR_FINIT_MODULE;
+		case KG_NR32_DELETE_MODULE:
+			return KG_NR_DELETE_MODULE;
+		}
+		return -1;
+	}
+	nr &= ~KG_X32_SYSCALL_BIT;
+#endif
+	return KG_IS_MODULE_NR(nr) ? nr : -1;
+}
+
+static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 a0 = 0, a1 = 0, a2 = 0;
@@ -565,9 +647,24 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr)
 	__u64 ts = bpf_ktime_get_boot_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	kg_read(a0, KG_ARG0(regs));
-	kg_read(a1, KG_ARG1(regs));
-	kg_read(a2, KG_ARG2(regs));
+#if defined(__TARGET_ARCH_x86)
+	if (compat) {
+		/* ia32 arguments: ebx, ecx, edx, 32 bits each. */
+		__u32 b = 0, c = 0, d = 0;
+
+		kg_read(b, regs->bx);
+		kg_read(c, regs->cx);
+		kg_read(d, regs->dx);
+		a0 = b;
+		a1 = c;
+		a2 = d;
+	} else
+#endif
+	{
+		kg_read(a0, KG_ARG0(regs));
+		kg_read(a1, KG_ARG1(regs));
+		kg_read(a2, KG_ARG2(regs));
+	}
 
 	/* The image goes first, so that its event can say how it went. */
 	if (nr == KG_NR_INIT_MODULE) {
@@ -578,6 +675,10 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr)
 		if (img.total > kg_image_cap) {
 			img.total = kg_image_cap;
 			img.flags |= KG_F_IMAGE_TRUNCATED;
+		}
+		if (img.total && !kg_may_load(task)) {
+			img.total = 0;
+			img.flags |= KG_F_IMAGE_SKIPPED;
 		}
 		if (img.total)
 			bpf_loop((img.total + KG_CHUNK - 1) / KG_CHUNK, kg_send_chunk, &img, 0);
@@ -683,10 +784,14 @@ SEC("tp_btf/sys_enter")
 int kg_sys_enter(__u64 *ctx)
 {
 	long nr = (long)ctx[1];
+	bool compat;
 
-	if (!KG_IS_MODULE_NR(nr))
+	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	return kg_enter((struct pt_regs *)ctx[0], nr);
+	nr = kg_native_nr(nr, &compat);
+	if (nr < 0)
+		return 0;
+	return kg_enter((struct pt_regs *)ctx[0], nr, compat);
 }
 
 SEC("tp_btf/sys_exit")
@@ -694,8 +799,12 @@ int kg_sys_exit(__u64 *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
 	long nr = KG_SYSCALL_NR(regs);
+	bool compat;
 
-	if (!KG_IS_MODULE_NR(nr))
+	if (!KG_IS_CANDIDATE_NR(nr))
+		return 0;
+	nr = kg_native_nr(nr, &compat);
+	if (nr < 0)
 		return 0;
 	return kg_exit(nr, (long)ctx[1]);
 }
@@ -706,20 +815,30 @@ SEC("raw_tracepoint/sys_enter")
 int kg_raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = (long)ctx->args[1];
+	bool compat;
 
-	if (!KG_IS_MODULE_NR(nr))
+	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	return kg_enter((struct pt_regs *)ctx->args[0], nr);
+	nr = kg_native_nr(nr, &compat);
+	if (nr < 0)
+		return 0;
+	return kg_enter((struct pt_regs *)ctx->args[0], nr, compat);
 }
 
 SEC("raw_tracepoint/sys_exit")
 int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long nr = -1;
+	typeof(KG_SYSCALL_NR(regs)) raw = -1;
+	long nr;
+	bool compat;
 
-	kg_read(nr, KG_SYSCALL_NR(regs));
-	if (!KG_IS_MODULE_NR(nr))
+	kg_read(raw, KG_SYSCALL_NR(regs));
+	nr = (long)raw;
+	if (!KG_IS_CANDIDATE_NR(nr))
+		return 0;
+	nr = kg_native_nr(nr, &compat);
+	if (nr < 0)
 		return 0;
 	return kg_exit(nr, (long)ctx->args[1]);
 }
@@ -736,18 +855,25 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 #define KG_SYSCALL_FUNC(name) "__arm64_sys_" #name
 #endif
 
-#define KG_FENTRY_PAIR(name, nr)                                    \
-	SEC("fentry/" KG_SYSCALL_FUNC(name))                        \
-	int kg_fentry_##name(__u64 *ctx)                            \
+#define KG_FENTRY_PAIR(prefix, func, name, nr, compat)               \
+	SEC("fentry/" func)                                         \
+	int kg_##prefix##fentry_##name(__u64 *ctx)                  \
 	{                                                           \
-		return kg_enter((struct pt_regs *)ctx[0], nr);      \
+		return kg_enter((struct pt_regs *)ctx[0], nr, compat); \
 	}                                                           \
-	SEC("fexit/" KG_SYSCALL_FUNC(name))                         \
-	int kg_fexit_##name(__u64 *ctx)                             \
+	SEC("fexit/" func)                                          \
+	int kg_##prefix##fexit_##name(__u64 *ctx)                   \
 	{                                                           \
 		return kg_exit(nr, (long)ctx[1]);                   \
 	}
 
-KG_FENTRY_PAIR(init_module, KG_NR_INIT_MODULE)
-KG_FENTRY_PAIR(finit_module, KG_NR_FINIT_MODULE)
-KG_FENTRY_PAIR(delete_module, KG_NR_DELETE_MODULE)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(init_module), init_module, KG_NR_INIT_MODULE, false)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(finit_module), finit_module, KG_NR_FINIT_MODULE, false)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(delete_module), delete_module, KG_NR_DELETE_MODULE, false)
+
+#if defined(__TARGET_ARCH_x86)
+/* 32-bit callers enter through the __ia32_sys_ wrappers (IA32 emulation). */
+KG_FENTRY_PAIR(ia32_, "__ia32_sys_init_module", init_module, KG_NR_INIT_MODULE, true)
+KG_FENTRY_PAIR(ia32_, "__ia32_sys_finit_module", finit_module, KG_NR_FINIT_MODULE, true)
+KG_FENTRY_PAIR(ia32_, "__ia32_sys_delete_module", delete_module, KG_NR_DELETE_MODULE, true)
+#endif

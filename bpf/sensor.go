@@ -78,6 +78,9 @@ const (
 type attachment struct {
 	prog string // program name in sensor.bpf.c
 	tp   string // tracepoint, for HookRaw
+	// optional programs may be missing from the object (other
+	// architectures) or refused by the kernel (no IA32 emulation).
+	optional bool
 }
 
 // hookPrograms lists each hook's programs. Exits come first, so that a
@@ -89,6 +92,13 @@ var hookPrograms = map[Hook][]attachment{
 	HookFentry: {
 		{prog: "kg_fexit_init_module"}, {prog: "kg_fexit_finit_module"}, {prog: "kg_fexit_delete_module"},
 		{prog: "kg_fentry_init_module"}, {prog: "kg_fentry_finit_module"}, {prog: "kg_fentry_delete_module"},
+		// amd64: 32-bit callers enter through the __ia32_sys_ wrappers.
+		{prog: "kg_ia32_fexit_init_module", optional: true},
+		{prog: "kg_ia32_fexit_finit_module", optional: true},
+		{prog: "kg_ia32_fexit_delete_module", optional: true},
+		{prog: "kg_ia32_fentry_init_module", optional: true},
+		{prog: "kg_ia32_fentry_finit_module", optional: true},
+		{prog: "kg_ia32_fentry_delete_module", optional: true},
 	},
 }
 
@@ -153,6 +163,7 @@ type Sensor struct {
 	hook Hook
 
 	coll     *ebpf.Collection
+	attach   []attachment
 	events   *ebpf.Map
 	counters *ebpf.Map
 
@@ -240,19 +251,30 @@ func NewSensor(cfg Config) (*Sensor, error) {
 }
 
 // load loads the programs of hook h and the maps they use; the other
-// hooks' programs stay out of the kernel.
+// hooks' programs stay out of the kernel. When the kernel refuses an
+// optional program, load goes on without the optional ones, and says so.
 func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
-	want := map[string]bool{}
+	var all, required []attachment
 	for _, a := range hookPrograms[h] {
-		want[a.prog] = true
-	}
-	spec = spec.Copy()
-	for name := range spec.Programs {
-		if !want[name] {
-			delete(spec.Programs, name)
+		if _, ok := spec.Programs[a.prog]; !ok {
+			if a.optional {
+				continue
+			}
+			return fmt.Errorf("load the sensor (%s): program %s missing from the object", h, a.prog)
+		}
+		all = append(all, a)
+		if !a.optional {
+			required = append(required, a)
 		}
 	}
-	coll, err := ebpf.NewCollection(spec)
+	coll, err := loadPrograms(spec, all)
+	if err != nil && len(required) < len(all) {
+		var rerr error
+		if coll, rerr = loadPrograms(spec, required); rerr == nil {
+			s.log.WithError(err).WithField("hook", h).Warn("sensor: optional programs refused; 32-bit callers are not covered by this hook")
+			all, err = required, nil
+		}
+	}
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -261,9 +283,25 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 		return fmt.Errorf("load the sensor (%s): %w", h, err)
 	}
 	s.hook = h
+	s.attach = all
 	s.coll = coll
 	s.events, s.counters = coll.Maps["kg_events"], coll.Maps["kg_counters"]
 	return nil
+}
+
+// loadPrograms loads the given programs of spec, and the maps they use.
+func loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*ebpf.Collection, error) {
+	spec = spec.Copy()
+	want := map[string]bool{}
+	for _, a := range progs {
+		want[a.prog] = true
+	}
+	for name := range spec.Programs {
+		if !want[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	return ebpf.NewCollection(spec)
 }
 
 // CheckSystem reports, as one clear error, what this process or kernel lacks
@@ -347,7 +385,7 @@ func (s *Sensor) start(ctx context.Context) error {
 		return fmt.Errorf("open the ring buffer: %w", err)
 	}
 	s.reader = rd
-	for _, a := range hookPrograms[s.hook] {
+	for _, a := range s.attach {
 		var l link.Link
 		p := s.coll.Programs[a.prog]
 		if s.hook == HookRaw {

@@ -103,6 +103,7 @@ const (
 	sensorKgFlagKG_F_CGROUP_TRUNCATED   sensorKgFlag = 1024
 	sensorKgFlagKG_F_CMDLINE_TRUNCATED  sensorKgFlag = 2048
 	sensorKgFlagKG_F_CMDLINE_UNREADABLE sensorKgFlag = 4096
+	sensorKgFlagKG_F_IMAGE_SKIPPED      sensorKgFlag = 8192
 )
 
 type sensorKgRecord uint32

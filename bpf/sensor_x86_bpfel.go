@@ -103,6 +103,7 @@ const (
 	sensorKgFlagKG_F_CGROUP_TRUNCATED   sensorKgFlag = 1024
 	sensorKgFlagKG_F_CMDLINE_TRUNCATED  sensorKgFlag = 2048
 	sensorKgFlagKG_F_CMDLINE_UNREADABLE sensorKgFlag = 4096
+	sensorKgFlagKG_F_IMAGE_SKIPPED      sensorKgFlag = 8192
 )
 
 type sensorKgRecord uint32
@@ -125,26 +126,32 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorMapKgChunkBuf            = "kg_chunk_buf"
-	sensorMapKgCounters            = "kg_counters"
-	sensorMapKgEventBuf            = "kg_event_buf"
-	sensorMapKgEvents              = "kg_events"
-	sensorProgKgFentryDeleteModule = "kg_fentry_delete_module"
-	sensorProgKgFentryFinitModule  = "kg_fentry_finit_module"
-	sensorProgKgFentryInitModule   = "kg_fentry_init_module"
-	sensorProgKgFexitDeleteModule  = "kg_fexit_delete_module"
-	sensorProgKgFexitFinitModule   = "kg_fexit_finit_module"
-	sensorProgKgFexitInitModule    = "kg_fexit_init_module"
-	sensorProgKgRawSysEnter        = "kg_raw_sys_enter"
-	sensorProgKgRawSysExit         = "kg_raw_sys_exit"
-	sensorProgKgSysEnter           = "kg_sys_enter"
-	sensorProgKgSysExit            = "kg_sys_exit"
-	sensorVarKgImageCap            = "kg_image_cap"
-	sensorVarKgUnusedCounter       = "kg_unused_counter"
-	sensorVarKgUnusedExit          = "kg_unused_exit"
-	sensorVarKgUnusedFlag          = "kg_unused_flag"
-	sensorVarKgUnusedRecord        = "kg_unused_record"
-	sensorVarKgUnusedSyscall       = "kg_unused_syscall"
+	sensorMapKgChunkBuf                = "kg_chunk_buf"
+	sensorMapKgCounters                = "kg_counters"
+	sensorMapKgEventBuf                = "kg_event_buf"
+	sensorMapKgEvents                  = "kg_events"
+	sensorProgKgFentryDeleteModule     = "kg_fentry_delete_module"
+	sensorProgKgFentryFinitModule      = "kg_fentry_finit_module"
+	sensorProgKgFentryInitModule       = "kg_fentry_init_module"
+	sensorProgKgFexitDeleteModule      = "kg_fexit_delete_module"
+	sensorProgKgFexitFinitModule       = "kg_fexit_finit_module"
+	sensorProgKgFexitInitModule        = "kg_fexit_init_module"
+	sensorProgKgIa32FentryDeleteModule = "kg_ia32_fentry_delete_module"
+	sensorProgKgIa32FentryFinitModule  = "kg_ia32_fentry_finit_module"
+	sensorProgKgIa32FentryInitModule   = "kg_ia32_fentry_init_module"
+	sensorProgKgIa32FexitDeleteModule  = "kg_ia32_fexit_delete_module"
+	sensorProgKgIa32FexitFinitModule   = "kg_ia32_fexit_finit_module"
+	sensorProgKgIa32FexitInitModule    = "kg_ia32_fexit_init_module"
+	sensorProgKgRawSysEnter            = "kg_raw_sys_enter"
+	sensorProgKgRawSysExit             = "kg_raw_sys_exit"
+	sensorProgKgSysEnter               = "kg_sys_enter"
+	sensorProgKgSysExit                = "kg_sys_exit"
+	sensorVarKgImageCap                = "kg_image_cap"
+	sensorVarKgUnusedCounter           = "kg_unused_counter"
+	sensorVarKgUnusedExit              = "kg_unused_exit"
+	sensorVarKgUnusedFlag              = "kg_unused_flag"
+	sensorVarKgUnusedRecord            = "kg_unused_record"
+	sensorVarKgUnusedSyscall           = "kg_unused_syscall"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -189,16 +196,22 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	KgFentryDeleteModule *ebpf.ProgramSpec `ebpf:"kg_fentry_delete_module"`
-	KgFentryFinitModule  *ebpf.ProgramSpec `ebpf:"kg_fentry_finit_module"`
-	KgFentryInitModule   *ebpf.ProgramSpec `ebpf:"kg_fentry_init_module"`
-	KgFexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_fexit_delete_module"`
-	KgFexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_fexit_finit_module"`
-	KgFexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_fexit_init_module"`
-	KgRawSysEnter        *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
-	KgRawSysExit         *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
-	KgSysEnter           *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
-	KgSysExit            *ebpf.ProgramSpec `ebpf:"kg_sys_exit"`
+	KgFentryDeleteModule     *ebpf.ProgramSpec `ebpf:"kg_fentry_delete_module"`
+	KgFentryFinitModule      *ebpf.ProgramSpec `ebpf:"kg_fentry_finit_module"`
+	KgFentryInitModule       *ebpf.ProgramSpec `ebpf:"kg_fentry_init_module"`
+	KgFexitDeleteModule      *ebpf.ProgramSpec `ebpf:"kg_fexit_delete_module"`
+	KgFexitFinitModule       *ebpf.ProgramSpec `ebpf:"kg_fexit_finit_module"`
+	KgFexitInitModule        *ebpf.ProgramSpec `ebpf:"kg_fexit_init_module"`
+	KgIa32FentryDeleteModule *ebpf.ProgramSpec `ebpf:"kg_ia32_fentry_delete_module"`
+	KgIa32FentryFinitModule  *ebpf.ProgramSpec `ebpf:"kg_ia32_fentry_finit_module"`
+	KgIa32FentryInitModule   *ebpf.ProgramSpec `ebpf:"kg_ia32_fentry_init_module"`
+	KgIa32FexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_delete_module"`
+	KgIa32FexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_finit_module"`
+	KgIa32FexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_init_module"`
+	KgRawSysEnter            *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
+	KgRawSysExit             *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
+	KgSysEnter               *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
+	KgSysExit                *ebpf.ProgramSpec `ebpf:"kg_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -274,16 +287,22 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	KgFentryDeleteModule *ebpf.Program `ebpf:"kg_fentry_delete_module"`
-	KgFentryFinitModule  *ebpf.Program `ebpf:"kg_fentry_finit_module"`
-	KgFentryInitModule   *ebpf.Program `ebpf:"kg_fentry_init_module"`
-	KgFexitDeleteModule  *ebpf.Program `ebpf:"kg_fexit_delete_module"`
-	KgFexitFinitModule   *ebpf.Program `ebpf:"kg_fexit_finit_module"`
-	KgFexitInitModule    *ebpf.Program `ebpf:"kg_fexit_init_module"`
-	KgRawSysEnter        *ebpf.Program `ebpf:"kg_raw_sys_enter"`
-	KgRawSysExit         *ebpf.Program `ebpf:"kg_raw_sys_exit"`
-	KgSysEnter           *ebpf.Program `ebpf:"kg_sys_enter"`
-	KgSysExit            *ebpf.Program `ebpf:"kg_sys_exit"`
+	KgFentryDeleteModule     *ebpf.Program `ebpf:"kg_fentry_delete_module"`
+	KgFentryFinitModule      *ebpf.Program `ebpf:"kg_fentry_finit_module"`
+	KgFentryInitModule       *ebpf.Program `ebpf:"kg_fentry_init_module"`
+	KgFexitDeleteModule      *ebpf.Program `ebpf:"kg_fexit_delete_module"`
+	KgFexitFinitModule       *ebpf.Program `ebpf:"kg_fexit_finit_module"`
+	KgFexitInitModule        *ebpf.Program `ebpf:"kg_fexit_init_module"`
+	KgIa32FentryDeleteModule *ebpf.Program `ebpf:"kg_ia32_fentry_delete_module"`
+	KgIa32FentryFinitModule  *ebpf.Program `ebpf:"kg_ia32_fentry_finit_module"`
+	KgIa32FentryInitModule   *ebpf.Program `ebpf:"kg_ia32_fentry_init_module"`
+	KgIa32FexitDeleteModule  *ebpf.Program `ebpf:"kg_ia32_fexit_delete_module"`
+	KgIa32FexitFinitModule   *ebpf.Program `ebpf:"kg_ia32_fexit_finit_module"`
+	KgIa32FexitInitModule    *ebpf.Program `ebpf:"kg_ia32_fexit_init_module"`
+	KgRawSysEnter            *ebpf.Program `ebpf:"kg_raw_sys_enter"`
+	KgRawSysExit             *ebpf.Program `ebpf:"kg_raw_sys_exit"`
+	KgSysEnter               *ebpf.Program `ebpf:"kg_sys_enter"`
+	KgSysExit                *ebpf.Program `ebpf:"kg_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
@@ -294,6 +313,12 @@ func (p *sensorPrograms) Close() error {
 		p.KgFexitDeleteModule,
 		p.KgFexitFinitModule,
 		p.KgFexitInitModule,
+		p.KgIa32FentryDeleteModule,
+		p.KgIa32FentryFinitModule,
+		p.KgIa32FentryInitModule,
+		p.KgIa32FexitDeleteModule,
+		p.KgIa32FexitFinitModule,
+		p.KgIa32FexitInitModule,
 		p.KgRawSysEnter,
 		p.KgRawSysExit,
 		p.KgSysEnter,

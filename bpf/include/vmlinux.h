@@ -70,11 +70,18 @@ typedef int pid_t;
 /* The syscall's saved registers: arguments at sys_enter, number at sys_exit. */
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
+	unsigned long bx;
 	unsigned long r10;
+	unsigned long cx;
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;
 	unsigned long orig_ax;
+};
+
+/* TS_COMPAT in status marks a 32-bit syscall. */
+struct thread_info {
+	__u32 status;
 };
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
@@ -108,8 +115,13 @@ struct kernel_cap_struct {
 	__u32 cap[2];
 };
 
+struct user_namespace {
+	int level;
+};
+
 struct cred {
 	kernel_cap_t cap_effective;
+	struct user_namespace *user_ns;
 };
 
 struct cred___v61 {
@@ -183,6 +195,9 @@ struct css_set {
 };
 
 struct task_struct {
+#if defined(__TARGET_ARCH_x86)
+	struct thread_info thread_info;
+#endif
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
