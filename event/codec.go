@@ -164,6 +164,20 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	return w.b, nil
 }
 
+// Timestamp returns the TS of a binary event without decoding the rest:
+// MarshalBinary writes it first. It returns 0 when the event has none or
+// is malformed.
+func Timestamp(data []byte) uint64 {
+	if len(data) < 2 || data[0] != CodecVersion || data[1] != fTS<<3|wireVarint {
+		return 0
+	}
+	ts, n := binary.Uvarint(data[2:])
+	if n <= 0 {
+		return 0
+	}
+	return ts
+}
+
 type encoder struct {
 	b   []byte
 	err error

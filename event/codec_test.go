@@ -382,3 +382,45 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	})
 }
+
+func TestTimestamp(t *testing.T) {
+	e := sample()
+	b, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Timestamp(b); got != e.TS {
+		t.Errorf("Timestamp = %d, want %d", got, e.TS)
+	}
+	empty, _ := (&Event{Name: "x"}).MarshalBinary()
+	for _, in := range [][]byte{nil, {1}, {2, 8, 1}, {1, 8}, {1, 8, 0x80}, empty} {
+		if got := Timestamp(in); got != 0 {
+			t.Errorf("Timestamp(%x) = %d, want 0", in, got)
+		}
+	}
+}
+
+func TestRecordReadRaw(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewRecordWriter(&buf)
+	events := []*Event{sample(), {Name: "b"}}
+	for _, e := range events {
+		if err := w.Write(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewRecordReader(&buf)
+	for i, e := range events {
+		raw, err := r.ReadRaw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := e.MarshalBinary()
+		if !bytes.Equal(raw, want) {
+			t.Errorf("record %d: raw %x, want %x", i, raw, want)
+		}
+	}
+	if _, err := r.ReadRaw(); err != io.EOF {
+		t.Errorf("after the last record: %v", err)
+	}
+}

@@ -110,38 +110,50 @@ func (rr *RecordReader) Read() (*Event, error) {
 
 // ReadInto is Read into a caller's Event, replacing all of it.
 func (rr *RecordReader) ReadInto(e *Event) error {
+	payload, err := rr.ReadRaw()
+	if err != nil {
+		return err
+	}
+	if err := e.UnmarshalBinary(payload); err != nil {
+		rr.n--
+		return rr.fail(err)
+	}
+	return nil
+}
+
+// ReadRaw returns the binary form of the next event, checksum verified but
+// not decoded, or io.EOF after the last one. The slice is valid until the
+// next read.
+func (rr *RecordReader) ReadRaw() ([]byte, error) {
 	if !rr.started {
 		if err := rr.readHeader(); err != nil {
-			return err
+			return nil, err
 		}
 		rr.started = true
 	}
 	n, err := binary.ReadUvarint(rr.r)
 	if err == io.EOF {
-		return io.EOF
+		return nil, io.EOF
 	}
 	if err != nil {
-		return rr.fail(fmt.Errorf("length: %w", unexpected(err)))
+		return nil, rr.fail(fmt.Errorf("length: %w", unexpected(err)))
 	}
 	if n == 0 || n > MaxEventSize {
-		return rr.fail(fmt.Errorf("%w: length %d is outside 1..%d", ErrCorrupt, n, MaxEventSize))
+		return nil, rr.fail(fmt.Errorf("%w: length %d is outside 1..%d", ErrCorrupt, n, MaxEventSize))
 	}
 	if cap(rr.buf) < int(n)+4 {
 		rr.buf = make([]byte, int(n)+4)
 	}
 	b := rr.buf[:int(n)+4]
 	if _, err := io.ReadFull(rr.r, b); err != nil {
-		return rr.fail(unexpected(err))
+		return nil, rr.fail(unexpected(err))
 	}
 	payload := b[:n]
 	if want, got := binary.LittleEndian.Uint32(b[n:]), crc32.Checksum(payload, castagnoli); want != got {
-		return rr.fail(fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want))
-	}
-	if err := e.UnmarshalBinary(payload); err != nil {
-		return rr.fail(err)
+		return nil, rr.fail(fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want))
 	}
 	rr.n++
-	return nil
+	return payload, nil
 }
 
 func (rr *RecordReader) readHeader() error {

@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -94,8 +96,12 @@ func (j *jsonInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int,
 // jsonExtract decodes the payload with encoding/json on every extraction,
 // then reads the field like the plugin does.
 func jsonExtract(req *memRequest, evt *memReader) error {
+	data, err := io.ReadAll(evt.Reader()) // as sdk.EventReader gives it
+	if err != nil {
+		return err
+	}
 	var e event.Event
-	if err := json.Unmarshal(evt.data, &e); err != nil {
+	if err := json.Unmarshal(data, &e); err != nil {
 		return err
 	}
 	if v, ok := fieldValue(&e, req.id); ok {
@@ -108,13 +114,19 @@ func jsonExtract(req *memRequest, evt *memReader) error {
 // plugins do.
 type jsonCachedExtract struct {
 	num uint64
+	buf []byte
 	e   event.Event
 }
 
 func (c *jsonCachedExtract) extract(req *memRequest, evt *memReader) error {
 	if evt.num != c.num {
+		buf := bytes.NewBuffer(c.buf[:0])
+		if _, err := buf.ReadFrom(evt.Reader()); err != nil {
+			return err
+		}
+		c.buf = buf.Bytes()
 		c.e = event.Event{}
-		if err := json.Unmarshal(evt.data, &c.e); err != nil {
+		if err := json.Unmarshal(c.buf, &c.e); err != nil {
 			return err
 		}
 		c.num = evt.num

@@ -11,6 +11,7 @@ import (
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins/source"
 
+	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/event"
 )
 
@@ -89,9 +90,14 @@ func (w *writer) put(evts sdk.EventWriters, i int, e *event.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode %s event of %q: %w", e.Syscall, e.Name, err)
 	}
+	return w.putRaw(evts, i, w.buf)
+}
+
+// putRaw writes an event already in binary form into slot i.
+func (w *writer) putRaw(evts sdk.EventWriters, i int, b []byte) error {
 	ew := evts.Get(i)
-	ew.SetTimestamp(e.TS)
-	if _, err := ew.Writer().Write(w.buf); err != nil {
+	ew.SetTimestamp(event.Timestamp(b))
+	if _, err := ew.Writer().Write(b); err != nil {
 		return fmt.Errorf("write event payload: %w", err)
 	}
 	return nil
@@ -134,7 +140,8 @@ func (p *Plugin) openReplay(path string) (*replayInstance, error) {
 }
 
 // NextBatch fills the batch from the file and returns sdk.ErrEOF after the
-// last event.
+// last event. A damaged record ends the replay with an error, after the
+// events before it.
 func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
 	if r.err != nil {
 		return 0, r.err
@@ -145,7 +152,7 @@ func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (in
 	a := r.p.policy.Current()
 	n := 0
 	for n < evts.Len() {
-		err := r.r.ReadInto(&r.e)
+		err := r.one(evts, n, a)
 		if err == io.EOF {
 			r.done = true
 			break
@@ -155,11 +162,7 @@ func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (in
 			if n == 0 {
 				return 0, r.err
 			}
-			return n, nil
-		}
-		judge(a, &r.e)
-		if err := r.w.put(evts, n, &r.e); err != nil {
-			return 0, err
+			return n, nil // the error comes with the next call
 		}
 		n++
 	}
@@ -167,6 +170,29 @@ func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (in
 		return 0, sdk.ErrEOF
 	}
 	return n, nil
+}
+
+// one puts the next recorded event into slot i, judged by a.
+func (r *replayInstance) one(evts sdk.EventWriters, i int, a *allowlist.Allowlist) error {
+	if a == nil {
+		raw, err := r.r.ReadRaw()
+		if err != nil {
+			return err
+		}
+		if len(raw) <= maxEventSize {
+			// Nothing to judge: the recorded bytes are the payload.
+			return r.w.putRaw(evts, i, raw)
+		}
+		if err := r.e.UnmarshalBinary(raw); err != nil {
+			return err
+		}
+	} else {
+		if err := r.r.ReadInto(&r.e); err != nil {
+			return err
+		}
+		judge(a, &r.e)
+	}
+	return r.w.put(evts, i, &r.e)
 }
 
 // Progress reports how far into the file the replay is.

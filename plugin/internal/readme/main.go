@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/falcosecurity/plugin-sdk-go/pkg/loader"
@@ -37,7 +38,12 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	p, err := loader.NewValidPlugin(*so)
+	// dlopen searches the library path for a name without a slash.
+	abs, err := filepath.Abs(*so)
+	if err != nil {
+		return err
+	}
+	p, err := loader.NewValidPlugin(abs)
 	if err != nil {
 		return fmt.Errorf("load %s: %w", *so, err)
 	}
