@@ -15,7 +15,8 @@ import (
 // MaxImageSize caps both the bytes read from a file and the ELF image that
 // decompression may produce, so that a decompression bomb or a huge file is
 // an error rather than an out-of-memory kill. The largest module of a
-// Debian kernel is a few tens of MiB.
+// Debian kernel is a few tens of MiB. Set it before inspecting anything;
+// changing it while Inspect runs on other goroutines is a data race.
 var MaxImageSize int64 = 256 << 20
 
 // ErrTooLarge is returned when an input or its decompressed image exceeds

@@ -62,6 +62,7 @@ var (
 
 // section is one section header, reduced to what module inspection needs.
 type section struct {
+	found  bool // the section exists
 	name   string
 	typ    uint32
 	flags  uint64
@@ -82,41 +83,42 @@ func (s *section) data(img []byte) ([]byte, error) {
 }
 
 // elfSections checks the ELF header and returns the .modinfo and
-// .gnu.linkonce.this_module section headers; either is nil when absent.
-func elfSections(img []byte) (modinfo, thisModule *section, err error) {
+// .gnu.linkonce.this_module section headers; found is false when absent.
+func elfSections(img []byte) (modinfo, thisModule section, err error) {
+	var none section
 	if len(img) < 4 || !bytes.Equal(img[:4], []byte("\x7fELF")) {
-		return nil, nil, ErrNotELF
+		return none, none, ErrNotELF
 	}
 	if len(img) < elfHeaderSize {
-		return nil, nil, fmt.Errorf("%w: %d bytes is shorter than the ELF header", ErrMalformedELF, len(img))
+		return none, none, fmt.Errorf("%w: %d bytes is shorter than the ELF header", ErrMalformedELF, len(img))
 	}
 	if img[4] != elfClass64 {
-		return nil, nil, fmt.Errorf("%w: ELF class %d (only ELF64 modules are supported)", ErrUnsupported, img[4])
+		return none, none, fmt.Errorf("%w: ELF class %d (only ELF64 modules are supported)", ErrUnsupported, img[4])
 	}
 	if img[5] != elfData2LSB {
-		return nil, nil, fmt.Errorf("%w: ELF data encoding %d (only little-endian modules are supported)", ErrUnsupported, img[5])
+		return none, none, fmt.Errorf("%w: ELF data encoding %d (only little-endian modules are supported)", ErrUnsupported, img[5])
 	}
 	le := binary.LittleEndian
 	if t := le.Uint16(img[16:]); t != elfTypeRel {
-		return nil, nil, fmt.Errorf("%w: e_type %d is not ET_REL, so this is not a kernel module", ErrMalformedELF, t)
+		return none, none, fmt.Errorf("%w: e_type %d is not ET_REL, so this is not a kernel module", ErrMalformedELF, t)
 	}
 	shoff := le.Uint64(img[offShoff:])
 	shentsize := le.Uint16(img[offShentsize:])
 	shnum := uint64(le.Uint16(img[offShnum:]))
 	shstrndx := uint64(le.Uint16(img[offShstrndx:]))
 	if shentsize != elfSectionSize {
-		return nil, nil, fmt.Errorf("%w: e_shentsize %d, want %d", ErrMalformedELF, shentsize, elfSectionSize)
+		return none, none, fmt.Errorf("%w: e_shentsize %d, want %d", ErrMalformedELF, shentsize, elfSectionSize)
 	}
 	if shnum == 0 {
-		return nil, nil, fmt.Errorf("%w: no section headers", ErrMalformedELF)
+		return none, none, fmt.Errorf("%w: no section headers", ErrMalformedELF)
 	}
 	// shnum <= 0xffff, so shnum*64 cannot overflow; shoff+that can.
 	tableEnd := shoff + shnum*elfSectionSize
 	if tableEnd < shoff || tableEnd > uint64(len(img)) {
-		return nil, nil, fmt.Errorf("%w: section header table [%#x, +%d*%d) is outside the %d-byte image", ErrMalformedELF, shoff, shnum, elfSectionSize, len(img))
+		return none, none, fmt.Errorf("%w: section header table [%#x, +%d*%d) is outside the %d-byte image", ErrMalformedELF, shoff, shnum, elfSectionSize, len(img))
 	}
 	if shstrndx == 0 || shstrndx >= shnum {
-		return nil, nil, fmt.Errorf("%w: e_shstrndx %d out of range (e_shnum %d)", ErrMalformedELF, shstrndx, shnum)
+		return none, none, fmt.Errorf("%w: e_shstrndx %d out of range (e_shnum %d)", ErrMalformedELF, shstrndx, shnum)
 	}
 	header := func(i uint64) section {
 		h := img[shoff+i*elfSectionSize:]
@@ -131,36 +133,36 @@ func elfSections(img []byte) (modinfo, thisModule *section, err error) {
 	strtab.name = "section name table"
 	names, err := strtab.data(img)
 	if err != nil {
-		return nil, nil, err
+		return none, none, err
 	}
 	for i := uint64(1); i < shnum; i++ {
 		s := header(i)
 		nameOff := uint64(le.Uint32(img[shoff+i*elfSectionSize+shOffName:]))
 		if nameOff >= uint64(len(names)) {
-			return nil, nil, fmt.Errorf("%w: section %d name offset %#x is outside the %d-byte name table", ErrMalformedELF, i, nameOff, len(names))
+			return none, none, fmt.Errorf("%w: section %d name offset %#x is outside the %d-byte name table", ErrMalformedELF, i, nameOff, len(names))
 		}
 		n := names[nameOff:]
 		end := bytes.IndexByte(n, 0)
 		if end < 0 {
-			return nil, nil, fmt.Errorf("%w: section %d name is not NUL-terminated", ErrMalformedELF, i)
+			return none, none, fmt.Errorf("%w: section %d name is not NUL-terminated", ErrMalformedELF, i)
 		}
-		var slot **section
+		var slot *section
 		switch string(n[:end]) {
 		case secModinfo:
-			slot = &modinfo
+			slot, s.name = &modinfo, secModinfo
 		case secThisModule:
-			slot = &thisModule
+			slot, s.name = &thisModule, secThisModule
 		default:
 			continue
 		}
-		s.name = string(n[:end])
-		if *slot != nil {
-			return nil, nil, fmt.Errorf("%w: more than one %s section", ErrMalformedELF, s.name)
+		if slot.found {
+			return none, none, fmt.Errorf("%w: more than one %s section", ErrMalformedELF, s.name)
 		}
 		if s.flags&shfAlloc == 0 {
-			return nil, nil, fmt.Errorf("%w: section %s lacks SHF_ALLOC", ErrMalformedELF, s.name)
+			return none, none, fmt.Errorf("%w: section %s lacks SHF_ALLOC", ErrMalformedELF, s.name)
 		}
-		*slot = &s
+		s.found = true
+		*slot = s
 	}
 	return modinfo, thisModule, nil
 }
@@ -172,8 +174,9 @@ func elfSections(img []byte) (modinfo, thisModule *section, err error) {
 // (decompressed); an appended signature does no harm.
 //
 // ParseNames is the reference for the guard's in-kernel parser: it reads
-// nothing outside img, allocates only the two strings, and runs in time
-// linear in e_shnum (at most 65535) plus the size of .modinfo.
+// nothing outside img, allocates nothing but the two strings it returns,
+// and runs in time linear in e_shnum (at most 65535) plus the size of
+// .modinfo.
 func ParseNames(img []byte) (modinfoName, thisModuleName string, err error) {
 	mi, tm, err := elfSections(img)
 	if err != nil {
@@ -183,8 +186,8 @@ func ParseNames(img []byte) (modinfoName, thisModuleName string, err error) {
 }
 
 // sectionNames reads the two names from the sections elfSections found.
-func sectionNames(img []byte, mi, tm *section) (modinfoName, thisModuleName string, err error) {
-	if mi != nil {
+func sectionNames(img []byte, mi, tm section) (modinfoName, thisModuleName string, err error) {
+	if mi.found {
 		info, err := mi.data(img)
 		if err != nil {
 			return "", "", err
@@ -200,7 +203,7 @@ func sectionNames(img []byte, mi, tm *section) (modinfoName, thisModuleName stri
 		}
 		modinfoName = string(v)
 	}
-	if tm != nil {
+	if tm.found {
 		b, err := tm.data(img)
 		if err != nil {
 			return "", "", err

@@ -127,7 +127,7 @@ func (m *Module) inspectELF(img []byte) error {
 	if err != nil {
 		return err
 	}
-	if mi != nil {
+	if mi.found {
 		info, err := mi.data(img)
 		if err != nil {
 			return err

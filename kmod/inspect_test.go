@@ -666,3 +666,16 @@ func TestSignatureKeyID(t *testing.T) {
 		t.Errorf("Signature = %+v, want %+v", m.Signature, want)
 	}
 }
+
+// TestParseNamesAllocs holds ParseNames to its promise: nothing but the two
+// strings it returns.
+func TestParseNamesAllocs(t *testing.T) {
+	img := syntheticModule("allocs", "allocs")
+	if n := testing.AllocsPerRun(100, func() {
+		if _, _, err := ParseNames(img); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 2 {
+		t.Errorf("ParseNames makes %v allocations, want at most 2", n)
+	}
+}
