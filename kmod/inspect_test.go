@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"os/exec"
@@ -677,5 +678,43 @@ func TestParseNamesAllocs(t *testing.T) {
 		}
 	}); n > 2 {
 		t.Errorf("ParseNames makes %v allocations, want at most 2", n)
+	}
+}
+
+// TestInspectConcurrent runs Inspect from several goroutines over every
+// format, as `allowlist init -j N` does; run it with -race.
+func TestInspectConcurrent(t *testing.T) {
+	img := syntheticModule("conc", "conc")
+	inputs := [][]byte{img, signModule(t, img)}
+	for _, z := range compressAll(t, img) {
+		inputs = append(inputs, z)
+	}
+	want, err := InspectBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; i < 50; i++ {
+				m, err := InspectBytes(inputs[(g+i)%len(inputs)])
+				if err == nil && m.Name != want.Name {
+					err = fmt.Errorf("name %q", m.Name)
+				}
+				if err == nil && m.Compression != CompressionNone && m.ELFSHA256 != want.ELFSHA256 {
+					err = fmt.Errorf("%s: ELF digest %s, want %s", m.Compression, m.ELFSHA256, want.ELFSHA256)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
