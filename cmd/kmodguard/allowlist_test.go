@@ -290,6 +290,10 @@ func TestAllowlistEditAndExport(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "- list: kmodguard_allowed_modules\n") || !strings.Contains(stdout, `- "veth"`) {
 		t.Errorf("export: exit %d\n%s", code, stdout)
 	}
+	stdout, _, code = kg(t, "allowlist", "export", "--files", "--list-name", "mods", "-a", list)
+	if code != exitOK || !strings.Contains(stdout, "- list: mods_files\n") || !strings.Contains(stdout, `- "dummy.ko.xz"`) {
+		t.Errorf("export --files: exit %d\n%s", code, stdout)
+	}
 	if _, _, code := kg(t, "allowlist", "export", "--format", "csv", "-a", list); code != exitError {
 		t.Errorf("unknown export format: exit %d", code)
 	}
