@@ -65,9 +65,11 @@ refuse to run without a key.`,
   kmodguard allowlist init --modules-dir /lib/modules/$(uname -r) --mode audit -o allow.yaml
   kmodguard allowlist lint allow.yaml
 
-  # sign it, and check a module against the signed list
-  kmodguard allowlist keygen -o /etc/kmodguard/signing
-  kmodguard allowlist sign --key /etc/kmodguard/signing.key allow.yaml
+  # sign it on a build machine (the private key never goes to the hosts)
+  kmodguard allowlist keygen -o ~/kmodguard-signing
+  kmodguard allowlist sign --key ~/kmodguard-signing.key allow.yaml
+
+  # on a host, with only the public key: check a module against the signed list
   kmodguard allowlist check -a allow.yaml --pubkey /etc/kmodguard/signing.pub ./dummy.ko`,
 	}
 	for _, f := range []func() *cobra.Command{
