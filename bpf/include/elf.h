@@ -32,9 +32,9 @@
  *
  * Bounded everywhere: every offset and size read from the image is checked
  * against size (without overflow) before anything is read; the section
- * walk stops at KG_ELF_MAX_SECTIONS; .modinfo is scanned byte by byte by
- * a bpf_loop that reads KG_ELF_SCAN_CHUNK bytes at a time, up to
- * KG_ELF_MAX_MODINFO bytes. Every loop is a bpf_loop (5.17+), so verification cost does not
+ * walk stops at KG_ELF_MAX_SECTIONS; .modinfo is scanned an entry at a time
+ * (bpf_probe_read_kernel_str, at most KG_ELF_SCAN_CHUNK bytes a step), up
+ * to KG_ELF_MAX_MODINFO bytes. Every loop is a bpf_loop (5.17+), so verification cost does not
  * grow with the bounds. Working state lives in the per-CPU array
  * kg_elf_scratch; as with sha256.h, include the header once per object and
  * do not call it from programs that can nest on one CPU.
@@ -59,7 +59,7 @@
  * USB ids); larger is refused with KG_ELF_TOO_LARGE.
  */
 #ifndef KG_ELF_MAX_MODINFO
-#define KG_ELF_MAX_MODINFO (4U << 20)
+#define KG_ELF_MAX_MODINFO (1U << 20)
 #endif
 
 #define KG_ELF_SCAN_CHUNK 256
@@ -154,11 +154,10 @@ struct kg_elf_scratch {
 	struct kg_elf_sec modinfo;
 	struct kg_elf_sec this_module;
 	__s32 status;     /* error found inside a loop, or KG_ELF_OK */
-	__u32 in_entry;   /* .modinfo scan: inside an entry */
-	__s32 match;      /* bytes of "name=" matched; -1: not a name= entry */
-	__u32 name_len;   /* bytes of the name= value seen */
-	__u32 done;       /* .modinfo scan: name= value complete */
-	__u32 pad;
+	__u32 at_start;   /* .modinfo scan: s->pos starts an entry */
+	__u32 name_len;   /* length of the name= value */
+	__u32 done;       /* .modinfo scan: name= found */
+	__u64 pos;        /* .modinfo scan: next offset in the section */
 	struct kg_elf64_shdr shdr;
 	__u8 tmp[KG_ELF_SCAN_CHUNK];
 	struct kg_elf_names names;
@@ -284,43 +283,58 @@ static long kg_elf_section_cb(__u32 i, void *ctx)
 }
 
 /*
- * bpf_loop callback: byte i of .modinfo, read a chunk at a time, goes
- * through a small state machine that finds the first entry starting with
- * "name=" and copies its value. The callback is verified once, however many
- * bytes it sees.
+ * bpf_loop callback: one step of the .modinfo scan, from s->pos. A step
+ * reads with bpf_probe_read_kernel_str, which stops after the first NUL, so
+ * it takes a whole entry (or one NUL of padding) at a time; an entry longer
+ * than KG_ELF_SCAN_CHUNK - 1 bytes takes several steps. The scan stops at
+ * the first entry that starts with "name=" and copies its value. It relies
+ * on the section's last byte being a NUL (checked before): every entry then
+ * ends inside the section, and a read that runs up to the section's end
+ * holds a whole entry.
  */
 static long kg_elf_modinfo_cb(__u32 i, void *ctx)
 {
 	struct kg_elf_scratch *s = ((struct kg_elf_loop *)ctx)->s;
-	__u32 j = i % KG_ELF_SCAN_CHUNK;
-	__u8 c;
+	__u64 *z = (__u64 *)s->tmp;
+	__u64 left, n;
+	long r;
+	bool whole;
 
-	if (j == 0 && kg_elf_read(s, s->modinfo.off + i, s->modinfo.size - i)) {
+	if (s->pos >= s->modinfo.size)
+		return 1;
+	left = s->modinfo.size - s->pos;
+	n = left < KG_ELF_SCAN_CHUNK ? left : KG_ELF_SCAN_CHUNK;
+	barrier_var(n);
+	if (n > KG_ELF_SCAN_CHUNK)
+		return 1;
+	/* Room for "name=", the longest value kept and its NUL, zeroed. */
+#pragma clang loop unroll(full)
+	for (int j = 0; j < (5 + KG_ELF_NAME_MAX + 7) / 8; j++)
+		z[j] = 0;
+	r = bpf_probe_read_kernel_str(s->tmp, n, (const void *)(s->buf + s->modinfo.off + s->pos));
+	if (r <= 0) {
 		s->status = KG_ELF_FAULT;
 		return 1;
 	}
-	c = s->tmp[j];
-	if (!s->in_entry) {
-		if (c == 0)
-			return 0; /* padding between entries */
-		s->in_entry = 1;
-		s->match = c == 'n' ? 1 : -1;
-	} else if (s->match == 5) {
-		/* Inside the name= value. */
-		if (c == 0) {
-			s->done = 1;
-			return 1;
-		}
-		if (s->name_len < KG_ELF_NAME_MAX - 1)
-			s->names.modinfo_name[s->name_len & (KG_ELF_NAME_MAX - 1)] = c;
-		s->name_len++;
-	} else if (c == 0) {
-		s->in_entry = 0;
-	} else if (s->match > 0) {
-		/* s->match is 1..4: the next byte of "name=". */
-		__u8 want = s->match == 1 ? 'a' : s->match == 2 ? 'm' : s->match == 3 ? 'e' : '=';
-
-		s->match = c == want ? s->match + 1 : -1;
+	/*
+	 * r < n: the entry's NUL is at r - 1. r == n: the helper cut the
+	 * string at n - 1 bytes, unless the read reached the section's end.
+	 */
+	whole = r < n || n == left;
+	if (s->at_start && r >= 6 && s->tmp[0] == 'n' && s->tmp[1] == 'a' &&
+	    s->tmp[2] == 'm' && s->tmp[3] == 'e' && s->tmp[4] == '=') {
+		s->done = 1;
+		s->name_len = whole ? r - 6 : KG_ELF_SCAN_CHUNK;
+		/* The helper's NUL and the zeroed tail pad the copy. */
+		__builtin_memcpy(s->names.modinfo_name, s->tmp + 5, KG_ELF_NAME_MAX - 1);
+		return 1;
+	}
+	if (whole) {
+		s->pos += r;
+		s->at_start = 1;
+	} else {
+		s->pos += n - 1;
+		s->at_start = 0;
 	}
 	return 0;
 }
@@ -417,11 +431,11 @@ static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, 
 		bpf_loop(s->modinfo.size, kg_elf_modinfo_cb, &lp, 0);
 		if (s->status)
 			return s->status;
-		if (!s->done && s->in_entry)
-			return KG_ELF_MALFORMED; /* last entry not NUL-terminated */
 		if (s->done) {
-			if (s->name_len >= KG_ELF_NAME_MAX)
+			if (s->name_len >= KG_ELF_NAME_MAX) {
+				__builtin_memset(s->names.modinfo_name, 0, KG_ELF_NAME_MAX);
 				return KG_ELF_NAME_TOO_LONG;
+			}
 			s->names.flags |= KG_ELF_HAVE_MODINFO_NAME;
 		}
 	}
@@ -471,8 +485,8 @@ static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, s
 	__builtin_memset(&s->this_module, 0, sizeof(s->this_module));
 	__builtin_memset(&s->names, 0, sizeof(s->names));
 	s->status = KG_ELF_OK;
-	s->in_entry = 0;
-	s->match = 0;
+	s->pos = 0;
+	s->at_start = 1;
 	s->name_len = 0;
 	s->done = 0;
 

@@ -36,11 +36,10 @@ type bpftestKgElfScratch struct {
 		Found uint32
 	}
 	Status  int32
-	InEntry uint32
-	Match   int32
+	AtStart uint32
 	NameLen uint32
 	Done    uint32
-	Pad     uint32
+	Pos     uint64
 	Shdr    struct {
 		_           structs.HostLayout
 		ShName      uint32

@@ -24,7 +24,7 @@ import (
 // Bounds of elf.h, mirrored for the checks.
 const (
 	kgELFMaxSections = 256     // KG_ELF_MAX_SECTIONS
-	kgELFMaxModinfo  = 4 << 20 // KG_ELF_MAX_MODINFO
+	kgELFMaxModinfo  = 1 << 20 // KG_ELF_MAX_MODINFO
 	kgELFNameMax     = 64      // KG_ELF_NAME_MAX
 )
 
@@ -349,6 +349,14 @@ func craftedImages() []struct {
 		{"name 300 bytes", module("name="+strings.Repeat("b", 300)+"\x00", "dummy")},
 		{"name across chunk boundary", module(padded.String()[:250]+"\x00name=straddle\x00", "straddle")},
 		{"name after 100 KB", module(big.String()+"name=late\x00", "late")},
+		{"entry 254 then name", module(strings.Repeat("x", 254)+"\x00name=ok\x00", "ok")},
+		{"entry 255 then name", module(strings.Repeat("x", 255)+"\x00name=ok\x00", "ok")},
+		{"entry 256 then name", module(strings.Repeat("x", 256)+"\x00name=ok\x00", "ok")},
+		{"entry 1000 then name", module(strings.Repeat("x", 1000)+"\x00name=ok\x00", "ok")},
+		{"long entry hides name=", module(strings.Repeat("x", 255)+"name=evil\x00name=ok\x00", "ok")},
+		{"long entry hides name= at 510", module(strings.Repeat("x", 510)+"name=evil\x00\x00name=ok\x00", "ok")},
+		{"name 250 bytes", module("name="+strings.Repeat("c", 250)+"\x00", "dummy")},
+		{"name 251 bytes then more", module("name="+strings.Repeat("c", 251)+"\x00name=x\x00", "dummy")},
 		{"no name entry", module("license=GPL\x00", "dummy")},
 		{"empty modinfo", module("", "dummy")},
 		{"modinfo without final NUL", module("name=dummy\x00license=GPL", "dummy")},
