@@ -46,7 +46,15 @@
 // Run and Boot skip unless KMODGUARD_VMTEST=1, which `make vmtest` sets
 // (make vmtest runs every TestVM... test of the repository). Plain
 // `go test ./...` therefore stays quick on any host, and guest tests skip
-// outside a guest. KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead of TCG.
+// outside a guest.
+//
+// Guests run under TCG (software emulation), one vCPU and 1 GiB unless the
+// Spec says otherwise. KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead; on the
+// nested development VMs it does not boot Debian's kernels (QEMU aborts on
+// MSR 0x10a with -cpu host, and the kernel prints nothing with other CPU
+// models), hence the default. A guest that dies before /init starts the
+// tests (an emulator hiccup on a starved host) is booted once more; every
+// other failure stands.
 //
 // # Inside the guest
 //
@@ -65,6 +73,9 @@
 //     with a modules.dep, so `modprobe dummy` works;
 //   - Spec.Binaries under /vmtest/bin, on PATH (Binary(t, name));
 //   - Spec.Files under /vmtest/files (File(t, rel));
+//   - the package's testdata folder as /vmtest/testdata (up to 64 MiB), so
+//     relative testdata/ paths work as under go test;
+//   - the kernel's build config as /boot/config-<release> (KernelConfig);
 //   - files written by Spec.Prepare, e.g. crafted modules (see Craft...), in
 //     the fixtures folder.
 //
@@ -76,6 +87,6 @@
 // The console (ttyS0, kernel messages and /init's own) and a second serial
 // port (ttyS1, only the test output and marker lines of package proto) are
 // written to files on the host. The markers carry the test binary's exit
-// status, the guest's boot time and the test duration, which end up in
-// Result.
+// status; the host times the boot and the tests on its own clock as the
+// markers arrive, and puts it all in Result.
 package vmtest

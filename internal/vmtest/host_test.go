@@ -300,3 +300,27 @@ func FuzzDecompress(f *testing.F) {
 		}
 	})
 }
+
+func TestAddTree(t *testing.T) {
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "sub", "a.yaml"), []byte("spec: {}\n"), 0o644)
+	os.Symlink("sub/a.yaml", filepath.Join(src, "link"))
+
+	r := newInitramfs()
+	if err := addTree(r, src, "/vmtest/testdata", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.entries["vmtest/testdata/sub/a.yaml"]; e.source != filepath.Join(src, "sub", "a.yaml") || e.mode != cpioRegular|0o644 {
+		t.Errorf("file entry: %+v", e)
+	}
+	if e := r.entries["vmtest/testdata/link"]; e.target != "sub/a.yaml" {
+		t.Errorf("symlink entry: %+v", e)
+	}
+	if err := addTree(newInitramfs(), src, "/x", 4); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("size limit: %v", err)
+	}
+	if err := addTree(newInitramfs(), filepath.Join(src, "missing"), "/x", 4); err != nil {
+		t.Errorf("a missing testdata folder: %v", err)
+	}
+}

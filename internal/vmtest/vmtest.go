@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -227,6 +228,7 @@ type built struct {
 	spec     Spec
 	testName string // base name of the package's test binary
 	testBin  string
+	pkgDir   string // the package under test, for its testdata
 	initBin  string
 	bins     map[string]string // guest name -> host path
 }
@@ -245,7 +247,7 @@ func build(dir string, spec Spec) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &built{spec: spec, bins: map[string]string{}}
+	b := &built{spec: spec, pkgDir: pkgDir, bins: map[string]string{}}
 	if spec.Script == "" {
 		b.testName = filepath.Base(pkgDir) + ".test"
 		b.testBin = filepath.Join(dir, b.testName)
@@ -359,6 +361,11 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		step.Name = b.testName
 		step.Path = path.Join(proto.Root, b.testName)
 		rfs.addFile(step.Path, b.testBin, 0o755)
+		// The guest test runs in /vmtest as go test runs it in the package
+		// folder, so relative testdata/ paths work in both.
+		if err := addTree(rfs, filepath.Join(b.pkgDir, "testdata"), path.Join(proto.Root, "testdata"), maxTestdata); err != nil {
+			return nil, err
+		}
 		step.Args = append([]string{"-test.v", "-test.run", spec.Run, "-test.timeout", (stepTimeout - 5*time.Second).String()}, spec.Args...)
 	}
 	plan := proto.Plan{Release: k.Release, Series: string(k.Series), Steps: []proto.Step{step}}
@@ -435,4 +442,50 @@ func indent(s string) string {
 		return "    (none)"
 	}
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// maxTestdata bounds the testdata folder copied into the guest's memory.
+const maxTestdata = 64 << 20
+
+// addTree copies the regular files and symlinks under the host folder src
+// to dst in the initramfs; a missing src is no error.
+func addTree(rfs *initramfs, src, dst string, limit int64) error {
+	var total int64
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if p == src && errors.Is(err, fs.ErrNotExist) {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := path.Join(dst, filepath.ToSlash(rel))
+		switch {
+		case d.IsDir():
+			rfs.mkdirAll(to)
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			rfs.addSymlink(to, target)
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if total += info.Size(); total > limit {
+				return fmt.Errorf("%s holds more than %d MiB: too much for the guest's memory", src, limit>>20)
+			}
+			rfs.addFile(to, p, info.Mode().Perm())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("testdata: %w", err)
+	}
+	return nil
 }
