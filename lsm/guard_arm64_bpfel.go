@@ -52,11 +52,10 @@ type guardKgElfScratch struct {
 		Found uint32
 	}
 	Status  int32
-	InEntry uint32
-	Match   int32
+	AtStart uint32
 	NameLen uint32
 	Done    uint32
-	Pad     uint32
+	Pos     uint64
 	Shdr    struct {
 		_           structs.HostLayout
 		ShName      uint32
