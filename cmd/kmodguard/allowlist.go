@@ -257,8 +257,14 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 		if _, err := stdout.Write(data); err != nil {
 			return withCode(exitError, fmt.Errorf("write: %w", err))
 		}
-	} else if err := saveList(stderr, o.output, a, ""); err != nil {
-		return err
+	} else {
+		// The default place, /etc/kmodguard, may not exist yet.
+		if err := os.MkdirAll(filepath.Dir(o.output), 0o755); err != nil {
+			return withCode(exitError, fmt.Errorf("create the allowlist's directory: %w", err))
+		}
+		if err := saveList(stderr, o.output, a, ""); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stderr, "kmodguard: %d files, %d module names, written to %s in %.2fs\n",
 		len(paths), len(entries), o.output, time.Since(start).Seconds())

@@ -222,7 +222,7 @@ func TestAllowlistInitLoaded(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "modules.dep"), []byte(rel("dummy")+":\n"+rel("veth")+":\n"+rel("nf_tables")+": kernel/net/netfilter/nfnetlink.ko\n"))
 	proc := filepath.Join(t.TempDir(), "modules")
 	writeFile(t, proc, []byte("veth 40960 0 - Live 0x0000000000000000\nnf_tables 303104 0 - Live 0x0000000000000000\n"))
-	out := filepath.Join(t.TempDir(), "allow.yaml")
+	out := filepath.Join(t.TempDir(), "etc", "kmodguard", "allow.yaml") // a directory init creates
 	if _, stderr, code := kg(t, "allowlist", "init", "--loaded", "--modules-dir", dir, "--proc-modules", proc, "-o", out); code != exitOK {
 		t.Fatalf("init --loaded: exit %d\n%s", code, stderr)
 	}
