@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -121,6 +122,9 @@ func readLimited(dst []byte, r io.Reader, what string) ([]byte, error) {
 	buf := bytes.NewBuffer(dst[:0])
 	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
 	if err != nil {
+		if strings.HasPrefix(err.Error(), what+":") { // the decoders name themselves
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if n > limit {

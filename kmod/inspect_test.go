@@ -718,3 +718,55 @@ func TestInspectConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectToolCompressed compresses a real module with the command-line
+// tools and the flags of the kernel's scripts/Makefile.modinst, so that the
+// decoders meet the framing that real .ko.xz, .ko.zst and .ko.gz files have.
+func TestInspectToolCompressed(t *testing.T) {
+	p, raw := realModule(t, debkernel.Series61, "dummy")
+	plain, err := InspectBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		c       Compression
+		tool    string
+		args    []string
+		wantErr string
+	}{
+		{"xz", CompressionXZ, "xz", []string{"--check=crc32", "--lzma2=dict=1MiB", "-c"}, ""},
+		{"xz-blocks-sha256", CompressionXZ, "xz", []string{"--check=sha256", "--block-size=4096", "-c"}, ""},
+		{"xz-x86", CompressionXZ, "xz", []string{"--x86", "--lzma2=preset=6", "-c"}, "xz filter 0x4"},
+		{"zstd", CompressionZstd, "zstd", []string{"-T0", "-q", "-c"}, ""},
+		{"gzip", CompressionGzip, "gzip", []string{"-n", "-9", "-c"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := exec.LookPath(tc.tool); err != nil {
+				t.Skipf("needs %s(1)", tc.tool)
+			}
+			z, err := exec.Command(tc.tool, append(tc.args, p)...).Output()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.tool, err)
+			}
+			f := filepath.Join(t.TempDir(), "dummy.ko."+tc.name)
+			if err := os.WriteFile(f, z, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Inspect(f)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Compression != tc.c || m.FileSHA256 != sha256Hex(z) || m.ELFSHA256 != plain.ELFSHA256 ||
+				m.Name != "dummy" || m.Signature != plain.Signature {
+				t.Errorf("%s: %+v", tc.tool, m)
+			}
+		})
+	}
+}

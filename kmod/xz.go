@@ -24,7 +24,10 @@ const maxXZDict = 64 << 20
 // build compress each .ko as a single block).
 const maxXZBlocks = 1 << 16
 
-var errXZFormat = errors.New("malformed xz container")
+var (
+	errXZFormat      = errors.New("malformed xz container")
+	errXZUnsupported = errors.New("unsupported xz stream")
+)
 
 const (
 	xzHeaderSize  = 12 // stream header and stream footer
@@ -172,6 +175,11 @@ func checkXZBlockHeader(b []byte, unpadded, checkSize uint64) (dictOff int, err 
 		propsAt := 1 + p // h starts at b[1]
 		props := h[p : p+int(psize)]
 		p += int(psize)
+		if id != xzFilterLZMA2 {
+			// The kernel build and kmod compress with LZMA2 alone; the
+			// decoder has no branch-conversion (BCJ) or delta filters.
+			return 0, fmt.Errorf("%w: xz filter %#x (only LZMA2 alone, as the kernel build uses)", errXZUnsupported, id)
+		}
 		if id == xzFilterLZMA2 {
 			dictOff = propsAt
 			if len(props) != 1 || props[0] > 40 {
