@@ -89,3 +89,33 @@ func TestCompatSyscalls(t *testing.T) {
 		t.Errorf("32-bit finit_module: fd %d flags %d path %q", ev.FD, ev.RawFlags, ev.Path)
 	}
 }
+
+func init() { guestCompat = guestCompatLoadUnload }
+
+// guestCompatLoadUnload loads and unloads img through 32-bit init_module
+// and delete_module in a real kernel: both results are 0.
+func guestCompatLoadUnload(t *testing.T, c *collector, img []byte) {
+	t.Helper()
+	mem := low(t, len(img)+8192)
+	copy(mem, img)
+	params := mem[len(img):]
+	copy(params, "numdummies=1\x00")
+	name := mem[len(img)+4096:]
+	copy(name, "dummy\x00")
+	addr := func(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+	tid := unix.Gettid()
+	if r := ia32.Syscall(nr32InitModule, addr(mem), uintptr(len(img)), addr(params)); r != 0 {
+		t.Fatalf("32-bit init_module: %d", r)
+	}
+	ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.InitModule)(ev) && !seen(ev) })
+	if ev.Res != 0 || ev.Name != "dummy" || ev.SHA256 != sha(img) || ev.Params != "numdummies=1" {
+		t.Errorf("32-bit init_module event: res %d name %q sha256 %s params %q", ev.Res, ev.Name, ev.SHA256, ev.Params)
+	}
+	if r := ia32.Syscall(nr32DeleteModule, addr(name), unix.O_NONBLOCK, 0); r != 0 {
+		t.Fatalf("32-bit delete_module: %d", r)
+	}
+	ev = c.wait(t, func(ev *event.Event) bool { return mine(tid, event.DeleteModule)(ev) && !seen(ev) })
+	if ev.Res != 0 || ev.Name != "dummy" {
+		t.Errorf("32-bit delete_module event: res %d name %q", ev.Res, ev.Name)
+	}
+}

@@ -23,6 +23,10 @@ func TestVM(t *testing.T) {
 	})
 }
 
+// guestCompat, where the architecture has 32-bit callers, loads and
+// unloads the image through the 32-bit syscalls (see compat_test.go).
+var guestCompat func(t *testing.T, c *collector, img []byte)
+
 // TestGuestSensorLoadUnload loads and unloads dummy.ko through finit_module
 // and init_module while the sensor watches, and checks every event, with
 // each hook: real kernels allow fentry on the syscall functions.
@@ -101,6 +105,10 @@ func guestLoadUnload(t *testing.T, h Hook) {
 		t.Errorf("init_module event: %+v", ev)
 	}
 	unload()
+
+	if guestCompat != nil {
+		guestCompat(t, c, img)
+	}
 
 	if st := s.Stats(); st.Drops+st.ChunkDrops+st.ExitDrops != 0 {
 		t.Errorf("drops in a quiet guest: %+v", st)
