@@ -1,0 +1,138 @@
+//go:build linux
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// checkArgs fails when args (after the program name) do not name a real
+// kmodguard command with flags it has.
+func checkArgs(t *testing.T, where string, args []string) {
+	t.Helper()
+	root := newRootCmd()
+	cmd, rest, err := root.Find(args)
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	if cmd == root {
+		t.Fatalf("%s: %v names no subcommand", where, args)
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Errorf("%s: %s: %v", where, cmd.CommandPath(), err)
+	}
+	if len(cmd.Flags().Args()) != 0 && cmd.Args != nil {
+		if err := cmd.Args(cmd, cmd.Flags().Args()); err != nil {
+			t.Errorf("%s: %s: %v", where, cmd.CommandPath(), err)
+		}
+	}
+}
+
+// TestDeployCommandLines checks that the systemd unit and the DaemonSet
+// run kmodguard with commands and flags that exist.
+func TestDeployCommandLines(t *testing.T) {
+	unit, err := os.ReadFile("../../deploy/systemd/kmodguard-enforcer.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec string
+	for _, line := range strings.Split(strings.ReplaceAll(string(unit), "\\\n", " "), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			exec = v
+		}
+	}
+	fields := strings.Fields(exec)
+	if len(fields) < 2 || filepath.Base(fields[0]) != "kmodguard" {
+		t.Fatalf("ExecStart=%q does not run kmodguard", exec)
+	}
+	checkArgs(t, "systemd ExecStart", fields[1:])
+
+	b, err := os.ReadFile("../../deploy/kubernetes/enforcer-daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	for {
+		var doc struct {
+			Kind string `yaml:"kind"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Args []string `yaml:"args"`
+						} `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind != "DaemonSet" {
+			continue
+		}
+		for _, c := range doc.Spec.Template.Spec.Containers {
+			found = true
+			checkArgs(t, "DaemonSet args", c.Args)
+		}
+	}
+	if !found {
+		t.Fatal("no DaemonSet container in the manifest")
+	}
+}
+
+// TestConfigMapSwapChangesStamp updates a file the way the kubelet updates a
+// ConfigMap volume (new directory, ..data symlink swapped by rename) and
+// checks that the enforcer's change detection sees it even when the size and
+// modification time do not change.
+func TestConfigMapSwapChangesStamp(t *testing.T) {
+	dir := t.TempDir()
+	mtime := time.Unix(1_700_000_000, 0)
+	write := func(ts string, content string) {
+		d := filepath.Join(dir, ts)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
+			p := filepath.Join(d, f)
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(ts, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("..2026_11_26_01", "version-1")
+	for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "allowlist.yaml")
+	before := stamp(path)
+	if before == (fileStamp{}) {
+		t.Fatal("stamp of the mounted file is empty")
+	}
+	if again := stamp(path); again != before {
+		t.Fatal("stamp changed without an update")
+	}
+	write("..2026_11_26_02", "version-2") // same size, same mtime
+	if after := stamp(path); after == before {
+		t.Error("a ConfigMap update (..data swapped) left the stamp unchanged: the enforcer would not reload")
+	}
+}
