@@ -36,8 +36,8 @@
  * (bpf_probe_read_kernel_str, at most KG_ELF_SCAN_CHUNK bytes a step), up
  * to KG_ELF_MAX_MODINFO bytes. Every loop is a bpf_loop (5.17+), so verification cost does not
  * grow with the bounds. Working state lives in the per-CPU array
- * kg_elf_scratch; as with sha256.h, include the header once per object and
- * do not call it from programs that can nest on one CPU.
+ * kg_elf_scratch, claimed per call as in sha256.h (a call that finds it
+ * taken returns KG_ELF_BUSY); include the header once per object.
  */
 #ifndef KG_ELF_H
 #define KG_ELF_H
@@ -85,6 +85,7 @@ enum kg_elf_status {
 	KG_ELF_NAME_TOO_LONG = 16,     /* name= value of KG_ELF_NAME_MAX bytes or more */
 	KG_ELF_FAULT = 17,             /* bpf_probe_read_kernel failed */
 	KG_ELF_NO_SCRATCH = 18,        /* per-CPU scratch lookup failed */
+	KG_ELF_BUSY = 19,              /* another call owns this CPU's scratch */
 };
 
 #define KG_ELF_HAVE_MODINFO_NAME (1U << 0)
@@ -161,6 +162,7 @@ struct kg_elf_scratch {
 	struct kg_elf64_shdr shdr;
 	__u8 tmp[KG_ELF_SCAN_CHUNK];
 	struct kg_elf_names names;
+	__u64 busy;       /* set while a kg_elf_names call owns the slot */
 };
 
 /* kg_elf_scratch: key 0 -> this CPU's ELF walk state. */
@@ -481,6 +483,9 @@ static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, s
 
 	if (!s)
 		return KG_ELF_NO_SCRATCH;
+	/* Claimed atomically, as in sha256.h: see "Preemption" there. */
+	if (__sync_val_compare_and_swap(&s->busy, 0, 1) != 0)
+		return KG_ELF_BUSY;
 	__builtin_memset(&s->modinfo, 0, sizeof(s->modinfo));
 	__builtin_memset(&s->this_module, 0, sizeof(s->this_module));
 	__builtin_memset(&s->names, 0, sizeof(s->names));
@@ -492,6 +497,7 @@ static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, s
 
 	status = kg_elf_walk(s, buf, size);
 	__builtin_memcpy(out, &s->names, sizeof(*out));
+	s->busy = 0;
 	return status;
 }
 

@@ -18,6 +18,8 @@
  *   0        out holds the digest of the size bytes at buf;
  *   -E2BIG   size is larger than KG_SHA256_MAX_SIZE (out untouched);
  *   -EFAULT  bpf_probe_read_kernel failed on part of the buffer;
+ *   -EBUSY   another kg_sha256 call on this CPU is in progress (see
+ *            "Preemption" below);
  *   -ENOENT  the per-CPU scratch map could not be read (cannot happen for
  *            an array map, but the verifier wants the check).
  *
@@ -28,9 +30,16 @@
  * size % 64 bytes, the 0x80 marker and the 64-bit bit length then fill one
  * or two final blocks. The running state and the block buffer live in the
  * per-CPU array kg_sha256_scratch, because the BPF stack is 512 bytes.
- * BPF programs run with migration disabled, so the per-CPU slot is ours for
- * the whole call; do not call kg_sha256 from two programs that can nest on
- * one CPU.
+ *
+ * Preemption: BPF programs run with migration disabled, so a call stays on
+ * one CPU, but on a preemptible kernel (preempt=full, PREEMPT_RT) or in a
+ * sleepable program another task can run on that CPU in the middle of a
+ * call and hash with the same slot. Each call therefore claims the slot with
+ * an atomic compare-and-swap and returns -EBUSY, without touching it, when
+ * it is taken: a caller that enforces must treat that as "no digest" (deny)
+ * rather than trust a mixed state. A program nesting on the same CPU is
+ * turned away the same way. With Debian's default voluntary preemption a
+ * call is never interleaved, and -EBUSY does not happen.
  *
  * Verification cost is independent of size: the callback is verified once.
  * Include this header once per BPF object, after kg_bpf.h.
@@ -39,6 +48,10 @@
 #define KG_SHA256_H
 
 #include "kg_bpf.h"
+
+#ifndef EBUSY
+#define EBUSY 16
+#endif
 
 #define KG_SHA256_DIGEST_SIZE 32
 #define KG_SHA256_BLOCK_SIZE 64
@@ -69,6 +82,7 @@ struct kg_sha256_scratch {
 	__u32 w[16];         /* message schedule ring */
 	__u64 buf;           /* kernel address being hashed */
 	__s64 err;           /* first read error seen by the loop */
+	__u64 busy;          /* set while a kg_sha256 call owns the slot */
 	__u8 block[KG_SHA256_CHUNK]; /* chunk being compressed; final blocks */
 };
 
@@ -215,20 +229,13 @@ static long kg_sha256_block_cb(__u32 i, void *ctx)
 	return 0;
 }
 
-/* kg_sha256 hashes size bytes at the kernel address buf into out[32]. */
-static __noinline long kg_sha256(const void *buf, __u64 size, __u8 *out)
+/* kg_sha256_run does the work of kg_sha256 once it owns the scratch slot. */
+static __always_inline long kg_sha256_run(struct kg_sha256_scratch *s, const void *buf,
+					  __u64 size, __u8 *out)
 {
-	__u32 zero = 0;
-	struct kg_sha256_scratch *s;
 	__u64 chunks, blocks, done, tail;
 	__u32 v;
 	long n;
-
-	if (size > KG_SHA256_MAX_SIZE)
-		return -E2BIG;
-	s = bpf_map_lookup_elem(&kg_sha256_scratch, &zero);
-	if (!s)
-		return -ENOENT;
 
 	s->h[0] = 0x6a09e667;
 	s->h[1] = 0xbb67ae85;
@@ -280,6 +287,26 @@ static __noinline long kg_sha256(const void *buf, __u64 size, __u8 *out)
 	for (int j = 0; j < 8; j++)
 		v = s->h[j], out[4 * j] = v >> 24, out[4 * j + 1] = v >> 16, out[4 * j + 2] = v >> 8, out[4 * j + 3] = v;
 	return 0;
+}
+
+/* kg_sha256 hashes size bytes at the kernel address buf into out[32]. */
+static __noinline long kg_sha256(const void *buf, __u64 size, __u8 *out)
+{
+	__u32 zero = 0;
+	struct kg_sha256_scratch *s;
+	long err;
+
+	if (size > KG_SHA256_MAX_SIZE)
+		return -E2BIG;
+	s = bpf_map_lookup_elem(&kg_sha256_scratch, &zero);
+	if (!s)
+		return -ENOENT;
+	/* See "Preemption" above. */
+	if (__sync_val_compare_and_swap(&s->busy, 0, 1) != 0)
+		return -EBUSY;
+	err = kg_sha256_run(s, buf, size, out);
+	s->busy = 0;
+	return err;
 }
 
 #undef KG_DUP

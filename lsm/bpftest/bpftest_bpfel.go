@@ -61,6 +61,7 @@ type bpftestKgElfScratch struct {
 		Flags          uint32
 		Shnum          uint32
 	}
+	Busy uint64
 }
 
 type bpftestKgElfStatus uint32
@@ -79,6 +80,7 @@ const (
 	bpftestKgElfStatusKG_ELF_NAME_TOO_LONG     bpftestKgElfStatus = 16
 	bpftestKgElfStatusKG_ELF_FAULT             bpftestKgElfStatus = 17
 	bpftestKgElfStatusKG_ELF_NO_SCRATCH        bpftestKgElfStatus = 18
+	bpftestKgElfStatusKG_ELF_BUSY              bpftestKgElfStatus = 19
 )
 
 type bpftestKgSha256Scratch struct {
@@ -87,6 +89,7 @@ type bpftestKgSha256Scratch struct {
 	W     [16]uint32
 	Buf   uint64
 	Err   int64
+	Busy  uint64
 	Block [512]uint8
 }
 

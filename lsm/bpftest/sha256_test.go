@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // TestSHA256Vectors checks kg_sha256 on the FIPS 180-4 example messages,
@@ -123,5 +125,56 @@ func TestSHA256Errors(t *testing.T) {
 	}
 	if want := sha256.Sum256(msg); got != want {
 		t.Errorf("after errors: kg_sha256 = %x, want %x", got, want)
+	}
+}
+
+// TestScratchBusy checks that kg_sha256 and kg_elf_names refuse to run,
+// rather than share state, when their per-CPU slot is claimed by a call
+// that was preempted on the same CPU, and run again once it is released.
+func TestScratchBusy(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setBusy := func(t *testing.T, busy uint64) {
+		t.Helper()
+		shaSlots := make([]bpftestKgSha256Scratch, cpus)
+		elfSlots := make([]bpftestKgElfScratch, cpus)
+		for i := range cpus {
+			shaSlots[i].Busy = busy
+			elfSlots[i].Busy = busy
+		}
+		if err := h.objs.KgSha256Scratch.Put(uint32(0), shaSlots); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.objs.KgElfScratch.Put(uint32(0), elfSlots); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := module(goodModinfo, "dummy")
+
+	setBusy(t, 1)
+	if _, err := h.sha256(img); err == nil || !strings.Contains(err.Error(), "returned -16") {
+		t.Errorf("kg_sha256 with its slot taken: %v, want -EBUSY (-16)", err)
+	}
+	if r, err := h.elfNames(img); err != nil || r.status != bpftestKgElfStatusKG_ELF_BUSY {
+		t.Errorf("kg_elf_names with its slot taken: %v, %v, want KG_ELF_BUSY", r, err)
+	}
+
+	setBusy(t, 0)
+	got, err := h.sha256(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sha256.Sum256(img); got != want {
+		t.Errorf("kg_sha256 after release = %x, want %x", got, want)
+	}
+	if r, err := h.elfNames(img); err != nil || r.status != bpftestKgElfStatusKG_ELF_OK {
+		t.Errorf("kg_elf_names after release: %v, %v, want KG_ELF_OK", r, err)
+	}
+	// A completed call leaves the slot free.
+	if _, err := h.sha256(img); err != nil {
+		t.Errorf("second kg_sha256: %v", err)
 	}
 }

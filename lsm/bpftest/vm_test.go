@@ -29,6 +29,7 @@ func TestGuestHelpers(t *testing.T) {
 	t.Run("SHA256Vectors", TestSHA256Vectors)
 	t.Run("SHA256Random", TestSHA256Random)
 	t.Run("SHA256Errors", TestSHA256Errors)
+	t.Run("ScratchBusy", TestScratchBusy)
 	t.Run("ELFNamesCrafted", TestELFNamesCrafted)
 	t.Run("Fixtures", func(t *testing.T) {
 		h := newHarness(t, 4<<20)
