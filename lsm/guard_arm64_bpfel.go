@@ -71,6 +71,7 @@ type guardKgElfScratch struct {
 	}
 	Tmp   [256]uint8
 	Names guardKgElfNames
+	Busy  uint64
 }
 
 type guardKgEvent struct {
@@ -123,6 +124,7 @@ type guardKgSha256Scratch struct {
 	W     [16]uint32
 	Buf   uint64
 	Err   int64
+	Busy  uint64
 	Block [512]uint8
 }
 
