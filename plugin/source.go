@@ -35,7 +35,7 @@ const ReplayPrefix = "replay:"
 func (p *Plugin) OpenParams() ([]sdk.OpenParam, error) {
 	return []sdk.OpenParam{
 		{Value: "", Desc: "The live sensor on this host (needs root: CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"},
-		{Value: ReplayPrefix + "/var/lib/kmodguard/recording.kmg", Desc: "Replay a file written by `kmodguard watch --record FILE`"},
+		{Value: ReplayPrefix + "/var/lib/kmodguard/events.kgrec", Desc: "Replay a file written by `kmodguard watch --record FILE`"},
 	}, nil
 }
 
