@@ -424,3 +424,62 @@ func TestRecordReadRaw(t *testing.T) {
 		t.Errorf("after the last record: %v", err)
 	}
 }
+
+// TestRecordConcatenated: a second writer appending to a recording (as
+// `watch --record` does to an existing file) and `cat a b` both give one
+// valid recording.
+func TestRecordConcatenated(t *testing.T) {
+	var buf bytes.Buffer
+	for i := 0; i < 3; i++ {
+		w := NewRecordWriter(&buf) // a fresh writer writes its own header
+		for j := 0; j < 2; j++ {
+			e := sample()
+			e.Pid = uint32(i*10 + j)
+			// 75 is 'K', the first byte of the magic, as a length.
+			e.Cmdline = strings.Repeat("y", j*(75-40))
+			if err := w.Write(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := NewRecordReader(bytes.NewReader(buf.Bytes()))
+	var pids []uint32
+	for {
+		e, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %v: %v", pids, err)
+		}
+		pids = append(pids, e.Pid)
+	}
+	if want := []uint32{0, 1, 10, 11, 20, 21}; !reflect.DeepEqual(pids, want) {
+		t.Errorf("pids %v, want %v", pids, want)
+	}
+	bad := append(bytes.Clone(buf.Bytes()), []byte("KMODGREC\x07")...)
+	r = NewRecordReader(bytes.NewReader(bad))
+	var err error
+	for err == nil {
+		_, err = r.Read()
+	}
+	if !errors.Is(err, ErrNotRecord) {
+		t.Errorf("header of version 7 between records: %v", err)
+	}
+}
+
+func TestRecordLengthK(t *testing.T) {
+	// A record whose length byte is 'K' must not be taken for a header.
+	for n := 0; n < 200; n++ {
+		var buf bytes.Buffer
+		w := NewRecordWriter(&buf)
+		e := &Event{Cmdline: strings.Repeat("k", n)}
+		if err := w.Write(e); err != nil {
+			t.Fatal(err)
+		}
+		got, err := NewRecordReader(&buf).Read()
+		if err != nil || got.Cmdline != e.Cmdline {
+			t.Fatalf("cmdline of %d bytes: %v", n, err)
+		}
+	}
+}

@@ -18,7 +18,8 @@ import (
 //
 // event is the binary form of MarshalBinary. The checksum makes a torn or
 // damaged file fail loudly at the first bad record instead of yielding a
-// wrong event.
+// wrong event. A header may also appear between records: recordings joined
+// end to end are one recording.
 
 // RecordMagic starts every record file; RecordVersion follows it.
 const (
@@ -131,6 +132,9 @@ func (rr *RecordReader) ReadRaw() ([]byte, error) {
 		}
 		rr.started = true
 	}
+	if err := rr.skipHeaders(); err != nil {
+		return nil, err
+	}
 	n, err := binary.ReadUvarint(rr.r)
 	if err == io.EOF {
 		return nil, io.EOF
@@ -169,6 +173,23 @@ func (rr *RecordReader) readHeader() error {
 		return fmt.Errorf("%w: version %d, this reader knows %d", ErrNotRecord, v, RecordVersion)
 	}
 	return nil
+}
+
+// skipHeaders skips file headers between records, so that recordings
+// joined end to end (cat a b, or a writer appending to an existing file)
+// read as one. A header cannot be mistaken for a record: its first byte
+// 'K' would be a length of 75, and its second, 'M', is not the codec
+// version that starts every event.
+func (rr *RecordReader) skipHeaders() error {
+	for {
+		b, err := rr.r.Peek(2)
+		if err != nil || b[0] != RecordMagic[0] || b[1] != RecordMagic[1] {
+			return nil
+		}
+		if err := rr.readHeader(); err != nil {
+			return rr.fail(err)
+		}
+	}
 }
 
 func (rr *RecordReader) fail(err error) error {
