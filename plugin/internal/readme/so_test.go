@@ -165,7 +165,7 @@ func TestSharedObjectInit(t *testing.T) {
 		`{"image_cap": 5}`:                                         "init_config.image_cap: must be between 4096",
 		`{"require_signature": true}`:                              "init_config.public_key: is required",
 		`{"allowlist": "` + filepath.Join(dir, "none.yaml") + `"}`: "init_config.allowlist: ",
-		`{"enforcer": {"enabled": true}}`:                          "init_config.enforcer.enabled",
+		`{"enforcer": {"enabled": true}}`:                          "init_config.enforcer.path",
 		`{"ringbuf_size": "big"}`:                                  "Invalid type",
 		`{"log_level": "loud"}`:                                    "log_level must be one of the following",
 		`{"allowlsit": "/etc/kmodguard/allowlist.yaml"}`:           "allowlsit",
