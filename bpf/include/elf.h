@@ -26,18 +26,23 @@
  * name must be NUL-terminated inside the name table; .modinfo is a run of
  * NUL-terminated "key=value" strings, possibly padded with NULs, and the
  * first entry that starts with "name=" wins; a .modinfo that does not end
- * with a NUL is an error. The lsm/bpftest tests hold the two
- * to the same answers on every module of a Debian kernel and on crafted and
- * truncated images.
+ * with a NUL is an error. The lsm/bpftest tests hold the two to the same
+ * answers on every module of Debian's 6.1 and 6.12 kernels and on crafted
+ * and truncated images. Beyond the Go reference, kg_elf_names refuses what
+ * exceeds its bounds (KG_ELF_TOO_MANY_SECTIONS, KG_ELF_TOO_LARGE,
+ * KG_ELF_NAME_TOO_LONG); no real module comes near them.
  *
  * Bounded everywhere: every offset and size read from the image is checked
- * against size (without overflow) before anything is read; the section
- * walk stops at KG_ELF_MAX_SECTIONS; .modinfo is scanned an entry at a time
- * (bpf_probe_read_kernel_str, at most KG_ELF_SCAN_CHUNK bytes a step), up
- * to KG_ELF_MAX_MODINFO bytes. Every loop is a bpf_loop (5.17+), so verification cost does not
- * grow with the bounds. Working state lives in the per-CPU array
- * kg_elf_scratch, claimed per call as in sha256.h (a call that finds it
- * taken returns KG_ELF_BUSY); include the header once per object.
+ * against size (without overflow) before anything is read; more than
+ * KG_ELF_MAX_SECTIONS sections are refused, not walked in part; .modinfo is
+ * scanned an entry at a time (bpf_probe_read_kernel_str, at most
+ * KG_ELF_SCAN_CHUNK bytes a step), up to KG_ELF_MAX_MODINFO bytes. Every
+ * loop is a bpf_loop (5.17+), so the verifier sees each body once: about 2k
+ * instructions in all, on 6.1, 6.12 and 6.18. Run time on the development
+ * host: ~3 us for dummy.ko, ~100-140 us for option.ko and its 76 KB
+ * .modinfo. Working state lives in the per-CPU array kg_elf_scratch,
+ * claimed per call as in sha256.h (a call that finds it taken returns
+ * KG_ELF_BUSY); include the header once per object.
  */
 #ifndef KG_ELF_H
 #define KG_ELF_H

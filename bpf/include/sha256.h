@@ -24,7 +24,7 @@
  *            an array map, but the verifier wants the check).
  *
  * How: the full 64-byte blocks are hashed by a bpf_loop (helper 181, Linux
- * 5.17+, so 6.1, 6.12 and 6.18 all have it; the kernel inlines it) whose
+ * 5.17+, so 6.1, 6.12 and 6.18 all have it; 6.0+ inline it) whose
  * callback reads KG_SHA256_CHUNK bytes at a time with bpf_probe_read_kernel
  * and runs the fully unrolled compression function on each block. The last
  * size % 64 bytes, the 0x80 marker and the 64-bit bit length then fill one
@@ -38,11 +38,15 @@
  * an atomic compare-and-swap and returns -EBUSY, without touching it, when
  * it is taken: a caller that enforces must treat that as "no digest" (deny)
  * rather than trust a mixed state. A program nesting on the same CPU is
- * turned away the same way. With Debian's default voluntary preemption a
- * call is never interleaved, and -EBUSY does not happen.
+ * turned away the same way. Under voluntary preemption (Debian's default)
+ * nothing preempts a call, which never sleeps, so -EBUSY does not happen.
  *
- * Verification cost is independent of size: the callback is verified once.
- * Include this header once per BPF object, after kg_bpf.h.
+ * Cost: about 245 MB/s on the development host (AMD EPYC, Linux 6.18),
+ * level with Go's portable SHA-256 and a tenth of SHA-NI (make bench), so
+ * ~80 ms for Debian's largest module. Verification cost does not depend on
+ * size: about 56k instructions per calling program on 6.1, 6.12 and 6.18,
+ * because the compression subprogram is verified at each of its eleven
+ * call sites. Include this header once per BPF object, after kg_bpf.h.
  */
 #ifndef KG_SHA256_H
 #define KG_SHA256_H
@@ -58,8 +62,8 @@
 
 /*
  * KG_SHA256_MAX_SIZE is the largest buffer kg_sha256 hashes: 64 MiB, well
- * above the largest module of a distribution kernel (Debian 6.1's largest
- * .ko is under 16 MiB). The bound keeps bpf_loop's count below its 1<<23
+ * above the largest module of a distribution kernel (Debian 6.1's largest,
+ * amdgpu.ko, is 19 MB). The bound keeps bpf_loop's count below its 1<<23
  * limit and the time spent in one hook bounded. Define it before including
  * this header to change it; it must be a multiple of KG_SHA256_CHUNK and at
  * most 512 MiB.
