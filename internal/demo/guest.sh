@@ -35,16 +35,47 @@ kmodguard watch --help >/dev/null 2>&1 && have_watch=yes
 have_guard=no
 kmodguard enforcer --help >/dev/null 2>&1 && have_guard=yes
 
-# events: the sensor's events since the last call, one line each.
+# start_watch ARGS...: (re)start the sensor, its output in /tmp/events.
+watch_pid=
+start_watch() {
+	stop_watch
+	: >/tmp/events
+	printf '   $ kmodguard watch %s &\n' "$*"
+	kmodguard watch "$@" >/tmp/events 2>/tmp/watch.log &
+	watch_pid=$!
+	events_seen=0
+	i=0
+	until grep -q watching /tmp/watch.log 2>/dev/null; do
+		if ! kill -0 "$watch_pid" 2>/dev/null || [ $i -ge 120 ]; then
+			wrong "the sensor did not start:"
+			sed 's/^/     /' /tmp/watch.log
+			return 1
+		fi
+		sleep 1
+		i=$((i + 1))
+	done
+}
+stop_watch() {
+	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null && wait "$watch_pid" 2>/dev/null
+	watch_pid=
+}
+
+# events: the sensor's events since the last call, one line each. JSON
+# lines are cut down to the fields a person reads first.
 events_seen=0
+last_events=0
 events() {
 	[ "$have_watch" = yes ] || return 0
-	sleep 1
-	total=$(wc -l </tmp/events.jsonl)
-	if [ "$total" -gt "$events_seen" ]; then
-		tail -n $((total - events_seen)) /tmp/events.jsonl | sed 's/^/     event: /'
-	fi
+	sleep 2
+	total=$(wc -l </tmp/events)
 	last_events=$((total - events_seen))
+	[ "$last_events" -gt 0 ] || return 0
+	tail -n "$last_events" /tmp/events | while read -r line; do
+		case "$line" in
+		'{'*) line=$(printf '%s' "$line" | grep -oE '"(syscall|res|name|this_module_name|name_mismatch|allowed|comm)":("[^"]*"|[^,}]*)' | tr '\n' ' ') ;;
+		esac
+		printf '     event: %s\n' "$line"
+	done
 	events_seen=$total
 }
 
@@ -54,14 +85,16 @@ say "modules on disk: $(ls $F | tr '\n' ' ')"
 step "Watch module syscalls with the sensor"
 if [ "$have_watch" = yes ]; then
 	say "kmodguard watch follows init_module, finit_module and delete_module with eBPF"
-	say "and prints one JSON event per syscall."
-	kmodguard watch --json >/tmp/events.jsonl 2>/tmp/watch.log &
-	watch_pid=$!
-	sleep 3
+	say "(tracepoints on sys_enter/sys_exit) and prints one line per syscall."
+	start_watch
 	run insmod $F/dummy.ko
 	run rmmod dummy
 	events
-	if [ "$last_events" -gt 0 ]; then seen "the sensor saw the load and the unload"; else wrong "no event from the sensor"; fi
+	if grep -q 'finit_module.*dummy' /tmp/events && grep -q 'delete_module.*dummy' /tmp/events; then
+		seen "the sensor saw the load and the unload, with the module's digest and who did it"
+	else
+		wrong "the sensor did not report both syscalls"
+	fi
 else
 	say "[sensor not in this build yet: 'kmodguard watch' will plug in here]"
 	say "Until then the kernel's own list is the witness."
@@ -78,6 +111,11 @@ run kmodguard allowlist init --loaded --mode enforce --name demo -o $A || wrong 
 run rmmod dummy
 run cat $A
 grep -q 'name: dummy' $A && seen "the allowlist holds dummy, with its digest" || wrong "dummy is not in the allowlist"
+if [ "$have_watch" = yes ]; then
+	say "The sensor now matches every load against the list, and prints JSON lines"
+	say "(the Falco plugin's fields; a few are shown)."
+	start_watch --json --allowlist $A
+fi
 
 step "Check modules against the allowlist"
 run kmodguard allowlist check -a $A $F/dummy.ko && seen "dummy is allowed" || wrong "dummy was refused"
@@ -89,8 +127,11 @@ run kmodguard allowlist check -a $A $F/dumbo.ko && wrong "the forgery was allowe
 step "Load an allowed module"
 run insmod $F/dummy.ko
 loaded dummy && seen "dummy loaded" || wrong "dummy did not load"
-events
 run rmmod dummy
+events
+if [ "$have_watch" = yes ]; then
+	grep -q '"name":"dummy".*"allowed":true' /tmp/events && seen "the sensor says: allowed" || wrong "the sensor did not report dummy as allowed"
+fi
 
 step "Load a module that is not on the allowlist (no guard yet)"
 say "Without the guard, nothing stops the load: detection is what is left."
@@ -98,12 +139,18 @@ run insmod $F/veth.ko
 loaded veth && seen "veth loaded" || wrong "veth did not load"
 events
 if [ "$have_watch" = yes ]; then
-	seen "the sensor reported the unlisted module (Falco rules alert on it)"
+	grep -q '"name":"veth".*"allowed":false' /tmp/events && seen "the sensor says: not allowed (a Falco rule alerts on this)" || wrong "the sensor did not flag veth"
+	run insmod $F/dumbo.ko
+	events
+	grep -q '"name_mismatch":true' /tmp/events && seen "the forgery loads (as dummy) and the sensor flags its two names" || wrong "the sensor did not flag the forgery"
+	run rmmod dummy
+	run rmmod veth
+	events
 else
 	run kmodguard allowlist check -a $A $F/veth.ko
 	seen "veth is loaded but not allowed: a detection"
+	run rmmod veth
 fi
-run rmmod veth
 
 step "Turn on the guard (BPF LSM) and try again"
 if [ "$have_guard" = yes ]; then
@@ -117,6 +164,8 @@ if [ "$have_guard" = yes ]; then
 	run insmod $F/veth.ko && wrong "veth loaded past the guard" || seen "veth is blocked: the kernel refused it"
 	loaded veth && wrong "veth is in /proc/modules"
 	run insmod $F/dumbo.ko && wrong "the forgery loaded past the guard" || seen "the forged dumbo is blocked too"
+	events
+	[ "$have_watch" = yes ] && seen "the sensor still sees each attempt, refused with res=-1 (EPERM)"
 	run insmod $F/dummy.ko && seen "dummy, which is listed, still loads" || wrong "dummy was blocked"
 	run rmmod dummy
 	events
@@ -129,7 +178,7 @@ else
 	say "[guard not in this build yet: 'kmodguard enforcer run' will plug in here]"
 fi
 
-[ -n "${watch_pid:-}" ] && kill $watch_pid 2>/dev/null
+stop_watch
 
 printf '\n'
 if [ $failures -eq 0 ]; then

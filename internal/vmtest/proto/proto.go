@@ -37,9 +37,6 @@ type Plan struct {
 	Series  string `json:"series"`
 	// Steps run in order; a failing step does not stop the next one.
 	Steps []Step `json:"steps"`
-	// Shell, when set, drops to an interactive busybox shell on the console
-	// after the steps instead of powering off (for debugging by hand).
-	Shell bool `json:"shell,omitempty"`
 }
 
 // Step is one program /init runs with its output on the result port.

@@ -95,14 +95,15 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	out, err := openResultPort()
+	port, err := openResultPort()
 	if err != nil {
 		return err
 	}
+	out := &lineWriter{w: port, last: '\n'}
 	defer func() {
-		fmt.Fprintf(out, "\n%s\n", proto.MarkerDone)
-		drain(out)
-		out.Close()
+		fmt.Fprintf(out, "%s%s\n", out.newline(), proto.MarkerDone)
+		drain(port)
+		port.Close()
 	}()
 
 	fmt.Fprintf(out, "%s uptime=%s\n", proto.MarkerStart, uptime())
@@ -117,16 +118,8 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "vminit: running %s\n", s.Name)
 		start := time.Now()
 		code := runStep(s, env, out)
-		fmt.Fprintf(out, "\n%s %s %d %.3f\n", proto.MarkerExit, s.Name, code, time.Since(start).Seconds())
+		fmt.Fprintf(out, "%s%s %s %d %.3f\n", out.newline(), proto.MarkerExit, s.Name, code, time.Since(start).Seconds())
 		fmt.Fprintf(os.Stderr, "vminit: %s exited %d\n", s.Name, code)
-	}
-	if plan.Shell {
-		fmt.Fprintf(out, "%s\n", proto.MarkerDone)
-		drain(out)
-		sh := exec.Command("/bin/sh")
-		sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
-		sh.Env = env
-		_ = sh.Run()
 	}
 	return nil
 }
@@ -211,4 +204,27 @@ func uptime() string {
 		return "?"
 	}
 	return f[0]
+}
+
+// lineWriter remembers the last byte written, so that a marker goes on a
+// line of its own without adding blank lines to the output.
+type lineWriter struct {
+	w    io.Writer
+	last byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.last = p[n-1]
+	}
+	return n, err
+}
+
+// newline returns "\n" when the output does not end a line.
+func (l *lineWriter) newline() string {
+	if l.last == '\n' {
+		return ""
+	}
+	return "\n"
 }
