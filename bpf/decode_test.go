@@ -23,22 +23,15 @@ func TestJoinPath(t *testing.T) {
 		{"leaf\x00mid\x00", true, "…/mid/leaf"},
 		{"", true, "…"},
 	} {
-		if got := joinPath([]byte(tc.raw), len(tc.raw), tc.truncated); got != tc.want {
+		if got := joinPath([]byte(tc.raw), tc.truncated); got != tc.want {
 			t.Errorf("joinPath(%q, %v) = %q, want %q", tc.raw, tc.truncated, got, tc.want)
 		}
-	}
-	// A length past the buffer is clamped, not trusted.
-	if got := joinPath([]byte("a\x00"), 1<<20, false); got != "/a" {
-		t.Errorf("clamped joinPath = %q", got)
 	}
 }
 
 func TestCmdline(t *testing.T) {
-	if got := cmdline([]byte("insmod\x00dummy.ko\x00numdummies=3\x00"), 29); got != "insmod dummy.ko numdummies=3" {
+	if got := cmdline([]byte("insmod\x00dummy.ko\x00numdummies=3\x00")); got != "insmod dummy.ko numdummies=3" {
 		t.Errorf("cmdline = %q", got)
-	}
-	if got := cmdline([]byte("x"), -5); got != "" {
-		t.Errorf("negative length: %q", got)
 	}
 }
 
@@ -88,7 +81,21 @@ func chunkRecord(tid uint32, ts, off uint64, data []byte) []byte {
 
 func eventRecord(sc sensorKgSyscall, tid uint32, ts, length, captured uint64) []byte {
 	e := sensorKgEvent{Kind: uint8(sensorKgRecordKG_REC_EVENT), Syscall: uint8(sc), Tid: tid, Pid: tid, Ts: ts, Len: length, Captured: captured}
-	return rawRecord(&e)
+	return rawRecord(&e)[:eventHeaderSize]
+}
+
+// eventWithData is an event record whose data holds the given segments:
+// name, params, path, exe, cmdline, cgroup.
+func eventWithData(sc sensorKgSyscall, tid uint32, segs ...string) []byte {
+	e := sensorKgEvent{Kind: uint8(sensorKgRecordKG_REC_EVENT), Syscall: uint8(sc), Tid: tid, Pid: tid}
+	lens := []*uint16{&e.NameLen, &e.ParamsLen, &e.PathLen, &e.ExeLen, &e.CmdlineLen, &e.CgroupLen}
+	var data []byte
+	for i, seg := range segs {
+		*lens[i] = uint16(len(seg))
+		data = append(data, seg...)
+	}
+	e.DataLen = uint16(len(data))
+	return append(rawRecord(&e)[:eventHeaderSize], data...)
 }
 
 func exitRecord(sc sensorKgSyscall, tid uint32, ret int64) []byte {
@@ -112,8 +119,8 @@ type joined struct {
 
 func newTestJoiner(out *[]joined, orphans *int) *joiner {
 	n := &enricher{}
-	return newJoiner(1<<20, func(rec *sensorKgEvent, img []byte, gap bool) *event.Event {
-		ev := n.decode(rec, img, gap)
+	return newJoiner(1<<20, func(rec *sensorKgEvent, data eventData, img []byte, gap bool) *event.Event {
+		ev := n.decode(rec, data, img, gap)
 		*out = append(*out, joined{ev: ev, img: append([]byte(nil), img...), gap: gap})
 		return ev
 	}, func(*event.Event) {}, func() { *orphans++ })
@@ -174,6 +181,40 @@ func TestJoiner(t *testing.T) {
 	}
 	if len(j.pending) != 0 || len(j.images) != 0 {
 		t.Errorf("left %d pending, %d images", len(j.pending), len(j.images))
+	}
+}
+
+func TestEventData(t *testing.T) {
+	var got []joined
+	var orphans int
+	j := newTestJoiner(&got, &orphans)
+	now := time.Now()
+	del := sensorKgSyscallKG_SYS_DELETE_MODULE
+	fin := sensorKgSyscallKG_SYS_FINIT_MODULE
+	if err := j.record(aligned(eventWithData(del, 1, "dummy\x00", "", "", "bin\x00usr\x00", "rmmod\x00dummy\x00", "x.scope\x00system.slice\x00")), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.record(aligned(eventWithData(fin, 2, "", "a=1\x00", "dummy.ko\x00net\x00", "", "", "")), now); err != nil {
+		t.Fatal(err)
+	}
+	ev := got[0].ev
+	if ev.Name != "dummy" || ev.Exe != "/usr/bin" || ev.Cmdline != "rmmod dummy" || ev.Cgroup != "/system.slice/x.scope" {
+		t.Errorf("delete_module: name %q exe %q cmdline %q cgroup %q", ev.Name, ev.Exe, ev.Cmdline, ev.Cgroup)
+	}
+	ev = got[1].ev
+	if ev.Params != "a=1" || ev.Path != "/net/dummy.ko" || ev.Exe != "" || ev.Cgroup != "/" {
+		t.Errorf("finit_module: params %q path %q exe %q cgroup %q", ev.Params, ev.Path, ev.Exe, ev.Cgroup)
+	}
+	// Lengths that do not add up to the data are refused.
+	b := eventWithData(del, 3, "dummy\x00")
+	b[2]++ // data_len one past the data
+	if err := j.record(aligned(b), now); err == nil {
+		t.Error("data_len past the record accepted")
+	}
+	b = eventWithData(del, 3, "dummy\x00", "x\x00")
+	b[2]-- // segments longer than data_len
+	if err := j.record(aligned(b), now); err == nil {
+		t.Error("segments past data_len accepted")
 	}
 }
 

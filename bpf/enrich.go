@@ -79,7 +79,7 @@ func nsInode(path string) uint32 {
 
 // decode builds the event of one event record and, for init_module, the
 // image put together from its chunks.
-func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Event {
+func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap bool) *event.Event {
 	f := sensorKgFlag(rec.Flags)
 	has := func(bits sensorKgFlag) bool { return f&bits != 0 }
 	ev := &event.Event{
@@ -92,17 +92,17 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 		GID:          rec.Gid,
 		LoginUID:     rec.Loginuid,
 		Comm:         cString(rec.Comm[:]),
-		Cmdline:      cmdline(bytesOf(rec.Cmdline[:]), int(rec.CmdlineLen)),
+		Cmdline:      cmdline(data.cmdline),
 		CgroupID:     rec.CgroupId,
-		Cgroup:       joinPath(bytesOf(rec.Cgroup[:]), int(rec.CgroupLen), has(sensorKgFlagKG_F_CGROUP_TRUNCATED)),
+		Cgroup:       joinPath(data.cgroup, has(sensorKgFlagKG_F_CGROUP_TRUNCATED)),
 		PidNS:        rec.Pidns,
 		MntNS:        rec.Mntns,
 		CapEffective: rec.CapEffective,
 		Verdict:      event.VerdictNone,
 	}
-	if rec.ExeLen > 0 {
+	if len(data.exe) > 0 {
 		// No exe at all is a kernel thread.
-		ev.Exe = joinPath(bytesOf(rec.Exe[:]), int(rec.ExeLen), has(sensorKgFlagKG_F_EXE_TRUNCATED))
+		ev.Exe = joinPath(data.exe, has(sensorKgFlagKG_F_EXE_TRUNCATED))
 	}
 	ev.ContainerID = ContainerID(ev.Cgroup)
 	// With the host's mount namespace unknown, the pid namespace decides.
@@ -113,7 +113,7 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 	ev.Unreadable = has(sensorKgFlagKG_F_IMAGE_UNREADABLE | sensorKgFlagKG_F_PARAMS_UNREADABLE |
 		sensorKgFlagKG_F_NAME_UNREADABLE | sensorKgFlagKG_F_FILE_UNRESOLVED)
 	if !has(sensorKgFlagKG_F_PARAMS_UNREADABLE) {
-		ev.Params = string(bytesOf(rec.Params[:])[:min(int(rec.ParamsLen), len(rec.Params))])
+		ev.Params = string(trimNUL(data.params))
 	}
 
 	var mod *kmod.Module
@@ -146,7 +146,7 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 		ev.Dev = kernelDev(rec.Dev)
 		ev.Mtime = rec.MtimeSec*1e9 + int64(rec.MtimeNsec)
 		if !has(sensorKgFlagKG_F_FILE_UNRESOLVED) {
-			ev.Path = joinPath(bytesOf(rec.Path[:]), int(rec.PathLen), has(sensorKgFlagKG_F_PATH_TRUNCATED))
+			ev.Path = joinPath(data.path, has(sensorKgFlagKG_F_PATH_TRUNCATED))
 			if !has(sensorKgFlagKG_F_PATH_TRUNCATED) {
 				mod = n.inspectFile(ev)
 			}
@@ -155,7 +155,7 @@ func (n *enricher) decode(rec *sensorKgEvent, img []byte, imgGap bool) *event.Ev
 		ev.RawFlags = rec.RawFlags
 		ev.Flags = deleteFlags(rec.RawFlags)
 		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
-			ev.Name = string(bytesOf(rec.Name[:])[:min(int(rec.NameLen), len(rec.Name))])
+			ev.Name = string(trimNUL(data.name))
 		}
 	}
 	if mod != nil {
@@ -307,30 +307,27 @@ func bytesOf(b []int8) []byte {
 // cString is the NUL-ended string at the start of b.
 func cString(b []int8) string {
 	s := bytesOf(b)
-	if i := indexByte(s, 0); i >= 0 {
+	if i := bytes.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
 	}
 	return string(s)
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
+// trimNUL drops a string's terminating NUL and anything after it.
+func trimNUL(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
 	}
-	return -1
+	return b
 }
 
 // joinPath turns the kernel's leaf-first, NUL-separated components into a
 // path. A truncated walk lost its top components; the path then starts
 // with "…/" rather than "/".
-func joinPath(b []byte, n int, truncated bool) string {
-	n = min(max(n, 0), len(b))
-	b = b[:n]
+func joinPath(b []byte, truncated bool) string {
 	var comps []string
 	for len(b) > 0 {
-		i := indexByte(b, 0)
+		i := bytes.IndexByte(b, 0)
 		if i < 0 {
 			i = len(b)
 		}
@@ -352,8 +349,7 @@ func joinPath(b []byte, n int, truncated bool) string {
 }
 
 // cmdline turns the NUL-separated argv into one line.
-func cmdline(b []byte, n int) string {
-	n = min(max(n, 0), len(b))
-	s := strings.TrimRight(string(b[:n]), "\x00")
+func cmdline(b []byte) string {
+	s := strings.TrimRight(string(b), "\x00")
 	return strings.ReplaceAll(s, "\x00", " ")
 }

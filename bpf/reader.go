@@ -14,7 +14,7 @@ import (
 
 // Record sizes, from the bpf2go mirrors of the C structs.
 const (
-	eventRecordSize = int(unsafe.Sizeof(sensorKgEvent{}))
+	eventHeaderSize = int(unsafe.Offsetof(sensorKgEvent{}.Data))
 	exitRecordSize  = int(unsafe.Sizeof(sensorKgExit{}))
 	chunkHeaderSize = int(unsafe.Offsetof(sensorKgChunk{}.Data))
 )
@@ -48,12 +48,50 @@ type joiner struct {
 	images  map[uint32]*image
 	pending map[uint32]*pending
 	// decode turns an event record and its image into an Event.
-	decode func(rec *sensorKgEvent, img []byte, imgGap bool) *event.Event
+	decode func(rec *sensorKgEvent, data eventData, img []byte, imgGap bool) *event.Event
 	emit   func(*event.Event)
 	orphan func()
+
+	// Records are shorter than the structs bpf2go mirrors (only the bytes
+	// used travel), so headers are copied out rather than cast.
+	eventHdr sensorKgEvent
+	chunkHdr sensorKgChunk
 }
 
-func newJoiner(imageCap uint64, decode func(*sensorKgEvent, []byte, bool) *event.Event, emit func(*event.Event), orphan func()) *joiner {
+// eventData is an event record's strings, NULs included.
+type eventData struct {
+	name, params, path, exe, cmdline, cgroup []byte
+}
+
+// splitData cuts an event's data into its segments, checking that the
+// lengths add up.
+func splitData(rec *sensorKgEvent, data []byte) (eventData, bool) {
+	var d eventData
+	if int(rec.DataLen) > len(data) {
+		return d, false
+	}
+	data = data[:rec.DataLen]
+	for _, seg := range []struct {
+		n   uint16
+		dst *[]byte
+	}{
+		{rec.NameLen, &d.name}, {rec.ParamsLen, &d.params}, {rec.PathLen, &d.path},
+		{rec.ExeLen, &d.exe}, {rec.CmdlineLen, &d.cmdline}, {rec.CgroupLen, &d.cgroup},
+	} {
+		if int(seg.n) > len(data) {
+			return d, false
+		}
+		*seg.dst, data = data[:seg.n], data[seg.n:]
+	}
+	return d, len(data) == 0
+}
+
+// header copies the first n bytes of raw over the struct at p.
+func header[T any](p *T, raw []byte, n int) {
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(p)), n), raw[:n])
+}
+
+func newJoiner(imageCap uint64, decode func(*sensorKgEvent, eventData, []byte, bool) *event.Event, emit func(*event.Event), orphan func()) *joiner {
 	return &joiner{
 		cap:     imageCap,
 		images:  make(map[uint32]*image),
@@ -77,17 +115,23 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 		if len(raw) < chunkHeaderSize {
 			return errMalformed
 		}
-		c := (*sensorKgChunk)(unsafe.Pointer(&raw[0]))
+		c := &j.chunkHdr
+		header(c, raw, chunkHeaderSize)
 		data := raw[chunkHeaderSize:]
 		if uint64(c.Len) > uint64(len(data)) {
 			return errMalformed
 		}
 		j.chunk(c.Tid, c.Ts, c.Off, data[:c.Len])
 	case sensorKgRecordKG_REC_EVENT:
-		if len(raw) < eventRecordSize {
+		if len(raw) < eventHeaderSize {
 			return errMalformed
 		}
-		rec := (*sensorKgEvent)(unsafe.Pointer(&raw[0]))
+		rec := &j.eventHdr
+		header(rec, raw, eventHeaderSize)
+		data, ok := splitData(rec, raw[eventHeaderSize:])
+		if !ok {
+			return fmt.Errorf("%w: event data lengths do not add up", errMalformed)
+		}
 		var img []byte
 		gap := false
 		if im := j.images[rec.Tid]; im != nil && im.ts == rec.Ts {
@@ -101,12 +145,14 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 			old.ev.Res = ResUnknown
 			j.emit(old.ev)
 		}
-		j.pending[rec.Tid] = &pending{ev: j.decode(rec, img, gap), since: now}
+		j.pending[rec.Tid] = &pending{ev: j.decode(rec, data, img, gap), since: now}
 	case sensorKgRecordKG_REC_EXIT:
 		if len(raw) < exitRecordSize {
 			return errMalformed
 		}
-		x := (*sensorKgExit)(unsafe.Pointer(&raw[0]))
+		var xr sensorKgExit
+		x := &xr
+		header(x, raw, exitRecordSize)
 		p := j.pending[x.Tid]
 		if p == nil || syscallOf(x.Syscall) != p.ev.Syscall {
 			j.orphan()

@@ -73,6 +73,12 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_NAME_MAX 256 /* one path component, NUL included */
 #define KG_PATH_DEPTH 48
 #define KG_CHUNK 16384
+/*
+ * An event's strings share one buffer, in this order, each segment right
+ * after the one before: name, params, path, exe, cmdline, cgroup. Only the
+ * bytes used travel through the ring buffer.
+ */
+#define KG_DATA_MAX (KG_MODNAME_MAX + KG_PARAMS_MAX + KG_PATH_MAX + KG_PATH_MAX + KG_CMDLINE_MAX + KG_CGROUP_MAX)
 
 /* Record kinds, the first byte of every ring buffer record. */
 enum kg_record {
@@ -122,11 +128,11 @@ enum kg_counter {
 	KG_CNT_MAX = 6,
 };
 
-/* One module syscall at sys_enter. */
+/* One module syscall at sys_enter: a header, then data_len bytes of data. */
 struct kg_event {
 	__u8 kind;
 	__u8 syscall;
-	__u16 params_len;
+	__u16 data_len;
 	__u32 flags;
 	__u64 ts; /* CLOCK_BOOTTIME, ns */
 	__u32 pid;
@@ -148,20 +154,32 @@ struct kg_event {
 	__s64 mtime_sec;
 	__u32 mtime_nsec;
 	__u32 dev; /* kernel dev_t: major << 20 | minor */
+	/* Segment lengths in data, NULs included. */
 	__u16 name_len;
-	__u16 exe_len;
+	__u16 params_len;
 	__u16 path_len;
-	__u16 cgroup_len;
+	__u16 exe_len;
 	__u16 cmdline_len;
-	__u16 pad[3];
+	__u16 cgroup_len;
+	__u16 pad[2];
 	char comm[KG_COMM_LEN];
-	char name[KG_MODNAME_MAX];
-	char params[KG_PARAMS_MAX];
-	char exe[KG_PATH_MAX];
-	char path[KG_PATH_MAX];
-	char cgroup[KG_CGROUP_MAX];
-	char cmdline[KG_CMDLINE_MAX];
+	char data[KG_DATA_MAX];
 };
+
+/*
+ * kg_segment returns where the next segment of e's data starts, bounded so
+ * that max more bytes fit (the verifier cannot know that the lengths before
+ * it are bounded; at run time the bound never bites).
+ */
+static __always_inline __u32 kg_segment(struct kg_event *e, __u32 max)
+{
+	__u32 pos = e->data_len;
+
+	if (pos > KG_DATA_MAX - max)
+		pos = KG_DATA_MAX - max;
+	barrier_var(pos);
+	return pos;
+}
 
 /* A piece of an init_module image. Sent before its event. */
 struct kg_chunk {
@@ -239,20 +257,13 @@ static __always_inline struct kg_event *kg_scratch(void)
 	return bpf_map_lookup_elem(&kg_event_buf, &key);
 }
 
-/* Which buffer of the scratch event a walk fills. */
-enum kg_walk_target {
-	KG_WALK_EXE = 0,
-	KG_WALK_PATH = 1,
-	KG_WALK_CGROUP = 2,
-};
-
 /* The state of a path walk, carried across bpf_loop steps. */
 struct kg_walk {
 	struct dentry *d;
 	struct mount *mnt;
 	struct kernfs_node *kn;
-	__u32 off;
-	__u32 target;
+	__u32 base; /* where the segment starts in data */
+	__u32 off;  /* bytes written so far */
 	__u32 done; /* set when the walk reached its root */
 };
 
@@ -268,8 +279,8 @@ static long kg_path_step(__u32 i, struct kg_walk *w)
 	struct dentry *d = w->d, *root = NULL, *parent = NULL;
 	struct mount *mnt = w->mnt, *mnt_parent = NULL;
 	const unsigned char *name = NULL;
-	__u32 off = w->off;
-	char *buf;
+	__u32 base = w->base, off = w->off;
+	__u64 at;
 	long n;
 
 	if (!e || !d || !mnt)
@@ -287,10 +298,14 @@ static long kg_path_step(__u32 i, struct kg_walk *w)
 		return 0;
 	}
 	if (off > KG_PATH_MAX - KG_NAME_MAX)
-		return 1;
-	buf = w->target == KG_WALK_EXE ? e->exe : e->path;
+		return 1; /* the segment is full */
 	kg_read(name, d->d_name.name);
-	n = bpf_probe_read_kernel_str(buf + off, KG_NAME_MAX, name);
+	/* Checked right before the write, so that older verifiers see it. */
+	at = (__u64)base + off;
+	if (at > KG_DATA_MAX - KG_NAME_MAX)
+		return 1;
+	barrier_var(at);
+	n = bpf_probe_read_kernel_str(e->data + at, KG_NAME_MAX, name);
 	if (n <= 0)
 		return 1;
 	w->off = off + n;
@@ -302,14 +317,14 @@ done:
 }
 
 /*
- * kg_walk_path writes the path of p into the scratch event's exe or path,
- * and returns its length; it sets trunc in e->flags when the walk ran out
- * of depth or room.
+ * kg_walk_path appends the path of p to e's data as the next segment and
+ * returns its length; it sets trunc in e->flags when the walk ran out of
+ * depth or room.
  */
-static __always_inline __u32 kg_walk_path(struct kg_event *e, struct path *p, __u32 target, __u32 trunc)
+static __always_inline __u16 kg_walk_path(struct kg_event *e, struct path *p, __u32 trunc)
 {
 	struct vfsmount *vfs = NULL;
-	struct kg_walk w = {.target = target};
+	struct kg_walk w = {.base = kg_segment(e, KG_PATH_MAX)};
 
 	kg_read(w.d, p->dentry);
 	kg_read(vfs, p->mnt);
@@ -318,6 +333,7 @@ static __always_inline __u32 kg_walk_path(struct kg_event *e, struct path *p, __
 	bpf_loop(KG_PATH_DEPTH, kg_path_step, &w, 0);
 	if (!w.done)
 		e->flags |= trunc;
+	e->data_len = w.base + w.off;
 	return w.off;
 }
 
@@ -327,7 +343,8 @@ static long kg_cgroup_step(__u32 i, struct kg_walk *w)
 	struct kg_event *e = kg_scratch();
 	struct kernfs_node *kn = w->kn, *parent = NULL;
 	const char *name = NULL;
-	__u32 off = w->off;
+	__u32 base = w->base, off = w->off;
+	__u64 at;
 	long n;
 
 	if (!e)
@@ -341,9 +358,13 @@ static long kg_cgroup_step(__u32 i, struct kg_walk *w)
 	if (!parent)
 		goto done; /* the root's name is not part of the path */
 	if (off > KG_CGROUP_MAX - KG_NAME_MAX)
-		return 1;
+		return 1; /* the segment is full */
 	kg_read(name, kn->name);
-	n = bpf_probe_read_kernel_str(e->cgroup + off, KG_NAME_MAX, name);
+	at = (__u64)base + off;
+	if (at > KG_DATA_MAX - KG_NAME_MAX)
+		return 1;
+	barrier_var(at);
+	n = bpf_probe_read_kernel_str(e->data + at, KG_NAME_MAX, name);
 	if (n <= 0)
 		return 1;
 	w->off = off + n;
@@ -354,12 +375,12 @@ done:
 	return 1;
 }
 
-/* kg_walk_cgroup writes the task's cgroup v2 path, leaf first. */
-static __always_inline __u32 kg_walk_cgroup(struct kg_event *e, struct task_struct *task)
+/* kg_walk_cgroup appends the task's cgroup v2 path, leaf first. */
+static __always_inline __u16 kg_walk_cgroup(struct kg_event *e, struct task_struct *task)
 {
 	struct css_set *cgroups = NULL;
 	struct cgroup *cgrp = NULL;
-	struct kg_walk w = {.target = KG_WALK_CGROUP};
+	struct kg_walk w = {.base = kg_segment(e, KG_CGROUP_MAX)};
 
 	kg_read(cgroups, task->cgroups);
 	if (cgroups)
@@ -370,6 +391,7 @@ static __always_inline __u32 kg_walk_cgroup(struct kg_event *e, struct task_stru
 	bpf_loop(KG_PATH_DEPTH, kg_cgroup_step, &w, 0);
 	if (!w.done)
 		e->flags |= KG_F_CGROUP_TRUNCATED;
+	e->data_len = w.base + w.off;
 	return w.off;
 }
 
@@ -471,7 +493,7 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 
 		kg_read(exe, mm->exe_file);
 		if (exe)
-			e->exe_len = kg_walk_path(e, &exe->f_path, KG_WALK_EXE, KG_F_EXE_TRUNCATED);
+			e->exe_len = kg_walk_path(e, &exe->f_path, KG_F_EXE_TRUNCATED);
 		kg_read(start, mm->arg_start);
 		kg_read(end, mm->arg_end);
 		n = end > start ? end - start : 0;
@@ -481,26 +503,32 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 		}
 		barrier_var(n);
 		if (n && n <= KG_CMDLINE_MAX) {
-			if (bpf_probe_read_user(e->cmdline, n, (void *)start))
+			__u32 pos = kg_segment(e, KG_CMDLINE_MAX);
+
+			if (bpf_probe_read_user(e->data + pos, n, (void *)start)) {
 				e->flags |= KG_F_CMDLINE_UNREADABLE;
-			else
+			} else {
 				e->cmdline_len = n;
+				e->data_len = pos + n;
+			}
 		}
 	}
 	e->cgroup_len = kg_walk_cgroup(e, task);
 }
 
-/* kg_read_params copies a user string of at most KG_PARAMS_MAX bytes. */
+/* kg_read_params appends a user string of at most KG_PARAMS_MAX bytes. */
 static __always_inline void kg_read_params(struct kg_event *e, const char *uargs)
 {
-	long n = bpf_probe_read_user_str(e->params, KG_PARAMS_MAX, uargs);
+	__u32 pos = kg_segment(e, KG_PARAMS_MAX);
+	long n = bpf_probe_read_user_str(e->data + pos, KG_PARAMS_MAX, uargs);
 	char next = 0;
 
 	if (n <= 0) {
 		e->flags |= KG_F_PARAMS_UNREADABLE;
 		return;
 	}
-	e->params_len = n - 1;
+	e->params_len = n;
+	e->data_len = pos + n;
 	/* A full buffer is cut unless the string ended exactly there. */
 	if (n == KG_PARAMS_MAX &&
 	    (bpf_probe_read_user(&next, 1, uargs + KG_PARAMS_MAX - 1) || next != 0))
@@ -531,7 +559,7 @@ static __always_inline void kg_fill_file(struct kg_event *e, struct task_struct 
 	if (!fds || bpf_probe_read_kernel(&f, sizeof(f), &fds[(__u32)fd]) || !f)
 		goto unresolved;
 
-	e->path_len = kg_walk_path(e, &f->f_path, KG_WALK_PATH, KG_F_PATH_TRUNCATED);
+	e->path_len = kg_walk_path(e, &f->f_path, KG_F_PATH_TRUNCATED);
 	kg_read(inode, f->f_inode);
 	if (!inode)
 		return;
@@ -690,6 +718,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	e->kind = KG_REC_EVENT;
 	e->ts = ts;
 	e->flags = 0;
+	e->data_len = 0;
 	e->params_len = 0;
 	e->name_len = 0;
 	e->exe_len = 0;
@@ -731,12 +760,15 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 		e->syscall = KG_SYS_DELETE_MODULE;
 		e->raw_flags = (__u32)a1;
 		{
-			long n = bpf_probe_read_user_str(e->name, KG_MODNAME_MAX, (const char *)a0);
+			/* The first segment: data_len is 0. */
+			long n = bpf_probe_read_user_str(e->data, KG_MODNAME_MAX, (const char *)a0);
 
-			if (n <= 0)
+			if (n <= 0) {
 				e->flags |= KG_F_NAME_UNREADABLE;
-			else
-				e->name_len = n - 1;
+			} else {
+				e->name_len = n;
+				e->data_len = n;
+			}
 			if (n == KG_MODNAME_MAX)
 				e->flags |= KG_F_NAME_TRUNCATED;
 		}
@@ -751,7 +783,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	if (e->flags & (KG_F_IMAGE_UNREADABLE | KG_F_PARAMS_UNREADABLE | KG_F_NAME_UNREADABLE |
 			KG_F_CMDLINE_UNREADABLE))
 		kg_count(KG_CNT_READ_FAILURES);
-	if (bpf_ringbuf_output(&kg_events, e, sizeof(*e), 0)) {
+	if (bpf_ringbuf_output(&kg_events, e, __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
 		kg_count(KG_CNT_DROPS);
 		return 0;
 	}

@@ -41,7 +41,7 @@ type sensorKgEvent struct {
 	_            structs.HostLayout
 	Kind         uint8
 	Syscall      uint8
-	ParamsLen    uint16
+	DataLen      uint16
 	Flags        uint32
 	Ts           uint64
 	Pid          uint32
@@ -64,18 +64,14 @@ type sensorKgEvent struct {
 	MtimeNsec    uint32
 	Dev          uint32
 	NameLen      uint16
-	ExeLen       uint16
+	ParamsLen    uint16
 	PathLen      uint16
-	CgroupLen    uint16
+	ExeLen       uint16
 	CmdlineLen   uint16
-	Pad          [3]uint16
+	CgroupLen    uint16
+	Pad          [2]uint16
 	Comm         [16]int8
-	Name         [64]int8
-	Params       [4096]int8
-	Exe          [1024]int8
-	Path         [1024]int8
-	Cgroup       [512]int8
-	Cmdline      [1024]int8
+	Data         [7744]int8
 }
 
 type sensorKgExit struct {
