@@ -154,7 +154,13 @@ func (j *joiner) expire(now time.Time) []*event.Event {
 
 // flush returns everything waiting, as expire does when the window is over.
 func (j *joiner) flush() []*event.Event {
-	return j.expire(time.Now().Add(j.window + time.Hour))
+	var last time.Time
+	for _, at := range append(j.eventAt, j.decisionAt...) {
+		if at.After(last) {
+			last = at
+		}
+	}
+	return j.expire(last.Add(j.window))
 }
 
 // pending counts the waiting items.

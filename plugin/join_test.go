@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -155,4 +156,70 @@ func TestJoinPassThroughAndExpiry(t *testing.T) {
 	if g == nil || g.Comm != "bpftool" || g.Verdict != event.VerdictBlocked || g.Allowed != nil {
 		t.Errorf("seal refusal event %+v", g)
 	}
+}
+
+// FuzzJoin feeds the joiner arbitrary interleavings of load events and
+// decisions (as a hostile or confused companion could send): it never
+// panics, every event comes out exactly once, every decision comes out
+// joined or as a guard event, and a joined event carries its decision's
+// verdict.
+func FuzzJoin(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte{0x80, 0x01, 0x81, 0x01, 0x02, 0x82, 0xff, 0x7f})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		j := newJoiner(JoinWindow)
+		now := t0
+		var in, out []*event.Event
+		decisions := 0
+		verdicts := []string{companion.VerdictAllowed, companion.VerdictBlocked, companion.VerdictAudit, "bogus"}
+		ops = ops[:min(len(ops), 512)]
+		for i, op := range ops {
+			tid := uint32(op & 0x03)
+			at := now.Add(time.Duration(op&0x0c) * 200 * time.Millisecond)
+			switch op >> 6 {
+			case 0, 1:
+				sc := []event.Syscall{event.InitModule, event.FinitModule, event.DeleteModule, event.Guard}[op>>4&0x03]
+				e := loadEvent(sc, tid, at, digestA)
+				in = append(in, e)
+				out = append(out, j.addEvent(e, now)...)
+			case 2:
+				dop := []string{companion.OpInitModule, companion.OpFinitModule, "bpf", ""}[i%4]
+				decisions++
+				out = append(out, j.addDecision(decision(dop, tid, at, verdicts[int(op>>4)%4], digestB), now)...)
+			case 3:
+				now = now.Add(time.Duration(op&0x3f) * 100 * time.Millisecond)
+				out = append(out, j.expire(now)...)
+			}
+		}
+		out = append(out, j.flush()...)
+		if j.pending() != 0 {
+			t.Fatalf("%d items left after flush", j.pending())
+		}
+		seen := map[*event.Event]int{}
+		guards := 0
+		for _, e := range out {
+			if e == nil {
+				t.Fatal("nil event")
+			}
+			seen[e]++
+			if e.Syscall == event.Guard && !slices.Contains(in, e) {
+				guards++
+			}
+		}
+		joined := 0
+		for _, e := range in {
+			if seen[e] != 1 {
+				t.Fatalf("event %+v came out %d times", e, seen[e])
+			}
+			if e.GuardSHA256 != "" {
+				joined++
+				if e.Verdict == "" {
+					t.Fatalf("joined event without a verdict: %+v", e)
+				}
+			}
+		}
+		if joined+guards != decisions {
+			t.Fatalf("%d decisions in, %d joined and %d guard events out", decisions, joined, guards)
+		}
+	})
 }
