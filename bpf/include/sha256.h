@@ -65,8 +65,8 @@
  * above the largest module of a distribution kernel (Debian 6.1's largest,
  * amdgpu.ko, is 19 MB). The bound keeps bpf_loop's count below its 1<<23
  * limit and the time spent in one hook bounded. Define it before including
- * this header to change it; it must be a multiple of KG_SHA256_CHUNK and at
- * most 512 MiB.
+ * this header to change it; it must stay below 4 GiB, bpf_loop's limit of
+ * 1<<23 iterations of KG_SHA256_CHUNK bytes.
  */
 #ifndef KG_SHA256_MAX_SIZE
 #define KG_SHA256_MAX_SIZE (64ULL << 20)

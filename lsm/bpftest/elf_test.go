@@ -512,3 +512,27 @@ func FuzzELFNames(f *testing.F) {
 		checkAgree(t, h, "fuzz", img)
 	})
 }
+
+// TestELFNamesFault checks that a size larger than the readable buffer
+// (which the kernel never passes, but a caller bug might) ends in
+// KG_ELF_FAULT rather than in names read from elsewhere.
+func TestELFNamesFault(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	img := module(goodModinfo, "dummy")
+	// The section headers move just past the end of the input map, into
+	// the guard page that follows every vmalloc area (the map header puts
+	// the end of the values less than a page before it), and size claims
+	// 64 MiB, so every bounds check passes and the read fails.
+	shoff := uint64(h.capacity) + 4096 - 64
+	img = patch(img, func(b []byte) { binary.LittleEndian.PutUint64(b[0x28:], shoff) })
+	if err := h.setInput(img); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.run(h.objs.TestElfNames, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := bpftestKgElfStatus(res.Ret); st != bpftestKgElfStatusKG_ELF_FAULT {
+		t.Errorf("kg_elf_names with unreadable section headers: status %d, want KG_ELF_FAULT", st)
+	}
+}
