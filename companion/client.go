@@ -35,6 +35,9 @@ type LaunchConfig struct {
 	// Logger receives the companion's log lines and go-plugin's own. When
 	// nil, warnings and errors go to stderr as JSON.
 	Logger hclog.Logger
+	// Stderr receives what the companion writes to os.Stderr once served;
+	// os.Stderr when nil. (Its stdout belongs to go-plugin and is discarded.)
+	Stderr io.Writer
 }
 
 // Client is a connection to a companion: launched (Launch), reattached
@@ -78,6 +81,10 @@ func Launch(cfg LaunchConfig) (*Client, error) {
 	if logger == nil {
 		logger = defaultLogger()
 	}
+	stderr := cfg.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          PluginMap,
@@ -87,7 +94,7 @@ func Launch(cfg LaunchConfig) (*Client, error) {
 		StartTimeout:     timeout,
 		Logger:           logger,
 		SyncStdout:       io.Discard,
-		SyncStderr:       io.Discard,
+		SyncStderr:       stderr,
 	})
 	return connect(pc, cfg.Path)
 }
