@@ -51,6 +51,19 @@ func Inspect(path string) (*Module, error) {
 	return m, nil
 }
 
+// InspectReader reads a module image from r to the end (at most
+// MaxImageSize bytes) and inspects it, e.g. a module piped on standard input.
+func InspectReader(r io.Reader) (*Module, error) {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := readAll(r, (*bp)[:0], 0)
+	*bp = b[:0]
+	if err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	return InspectBytes(b)
+}
+
 // readAll reads r into dst, sized by hint for regular files, and stops with
 // ErrTooLarge past MaxImageSize (a pipe or /proc file has no size).
 func readAll(r io.Reader, dst []byte, hint int64) ([]byte, error) {

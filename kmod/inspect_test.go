@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/smallstep/pkcs7"
@@ -51,6 +53,19 @@ func TestInspectSynthetic(t *testing.T) {
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("InspectBytes:\n got %+v\nwant %+v", m, want)
 	}
+	// One byte at a time, as a slow pipe delivers it.
+	r, err := InspectReader(iotest.OneByteReader(bytes.NewReader(img)))
+	if err != nil || !reflect.DeepEqual(r, want) {
+		t.Errorf("InspectReader = %+v, %v; want %+v", r, err, want)
+	}
+}
+
+// zeroReader is an endless stream of zeros.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 func compressAll(t testing.TB, img []byte) map[Compression][]byte {
@@ -138,6 +153,10 @@ func TestDecompressionBomb(t *testing.T) {
 	}
 	if _, err := InspectBytes(big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("plain input over the limit: err = %v, want ErrTooLarge", err)
+	}
+	// A stream without a size: reading stops at the limit.
+	if _, err := InspectReader(io.MultiReader(bytes.NewReader(big), zeroReader{})); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("endless stream: err = %v, want ErrTooLarge", err)
 	}
 	p := filepath.Join(t.TempDir(), "big.ko")
 	if err := os.WriteFile(p, big, 0o644); err != nil {

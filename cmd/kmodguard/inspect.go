@@ -32,27 +32,44 @@ detected from the content) and print what an allowlist entry is made of:
     The allowlist takes both: finit_module sees the file, init_module
     (kmod and busybox decompress first) sees the ELF.
 
-A file that cannot be inspected is reported on stderr and makes the exit
-code 2, but every other file is still printed.`,
+FILE "-" reads one module from standard input. A file that cannot be
+inspected is reported on stderr and makes the exit code 2, but every other
+file is still printed.`,
 		Example: `  # one module, human-readable
   kmodguard inspect /lib/modules/$(uname -r)/kernel/drivers/net/dummy.ko.xz
 
   # every network driver, as a JSON array
-  kmodguard inspect --json /lib/modules/$(uname -r)/kernel/drivers/net/*.ko* | jq '.[].name'`,
+  kmodguard inspect --json /lib/modules/$(uname -r)/kernel/drivers/net/*.ko* | jq '.[].name'
+
+  # a module that is not a file yet
+  curl -s https://example.org/vendor.ko | kmodguard inspect -`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runInspect(cmd.OutOrStdout(), cmd.ErrOrStderr(), args, asJSON)
+			return runInspect(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of modules")
 	return cmd
 }
 
-func runInspect(stdout, stderr io.Writer, paths []string, asJSON bool) error {
+// inspectPath inspects a file, or standard input for "-".
+func inspectPath(stdin io.Reader, p string) (*kmod.Module, error) {
+	if p != "-" {
+		return kmod.Inspect(p)
+	}
+	m, err := kmod.InspectReader(stdin)
+	if err != nil {
+		return nil, fmt.Errorf("standard input: %w", err)
+	}
+	m.Path = "-"
+	return m, nil
+}
+
+func runInspect(stdin io.Reader, stdout, stderr io.Writer, paths []string, asJSON bool) error {
 	mods := make([]*kmod.Module, 0, len(paths))
 	var failed []string
 	for _, p := range paths {
-		m, err := kmod.Inspect(p)
+		m, err := inspectPath(stdin, p)
 		if err != nil {
 			// Reported here, once, so that the other files still print;
 			// the returned error only carries the exit code and a summary.
