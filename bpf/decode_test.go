@@ -74,7 +74,7 @@ func rawRecord(v any) []byte {
 }
 
 func chunkRecord(tid uint32, ts, off uint64, data []byte) []byte {
-	c := sensorKgChunk{Kind: uint8(sensorKgRecordKG_REC_CHUNK), Tid: tid, Ts: ts, Off: off, Len: uint32(len(data))}
+	c := sensorKgChunk{Kind: uint8(sensorKgRecordKG_REC_CHUNK), Tid: tid, Ts: ts, Off: off, Total: off + uint64(len(data)), Len: uint32(len(data))}
 	b := rawRecord(&c)
 	return append(b[:chunkHeaderSize], data...)
 }

@@ -121,7 +121,7 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 		if uint64(c.Len) > uint64(len(data)) {
 			return errMalformed
 		}
-		j.chunk(c.Tid, c.Ts, c.Off, data[:c.Len])
+		j.chunk(c.Tid, c.Ts, c.Off, c.Total, data[:c.Len])
 	case sensorKgRecordKG_REC_EVENT:
 		if len(raw) < eventHeaderSize {
 			return errMalformed
@@ -167,7 +167,7 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 	return nil
 }
 
-func (j *joiner) chunk(tid uint32, ts, off uint64, data []byte) {
+func (j *joiner) chunk(tid uint32, ts, off, total uint64, data []byte) {
 	im := j.images[tid]
 	if im == nil || im.ts != ts {
 		if im != nil {
@@ -181,7 +181,7 @@ func (j *joiner) chunk(tid uint32, ts, off uint64, data []byte) {
 				break
 			}
 		}
-		im = &image{ts: ts}
+		im = &image{ts: ts, buf: make([]byte, 0, min(total, j.cap))}
 		j.images[tid] = im
 	}
 	if off != uint64(len(im.buf)) || off+uint64(len(data)) > j.cap {

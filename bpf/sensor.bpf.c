@@ -188,6 +188,7 @@ struct kg_chunk {
 	__u32 tid;
 	__u64 ts; /* the event's ts */
 	__u64 off;
+	__u64 total; /* bytes of the image to be sent, for preallocation */
 	__u32 len;
 	__u32 pad2;
 	char data[KG_CHUNK];
@@ -627,6 +628,7 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 	ch->tid = c->tid;
 	ch->ts = c->ts;
 	ch->off = off;
+	ch->total = c->total;
 	ch->len = n;
 	if (bpf_ringbuf_output(&kg_events, ch, __builtin_offsetof(struct kg_chunk, data) + n, 0)) {
 		kg_count(KG_CNT_CHUNK_DROPS);

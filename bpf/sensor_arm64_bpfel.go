@@ -14,15 +14,16 @@ import (
 )
 
 type sensorKgChunk struct {
-	_    structs.HostLayout
-	Kind uint8
-	Pad  [3]uint8
-	Tid  uint32
-	Ts   uint64
-	Off  uint64
-	Len  uint32
-	Pad2 uint32
-	Data [16384]int8
+	_     structs.HostLayout
+	Kind  uint8
+	Pad   [3]uint8
+	Tid   uint32
+	Ts    uint64
+	Off   uint64
+	Total uint64
+	Len   uint32
+	Pad2  uint32
+	Data  [16384]int8
 }
 
 type sensorKgCounter uint32
