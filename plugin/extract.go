@@ -37,16 +37,36 @@ func (p *Plugin) decode(evt sdk.EventReader) (*event.Event, error) {
 // Extract sets the value of one field of one event. A field that the event
 // does not have is left without a value (no error), as Falco expects.
 func (p *Plugin) Extract(req sdk.ExtractRequest, evt sdk.EventReader) error {
+	id := req.FieldID()
+	if id >= numFields || req.IsList() != fieldList[id].IsList || req.FieldType() != fieldTypes[id] {
+		// The SDK would panic setting a value of the wrong shape.
+		return fmt.Errorf("extract %s: field id %d (type %d, list %v) does not match the plugin's field list",
+			req.Field(), id, req.FieldType(), req.IsList())
+	}
 	e, err := p.decode(evt)
 	if err != nil {
 		return err
 	}
-	v, ok := fieldValue(e, req.FieldID())
-	if ok {
+	if v, ok := fieldValue(e, id); ok {
 		req.SetValue(v)
 	}
 	return nil
 }
+
+// fieldTypes are the SDK type codes of fieldList.
+var fieldTypes = func() (t [numFields]uint32) {
+	for i, f := range fieldList {
+		switch f.Type {
+		case typeString:
+			t[i] = sdk.FieldTypeCharBuf
+		case typeUint64:
+			t[i] = sdk.FieldTypeUint64
+		case typeBool:
+			t[i] = sdk.FieldTypeBool
+		}
+	}
+	return t
+}()
 
 func isLoad(e *event.Event) bool {
 	return e.Syscall == event.InitModule || e.Syscall == event.FinitModule

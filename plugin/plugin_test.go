@@ -539,3 +539,20 @@ func TestOversizedEventIsTrimmed(t *testing.T) {
 		t.Errorf("timestamp %d, want %d", evts.evts[0].ts, e.TS)
 	}
 }
+
+func TestExtractRefusesMismatchedRequests(t *testing.T) {
+	p := newPlugin(t, "")
+	evt := &memReader{num: 1, data: payload(t, initEvent())}
+	for _, req := range []sdk.ExtractRequest{
+		&memRequest{id: numFields, field: sdk.FieldEntry{Name: "kmod.nope", Type: typeString}},
+		&memRequest{id: fieldRes, field: sdk.FieldEntry{Name: "kmod.res", Type: typeString, IsList: true}},
+		&memRequest{id: fieldPid, field: sdk.FieldEntry{Name: "kmod.pid", Type: typeString}},
+	} {
+		if err := p.Extract(req, evt); err == nil || !strings.Contains(err.Error(), "does not match the plugin's field list") {
+			t.Errorf("Extract(%s): %v", req.Field(), err)
+		}
+		if req.(*memRequest).set {
+			t.Errorf("Extract(%s) set a value", req.Field())
+		}
+	}
+}
