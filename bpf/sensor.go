@@ -18,9 +18,13 @@
 //		fmt.Println(ev.Syscall, ev.Name, ev.Res)
 //	}
 //
-// Every other syscall on the system pays for one compare in each hook. The
+// Every other syscall on the system pays for a few compares of its number in
+// each hook, and nothing with HookFentry where the kernel allows it. 32-bit
+// callers (amd64 ia32 emulation) are seen under their own numbers. The
 // kernel side is sensor.bpf.c; its record types are mirrored into Go by
-// bpf2go (sensor_*_bpfel.go).
+// bpf2go (sensor_*_bpfel.go). Records travel through one ring buffer: image
+// chunks, then the event with only the bytes its strings use, then the
+// result; the reader joins them by thread id.
 package bpf
 
 import (
