@@ -114,7 +114,8 @@ func syntheticModule(modinfoName, thisName string) []byte {
 	return buildELF(
 		testSection{name: ".text", data: []byte{0xc3}},
 		testSection{name: secModinfo, data: modinfoSec(
-			"license=GPL", "parmtype=count:int", "parm=count:how many",
+			"license=GPL", "author=A <a@example.org>", "parmtype=count:int", "parm=count:how many",
+			"description=a synthetic module", "author=B", "intree=Y",
 			"depends=a,b-c", "vermagic=6.1.0-test SMP mod_unload ", "name="+modinfoName)},
 		testSection{name: secThisModule, flags: shfAlloc | 1, data: thisModule(thisName)},
 	)

@@ -45,6 +45,9 @@ func TestInspectSynthetic(t *testing.T) {
 		License:        "GPL",
 		Depends:        []string{"a", "b-c"},
 		Params:         []Param{{Name: "count", Type: "int", Description: "how many"}},
+		Description:    "a synthetic module",
+		Authors:        []string{"A <a@example.org>", "B"},
+		InTree:         true,
 		FileSHA256:     sha256Hex(img),
 		ELFSHA256:      sha256Hex(img),
 		FileSize:       int64(len(img)),
@@ -416,8 +419,8 @@ func TestInspectDebianModules(t *testing.T) {
 				if !strings.HasPrefix(m.Vermagic, k.Release+" ") {
 					t.Errorf("vermagic %q does not start with %q", m.Vermagic, k.Release)
 				}
-				if !strings.HasPrefix(m.License, "GPL") {
-					t.Errorf("license %q", m.License)
+				if !strings.HasPrefix(m.License, "GPL") || (name == "veth" && m.Description == "") || !m.InTree {
+					t.Errorf("license %q, description %q, in-tree %v", m.License, m.Description, m.InTree)
 				}
 				sig := m.Signature
 				if !sig.Present || sig.Err != "" || sig.Signer == "" || len(sig.KeyID) < 16 || sig.HashAlgo == "" {
@@ -543,8 +546,8 @@ func TestInspectDebianTree(t *testing.T) {
 				if m.Name == "" || m.ThisModuleName == "" || m.NameMismatch || NormalizeName(m.Name) != NormalizeName(base) {
 					t.Errorf("%s: names %q/%q mismatch=%v", p, m.Name, m.ThisModuleName, m.NameMismatch)
 				}
-				if !strings.HasPrefix(m.Vermagic, k.Release+" ") {
-					t.Errorf("%s: vermagic %q", p, m.Vermagic)
+				if !strings.HasPrefix(m.Vermagic, k.Release+" ") || !m.InTree {
+					t.Errorf("%s: vermagic %q, in-tree %v", p, m.Vermagic, m.InTree)
 				}
 				if !m.Signature.Present || m.Signature.Signer == "" || m.Signature.Err != "" {
 					t.Errorf("%s: signature %+v", p, m.Signature)
@@ -787,5 +790,35 @@ func TestInspectToolCompressed(t *testing.T) {
 				t.Errorf("%s: %+v", tc.tool, m)
 			}
 		})
+	}
+}
+
+// TestModinfoBounds: repeated entries cannot make Inspect hold more than
+// the documented bounds, and the first of a unique key wins.
+func TestModinfoBounds(t *testing.T) {
+	var entries []string
+	for i := 0; i < 2*maxParams; i++ {
+		entries = append(entries, fmt.Sprintf("parm=p%d:d", i), fmt.Sprintf("parmtype=p%d:int", i))
+	}
+	for i := 0; i < 2*maxAuthors; i++ {
+		entries = append(entries, "author=x")
+	}
+	entries = append(entries, "depends="+strings.Repeat("a,", 2*maxDepends), "depends=second",
+		"license=first", "license=second", "intree=N", "name=b")
+	m, err := InspectBytes(buildELF(
+		testSection{name: secModinfo, data: modinfoSec(entries...)},
+		testSection{name: secThisModule, data: thisModule("b")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Params) != maxParams || len(m.Authors) != maxAuthors || len(m.Depends) != maxDepends {
+		t.Errorf("kept %d params, %d authors, %d depends; want %d, %d, %d",
+			len(m.Params), len(m.Authors), len(m.Depends), maxParams, maxAuthors, maxDepends)
+	}
+	if last := m.Params[maxParams-1]; last != (Param{Name: fmt.Sprintf("p%d", maxParams-1), Type: "int", Description: "d"}) {
+		t.Errorf("last kept param %+v", last)
+	}
+	if m.License != "first" || m.InTree || m.Depends[0] != "a" {
+		t.Errorf("license %q, in-tree %v, depends[0] %q", m.License, m.InTree, m.Depends[0])
 	}
 }

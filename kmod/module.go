@@ -34,6 +34,13 @@ type Module struct {
 	License    string   `json:"license,omitempty"`
 	Depends    []string `json:"depends,omitempty"`
 	Params     []Param  `json:"params,omitempty"`
+	// Description and Authors are .modinfo's description= and author=
+	// (which repeats).
+	Description string   `json:"description,omitempty"`
+	Authors     []string `json:"authors,omitempty"`
+	// InTree is .modinfo's intree=Y, set by the kernel build for modules
+	// built from its own tree; loading one without it taints the kernel (O).
+	InTree bool `json:"in_tree"`
 
 	Signature Signature `json:"signature"`
 

@@ -115,7 +115,12 @@ func printModule(w io.Writer, m *kmod.Module) error {
 	}
 	row("name", orNone(m.Name))
 	row("this_module name", orNone(m.ThisModuleName))
+	row("description", m.Description)
+	row("author", strings.Join(m.Authors, "; "))
 	row("vermagic", strings.TrimSpace(m.Vermagic))
+	if !m.InTree {
+		row("in-tree", "no (built outside the kernel tree: loading it taints the kernel)")
+	}
 	row("srcversion", m.Srcversion)
 	row("license", m.License)
 	row("depends", strings.Join(m.Depends, ", "))
