@@ -9,8 +9,9 @@ import (
 
 // This file is the reference ELF walk that finds a module's two names. The
 // guard's BPF parser (lsm/) mirrors it step by step and is tested against it
-// on every module of a Debian kernel package, so it stays small, uses no
-// package but encoding/binary, and bounds every read by the buffer length.
+// on every module of a Debian kernel package, so it stays small, does
+// nothing the BPF side cannot (fixed-offset reads, byte compares, bounded
+// loops), and bounds every read by the buffer length.
 //
 // The kernel facts it follows (kernel/module/main.c):
 //   - Sections are found by name through the section header string table
@@ -28,28 +29,27 @@ import (
 
 // ELF64 layout facts.
 const (
-	elfHeaderSize   = 64 // sizeof(Elf64_Ehdr)
-	elfSectionSize  = 64 // sizeof(Elf64_Shdr)
-	elfClass64      = 2  // e_ident[EI_CLASS]
-	elfData2LSB     = 1  // e_ident[EI_DATA]
-	elfTypeRel      = 1  // e_type ET_REL: a module is a relocatable object
-	shtNoBits       = 8  // sh_type SHT_NOBITS: no bytes in the file
-	shfAlloc        = 2  // sh_flags SHF_ALLOC
-	offShoff        = 0x28
-	offShentsize    = 0x3a
-	offShnum        = 0x3c
-	offShstrndx     = 0x3e
-	shOffName       = 0
-	shOffType       = 4
-	shOffFlags      = 8
-	shOffOffset     = 24
-	shOffSize       = 32
-	secModinfo      = ".modinfo"
-	secThisModule   = ".gnu.linkonce.this_module"
-	thisModNameOff  = 24 // offsetof(struct module, name) on 64-bit
-	thisModNameLen  = 56 // MODULE_NAME_LEN on 64-bit
-	modinfoNameTag  = "name="
-	maxSectionCount = 0xffff // e_shnum is a u16; SHN_XINDEX numbering is not used by modules
+	elfHeaderSize  = 64 // sizeof(Elf64_Ehdr)
+	elfSectionSize = 64 // sizeof(Elf64_Shdr)
+	elfClass64     = 2  // e_ident[EI_CLASS]
+	elfData2LSB    = 1  // e_ident[EI_DATA]
+	elfTypeRel     = 1  // e_type ET_REL: a module is a relocatable object
+	shtNoBits      = 8  // sh_type SHT_NOBITS: no bytes in the file
+	shfAlloc       = 2  // sh_flags SHF_ALLOC
+	offShoff       = 0x28
+	offShentsize   = 0x3a
+	offShnum       = 0x3c
+	offShstrndx    = 0x3e
+	shOffName      = 0
+	shOffType      = 4
+	shOffFlags     = 8
+	shOffOffset    = 24
+	shOffSize      = 32
+	secModinfo     = ".modinfo"
+	secThisModule  = ".gnu.linkonce.this_module"
+	thisModNameOff = 24 // offsetof(struct module, name) on 64-bit
+	thisModNameLen = 56 // MODULE_NAME_LEN on 64-bit
+	modinfoNameTag = "name="
 )
 
 // Errors of the ELF walk. They are wrapped with the detail, so callers test
