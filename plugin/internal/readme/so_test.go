@@ -231,3 +231,20 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("table:\n%s", table)
 	}
 }
+
+// TestReadmeIsCurrent fails when README.md's fields table differs from the
+// plugin's fields: run `make readme`. (The .so's fields are the package's,
+// as TestSharedObjectFields shows.)
+func TestReadmeIsCurrent(t *testing.T) {
+	doc, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Skipf("no README.md: %v", err)
+	}
+	want, err := Rewrite(doc, FieldsTable(plugin.New().Fields()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != string(doc) {
+		t.Error("README.md's plugin fields table is stale: run `make readme`")
+	}
+}
