@@ -9,6 +9,7 @@
 package debkernel
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Series names a kernel line that the project tests on.
@@ -94,8 +97,9 @@ var ErrNoApt = errors.New("debkernel: apt-get, apt-cache and dpkg are needed to 
 var mu sync.Mutex
 
 // Get resolves, downloads (once) and unpacks (once) the newest kernel of a
-// series. It is safe to call from parallel tests and processes: the unpack
-// goes to a temporary folder that is renamed into place.
+// series. It is safe to call from parallel tests and processes: a lock file
+// in the cache serialises the download and the unpack, which goes to a
+// temporary folder that is renamed into place.
 func Get(ctx context.Context, s Series) (*Kernel, error) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -118,6 +122,15 @@ func Get(ctx context.Context, s Series) (*Kernel, error) {
 	}
 	k := &Kernel{Series: s, Package: pkg, Release: strings.TrimPrefix(strings.TrimSuffix(pkg, "-unsigned"), "linux-image-")}
 	k.Root = filepath.Join(CacheDir(), "kernels", k.Release)
+	if _, err := os.Stat(k.Vmlinuz()); err == nil {
+		return k, nil
+	}
+	unlock, err := lockCache()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Another process may have unpacked it while this one waited.
 	if _, err := os.Stat(k.Vmlinuz()); err == nil {
 		return k, nil
 	}
@@ -237,4 +250,84 @@ func findDeb(dir, pkg string) (string, error) {
 	}
 	sort.Strings(m)
 	return m[len(m)-1], nil
+}
+
+// lockCache takes an exclusive lock on the cache across processes (go test
+// runs packages in parallel, each may fetch) and returns its release.
+func lockCache() (func(), error) {
+	if err := os.MkdirAll(CacheDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("debkernel: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(CacheDir(), ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("debkernel: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("debkernel: lock %s: %w", f.Name(), err)
+	}
+	return func() {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// ModulesDep returns the kernel's module dependencies from modules.dep,
+// keyed by the module's path relative to ModulesDir, its values likewise.
+// Debian's packages do not ship modules.dep (dpkg's postinst makes it), so
+// the first call generates it with depmod into the cache.
+func (k *Kernel) ModulesDep() (map[string][]string, error) {
+	p := filepath.Join(k.ModulesDir(), "modules.dep")
+	if _, err := os.Stat(p); err != nil {
+		if err := k.depmod(); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("debkernel: %w", err)
+	}
+	defer f.Close()
+	deps := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		mod, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		deps[mod] = strings.Fields(rest)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("debkernel: %s: %w", p, err)
+	}
+	return deps, nil
+}
+
+func (k *Kernel) depmod() error {
+	depmod, err := exec.LookPath("depmod")
+	if err != nil {
+		return fmt.Errorf("debkernel: no modules.dep for %s and no depmod to make one (install kmod)", k.Release)
+	}
+	unlock, err := lockCache()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(k.ModulesDir(), "modules.dep")); err == nil {
+		return nil
+	}
+	args := []string{"-b", k.Root, k.Release}
+	if sm := filepath.Join(k.Root, "boot", "System.map-"+k.Release); fileExists(sm) {
+		args = append([]string{"-F", sm}, args...)
+	}
+	if out, err := exec.Command(depmod, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("debkernel: depmod for %s: %w\n%s", k.Release, err, out)
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -1,13 +1,11 @@
 package vmtest
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
@@ -38,7 +36,7 @@ func stageModules(rfs *initramfs, k *debkernel.Kernel, names []string, fixtures 
 	if len(names) == 0 {
 		return nil
 	}
-	deps, err := modulesDep(k)
+	deps, err := k.ModulesDep()
 	if err != nil {
 		return err
 	}
@@ -91,42 +89,6 @@ func moduleBase(rel string) string {
 		b = b[:i]
 	}
 	return b
-}
-
-// modulesDep reads the kernel's modules.dep, generating it with depmod into
-// the kernel cache first when the package did not ship one (Debian builds
-// it at install time, and we never install). Keys and values are paths
-// relative to the modules folder.
-func modulesDep(k *debkernel.Kernel) (map[string][]string, error) {
-	p := filepath.Join(k.ModulesDir(), "modules.dep")
-	if _, err := os.Stat(p); err != nil {
-		depmod, lerr := exec.LookPath("depmod")
-		if lerr != nil {
-			return nil, fmt.Errorf("no modules.dep for %s and no depmod to make one (scripts/deps.sh vm installs kmod)", k.Release)
-		}
-		cmd := exec.Command(depmod, "-b", k.Root, k.Release)
-		if sm := filepath.Join(k.Root, "boot", "System.map-"+k.Release); fileExists(sm) {
-			cmd.Args = append(cmd.Args[:1], "-F", sm, "-b", k.Root, k.Release)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("depmod for %s: %w\n%s", k.Release, err, out)
-		}
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	deps := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		mod, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		deps[mod] = strings.Fields(rest)
-	}
-	return deps, sc.Err()
 }
 
 func fileExists(p string) bool {
