@@ -46,7 +46,8 @@
 // Run and Boot skip unless KMODGUARD_VMTEST=1, which `make vmtest` sets
 // (make vmtest runs every TestVM... test of the repository). Plain
 // `go test ./...` therefore stays quick on any host, and guest tests skip
-// outside a guest.
+// outside a guest. KMODGUARD_VMTEST_KERNELS=6.12 (comma-separated series)
+// limits Run to some kernels, for a quicker round while developing.
 //
 // Guests run under TCG (software emulation), one vCPU and 1 GiB unless the
 // Spec says otherwise. KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead; on the

@@ -324,3 +324,20 @@ func TestAddTree(t *testing.T) {
 		t.Errorf("a missing testdata folder: %v", err)
 	}
 }
+
+func TestReadTail(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(p, []byte("0123456789"), 0o644)
+	for _, tc := range []struct {
+		max  int64
+		want string
+	}{{100, "0123456789"}, {10, "0123456789"}, {4, "6789"}} {
+		got, err := readTail(p, tc.max)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("readTail(%d) = %q, %v; want %q", tc.max, got, err, tc.want)
+		}
+	}
+	if _, err := readTail(filepath.Join(t.TempDir(), "none"), 4); err == nil {
+		t.Error("a missing file read without error")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,9 +76,9 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	close(stop)
 	<-tailed
 	r := &Result{Kernel: k, Attempts: 1, Timeout: spec.Timeout, Wall: time.Since(start), failOnSkip: spec.FailOnSkip, script: spec.Script != ""}
-	c, _ := os.ReadFile(console)
+	c, _ := readTail(console, maxLog)
 	r.Console = string(c)
-	out, _ := os.ReadFile(results)
+	out, _ := readTail(results, maxLog)
 	r.parse(string(out))
 	// The guest's clock is not to be trusted under TCG on a busy host: the
 	// durations are the host's, to within the 100 ms the tail polls at.
@@ -148,4 +149,31 @@ func follow(p string, stop <-chan struct{}, line func([]byte)) {
 			return
 		}
 	}
+}
+
+// maxLog bounds what is read of the console and the result port: a guest
+// that floods them is still reported, by its last 16 MiB.
+const maxLog = 16 << 20
+
+// readTail reads the file at p, or its last max bytes when it is longer.
+func readTail(p string, max int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, st.Size()-off)
+	n, err := f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b[:n], nil
 }

@@ -85,9 +85,23 @@ type Spec struct {
 	Output io.Writer
 }
 
+// EnvKernels, when set (e.g. "6.12"), limits Run to those of the Spec's
+// kernels that it lists, comma-separated: for a quicker round while
+// developing.
+const EnvKernels = "KMODGUARD_VMTEST_KERNELS"
+
 func (s *Spec) defaults() {
 	if len(s.Kernels) == 0 {
 		s.Kernels = debkernel.AllSeries
+	}
+	if only := os.Getenv(EnvKernels); only != "" {
+		var keep []debkernel.Series
+		for _, k := range s.Kernels {
+			if slices.Contains(strings.Split(only, ","), string(k)) {
+				keep = append(keep, k)
+			}
+		}
+		s.Kernels = keep
 	}
 	if s.Run == "" {
 		s.Run = "^TestGuest"
@@ -137,6 +151,9 @@ func Run(t *testing.T, spec Spec) []*Result {
 	t.Helper()
 	skipUnlessEnabled(t)
 	spec.defaults()
+	if len(spec.Kernels) == 0 {
+		t.Skipf("no kernel of the spec is in %s=%s", EnvKernels, os.Getenv(EnvKernels))
+	}
 	ctx := context.Background()
 	kernels := make([]*debkernel.Kernel, 0, len(spec.Kernels))
 	for _, s := range spec.Kernels {
@@ -154,7 +171,7 @@ func Run(t *testing.T, spec Spec) []*Result {
 	var results []*Result
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
-			r, err := b.boot(ctx, t.TempDir(), k)
+			r, err := b.withTimeout(t).boot(ctx, t.TempDir(), k)
 			if err != nil {
 				t.Fatalf("vmtest: %v", err)
 			}
@@ -193,11 +210,32 @@ func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
-	r, err := b.boot(ctx, t.TempDir(), k)
+	r, err := b.withTimeout(t).boot(ctx, t.TempDir(), k)
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
 	return r
+}
+
+// withTimeout shortens the boot's timeout to what go test's -timeout
+// leaves, so that a slow guest is reported by the harness, with its
+// console, rather than by go test's panic.
+func (b *built) withTimeout(t *testing.T) *built {
+	t.Helper()
+	dl, ok := t.Deadline()
+	if !ok {
+		return b
+	}
+	left := time.Until(dl) - 20*time.Second
+	if left >= b.spec.Timeout {
+		return b
+	}
+	if left < time.Minute {
+		t.Fatalf("vmtest: only %s left before go test's -timeout; run with -timeout 60m (make vmtest does)", time.Until(dl).Round(time.Second))
+	}
+	c := *b
+	c.spec.Timeout = left
+	return &c
 }
 
 // Exec boots one kernel for a program rather than a test: it runs
