@@ -125,7 +125,8 @@ enum kg_counter {
 	KG_CNT_EXIT_DROPS = 3,  /* exit records the ring buffer refused */
 	KG_CNT_TRUNCATIONS = 4, /* events with anything cut short */
 	KG_CNT_READ_FAILURES = 5, /* events with a failed read of user memory */
-	KG_CNT_MAX = 6,
+	KG_CNT_THROTTLED = 6,   /* unprivileged calls over kg_unprivileged_rate */
+	KG_CNT_MAX = 7,
 };
 
 /* One module syscall at sys_enter: a header, then data_len bytes of data. */
@@ -212,6 +213,12 @@ const enum kg_syscall *kg_unused_syscall __attribute__((unused));
 
 /* Set by user space at load time. */
 volatile const __u64 kg_image_cap = 16 << 20;
+/*
+ * Events per second and CPU from callers without CAP_SYS_MODULE (which the
+ * kernel refuses at once); 0 for no limit. A flood of such calls then
+ * cannot crowd real loads out of the ring buffer; what is cut is counted.
+ */
+volatile const __u32 kg_unprivileged_rate = 1000;
 
 /* events: every record, in reservation order. */
 struct {
@@ -234,6 +241,27 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kg_event);
 } kg_event_buf SEC(".maps");
+
+struct kg_bucket {
+	__u64 window; /* start of the current second, boot ns */
+	__u64 count;  /* unprivileged events in it */
+};
+
+/* kg_buckets: 0 -> this CPU's unprivileged event count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_bucket);
+} kg_buckets SEC(".maps");
+
+/* kg_throttled_tids: tid -> 1 while a throttled syscall runs, so that its exit is skipped too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} kg_throttled_tids SEC(".maps");
 
 /* kg_chunk_buf: 0 -> the chunk being filled on this CPU. */
 struct {
@@ -435,6 +463,31 @@ static __always_inline bool kg_may_load(struct task_struct *task)
 	if (ns)
 		kg_read(level, ns->level);
 	return level == 0 && (kg_cap_effective(cred) >> KG_CAP_SYS_MODULE) & 1;
+}
+
+/* kg_throttle reports whether an unprivileged event is over the rate. */
+static __always_inline bool kg_throttle(__u64 now, __u32 tid)
+{
+	__u32 key = 0;
+	__u8 one = 1;
+	struct kg_bucket *b;
+
+	if (!kg_unprivileged_rate)
+		return false;
+	b = bpf_map_lookup_elem(&kg_buckets, &key);
+	if (!b)
+		return false;
+	if (now - b->window >= 1000000000ULL) {
+		b->window = now;
+		b->count = 0;
+	}
+	if (b->count < kg_unprivileged_rate) {
+		b->count++;
+		return false;
+	}
+	kg_count(KG_CNT_THROTTLED);
+	bpf_map_update_elem(&kg_throttled_tids, &tid, &one, BPF_ANY);
+	return true;
 }
 
 /* kg_fill_task fills the process context of the current task. */
@@ -676,6 +729,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	struct kg_event *e;
 	__u64 ts = bpf_ktime_get_boot_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bool may_load;
 
 #if defined(__TARGET_ARCH_x86)
 	if (compat) {
@@ -696,6 +750,10 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 		kg_read(a2, KG_ARG2(regs));
 	}
 
+	may_load = kg_may_load(task);
+	if (!may_load && kg_throttle(ts, tid))
+		return 0;
+
 	/* The image goes first, so that its event can say how it went. */
 	if (nr == KG_NR_INIT_MODULE) {
 		img.image = (const char *)a0;
@@ -706,7 +764,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 			img.total = kg_image_cap;
 			img.flags |= KG_F_IMAGE_TRUNCATED;
 		}
-		if (img.total && !kg_may_load(task)) {
+		if (img.total && !may_load) {
 			img.total = 0;
 			img.flags |= KG_F_IMAGE_SKIPPED;
 		}
@@ -795,7 +853,14 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 
 static __always_inline int kg_exit(long nr, long ret)
 {
-	struct kg_exit *x = bpf_ringbuf_reserve(&kg_events, sizeof(*x), 0);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kg_exit *x;
+
+	/* The exit of a throttled call goes the way of its enter. */
+	if (kg_unprivileged_rate && !kg_may_load(task) && bpf_map_delete_elem(&kg_throttled_tids, &tid) == 0)
+		return 0;
+	x = bpf_ringbuf_reserve(&kg_events, sizeof(*x), 0);
 
 	if (!x) {
 		kg_count(KG_CNT_EXIT_DROPS);
@@ -806,7 +871,7 @@ static __always_inline int kg_exit(long nr, long ret)
 		     : nr == KG_NR_FINIT_MODULE ? KG_SYS_FINIT_MODULE
 						: KG_SYS_DELETE_MODULE;
 	x->pad = 0;
-	x->tid = (__u32)bpf_get_current_pid_tgid();
+	x->tid = tid;
 	x->ret = ret;
 	bpf_ringbuf_submit(x, 0);
 	return 0;

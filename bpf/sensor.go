@@ -53,6 +53,8 @@ const (
 	DefaultRingBufferSize = 32 << 20
 	DefaultImageCap       = 16 << 20
 	DefaultEventBuffer    = 256
+	// DefaultUnprivilegedRate is Config.UnprivilegedRate's default.
+	DefaultUnprivilegedRate = 1000
 	// MaxImageCap bounds Config.ImageCap: user space holds up to this much
 	// per thread that is loading a module.
 	MaxImageCap = 256 << 20
@@ -122,6 +124,12 @@ type Config struct {
 	EventBuffer int
 	// Hook picks the tracepoint flavour. Default HookAuto.
 	Hook Hook
+	// UnprivilegedRate bounds the events per second, per CPU, from callers
+	// without CAP_SYS_MODULE in the initial user namespace (the kernel
+	// refuses them at once): a flood of them then cannot crowd real loads
+	// out of the ring buffer. What is cut is counted in Stats.Throttled.
+	// Default DefaultUnprivilegedRate; negative for no limit.
+	UnprivilegedRate int
 	// Logger receives warnings; default the standard logrus logger.
 	Logger logrus.FieldLogger
 }
@@ -143,6 +151,9 @@ type Stats struct {
 	Truncations uint64 `json:"truncations"`
 	// ReadFailures is the events with a user pointer that could not be read.
 	ReadFailures uint64 `json:"read_failures"`
+	// Throttled is the calls of unprivileged callers over
+	// Config.UnprivilegedRate, not reported one by one.
+	Throttled uint64 `json:"throttled"`
 
 	// Delivered is the events sent on the Events channel.
 	Delivered uint64 `json:"delivered"`
@@ -201,6 +212,14 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
+	switch {
+	case cfg.UnprivilegedRate == 0:
+		cfg.UnprivilegedRate = DefaultUnprivilegedRate
+	case cfg.UnprivilegedRate < 0:
+		cfg.UnprivilegedRate = 0 // no limit, in the kernel's terms
+	case cfg.UnprivilegedRate > 1<<30:
+		return nil, fmt.Errorf("unprivileged rate %d: must be at most %d", cfg.UnprivilegedRate, 1<<30)
+	}
 	ps := os.Getpagesize()
 	if cfg.RingBufferSize < ps || cfg.RingBufferSize&(cfg.RingBufferSize-1) != 0 {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", cfg.RingBufferSize, ps)
@@ -223,6 +242,9 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	}
 	if err := spec.Variables["kg_image_cap"].Set(cfg.ImageCap); err != nil {
 		return nil, fmt.Errorf("set the image cap: %w", err)
+	}
+	if err := spec.Variables["kg_unprivileged_rate"].Set(uint32(cfg.UnprivilegedRate)); err != nil {
+		return nil, fmt.Errorf("set the unprivileged rate: %w", err)
 	}
 	spec.Maps["kg_events"].MaxEntries = uint32(cfg.RingBufferSize)
 
@@ -456,6 +478,7 @@ func (s *Sensor) Stats() Stats {
 	st.ExitDrops = get(sensorKgCounterKG_CNT_EXIT_DROPS)
 	st.Truncations = get(sensorKgCounterKG_CNT_TRUNCATIONS)
 	st.ReadFailures = get(sensorKgCounterKG_CNT_READ_FAILURES)
+	st.Throttled = get(sensorKgCounterKG_CNT_THROTTLED)
 	return st
 }
 

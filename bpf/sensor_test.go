@@ -525,6 +525,72 @@ func TestHooks(t *testing.T) {
 	}
 }
 
+// dropCapSysModule runs f on a fresh OS thread without CAP_SYS_MODULE in
+// its effective set, and returns that thread's id.
+func dropCapSysModule(t *testing.T, f func()) int {
+	t.Helper()
+	done := make(chan int)
+	go func() {
+		// This thread's capabilities change: never unlock it, so that the
+		// runtime discards it when the goroutine ends.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			t.Errorf("capget: %v", err)
+			done <- 0
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_SYS_MODULE
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			t.Errorf("capset: %v", err)
+			done <- 0
+			return
+		}
+		f()
+		done <- unix.Gettid()
+	}()
+	tid := <-done
+	if tid == 0 {
+		t.FailNow()
+	}
+	return tid
+}
+
+// TestThrottleUnprivileged floods delete_module from a thread without
+// CAP_SYS_MODULE: events stop at the rate, the rest is counted, and no
+// result record is left without its event.
+func TestThrottleUnprivileged(t *testing.T) {
+	const rate, calls = 50, 2000
+	s, c := newTestSensor(t, Config{UnprivilegedRate: rate})
+	start := time.Now()
+	tid := dropCapSysModule(t, func() {
+		for range calls {
+			unix.DeleteModule("kmodguard_flood", 0)
+		}
+	})
+	elapsed := time.Since(start)
+	s.Close()
+	var got int
+	for _, ev := range c.all() {
+		if int(ev.Tid) == tid {
+			got++
+		}
+	}
+	st := s.Stats()
+	t.Logf("%d calls in %v: %d events, %d throttled, %d drops, %d orphans", calls, elapsed, got, st.Throttled, st.Drops, st.Orphans)
+	// Each CPU lets rate events through per second.
+	if limit := rate * runtime.NumCPU() * (int(elapsed/time.Second) + 1); got > limit {
+		t.Errorf("%d events passed, more than %d", got, limit)
+	}
+	if uint64(got)+st.Throttled+st.Drops != calls {
+		t.Errorf("events %d + throttled %d + drops %d != %d calls", got, st.Throttled, st.Drops, calls)
+	}
+	if st.Orphans != 0 {
+		t.Errorf("%d orphan records: throttled calls left their exits", st.Orphans)
+	}
+}
+
 // TestInitModuleWithoutCapSysModule drops CAP_SYS_MODULE from one thread:
 // the kernel refuses such a caller before reading the image, so the sensor
 // reports the call without copying the image.

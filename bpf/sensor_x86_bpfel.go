@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorKgBucket struct {
+	_      structs.HostLayout
+	Window uint64
+	Count  uint64
+}
+
 type sensorKgChunk struct {
 	_     structs.HostLayout
 	Kind  uint8
@@ -35,7 +41,8 @@ const (
 	sensorKgCounterKG_CNT_EXIT_DROPS    sensorKgCounter = 3
 	sensorKgCounterKG_CNT_TRUNCATIONS   sensorKgCounter = 4
 	sensorKgCounterKG_CNT_READ_FAILURES sensorKgCounter = 5
-	sensorKgCounterKG_CNT_MAX           sensorKgCounter = 6
+	sensorKgCounterKG_CNT_THROTTLED     sensorKgCounter = 6
+	sensorKgCounterKG_CNT_MAX           sensorKgCounter = 7
 )
 
 type sensorKgEvent struct {
@@ -123,10 +130,12 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sensorMapKgBuckets                 = "kg_buckets"
 	sensorMapKgChunkBuf                = "kg_chunk_buf"
 	sensorMapKgCounters                = "kg_counters"
 	sensorMapKgEventBuf                = "kg_event_buf"
 	sensorMapKgEvents                  = "kg_events"
+	sensorMapKgThrottledTids           = "kg_throttled_tids"
 	sensorProgKgFentryDeleteModule     = "kg_fentry_delete_module"
 	sensorProgKgFentryFinitModule      = "kg_fentry_finit_module"
 	sensorProgKgFentryInitModule       = "kg_fentry_init_module"
@@ -144,6 +153,7 @@ const (
 	sensorProgKgSysEnter               = "kg_sys_enter"
 	sensorProgKgSysExit                = "kg_sys_exit"
 	sensorVarKgImageCap                = "kg_image_cap"
+	sensorVarKgUnprivilegedRate        = "kg_unprivileged_rate"
 	sensorVarKgUnusedCounter           = "kg_unused_counter"
 	sensorVarKgUnusedExit              = "kg_unused_exit"
 	sensorVarKgUnusedFlag              = "kg_unused_flag"
@@ -215,22 +225,25 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	KgChunkBuf *ebpf.MapSpec `ebpf:"kg_chunk_buf"`
-	KgCounters *ebpf.MapSpec `ebpf:"kg_counters"`
-	KgEventBuf *ebpf.MapSpec `ebpf:"kg_event_buf"`
-	KgEvents   *ebpf.MapSpec `ebpf:"kg_events"`
+	KgBuckets       *ebpf.MapSpec `ebpf:"kg_buckets"`
+	KgChunkBuf      *ebpf.MapSpec `ebpf:"kg_chunk_buf"`
+	KgCounters      *ebpf.MapSpec `ebpf:"kg_counters"`
+	KgEventBuf      *ebpf.MapSpec `ebpf:"kg_event_buf"`
+	KgEvents        *ebpf.MapSpec `ebpf:"kg_events"`
+	KgThrottledTids *ebpf.MapSpec `ebpf:"kg_throttled_tids"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
-	KgImageCap      *ebpf.VariableSpec `ebpf:"kg_image_cap"`
-	KgUnusedCounter *ebpf.VariableSpec `ebpf:"kg_unused_counter"`
-	KgUnusedExit    *ebpf.VariableSpec `ebpf:"kg_unused_exit"`
-	KgUnusedFlag    *ebpf.VariableSpec `ebpf:"kg_unused_flag"`
-	KgUnusedRecord  *ebpf.VariableSpec `ebpf:"kg_unused_record"`
-	KgUnusedSyscall *ebpf.VariableSpec `ebpf:"kg_unused_syscall"`
+	KgImageCap         *ebpf.VariableSpec `ebpf:"kg_image_cap"`
+	KgUnprivilegedRate *ebpf.VariableSpec `ebpf:"kg_unprivileged_rate"`
+	KgUnusedCounter    *ebpf.VariableSpec `ebpf:"kg_unused_counter"`
+	KgUnusedExit       *ebpf.VariableSpec `ebpf:"kg_unused_exit"`
+	KgUnusedFlag       *ebpf.VariableSpec `ebpf:"kg_unused_flag"`
+	KgUnusedRecord     *ebpf.VariableSpec `ebpf:"kg_unused_record"`
+	KgUnusedSyscall    *ebpf.VariableSpec `ebpf:"kg_unused_syscall"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -253,18 +266,22 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	KgChunkBuf *ebpf.Map `ebpf:"kg_chunk_buf"`
-	KgCounters *ebpf.Map `ebpf:"kg_counters"`
-	KgEventBuf *ebpf.Map `ebpf:"kg_event_buf"`
-	KgEvents   *ebpf.Map `ebpf:"kg_events"`
+	KgBuckets       *ebpf.Map `ebpf:"kg_buckets"`
+	KgChunkBuf      *ebpf.Map `ebpf:"kg_chunk_buf"`
+	KgCounters      *ebpf.Map `ebpf:"kg_counters"`
+	KgEventBuf      *ebpf.Map `ebpf:"kg_event_buf"`
+	KgEvents        *ebpf.Map `ebpf:"kg_events"`
+	KgThrottledTids *ebpf.Map `ebpf:"kg_throttled_tids"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.KgBuckets,
 		m.KgChunkBuf,
 		m.KgCounters,
 		m.KgEventBuf,
 		m.KgEvents,
+		m.KgThrottledTids,
 	)
 }
 
@@ -272,12 +289,13 @@ func (m *sensorMaps) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
-	KgImageCap      *ebpf.Variable `ebpf:"kg_image_cap"`
-	KgUnusedCounter *ebpf.Variable `ebpf:"kg_unused_counter"`
-	KgUnusedExit    *ebpf.Variable `ebpf:"kg_unused_exit"`
-	KgUnusedFlag    *ebpf.Variable `ebpf:"kg_unused_flag"`
-	KgUnusedRecord  *ebpf.Variable `ebpf:"kg_unused_record"`
-	KgUnusedSyscall *ebpf.Variable `ebpf:"kg_unused_syscall"`
+	KgImageCap         *ebpf.Variable `ebpf:"kg_image_cap"`
+	KgUnprivilegedRate *ebpf.Variable `ebpf:"kg_unprivileged_rate"`
+	KgUnusedCounter    *ebpf.Variable `ebpf:"kg_unused_counter"`
+	KgUnusedExit       *ebpf.Variable `ebpf:"kg_unused_exit"`
+	KgUnusedFlag       *ebpf.Variable `ebpf:"kg_unused_flag"`
+	KgUnusedRecord     *ebpf.Variable `ebpf:"kg_unused_record"`
+	KgUnusedSyscall    *ebpf.Variable `ebpf:"kg_unused_syscall"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.

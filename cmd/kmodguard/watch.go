@@ -36,6 +36,7 @@ type watchOptions struct {
 	imageCap   uint64
 	hook       string
 	statsEvery time.Duration
+	unprivRate int
 }
 
 func newWatchCmd() *cobra.Command {
@@ -95,6 +96,7 @@ full) and the rest.`,
 	f.Uint64Var(&o.imageCap, "image-cap", bpf.DefaultImageCap, "bytes of an init_module image to capture")
 	f.StringVar(&o.hook, "hook", "", `"tp_btf" or "raw_tracepoint" (sys_enter/sys_exit), or "fentry" on the syscall functions where the kernel allows it (default: tp_btf, else raw_tracepoint)`)
 	f.DurationVar(&o.statsEvery, "stats-every", 0, "also print the counters to stderr at this interval")
+	f.IntVar(&o.unprivRate, "unprivileged-rate", bpf.DefaultUnprivilegedRate, "events per second and CPU from callers without CAP_SYS_MODULE, the rest counted as throttled (0: no limit)")
 	return cmd
 }
 
@@ -149,11 +151,15 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 		}
 	}
 
+	if o.unprivRate <= 0 {
+		o.unprivRate = -1 // no limit, in the sensor's terms
+	}
 	cfg := bpf.Config{
-		RingBufferSize: o.ringSize,
-		ImageCap:       o.imageCap,
-		Hook:           bpf.Hook(o.hook),
-		Logger:         log,
+		RingBufferSize:   o.ringSize,
+		ImageCap:         o.imageCap,
+		Hook:             bpf.Hook(o.hook),
+		UnprivilegedRate: o.unprivRate,
+		Logger:           log,
 	}
 	if o.allowlist != "" {
 		cfg.Allowlist = list.Load
@@ -251,8 +257,8 @@ func checkRecordHeader(path string) error {
 }
 
 func printStats(w io.Writer, st bpf.Stats) {
-	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d orphan records, %d malformed\n",
-		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Orphans, st.Malformed)
+	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d unprivileged calls throttled, %d orphan records, %d malformed\n",
+		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Throttled, st.Orphans, st.Malformed)
 }
 
 // formatEvent is the one-line human form of an event.
