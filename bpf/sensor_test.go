@@ -598,35 +598,10 @@ func TestInitModuleWithoutCapSysModule(t *testing.T) {
 	_, c := newTestSensor(t, Config{})
 	img := make([]byte, 1<<20)
 	img[0] = 1
-	type result struct {
-		tid int
-		err error
-	}
-	done := make(chan result)
-	go func() {
-		// This thread's capabilities change: never unlock it, so that the
-		// runtime discards it when the goroutine ends.
-		runtime.LockOSThread()
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			done <- result{err: err}
-			return
-		}
-		data[0].Effective &^= 1 << unix.CAP_SYS_MODULE
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			done <- result{err: err}
-			return
-		}
-		done <- result{tid: unix.Gettid(), err: unix.InitModule(img, "")}
-	}()
-	r := <-done
-	var errno unix.Errno
-	if !errors.As(r.err, &errno) {
-		t.Fatalf("capset or init_module: %v", r.err)
-	}
-	ev := c.wait(t, mine(r.tid, event.InitModule))
-	checkRes(t, ev, r.err)
+	var err error
+	tid := dropCapSysModule(t, func() { err = unix.InitModule(img, "") })
+	ev := c.wait(t, mine(tid, event.InitModule))
+	checkRes(t, ev, err)
 	if !ev.Truncated || ev.Unreadable || ev.SHA256 != "" || ev.Size != uint64(len(img)) {
 		t.Errorf("truncated %v unreadable %v sha256 %q size %d: want the image skipped", ev.Truncated, ev.Unreadable, ev.SHA256, ev.Size)
 	}
