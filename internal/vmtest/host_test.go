@@ -341,3 +341,17 @@ func TestReadTail(t *testing.T) {
 		t.Error("a missing file read without error")
 	}
 }
+
+func TestCheckStatic(t *testing.T) {
+	if err := checkStatic("/bin/sh"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("/bin/sh (dynamic on Debian): %v", err)
+	}
+	if bb, err := exec.LookPath("busybox"); err == nil {
+		if err := checkStatic(bb); err != nil {
+			t.Errorf("busybox-static: %v", err)
+		}
+	}
+	if err := checkStatic(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("a missing file passed")
+	}
+}

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +65,12 @@ type Spec struct {
 	Prepare func(k *debkernel.Kernel, fixtures string) error
 	// Tags are build tags for the guest test binary.
 	Tags []string
+	// CGO builds the guest test binary with cgo, linked statically against
+	// glibc (tags netgo and osusergo, external linker with -static), for
+	// packages that need cgo such as a Falco plugin. It needs gcc and
+	// libc6-dev on the host. Without it, binaries are built with
+	// CGO_ENABLED=0.
+	CGO bool
 	// Timeout bounds one boot, from QEMU start to power-off; default 5m.
 	Timeout time.Duration
 	// MemoryMiB is the guest's memory; default 1024.
@@ -290,21 +297,29 @@ func build(dir string, spec Spec) (*built, error) {
 		b.testName = filepath.Base(pkgDir) + ".test"
 		b.testBin = filepath.Join(dir, b.testName)
 		args := []string{"test", "-c", "-o", b.testBin}
-		if len(spec.Tags) > 0 {
-			args = append(args, "-tags", strings.Join(spec.Tags, ","))
+		tags := spec.Tags
+		if spec.CGO {
+			tags = append(slices.Clone(tags), "netgo", "osusergo")
+			args = append(args, "-ldflags", "-linkmode external -extldflags -static")
 		}
-		if err := goCmd(pkgDir, append(args, ".")...); err != nil {
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
+		}
+		if err := goCmd(pkgDir, spec.CGO, append(args, ".")...); err != nil {
 			return nil, fmt.Errorf("build guest test binary of %s: %w", pkgDir, err)
+		}
+		if err := checkStatic(b.testBin); err != nil {
+			return nil, err
 		}
 	}
 	b.initBin = filepath.Join(dir, "init")
-	if err := goCmd(pkgDir, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
+	if err := goCmd(pkgDir, false, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
 		return nil, fmt.Errorf("build guest init: %w", err)
 	}
 	for _, pkg := range spec.Binaries {
 		name := path.Base(pkg)
 		out := filepath.Join(dir, "bin", name)
-		if err := goCmd(pkgDir, "build", "-o", out, pkg); err != nil {
+		if err := goCmd(pkgDir, false, "build", "-o", out, pkg); err != nil {
 			return nil, fmt.Errorf("build %s for the guest: %w", pkg, err)
 		}
 		b.bins[name] = out
@@ -312,15 +327,20 @@ func build(dir string, spec Spec) (*built, error) {
 	return b, nil
 }
 
-// goCmd runs the go tool for a static linux/amd64 guest binary.
-func goCmd(dir string, args ...string) error {
+// goCmd runs the go tool for a static linux/amd64 guest binary; with cgo,
+// the caller asks the linker for a static binary.
+func goCmd(dir string, cgo bool, args ...string) error {
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(gobin); err != nil {
 		gobin = "go"
 	}
 	cmd := exec.Command(gobin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-trimpath")
+	cgoEnabled := "CGO_ENABLED=0"
+	if cgo {
+		cgoEnabled = "CGO_ENABLED=1"
+	}
+	cmd.Env = append(os.Environ(), cgoEnabled, "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-trimpath")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
@@ -465,6 +485,9 @@ func addBusybox(rfs *initramfs) error {
 	if err != nil {
 		return fmt.Errorf("busybox --list-full: %w (is it busybox-static?)", err)
 	}
+	if err := checkStatic(bb); err != nil {
+		return fmt.Errorf("%w (install busybox-static)", err)
+	}
 	rfs.addFile("bin/busybox", bb, 0o755)
 	for _, a := range strings.Fields(string(out)) {
 		if a == "bin/busybox" || strings.Contains(a, "..") {
@@ -524,6 +547,22 @@ func addTree(rfs *initramfs, src, dst string, limit int64) error {
 	})
 	if err != nil {
 		return fmt.Errorf("testdata: %w", err)
+	}
+	return nil
+}
+
+// checkStatic fails for a dynamically linked binary: the guest has no
+// loader and no libc, and would only say "no such file or directory".
+func checkStatic(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; the guest runs static binaries only", p)
+		}
 	}
 	return nil
 }
