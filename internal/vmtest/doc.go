@@ -28,7 +28,7 @@
 //	}
 //
 // Run builds the calling package's test binary (go test -c, CGO_ENABLED=0,
-// so static), then for each kernel of Spec.Kernels (default: Debian 6.1 and
+// so static; Spec.CGO links a cgo package statically instead), then for each kernel of Spec.Kernels (default: Debian 6.1 and
 // 6.12, see internal/debkernel) builds an initramfs, boots it, runs the
 // guest tests matching Spec.Run (default "^TestGuest") with -test.v, and
 // reports one subtest per kernel, named after its release, that carries the
