@@ -242,6 +242,29 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+func TestRecordReadHeader(t *testing.T) {
+	if err := NewRecordReader(bytes.NewReader(nil)).ReadHeader(); err != nil {
+		t.Errorf("empty stream: %v", err)
+	}
+	if err := NewRecordReader(strings.NewReader("{}\n")).ReadHeader(); !errors.Is(err, ErrNotRecord) {
+		t.Errorf("JSON: %v, want ErrNotRecord", err)
+	}
+	var buf bytes.Buffer
+	if err := NewRecordWriter(&buf).Write(sample()); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRecordReader(&buf)
+	if err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ReadHeader(); err != nil {
+		t.Errorf("second ReadHeader: %v", err)
+	}
+	if e, err := r.Read(); err != nil || e.Name != "dummy" {
+		t.Errorf("Read after ReadHeader: %v %v", e, err)
+	}
+}
+
 func TestRecordEmpty(t *testing.T) {
 	if _, err := NewRecordReader(bytes.NewReader(nil)).Read(); err != io.EOF {
 		t.Errorf("empty stream: %v, want io.EOF", err)

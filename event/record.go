@@ -160,6 +160,24 @@ func (rr *RecordReader) ReadRaw() ([]byte, error) {
 	return payload, nil
 }
 
+// ReadHeader checks the file header now rather than at the first read, so
+// that a file of the wrong kind is refused when it is opened. An empty
+// stream passes: it is an empty recording.
+func (rr *RecordReader) ReadHeader() error {
+	if rr.started {
+		return nil
+	}
+	switch err := rr.readHeader(); err {
+	case nil:
+		rr.started = true
+		return nil
+	case io.EOF:
+		return nil
+	default:
+		return err
+	}
+}
+
 func (rr *RecordReader) readHeader() error {
 	var h [len(RecordMagic) + 1]byte
 	n, err := io.ReadFull(rr.r, h[:])

@@ -262,7 +262,12 @@ func TestCapNames(t *testing.T) {
 
 func TestOpenParams(t *testing.T) {
 	p := newPlugin(t, "")
+	notRecord := filepath.Join(t.TempDir(), "events.json")
+	if err := os.WriteFile(notRecord, []byte(`{"name":"dummy"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for params, want := range map[string]string{
+		"replay:" + notRecord:         "replay file " + notRecord + ": not a kmodguard record file: bad magic",
 		"file:/x":                     `open_params "file:/x": want empty (the live sensor) or "replay:FILE"`,
 		"replay:":                     "no file after",
 		"replay:/nonexistent/rec.kmg": "open replay file: open /nonexistent/rec.kmg: no such file or directory",

@@ -135,8 +135,13 @@ func (p *Plugin) openReplay(path string) (*replayInstance, error) {
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
 	}
+	r := event.NewRecordReader(f)
+	if err := r.ReadHeader(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("replay file %s: %w", path, err)
+	}
 	p.logger().WithField(logKeyParams, ReplayPrefix+path).Info("replaying a recording")
-	return &replayInstance{p: p, f: f, r: event.NewRecordReader(f), size: size}, nil
+	return &replayInstance{p: p, f: f, r: r, size: size}, nil
 }
 
 // NextBatch fills the batch from the file and returns sdk.ErrEOF after the
