@@ -172,3 +172,61 @@ func bpffsRenames(t *testing.T) bool {
 	}
 	return err == nil
 }
+
+type mapRef struct {
+	id   ebpf.MapID
+	name string
+}
+
+// guardMaps lists the maps of the guard's init_module program (read-only
+// opens, which the seal allows), scratch maps included.
+func guardMaps(t *testing.T, pins string) []mapRef {
+	t.Helper()
+	l, err := link.LoadPinnedLink(pins+"/link_kg_post_load_data", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	li, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ebpf.NewProgramFromID(li.Program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	pi, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := pi.MapIDs()
+	var out []mapRef
+	for _, id := range ids {
+		m, err := mapFromIDReadOnly(id)
+		if err != nil {
+			t.Fatalf("read-only open of map %d under seal: %v", id, err)
+		}
+		info, err := m.Info()
+		m.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, mapRef{id: id, name: info.Name})
+	}
+	if len(out) < 5 {
+		t.Fatalf("the init_module program uses %d maps, want the policy, config, events, counters and scratch maps", len(out))
+	}
+	return out
+}
+
+// mapFromIDReadOnly is BPF_MAP_GET_FD_BY_ID with BPF_F_RDONLY.
+func mapFromIDReadOnly(id ebpf.MapID) (*ebpf.Map, error) {
+	const bpfMapGetFDByID, bpfFRdonly = 14, 1 << 3
+	attr := struct{ id, nextID, openFlags uint32 }{uint32(id), 0, bpfFRdonly}
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfMapGetFDByID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return nil, errno
+	}
+	return ebpf.NewMapFromFD(int(fd))
+}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/sirupsen/logrus"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
@@ -696,6 +697,13 @@ func TestGuestZSealed(t *testing.T) {
 	refused("map delete through a descriptor from before the seal", lsm.OpBPF, cfgRW.Delete(uint32(0)))
 	_, err = openPinnedMap(filepath.Join(pins, "policy"), false)
 	refused("writable descriptor to the policy map", lsm.OpBPF, err)
+	for _, m := range guardMaps(t, pins) {
+		if m.name == "kg_events" {
+			continue // not sealed: consuming it needs a writable fd
+		}
+		_, err := ebpf.NewMapFromID(m.id)
+		refused("writable descriptor by id to "+m.name, lsm.OpBPF, err)
+	}
 	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
 	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
@@ -726,7 +734,27 @@ func TestGuestZSealed(t *testing.T) {
 		t.Fatalf("init_module(listed dummy) under seal: %v", err)
 	}
 	unload(t, "dummy")
-	if out, err := runCmd(vmtest.Binary(t, "kmodguard"), "enforcer", "stop"); err == nil {
-		t.Fatalf("kmodguard enforcer stop under seal succeeded:\n%s", out)
+	kg := vmtest.Binary(t, "kmodguard")
+	if out, err := runCmd(kg, "enforcer", "stop"); err == nil || !strings.Contains(string(out), "sealed") {
+		t.Fatalf("kmodguard enforcer stop under seal: %v\n%s", err, out)
+	}
+	// A daemon started under the seal adopts the guard read-only, says the
+	// allowlist is frozen, and still reports decisions (this process lets go
+	// of the ring buffer first: one reader per guard).
+	enf.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "allow.yaml")
+	if err := allowlist.Save(file, list(t, allowlist.ModeAudit, entry{name: "veth"})); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, kg, file, pins, filepath.Join(dir, "daemon.log"))
+	waitLog(t, d.log, "guard enforcing")
+	waitLog(t, d.log, "policy is frozen")
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) with a sealed guard and a daemon listing it = %v, want EPERM", err)
+	}
+	waitLog(t, d.log, "module=veth")
+	if st := waitStatus(t, kg, pins, 1); !st.Sealed || st.Generation != 1 || st.Mode != "enforce" {
+		t.Fatalf("status under seal after a daemon start: %+v", st)
 	}
 }

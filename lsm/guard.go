@@ -447,6 +447,11 @@ func (g *Guard) Seal() error {
 			return fmt.Errorf("seal: protect map %d: %w", id, err)
 		}
 	}
+	evInfo, err := g.events.Info()
+	if err != nil {
+		return fmt.Errorf("seal: map info: %w", err)
+	}
+	eventsID, _ := evInfo.ID()
 	for name, l := range g.links {
 		info, err := l.Info()
 		if err != nil {
@@ -454,6 +459,20 @@ func (g *Guard) Seal() error {
 		}
 		if err := put(protLink, 0, uint64(info.ID)); err != nil {
 			return fmt.Errorf("seal: protect link %s: %w", name, err)
+		}
+		// Every map the program uses, the per-CPU scratch maps included:
+		// a write to the digest or names mid-decision would forge it.
+		ids, err := progMapIDs(info.Program)
+		if err != nil {
+			return fmt.Errorf("seal: maps of %s: %w", name, err)
+		}
+		for _, id := range ids {
+			if id == eventsID {
+				continue // consuming the ring buffer needs a writable fd
+			}
+			if err := put(protMap, 0, uint64(id)); err != nil {
+				return fmt.Errorf("seal: protect map %d of %s: %w", id, name, err)
+			}
 		}
 	}
 	pins := []string{g.pinDir}
@@ -595,4 +614,22 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("lock pin directory: %w", err)
 	}
 	return func() { unix.Close(fd) }, nil
+}
+
+// progMapIDs lists the maps a loaded program uses.
+func progMapIDs(id ebpf.ProgramID) ([]ebpf.MapID, error) {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return nil, err
+	}
+	ids, ok := info.MapIDs()
+	if !ok {
+		return nil, errors.New("kernel does not report the program's maps")
+	}
+	return ids, nil
 }
