@@ -90,7 +90,7 @@ type bpftestKgSha256Scratch struct {
 	Buf   uint64
 	Err   int64
 	Busy  uint64
-	Block [512]uint8
+	Block [576]uint8
 }
 
 type bpftestKgTestChunk struct {
