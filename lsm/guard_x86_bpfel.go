@@ -125,7 +125,7 @@ type guardKgSha256Scratch struct {
 	Buf   uint64
 	Err   int64
 	Busy  uint64
-	Block [512]uint8
+	Block [576]uint8
 }
 
 // Names of all BPF objects in the ELF.
