@@ -525,6 +525,31 @@ func TestLiveInstanceBatching(t *testing.T) {
 	}
 }
 
+func TestHostileEventIsShrunk(t *testing.T) {
+	e := initEvent()
+	big := strings.Repeat("p", 20000)
+	e.Path, e.Exe, e.Cgroup, e.Vermagic, e.Signer = big, big, big, big, big
+	e.Depends = make([]string, event.MaxListLen)
+	for i := range e.Depends {
+		e.Depends[i] = strings.Repeat("d", 300)
+	}
+	var w writer
+	evts := newMemEvents(1)
+	if err := w.put(evts, 0, e); err != nil {
+		t.Fatal(err)
+	}
+	var got event.Event
+	if err := got.UnmarshalBinary(evts.evts[0].payload()); err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "dummy" || len(got.Path) != trimLen || len(got.Depends) != trimList || len(got.Depends[0]) != trimElem {
+		t.Errorf("name %q, path %d bytes, %d depends of %d bytes", got.Name, len(got.Path), len(got.Depends), len(got.Depends[0]))
+	}
+	if len(e.Depends) != event.MaxListLen || len(e.Path) != 20000 {
+		t.Error("put changed the caller's event")
+	}
+}
+
 func TestOversizedEventIsTrimmed(t *testing.T) {
 	e := initEvent()
 	e.Cmdline = strings.Repeat("c", maxEventSize)

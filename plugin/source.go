@@ -74,23 +74,65 @@ type writer struct {
 	buf []byte
 }
 
-// put writes e into slot i of evts. An event too big for a slot loses the
-// tail of its command line and parameters, never the event itself.
+// put writes e into slot i of evts. An event too big for a slot (the
+// sensor bounds every string, so only a hostile recording gets there) is
+// shrunk, first its command line and parameters, then every string and
+// list, but never dropped.
 func (w *writer) put(evts sdk.EventWriters, i int, e *event.Event) error {
 	var err error
 	w.buf, err = e.AppendBinary(w.buf[:0])
-	if err == nil && len(w.buf) > maxEventSize {
-		c := *e
-		c.Cmdline, c.Params = cut(c.Cmdline), cut(c.Params)
+	for stage := 1; err == nil && len(w.buf) > maxEventSize && stage <= 2; stage++ {
+		c := shrink(e, stage)
 		w.buf, err = c.AppendBinary(w.buf[:0])
-		if err == nil && len(w.buf) > maxEventSize {
-			err = fmt.Errorf("%d bytes after trimming is over the %d byte event limit", len(w.buf), maxEventSize)
-		}
+	}
+	if err == nil && len(w.buf) > maxEventSize {
+		err = fmt.Errorf("%d bytes after trimming is over the %d byte event limit", len(w.buf), maxEventSize)
 	}
 	if err != nil {
 		return fmt.Errorf("encode %s event of %q: %w", e.Syscall, e.Name, err)
 	}
 	return w.putRaw(evts, i, w.buf)
+}
+
+// shrink returns a copy of e cut down: at stage 1 its command line and
+// parameters, at stage 2 every string to trimLen and both lists to
+// trimList elements of trimElem bytes, which always fits maxEventSize.
+func shrink(e *event.Event, stage int) *event.Event {
+	c := *e
+	c.Cmdline, c.Params = cut(c.Cmdline, trimLen), cut(c.Params, trimLen)
+	if stage < 2 {
+		return &c
+	}
+	for _, s := range []*string{&c.Name, &c.ThisModuleName, &c.SHA256, &c.ELFSHA256, &c.Path, &c.Vermagic,
+		&c.Srcversion, &c.Signer, &c.AllowlistEntry, &c.Verdict, &c.GuardSHA256, &c.Comm, &c.Exe,
+		&c.Cgroup, &c.ContainerID} {
+		*s = cut(*s, trimLen)
+	}
+	c.Flags, c.Depends = cutList(c.Flags), cutList(c.Depends)
+	return &c
+}
+
+const (
+	trimList = 64
+	trimElem = 256
+)
+
+func cutList(l []string) []string {
+	if len(l) > trimList {
+		l = l[:trimList]
+	}
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = cut(s, trimElem)
+	}
+	return out
+}
+
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // putRaw writes an event already in binary form into slot i.
@@ -101,13 +143,6 @@ func (w *writer) putRaw(evts sdk.EventWriters, i int, b []byte) error {
 		return fmt.Errorf("write event payload: %w", err)
 	}
 	return nil
-}
-
-func cut(s string) string {
-	if len(s) > trimLen {
-		return s[:trimLen]
-	}
-	return s
 }
 
 // replayInstance reads a record file.
