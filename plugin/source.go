@@ -23,8 +23,8 @@ const (
 	// idleTimeout bounds how long NextBatch waits for a first event, so
 	// that an idle sensor never stalls Falco's event loop.
 	idleTimeout = 100 * time.Millisecond
-	// trimLen is what cmdline and params are cut to when an event does not
-	// fit maxEventSize.
+	// trimLen is what strings are cut to when an event does not fit
+	// maxEventSize (see shrink).
 	trimLen = 4096
 )
 
