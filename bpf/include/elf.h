@@ -200,7 +200,7 @@ static __always_inline long kg_elf_read(struct kg_elf_scratch *s, __u64 off, __u
 	return bpf_probe_read_kernel(s->tmp, n, (const void *)(s->buf + off));
 }
 
-/* The callback context of the byte-wise loops. */
+/* The callback context of the name table and .modinfo loops. */
 struct kg_elf_loop {
 	struct kg_elf_scratch *s;
 };
