@@ -3,7 +3,6 @@ package plugin
 import (
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"sync"
@@ -153,6 +152,3 @@ func judge(a *allowlist.Allowlist, e *event.Event) {
 		e.AllowlistEntry = d.Entry.Name
 	}
 }
-
-// String is for log lines.
-func (p *policy) String() string { return fmt.Sprintf("allowlist %s", p.path) }
