@@ -150,6 +150,9 @@ func (c *companionSource) connect(ctx context.Context) (*link, error) {
 	} else {
 		client, err = companion.Launch(companion.LaunchConfig{
 			Path: c.cfg.Path,
+			// Loading the guard verifies and attaches a dozen programs:
+			// seconds on a busy or emulated machine.
+			StartTimeout: 30 * time.Second,
 			Logger: hclog.New(&hclog.LoggerOptions{
 				Name: "kmodguard-companion", Level: hclogLevel(c.log), Output: os.Stderr, JSONFormat: true,
 			}),
