@@ -88,7 +88,7 @@ func digest(b []byte) string {
 
 // grpcPair connects impl and a client through go-plugin's test connection:
 // the real gRPC adapters on both sides, in one process.
-func grpcPair(t *testing.T, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
+func grpcPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
 	t.Helper()
 	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
 		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
