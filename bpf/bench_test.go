@@ -2,17 +2,23 @@ package bpf
 
 import (
 	"context"
+	"io"
+	"os"
+	"regexp"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/vmtest"
 )
 
 func benchNeeds(b *testing.B) {
@@ -133,6 +139,21 @@ func BenchmarkGetppidInterleaved(b *testing.B) {
 		{"empty_pair", []*ebpf.Program{enter, exit}},
 		{"sensor", []*ebpf.Program{s.coll.Programs["kg_sys_enter"], s.coll.Programs["kg_sys_exit"]}},
 	}
+	// Where the kernel allows fentry on the syscall functions (real
+	// kernels, not this host), the sensor in that mode too.
+	if fs, err := NewSensor(Config{Hook: HookFentry, Logger: quietLogger()}); err == nil {
+		defer fs.Close()
+		if fs.Hook() == HookFentry {
+			var progs []*ebpf.Program
+			for _, a := range fs.attach {
+				progs = append(progs, fs.coll.Programs[a.prog])
+			}
+			variants = append(variants, struct {
+				name  string
+				progs []*ebpf.Program
+			}{"sensor_fentry", progs})
+		}
+	}
 	times := make([][]float64, len(variants))
 	b.ResetTimer()
 	for round := range b.N {
@@ -166,6 +187,47 @@ func BenchmarkGetppidInterleaved(b *testing.B) {
 	b.ReportMetric(med["sensor"]/med["empty"], "sensor/empty")
 	b.ReportMetric(med["sensor"]/med["empty_pair"], "sensor/empty_pair")
 	b.ReportMetric(med["sensor"]/med["none"], "sensor/none")
+	if f, ok := med["sensor_fentry"]; ok {
+		b.ReportMetric(f/med["none"], "sensor_fentry/none")
+	}
+}
+
+// quietLogger drops the fallback warning of a hook this host refuses.
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// TestVMBench runs BenchmarkGetppidInterleaved in Debian 6.1 and 6.12,
+// where fentry mode loads, and logs its figures. make bench runs it.
+func TestVMBench(t *testing.T) {
+	if os.Getenv("KMODGUARD_VMBENCH") != "1" {
+		t.Skip("guest benchmark: set KMODGUARD_VMBENCH=1 (make bench)")
+	}
+	results := vmtest.Run(t, vmtest.Spec{
+		Run:     "^TestGuestBenchReady$",
+		Args:    []string{"-test.bench=^BenchmarkGetppidInterleaved$", "-test.benchtime=10x"},
+		Timeout: 15 * time.Minute,
+	})
+	line := regexp.MustCompile(`(?m)^BenchmarkGetppidInterleaved\s+\d.*$`)
+	for _, r := range results {
+		if r == nil || r.Kernel == nil {
+			continue
+		}
+		for _, l := range line.FindAllString(r.Output, -1) {
+			t.Logf("%s: %s", r.Kernel.Release, strings.Join(strings.Fields(l), " "))
+		}
+	}
+}
+
+// TestGuestBenchReady checks that the guest can load the sensor, so that a
+// guest run of the benchmark alone has a test verdict.
+func TestGuestBenchReady(t *testing.T) {
+	vmtest.RequireGuest(t)
+	if err := CheckSystem(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // cpuTime is this process's user+system CPU time: on a shared machine it

@@ -56,6 +56,9 @@ go test -run '^$' -bench '^BenchmarkInitModuleEvents$' -benchtime 100000x ./bpf 
 go test -run '^$' -bench '^BenchmarkInitModulePaced$' -benchtime 1x ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
 echo "== sensor: 1 MiB image capture, syscall to enriched event =="
 go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+echo "== sensor: getppid() in QEMU on Debian 6.1 and 6.12, where fentry on the syscall functions loads =="
+KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v -timeout 30m ./bpf |
+	grep -E 'bench_test.go:.*Benchmark|^(ok|FAIL|---)' | sed -E 's/^ +bench_test.go:[0-9]+: /   /'
 
 # ---- guard (issue 6): module load latency with the BPF LSM guard vs without,
 # in QEMU on Debian 6.1 and 6.12 (one boot each). 100 init_module +
