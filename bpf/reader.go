@@ -232,7 +232,7 @@ func syscallOf(k uint8) event.Syscall {
 // is pending and closes Events.
 func (s *Sensor) readLoop() {
 	defer close(s.out)
-	draining := false
+	draining, abandoned := false, false
 	send := func(ev *event.Event) {
 		if !draining {
 			select {
@@ -243,13 +243,18 @@ func (s *Sensor) readLoop() {
 				draining = true
 			}
 		}
-		// Closing: give a reader a moment, then discard.
-		select {
-		case s.out <- ev:
-			s.delivered.Add(1)
-		case <-time.After(time.Second):
-			s.discarded.Add(1)
+		// Closing: give a reader a moment; once nobody reads, discard the
+		// rest at once, so that Close returns.
+		if !abandoned {
+			select {
+			case s.out <- ev:
+				s.delivered.Add(1)
+				return
+			case <-time.After(time.Second):
+				abandoned = true
+			}
 		}
+		s.discarded.Add(1)
 	}
 	j := newJoiner(s.cfg.ImageCap, s.enr.decode, send, func() { s.orphans.Add(1) })
 	var rec ringbuf.Record

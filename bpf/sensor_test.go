@@ -609,3 +609,48 @@ func TestInitModuleWithoutCapSysModule(t *testing.T) {
 		t.Errorf("cap_effective %#x still has CAP_SYS_MODULE", ev.CapEffective)
 	}
 }
+
+// TestCloseWithoutReader closes a sensor whose events nobody reads: Close
+// returns promptly and counts what it discarded.
+func TestCloseWithoutReader(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and issues module syscalls")
+	}
+	if err := CheckSystem(); err != nil {
+		t.Skipf("needs BPF support: %v", err)
+	}
+	s, err := NewSensor(Config{EventBuffer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	tid := uint32(unix.Gettid())
+	for range 100 {
+		unix.DeleteModule("kmodguard_unread", 0)
+	}
+	runtime.UnlockOSThread()
+	// Let the reader fill the channel and block on it.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Events < 100 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v with nobody reading", d)
+	}
+	st := s.Stats()
+	var queued uint64
+	for ev := range s.Events() {
+		if ev.Tid == tid {
+			queued++
+		}
+	}
+	if st.Discarded == 0 || st.Delivered+st.Discarded < 100 {
+		t.Errorf("stats %+v: want the unread events discarded and counted", st)
+	}
+	t.Logf("closed in %v: %d delivered (%d of ours still queued), %d discarded", time.Since(start), st.Delivered, queued, st.Discarded)
+}
