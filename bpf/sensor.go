@@ -327,6 +327,20 @@ func loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*ebpf.Collecti
 			delete(spec.Programs, name)
 		}
 	}
+	// The kg_unused_* variables only keep record types in BTF for bpf2go;
+	// their .bss needs no map in the kernel.
+	bss := false
+	for name, v := range spec.Variables {
+		switch {
+		case strings.HasPrefix(name, "kg_unused_"):
+			delete(spec.Variables, name)
+		case v.SectionName == ".bss":
+			bss = true
+		}
+	}
+	if !bss {
+		delete(spec.Maps, ".bss")
+	}
 	return ebpf.NewCollection(spec)
 }
 
