@@ -4,21 +4,25 @@
  * sensor.bpf.c: kmodguard's module syscall sensor.
  *
  * Two BTF-typed raw tracepoints, sys_enter and sys_exit, watch init_module,
- * finit_module and delete_module. Every other syscall leaves after one
- * compare of the syscall number (sys_enter) or of the saved number in
- * pt_regs (sys_exit), before any helper call or map lookup.
+ * finit_module and delete_module (plain raw tracepoints are the fallback,
+ * and fentry/fexit on the syscall functions an option where the kernel
+ * allows it). Every other syscall leaves after a few compares of the
+ * syscall number (sys_enter) or of the saved number in pt_regs (sys_exit),
+ * before any helper call or map lookup.
  *
  * At sys_enter the program sends, through one ring buffer:
  *   - for init_module, the image in chunks (struct kg_chunk), up to
- *     kg_image_cap bytes;
+ *     kg_image_cap bytes, when the caller may load modules at all;
  *   - then one record (struct kg_event) with the arguments, what the kernel
- *     knows of the finit_module file, and the process context.
+ *     knows of the finit_module file, and the process context; its strings
+ *     are packed, and only the bytes used are sent.
  * At sys_exit it sends the result (struct kg_exit). User space joins the
  * three by thread id: a thread is in one syscall at a time, and the ring
  * buffer keeps reservation order.
  *
- * Nothing vanishes silently: a read that fails is flagged in the record, and
- * a record the ring buffer cannot take is counted in kg_counters.
+ * Nothing vanishes silently: a read that fails is flagged in the record, a
+ * record the ring buffer cannot take is counted in kg_counters, and so are
+ * the calls of unprivileged callers over kg_unprivileged_rate.
  */
 #include "vmlinux.h"
 
