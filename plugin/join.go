@@ -182,13 +182,14 @@ func verdictOf(v string) string {
 // apply sets the guard's view on the sensor's event. kmod.toctou is set
 // when the guard's digest of the kernel's copy differs from the sensor's
 // digest of what user space passed (init_module) or what the file held
-// when the sensor read it (finit_module), provided the sensor's digest is of
-// the whole image.
+// when the sensor read it (finit_module). The sensor sets its digest only
+// from a whole image (a truncated or partly unreadable capture has none), so
+// a missing digest is never taken for a swap. Other unreadable arguments
+// (kmod.unreadable also covers the parameters) do not matter here.
 func apply(e *event.Event, d *companion.Decision) {
 	e.Verdict = verdictOf(d.Verdict)
 	e.GuardSHA256 = d.SHA256
-	e.TOCTOU = d.SHA256 != "" && e.SHA256 != "" && !e.Truncated && !e.Unreadable &&
-		d.SHA256 != e.SHA256 && d.SHA256 != e.ELFSHA256
+	e.TOCTOU = d.SHA256 != "" && e.SHA256 != "" && d.SHA256 != e.SHA256 && d.SHA256 != e.ELFSHA256
 }
 
 // guardEvent is the event of a decision no load event was joined to.

@@ -87,19 +87,26 @@ func TestJoinPairs(t *testing.T) {
 	}
 }
 
-func TestJoinNoTOCTOUWithoutWholeImage(t *testing.T) {
-	for _, mod := range []func(*event.Event){
-		func(e *event.Event) { e.Truncated = true },
-		func(e *event.Event) { e.Unreadable = true },
-		func(e *event.Event) { e.SHA256 = "" },
-	} {
+func TestJoinTOCTOUNeedsTheSensorsDigest(t *testing.T) {
+	tests := []struct {
+		name   string
+		mod    func(*event.Event)
+		toctou bool
+	}{
+		// The sensor has no digest when its capture is partial.
+		{"no sensor digest", func(e *event.Event) { e.SHA256, e.Truncated = "", true }, false},
+		// The parameters were unreadable, the image was whole: seen in
+		// the guest, where the swap was real.
+		{"parameters unreadable", func(e *event.Event) { e.Unreadable = true }, true},
+	}
+	for _, tt := range tests {
 		j := newJoiner(JoinWindow)
 		e := loadEvent(event.InitModule, 1, t0, digestA)
-		mod(e)
+		tt.mod(e)
 		j.addEvent(e, t0)
 		out := j.addDecision(decision(companion.OpInitModule, 1, t0, companion.VerdictBlocked, digestB), t0)
-		if len(out) != 1 || out[0].TOCTOU {
-			t.Errorf("%+v: toctou from a partial capture", out)
+		if len(out) != 1 || out[0].TOCTOU != tt.toctou {
+			t.Errorf("%s: %+v, want toctou %v", tt.name, out, tt.toctou)
 		}
 	}
 	// A compressed finit_module: the guard hashed the file, the sensor has
