@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -263,4 +264,29 @@ func FuzzJoinerRecord(f *testing.F) {
 		}
 		j.expire(time.Now(), true)
 	})
+}
+
+// TestConfigErrors: bad configs are refused with an error that names the
+// setting, before anything is loaded (so without root too).
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{RingBufferSize: 1000}, "ring buffer size 1000"},
+		{Config{RingBufferSize: 3 << 20}, "power of two"},
+		{Config{ImageCap: MaxImageCap + 1}, "image cap"},
+		{Config{Hook: "kprobe"}, `hook "kprobe"`},
+		{Config{UnprivilegedRate: 1<<30 + 1}, "unprivileged rate"},
+	} {
+		s, err := NewSensor(tc.cfg)
+		if err == nil {
+			s.Close()
+			t.Errorf("%+v: no error", tc.cfg)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %q does not say %q", tc.cfg, err, tc.want)
+		}
+	}
 }
