@@ -1,6 +1,8 @@
 package vmtest_test
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -82,4 +84,36 @@ func TestVMReportsPanic(t *testing.T) {
 		}
 	}
 	t.Logf("reported after %s as: %.300s...", r.Wall.Round(time.Second), err)
+}
+
+// TestVMScript runs a shell script in the guest through Exec, the way
+// `make demo` does, and checks the live output and the exit status.
+func TestVMScript(t *testing.T) {
+	if !vmtest.Enabled() || vmtest.InGuest() {
+		t.Skip("boots Debian kernels in QEMU: set KMODGUARD_VMTEST=1 (make vmtest)")
+	}
+	var live bytes.Buffer
+	r, err := vmtest.Exec(context.Background(), vmtest.Spec{
+		Modules: []string{"veth"},
+		Script:  "echo first line\nmodprobe veth && grep -c '^veth ' /proc/modules\necho \"release $(uname -r)\" >&2\nexit 3\n",
+		Output:  &live,
+		Timeout: 3 * time.Minute,
+	}, debkernel.Series612, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "first line\n1\nrelease " + r.Kernel.Release + "\n"
+	if live.String() != want {
+		t.Errorf("live output %q, want %q", live.String(), want)
+	}
+	if r.Output != strings.TrimSpace(want) {
+		t.Errorf("Result.Output %q, want %q", r.Output, strings.TrimSpace(want))
+	}
+	if r.ExitCode != 3 || !r.Done {
+		t.Errorf("exit %d, done %v; want 3, true", r.ExitCode, r.Done)
+	}
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "script exited 3") {
+		t.Errorf("Err() = %v, want the script's exit status", err)
+	}
+	t.Logf("boot %s, script %s, wall %s", r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond))
 }
