@@ -257,8 +257,8 @@ func checkRecordHeader(path string) error {
 }
 
 func printStats(w io.Writer, st bpf.Stats) {
-	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d unprivileged calls throttled, %d orphan records, %d malformed\n",
-		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Throttled, st.Orphans, st.Malformed)
+	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d unprivileged calls throttled, %d orphan records, %d malformed, %d discarded at exit\n",
+		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Throttled, st.Orphans, st.Malformed, st.Discarded)
 }
 
 // formatEvent is the one-line human form of an event.
