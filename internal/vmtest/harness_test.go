@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 )
@@ -36,6 +38,20 @@ func TestDeliberateKernelPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Minute)
+}
+
+// TestDeliberateHalt halts the guest kernel: QEMU keeps running with its
+// CPU stopped, which the host sees as a hang.
+func TestDeliberateHalt(t *testing.T) {
+	vmtest.RequireGuest(t)
+	if os.Getenv(envDeliberate) != "halt" {
+		t.Skip("deliberate halt: only when the harness test asks for it")
+	}
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_HALT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Hour)
 }
 
 // TestVMReportsFailure checks that a failing guest test fails the run, and
@@ -84,6 +100,37 @@ func TestVMReportsPanic(t *testing.T) {
 		}
 	}
 	t.Logf("reported after %s as: %.300s...", r.Wall.Round(time.Second), err)
+}
+
+// TestVMReportsHang checks that a guest that stops responding is killed at
+// Spec.Timeout and reported as a hang, with what it printed so far.
+func TestVMReportsHang(t *testing.T) {
+	r := vmtest.Boot(t, vmtest.Spec{
+		Run:     "^TestDeliberateHalt$",
+		Env:     []string{envDeliberate + "=halt"},
+		Timeout: 90 * time.Second,
+	}, debkernel.Series612)
+	err := r.Err()
+	if err == nil {
+		t.Fatal("a halted guest passed the run")
+	}
+	if !r.TimedOut || r.Done {
+		t.Errorf("timedOut=%v done=%v, want a timeout", r.TimedOut, r.Done)
+	}
+	if !r.Started {
+		t.Skipf("the guest did not even start its tests within %s (a very busy host?): %v", r.Timeout, err)
+	}
+	for _, want := range []string{r.Kernel.Release, "did not finish within 1m30s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	if !strings.Contains(r.Output, "=== RUN   TestDeliberateHalt") {
+		t.Errorf("the output so far is missing:\n%s", r.Output)
+	}
+	if r.Wall < r.Timeout || r.Wall > r.Timeout+30*time.Second {
+		t.Errorf("QEMU ran %s, want it killed at %s", r.Wall, r.Timeout)
+	}
 }
 
 // TestVMScript runs a shell script in the guest through Exec, the way
