@@ -15,8 +15,12 @@
 //
 //	func TestVM(t *testing.T) {
 //		vmtest.Run(t, vmtest.Spec{
-//			Modules:  []string{"dummy", "veth"},                      // fixtures from the kernel's own package
-//			Binaries: []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"}, // on PATH in the guest
+//			// fixtures from the booted kernel's own package
+//			Modules: []string{"dummy", "veth"},
+//			// a forged module: .modinfo says dumbo, it registers as dummy
+//			Crafted: []vmtest.Crafted{{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true}},
+//			// built statically, on PATH in the guest
+//			Binaries: []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 //		})
 //	}
 //
@@ -39,7 +43,9 @@
 // Spec.FailOnSkip also fails it when a guest test skipped.
 //
 // Boot does the same for one kernel and returns the Result without judging
-// it, for tests of the harness itself.
+// it, for tests of the harness itself. Exec boots one kernel for a program
+// rather than a test, and can run a busybox shell script (Spec.Script) with
+// its output streamed live (Spec.Output): `make demo` is built on it.
 //
 // # Switching it on
 //
@@ -77,8 +83,8 @@
 //   - the package's testdata folder as /vmtest/testdata (up to 64 MiB), so
 //     relative testdata/ paths work as under go test;
 //   - the kernel's build config as /boot/config-<release> (KernelConfig);
-//   - files written by Spec.Prepare, e.g. crafted modules (see Craft...), in
-//     the fixtures folder.
+//   - the crafted modules of Spec.Crafted (see Craft and StripSignature),
+//     and whatever Spec.Prepare writes, in the fixtures folder.
 //
 // Release and Series say which kernel runs. The guest has no network and
 // no disk; /tmp is a tmpfs.
