@@ -178,14 +178,25 @@ func Run(t *testing.T, spec Spec) []*Result {
 	var results []*Result
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
-			r, err := b.withTimeout(t).boot(ctx, t.TempDir(), k)
+			kb := b.withTimeout(t)
+			// With -v the guest's lines are logged as they arrive, which
+			// shows where a slow guest is; otherwise all at once at the end.
+			live := testing.Verbose() && kb.spec.Output == nil
+			if live {
+				c := *kb
+				c.spec.Output = logWriter{t}
+				kb = &c
+			}
+			r, err := kb.boot(ctx, t.TempDir(), k)
 			if err != nil {
 				t.Fatalf("vmtest: %v", err)
 			}
 			results = append(results, r)
 			t.Logf("kernel %s: boot %s, tests %s, wall %s (timeout %s, boot attempts %d)", k.Release,
 				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout, r.Attempts)
-			t.Logf("guest output:\n%s", indent(r.Output))
+			if !live {
+				t.Logf("guest output:\n%s", indent(r.Output))
+			}
 			if err := r.Err(); err != nil {
 				t.Error(err)
 				if r.Done {
@@ -565,4 +576,13 @@ func checkStatic(p string) error {
 		}
 	}
 	return nil
+}
+
+// logWriter logs each line written to it (the harness writes whole lines)
+// as guest output.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log("guest: " + strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
