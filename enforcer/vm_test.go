@@ -598,6 +598,18 @@ func TestGuestDaemonKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, d1.log, "allowlist not reloaded")
+	if err := d1.cmd.Process.Signal(unix.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d1.log, "trigger=SIGHUP")
+	// One daemon per guard: a second one is turned away.
+	file2 := filepath.Join(dir, "other.yaml")
+	if err := allowlist.Save(file2, list(t, allowlist.ModeAudit, entry{name: "veth"})); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCmd(kg, "enforcer", "run", "--allowlist", file2, "--pin-dir", pins); err == nil || !strings.Contains(string(out), "already running") {
+		t.Fatalf("a second daemon on the same guard: %v\n%s", err, out)
+	}
 	if out, err := runCmd(kg, "enforcer", "apply", "--pin-dir", pins, file); err == nil {
 		t.Fatalf("apply of a broken file succeeded:\n%s", out)
 	}

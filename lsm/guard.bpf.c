@@ -53,7 +53,7 @@ enum kg_verdict {
 	KG_VERDICT_AUDIT = 3, /* not allowed, let through in audit mode */
 };
 
-/* Why. User space turns these into words (lsm/reason.go). */
+/* Why. User space turns these into words (reasons in lsm/decision.go). */
 enum kg_reason {
 	KG_REASON_DIGEST = 1,          /* digest listed, both names equal the entry */
 	KG_REASON_NAME = 2,            /* entry without digests, both names equal it */
@@ -67,7 +67,6 @@ enum kg_reason {
 	KG_REASON_HASH_FAILED = 10,    /* digest could not be computed */
 	KG_REASON_NO_POLICY = 11,      /* no allowlist installed */
 	KG_REASON_SEALED = 12,         /* seal refusal; op and object say what */
-	KG_REASON_DIGEST_ONLY = 13,    /* names unknown, digest binds the entry */
 };
 
 /* Flags of a decision event. */

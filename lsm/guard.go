@@ -92,6 +92,7 @@ type Guard struct {
 	links    map[string]link.Link
 	readOnly bool
 	closed   bool
+	unlock   func() // releases the pin directory lock Open took
 }
 
 // Open loads the guard with the initial policy, attaches it and pins it, or,
@@ -113,17 +114,25 @@ func Open(opts Options, initial *Policy) (g *Guard, adopted bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	defer unlock()
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
 
-	if _, err := os.Stat(filepath.Join(dir, pinConfig)); err == nil {
-		g, err := adopt(dir)
-		return g, true, err
+	if _, serr := os.Stat(filepath.Join(dir, pinConfig)); serr == nil {
+		adopted = true
+		g, err = adopt(dir)
+	} else if initial == nil {
+		err = errors.New("open guard: an initial policy is required to load a new guard")
+	} else {
+		g, err = load(dir, opts, initial)
 	}
-	if initial == nil {
-		return nil, false, errors.New("open guard: an initial policy is required to load a new guard")
+	if err != nil {
+		return nil, false, err
 	}
-	g, err = load(dir, opts, initial)
-	return g, false, err
+	g.unlock = unlock
+	return g, adopted, nil
 }
 
 // OpenPinned opens a pinned guard for reading (status, decisions) and, when
@@ -570,6 +579,10 @@ func (g *Guard) Close() error {
 }
 
 func (g *Guard) closeFDs() {
+	if g.unlock != nil {
+		g.unlock()
+		g.unlock = nil
+	}
 	for _, m := range []*ebpf.Map{g.policy, g.config, g.protect, g.events, g.counters, g.inner} {
 		if m != nil {
 			m.Close()
@@ -602,15 +615,23 @@ func ensurePinDir(dir string) error {
 	return nil
 }
 
-// lockDir takes an exclusive flock on dir, so that two processes never load
-// two guards into one pin directory.
+// ErrBusy is returned by Open when another process holds the guard.
+var ErrBusy = errors.New("another process holds the guard")
+
+// lockDir takes an exclusive flock on dir, held until the Guard is closed,
+// so that two daemons never load two guards into one pin directory, nor
+// apply two allowlists and split one decision stream. The kernel drops the
+// lock when the holder dies, kill -9 included.
 func lockDir(dir string) (func(), error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open pin directory: %w", err)
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open guard in %s: %w (is 'kmodguard enforcer run' already running?)", dir, ErrBusy)
+		}
 		return nil, fmt.Errorf("lock pin directory: %w", err)
 	}
 	return func() { unix.Close(fd) }, nil
