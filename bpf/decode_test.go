@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,35 @@ func TestConfigErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %q does not say %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// TestJoinerExpire: an event whose result never comes is delivered, with
+// ResUnknown, once it is old and its thread is gone; not while the thread
+// is still in the syscall.
+func TestJoinerExpire(t *testing.T) {
+	var got []joined
+	var orphans int
+	var emitted []*event.Event
+	j := newTestJoiner(&got, &orphans)
+	j.emit = func(ev *event.Event) { emitted = append(emitted, ev) }
+	now := time.Now()
+	alive := uint32(os.Getpid()) // this process's main thread exists
+	gone := uint32(1 << 30)      // above pid_max: no such thread
+	for _, tid := range []uint32{alive, gone} {
+		if err := j.record(aligned(eventRecord(sensorKgSyscallKG_SYS_INIT_MODULE, tid, 1, 0, 0)), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.expire(now.Add(pendingTimeout/2), false)
+	if len(emitted) != 0 {
+		t.Fatalf("expired too early: %d", len(emitted))
+	}
+	j.expire(now.Add(2*pendingTimeout), false)
+	if len(emitted) != 1 || emitted[0].Tid != gone || emitted[0].Res != ResUnknown {
+		t.Fatalf("emitted %+v, want the gone thread's event with ResUnknown", emitted)
+	}
+	if j.pending[alive] == nil {
+		t.Error("the live thread's event was expired")
 	}
 }
