@@ -45,8 +45,10 @@ type LaunchConfig struct {
 // the companion.
 type Client struct {
 	Enforcer
-	pc   *plugin.Client   // launched or reattached
-	conn *grpc.ClientConn // dialed
+	pc       *plugin.Client        // launched or reattached
+	rpc      plugin.ClientProtocol // pc's connection
+	attached bool                  // pc was reattached: Close must not stop it
+	conn     *grpc.ClientConn      // dialed
 }
 
 func defaultLogger() hclog.Logger {
@@ -102,7 +104,7 @@ func Launch(cfg LaunchConfig) (*Client, error) {
 // Attach connects to a companion that is already running, from the
 // ReattachConfig of the client that launched it. go-plugin cannot reattach
 // with AutoMTLS, so the companion must have been served without it (as the
-// Unix-socket mode is); Kill on the returned client does not stop it.
+// Unix-socket mode is); Close on the returned client does not stop it.
 func Attach(rc *plugin.ReattachConfig, logger hclog.Logger) (*Client, error) {
 	if rc == nil {
 		return nil, errors.New("companion: no reattach configuration")
@@ -117,7 +119,12 @@ func Attach(rc *plugin.ReattachConfig, logger hclog.Logger) (*Client, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           logger,
 	})
-	return connect(pc, rc.Addr.String())
+	c, err := connect(pc, rc.Addr.String())
+	if err != nil {
+		return nil, err
+	}
+	c.attached = true
+	return c, nil
 }
 
 func connect(pc *plugin.Client, what string) (*Client, error) {
@@ -136,7 +143,7 @@ func connect(pc *plugin.Client, what string) (*Client, error) {
 		pc.Kill()
 		return nil, fmt.Errorf("companion %s: dispensed %T, not an Enforcer", what, raw)
 	}
-	return &Client{Enforcer: e, pc: pc}, nil
+	return &Client{Enforcer: e, pc: pc, rpc: rpc}, nil
 }
 
 // DialSocket connects to a companion served on the Unix socket at path (see
@@ -182,6 +189,14 @@ func (c *Client) ReattachConfig() *plugin.ReattachConfig {
 // a grace period); an attached or dialed one keeps running. The guard it
 // loaded stays in force through its pins either way.
 func (c *Client) Close() error {
+	if c.pc != nil && c.attached {
+		// Kill, and even the go-plugin client's Close, ask the companion to
+		// shut down: only drop the connection.
+		if g, ok := c.rpc.(*plugin.GRPCClient); ok {
+			return g.Conn.Close()
+		}
+		return nil
+	}
 	if c.pc != nil {
 		c.pc.Kill()
 		return nil

@@ -411,3 +411,51 @@ func TestLaunchNotACompanion(t *testing.T) {
 		})
 	}
 }
+
+// TestAttach serves a companion in go-plugin's test mode (no AutoMTLS, as
+// reattaching requires) and attaches to it from its ReattachConfig, the way
+// a restarted client finds a companion that is still running.
+func TestAttach(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	rcCh := make(chan *plugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+	impl := companiontest.New()
+	go plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: companion.Handshake,
+		Plugins:         plugin.PluginSet{companion.PluginName: &companion.EnforcerPlugin{Impl: impl}},
+		GRPCServer:      plugin.DefaultGRPCServer,
+		Logger:          quietLogger(),
+		Test:            &plugin.ServeTestConfig{Context: ctx, ReattachConfigCh: rcCh, CloseCh: closed},
+	})
+	var rc *plugin.ReattachConfig
+	select {
+	case rc = <-rcCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reattach configuration from the test server")
+	}
+	c, err := companion.Attach(rc, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(ctx, list(t, allowlist.ModeEnforce, allowlist.Entry{Name: "dummy"})); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := impl.Status(ctx); st.Generation != 1 {
+		t.Errorf("the attached client's allowlist did not arrive: %+v", st)
+	}
+	// Closing an attached client leaves the companion running.
+	c.Close()
+	if _, err := impl.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+		t.Error("closing the attached client stopped the companion")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	<-closed
+	if _, err := companion.Attach(nil, nil); err == nil {
+		t.Error("Attach(nil) succeeded")
+	}
+}
