@@ -16,7 +16,7 @@ help: ## Show this help
 
 .PHONY: deps
 deps: ## Install what building and testing need (Go modules, clang, QEMU, busybox)
-	@scripts/deps.sh build bpf vm
+	@scripts/deps.sh build bpf vm proto
 
 .PHONY: build
 build: ## Build the kmodguard CLI into bin/
@@ -29,11 +29,12 @@ generate: ## Regenerate the BPF objects and Go bindings (bpf2go; needs clang)
 	$(GO) generate ./...
 
 .PHONY: proto
-proto: ## Regenerate companion/proto/*.pb.go (needs protoc: apt-get install protobuf-compiler)
+proto: ## Regenerate companion/proto/*.pb.go (protoc from Debian, pinned generators)
+	@scripts/deps.sh build proto
 	scripts/protoc.sh
 
 .PHONY: check-generate
-check-generate: generate ## Fail when the committed generated files differ from their sources
+check-generate: generate proto ## Fail when the committed generated files differ from their sources
 	git diff --exit-code -- '*_bpfel.go' '*_bpfel.o' '*.pb.go'
 
 .PHONY: plugin
@@ -65,7 +66,7 @@ vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12
 
 .PHONY: test
 test: ## Everything CI runs: deps, lint, generated-file check, unit, fuzz, vmtest
-	@scripts/deps.sh build bpf vm
+	@scripts/deps.sh build bpf vm proto
 	$(MAKE) lint
 	$(MAKE) check-generate
 	$(MAKE) unit

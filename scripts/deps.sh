@@ -4,6 +4,7 @@
 #   build    Go modules (through the Go module proxy)
 #   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
 #   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness
+#   proto    protobuf-compiler: to regenerate companion/proto (make proto)
 # Debian packages are installed with apt-get as root; without root the script
 # says what is missing and fails.
 set -euo pipefail
@@ -11,6 +12,7 @@ set -euo pipefail
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
 	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod"
+	[proto]="protobuf-compiler"
 )
 
 missing=()
@@ -19,7 +21,7 @@ for group in "$@"; do
 	build)
 		go mod download
 		;;
-	bpf | vm)
+	bpf | vm | proto)
 		for p in ${pkgs[$group]}; do
 			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 		done
