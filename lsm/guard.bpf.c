@@ -67,6 +67,7 @@ enum kg_reason {
 	KG_REASON_HASH_FAILED = 10,    /* digest could not be computed */
 	KG_REASON_NO_POLICY = 11,      /* no allowlist installed */
 	KG_REASON_SEALED = 12,         /* seal refusal; op and object say what */
+	KG_REASON_BUSY = 13,           /* another decision holds this CPU's scratch */
 };
 
 /* Flags of a decision event. */
@@ -194,6 +195,14 @@ struct {
 	__type(value, struct kg_event);
 } kg_scratch SEC(".maps");
 
+/* 0 -> 1 while a decision uses this CPU's scratch maps (decide_load). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kg_busy SEC(".maps");
+
 /* Scratch for the names parsed by elf.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -253,20 +262,30 @@ static __always_inline void count(__u32 slot)
 		*n += 1;
 }
 
-static __always_inline struct kg_event *scratch(void)
+/* fill_context zeroes e and records who and when. */
+static __always_inline void fill_context(struct kg_event *e)
 {
-	__u32 zero = 0;
-	struct kg_event *e = bpf_map_lookup_elem(&kg_scratch, &zero);
-
-	if (!e)
-		return NULL;
-	__builtin_memset(e, 0, sizeof(*e));
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_boot = bpf_ktime_get_boot_ns();
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/*
+ * scratch returns this CPU's decision record. Only decide() uses it, and
+ * only under kg_busy (see claim()), with the scratch of sha256.h and elf.h.
+ */
+static __always_inline struct kg_event *scratch(void)
+{
+	__u32 zero = 0;
+	struct kg_event *e = bpf_map_lookup_elem(&kg_scratch, &zero);
+
+	if (e)
+		fill_context(e);
 	return e;
 }
 
@@ -282,19 +301,40 @@ static __always_inline int emit(struct kg_event *e)
 	return ret;
 }
 
+/*
+ * report sends a decision that needs no scratch (seal refusals, loads
+ * without contents, loads that met a busy CPU) straight into the ring
+ * buffer, so that it can never clobber a decision in progress on this CPU.
+ * It returns the hook's result for verdict.
+ */
+static __always_inline int report(__u16 op, __u8 verdict, __u8 reason, __u32 flags, __u64 object, __u64 size, __u64 gen)
+{
+	int ret = verdict == KG_VERDICT_BLOCKED ? -EPERM : 0;
+	struct kg_event *e;
+
+	count(verdict - 1);
+	e = bpf_ringbuf_reserve(&kg_events, sizeof(*e), 0);
+	if (!e) {
+		count(3);
+		return ret;
+	}
+	fill_context(e);
+	e->op = op;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->flags = flags;
+	e->object = object;
+	e->size = size;
+	e->generation = gen;
+	e->ret = ret;
+	bpf_ringbuf_submit(e, 0);
+	return ret;
+}
+
 /* refuse reports and refuses one seal bypass. */
 static __always_inline int refuse(__u16 op, __u64 object)
 {
-	struct kg_event *e = scratch();
-
-	if (!e)
-		return -EPERM;
-	e->op = op;
-	e->object = object;
-	e->verdict = KG_VERDICT_BLOCKED;
-	e->reason = KG_REASON_SEALED;
-	e->flags = KG_F_SEALED;
-	return emit(e);
+	return report(op, KG_VERDICT_BLOCKED, KG_REASON_SEALED, KG_F_SEALED, object, 0, 0);
 }
 
 /*
@@ -463,19 +503,56 @@ static __always_inline __u32 policy_mode(__u64 *generation)
 	return meta->mode;
 }
 
+/* verdict_for_refusal is blocked in enforce mode, audit in audit mode. */
+static __always_inline __u8 verdict_for_refusal(__u64 *gen)
+{
+	return policy_mode(gen) == KG_MODE_AUDIT ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
+}
+
 /* no_contents decides a module load whose bytes the kernel will not show. */
 static __always_inline int no_contents(__u16 op)
 {
-	struct kg_event *e = scratch();
 	__u64 gen = 0;
+	__u8 v = verdict_for_refusal(&gen);
 
-	if (!e)
+	return report(op, v, KG_REASON_NO_CONTENTS, sealed() ? KG_F_SEALED : 0, 0, 0, gen);
+}
+
+/*
+ * decide_load runs one decision with this CPU's scratch. The scratch is
+ * per-CPU and a non-sleepable program can still be preempted on a
+ * preemptible kernel, so a second load on the same CPU could interleave and
+ * mix two images' digests and names. kg_busy marks the scratch as taken: a
+ * load that finds it taken is refused (fail closed; audit in audit mode)
+ * without touching it. Check and set are not atomic, but a load preempted
+ * between them has not touched the scratch yet, and the one that runs in
+ * between finishes before it resumes.
+ */
+static __always_inline int decide_load(__u16 op, const char *buf, __u64 size)
+{
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&kg_busy, &zero);
+	struct kg_event *e;
+	__u64 gen = 0;
+	int ret;
+
+	if (!busy)
 		return -EPERM;
+	if (*busy) {
+		__u8 v = verdict_for_refusal(&gen);
+
+		return report(op, v, KG_REASON_BUSY, sealed() ? KG_F_SEALED : 0, 0, size, gen);
+	}
+	*busy = 1;
+	e = scratch();
+	if (!e) {
+		*busy = 0;
+		return -EPERM;
+	}
 	e->op = op;
-	e->reason = KG_REASON_NO_CONTENTS;
-	e->verdict = policy_mode(&gen) == KG_MODE_AUDIT ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
-	e->generation = gen;
-	return emit(e);
+	ret = decide(e, buf, size);
+	*busy = 0;
+	return ret;
 }
 
 /* ---- module loads --------------------------------------------------- */
@@ -486,15 +563,10 @@ int kg_post_load_data(__u64 *ctx)
 	const char *buf = (const char *)ctx[0];
 	__u64 size = ctx[1];
 	__u32 id = (__u32)ctx[2];
-	struct kg_event *e;
 
 	if (id != kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
 		return 0;
-	e = scratch();
-	if (!e)
-		return -EPERM;
-	e->op = KG_OP_INIT_MODULE;
-	return decide(e, buf, size);
+	return decide_load(KG_OP_INIT_MODULE, buf, size);
 }
 
 SEC("lsm/kernel_post_read_file")
@@ -503,15 +575,10 @@ int kg_post_read_file(__u64 *ctx)
 	const char *buf = (const char *)ctx[1];
 	__u64 size = ctx[2];
 	__u32 id = (__u32)ctx[3];
-	struct kg_event *e;
 
 	if (id != kg_enum_value(enum kernel_read_file_id, READING_MODULE))
 		return 0;
-	e = scratch();
-	if (!e)
-		return -EPERM;
-	e->op = KG_OP_FINIT_MODULE;
-	return decide(e, buf, size);
+	return decide_load(KG_OP_FINIT_MODULE, buf, size);
 }
 
 SEC("lsm/kernel_load_data")

@@ -132,6 +132,7 @@ type guardKgSha256Scratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	guardMapKgBusy          = "kg_busy"
 	guardMapKgCfg           = "kg_cfg"
 	guardMapKgCounters      = "kg_counters"
 	guardMapKgElfScratch    = "kg_elf_scratch"
@@ -212,6 +213,7 @@ type guardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardMapSpecs struct {
+	KgBusy          *ebpf.MapSpec `ebpf:"kg_busy"`
 	KgCfg           *ebpf.MapSpec `ebpf:"kg_cfg"`
 	KgCounters      *ebpf.MapSpec `ebpf:"kg_counters"`
 	KgElfScratch    *ebpf.MapSpec `ebpf:"kg_elf_scratch"`
@@ -250,6 +252,7 @@ func (o *guardObjects) Close() error {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardMaps struct {
+	KgBusy          *ebpf.Map `ebpf:"kg_busy"`
 	KgCfg           *ebpf.Map `ebpf:"kg_cfg"`
 	KgCounters      *ebpf.Map `ebpf:"kg_counters"`
 	KgElfScratch    *ebpf.Map `ebpf:"kg_elf_scratch"`
@@ -264,6 +267,7 @@ type guardMaps struct {
 
 func (m *guardMaps) Close() error {
 	return _GuardClose(
+		m.KgBusy,
 		m.KgCfg,
 		m.KgCounters,
 		m.KgElfScratch,
