@@ -185,32 +185,52 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 	return ev
 }
 
-// inspectFile reads the finit_module file where the caller sees it, checks
-// that it is the file the kernel saw, and inspects it.
+// inspectFile reads the finit_module file and inspects it, preferring the
+// caller's own descriptor (/proc/PID/fd/FD: the very inode the kernel read,
+// even when unlinked or a memfd) over the path. It sets FileChanged when the
+// path no longer names what the kernel read, and marks an unlinked file's
+// path " (deleted)", as /proc does.
 func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
+	pidDir := filepath.Join(n.procRoot, strconv.FormatUint(uint64(ev.Pid), 10))
 	path := ev.Path
 	same := n.selfMntNS != 0 && ev.MntNS == n.selfMntNS
 	if !same {
 		// The path is in the caller's mount namespace.
-		path = filepath.Join(n.procRoot, strconv.FormatUint(uint64(ev.Pid), 10), "root", ev.Path)
+		path = filepath.Join(pidDir, "root", ev.Path)
 	}
-	// Non-blocking and no symlinks: the caller controls what the path names
-	// by now, and a FIFO must not stall the sensor.
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY, 0)
-	if err != nil {
-		if (os.IsNotExist(err) || errors.Is(err, unix.ELOOP)) && same {
-			ev.FileChanged = true // gone or replaced since the kernel read it
+	var st unix.Stat_t
+	f := n.openDescriptor(pidDir, ev, &st)
+	if f == nil {
+		// Non-blocking and no symlinks: the caller controls what the path
+		// names by now, and a FIFO must not stall the sensor.
+		var err error
+		f, err = os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY, 0)
+		if err != nil {
+			if (os.IsNotExist(err) || errors.Is(err, unix.ELOOP)) && same {
+				ev.FileChanged = true // gone or replaced since the kernel read it
+			}
+			return nil
 		}
-		return nil
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			f.Close()
+			return nil
+		}
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil
-	}
-	if st.Ino != ev.Inode || uint64(st.Dev) != ev.Dev || uint64(st.Size) != ev.Size ||
-		st.Mtim.Nano() != ev.Mtime {
+	if !n.sameFile(&st, ev) {
 		ev.FileChanged = true
+	}
+	if same || n.procAlive(pidDir) {
+		// Does the path still name it? Another file there means replaced;
+		// nothing there is expected only when the file was unlinked.
+		var pst unix.Stat_t
+		err := unix.Lstat(path, &pst)
+		if (err == nil && !n.sameFile(&pst, ev)) || (err != nil && st.Nlink != 0) {
+			ev.FileChanged = true
+		}
+	}
+	if st.Nlink == 0 {
+		ev.Path += " (deleted)"
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
@@ -232,6 +252,35 @@ func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
 	ev.SHA256 = m.FileSHA256
 	ev.ELFSHA256 = m.ELFSHA256
 	return m
+}
+
+// openDescriptor opens the caller's descriptor ev.FD through /proc, if the
+// caller still holds it and it is still the inode the kernel read.
+func (n *enricher) openDescriptor(pidDir string, ev *event.Event, st *unix.Stat_t) *os.File {
+	if ev.FD < 0 {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(pidDir, "fd", strconv.Itoa(int(ev.FD))), os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil
+	}
+	if err := unix.Fstat(int(f.Fd()), st); err != nil || st.Ino != ev.Inode || uint64(st.Dev) != ev.Dev {
+		f.Close() // closed, and the number reused
+		return nil
+	}
+	return f
+}
+
+// sameFile reports whether st is the file the kernel saw, unchanged.
+func (n *enricher) sameFile(st *unix.Stat_t, ev *event.Event) bool {
+	return st.Ino == ev.Inode && uint64(st.Dev) == ev.Dev && uint64(st.Size) == ev.Size && st.Mtim.Nano() == ev.Mtime
+}
+
+// procAlive reports whether the process directory still exists, so that
+// its root still shows the caller's mount namespace.
+func (n *enricher) procAlive(pidDir string) bool {
+	_, err := os.Stat(filepath.Join(pidDir, "root"))
+	return err == nil
 }
 
 // kernelDev turns a kernel dev_t (major << 20 | minor) into the encoding

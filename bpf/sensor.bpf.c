@@ -320,9 +320,7 @@ static long kg_path_step(__u32 i, struct kg_walk *w)
 		return 1;
 	kg_read(root, mnt->mnt.mnt_root);
 	kg_read(parent, d->d_parent);
-	if (d == root || d == parent) {
-		if (d != root)
-			goto done; /* a dentry outside this mount tree */
+	if (d == root) {
 		kg_read(mnt_parent, mnt->mnt_parent);
 		if (!mnt_parent || mnt_parent == mnt)
 			goto done; /* the namespace's root mount */
@@ -342,6 +340,8 @@ static long kg_path_step(__u32 i, struct kg_walk *w)
 	if (n <= 0)
 		return 1;
 	w->off = off + n;
+	if (d == parent)
+		goto done; /* a pseudo or detached dentry (memfd): its name is all there is */
 	w->d = parent;
 	return 0;
 done:

@@ -654,3 +654,56 @@ func TestCloseWithoutReader(t *testing.T) {
 	}
 	t.Logf("closed in %v: %d delivered (%d of ours still queued), %d discarded", time.Since(start), st.Delivered, queued, st.Discarded)
 }
+
+// TestFinitModuleUnlinked loads from an unlinked file and from a memfd: the
+// enricher reads them through the caller's descriptor, and the path says
+// "(deleted)" as /proc does.
+func TestFinitModuleUnlinked(t *testing.T) {
+	img, err := os.ReadFile(dummyModule(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{})
+
+	tmp := filepath.Join(t.TempDir(), "dummy.ko")
+	if err := os.WriteFile(tmp, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unlinked, err := os.Open(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlinked.Close()
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	mfd, err := unix.MemfdCreate("kmodguard-test", 0)
+	if err != nil {
+		t.Skipf("needs memfd_create: %v", err)
+	}
+	memfd := os.NewFile(uintptr(mfd), "memfd")
+	defer memfd.Close()
+	if _, err := memfd.Write(img); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		f    *os.File
+		path string
+	}{
+		{"unlinked", unlinked, tmp + " (deleted)"},
+		{"memfd", memfd, "/memfd:kmodguard-test (deleted)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tid := unix.Gettid()
+			unix.FinitModule(int(tc.f.Fd()), "", 0)
+			ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.FinitModule)(ev) && !seen(ev) })
+			if ev.Path != tc.path || ev.Name != "dummy" || ev.SHA256 != sha(img) || ev.FileChanged {
+				t.Errorf("path %q (want %q) name %q sha256 %s file_changed %v", ev.Path, tc.path, ev.Name, ev.SHA256, ev.FileChanged)
+			}
+		})
+	}
+}
