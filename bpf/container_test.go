@@ -133,3 +133,56 @@ func TestFinitModuleInContainer(t *testing.T) {
 	}
 	t.Logf("path %s, mntns %d, cgroup %q, container %.12s", ev.Path, ev.MntNS, ev.Cgroup, ev.ContainerID)
 }
+
+// TestDeletedExecutable runs a copy of this test binary, unlinks it, and
+// lets it call delete_module: its exe reads " (deleted)", as /proc says.
+func TestDeletedExecutable(t *testing.T) {
+	if os.Getenv("KG_CHILD_DELETE_MODULE") != "" {
+		io.Copy(io.Discard, io.LimitReader(os.Stdin, 1)) // wait for the unlink
+		runtime.LockOSThread()
+		unix.DeleteModule("kmodguard_deleted_exe", 0)
+		fmt.Println(unix.Gettid())
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
+	_, c := newTestSensor(t, Config{})
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "kmodguard-deleted.test")
+	if err := os.WriteFile(copyPath, self, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(copyPath, "-test.run=^TestDeletedExecutable$")
+	cmd.Env = append(os.Environ(), "KG_CHILD_DELETE_MODULE=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	if err := os.Remove(copyPath); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte{1})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	tid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("child said %q", line)
+	}
+	ev := c.wait(t, mine(tid, event.DeleteModule))
+	if want := copyPath + " (deleted)"; ev.Exe != want {
+		t.Errorf("exe = %q, want %q", ev.Exe, want)
+	}
+}

@@ -103,6 +103,9 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 	if len(data.exe) > 0 {
 		// No exe at all is a kernel thread.
 		ev.Exe = joinPath(data.exe, has(sensorKgFlagKG_F_EXE_TRUNCATED))
+		if has(sensorKgFlagKG_F_EXE_DELETED) {
+			ev.Exe += " (deleted)" // as /proc/PID/exe says
+		}
 	}
 	ev.ContainerID = ContainerID(ev.Cgroup)
 	// With the host's mount namespace unknown, the pid namespace decides.

@@ -119,6 +119,7 @@ enum kg_flag {
 	 * not crowd real loads out of the ring buffer.
 	 */
 	KG_F_IMAGE_SKIPPED = 1 << 13,
+	KG_F_EXE_DELETED = 1 << 14, /* the executable is unlinked (or a memfd) */
 };
 
 /* Indexes of kg_counters. */
@@ -550,8 +551,17 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 		__u64 n;
 
 		kg_read(exe, mm->exe_file);
-		if (exe)
+		if (exe) {
+			struct inode *inode = NULL;
+			unsigned int nlink = 1;
+
 			e->exe_len = kg_walk_path(e, &exe->f_path, KG_F_EXE_TRUNCATED);
+			kg_read(inode, exe->f_inode);
+			if (inode)
+				kg_read(nlink, inode->i_nlink);
+			if (!nlink)
+				e->flags |= KG_F_EXE_DELETED;
+		}
 		kg_read(start, mm->arg_start);
 		kg_read(end, mm->arg_end);
 		n = end > start ? end - start : 0;

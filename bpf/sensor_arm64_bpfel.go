@@ -108,6 +108,7 @@ const (
 	sensorKgFlagKG_F_CMDLINE_TRUNCATED  sensorKgFlag = 2048
 	sensorKgFlagKG_F_CMDLINE_UNREADABLE sensorKgFlag = 4096
 	sensorKgFlagKG_F_IMAGE_SKIPPED      sensorKgFlag = 8192
+	sensorKgFlagKG_F_EXE_DELETED        sensorKgFlag = 16384
 )
 
 type sensorKgRecord uint32

@@ -51,6 +51,7 @@ struct path {
 
 struct inode {
 	unsigned long i_ino;
+	unsigned int i_nlink;
 	loff_t i_size;
 	struct super_block *i_sb;
 	/* 6.11 on: the mtime is split in two fields (see the ___flavors). */
