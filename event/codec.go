@@ -91,6 +91,7 @@ const (
 	fMntNS          = 44
 	fHostNS         = 45
 	fCapEffective   = 46
+	fGuardReason    = 47
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -155,6 +156,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fMntNS, uint64(e.MntNS))
 	w.bool(fHostNS, e.HostNS)
 	w.uint(fCapEffective, e.CapEffective)
+	w.str(fGuardReason, e.GuardReason)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -431,7 +433,7 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.CapEffective = v
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
-		fComm, fExe, fCmdline, fCgroup, fContainerID:
+		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason:
 		return fmt.Errorf("%w: string field %d sent as a varint", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.
@@ -487,6 +489,8 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.Cgroup = s
 	case fContainerID:
 		e.ContainerID = s
+	case fGuardReason:
+		e.GuardReason = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective:

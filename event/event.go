@@ -79,6 +79,9 @@ type Event struct {
 	// TOCTOU is set when GuardSHA256 and the sensor's digest of the user
 	// buffer differ.
 	TOCTOU bool `json:"toctou"`
+	// GuardReason is the guard's reason for its verdict, or, on a guard
+	// event that reports the loss of the enforcer companion, why it was lost.
+	GuardReason string `json:"guard_reason,omitempty"`
 
 	// Process context.
 	Pid      uint32 `json:"pid"`

@@ -184,15 +184,15 @@ func (c *companionSource) connect(ctx context.Context) (*link, error) {
 	return l, nil
 }
 
-// lossEvent reports that the guard's view is missing: from now on, load
-// events carry kmod.verdict "none" until the companion is back.
-func lossEvent() *event.Event {
+// lossEvent reports that the guard's view is missing, and why: from now
+// on, load events carry kmod.verdict "none" until the companion is back.
+func lossEvent(err error) *event.Event {
 	return &event.Event{
-		TS:      uint64(time.Now().UnixNano()),
-		Syscall: event.Guard,
-		Verdict: event.VerdictNone,
-		Comm:    "kmodguard",
-		Pid:     0,
+		TS:          uint64(time.Now().UnixNano()),
+		Syscall:     event.Guard,
+		Verdict:     event.VerdictNone,
+		Comm:        "kmodguard",
+		GuardReason: "enforcer companion lost: " + err.Error(),
 	}
 }
 
@@ -237,7 +237,7 @@ func (c *companionSource) run(ctx context.Context) {
 			reported = true
 			c.log.WithError(err).WithField(logKeyRetry, backoff.String()).
 				Error("enforcer companion unavailable: detection goes on without guard verdicts; the guard, if loaded, keeps enforcing")
-			ok = ok && c.emit(ctx, lossEvent())
+			ok = ok && c.emit(ctx, lossEvent(err))
 		} else {
 			c.log.WithError(err).WithField(logKeyRetry, backoff.String()).Debug("enforcer companion still unavailable")
 		}

@@ -243,6 +243,9 @@ func TestCompanionVerdicts(t *testing.T) {
 		if tt.guardSHA != "" && e["kmod.guard_sha256"] != tt.guardSHA {
 			t.Errorf("tid %d: kmod.guard_sha256 = %v, want %s", tt.tid, e["kmod.guard_sha256"], tt.guardSHA)
 		}
+		if r, _ := e["kmod.guard_reason"].(string); (tt.verdict != "") != (r != "") {
+			t.Errorf("tid %d: kmod.guard_reason = %q with verdict %q", tt.tid, r, tt.verdict)
+		}
 		if tt.allowEntry != "" && e["kmod.allowlist_entry"] != tt.allowEntry {
 			t.Errorf("tid %d: kmod.allowlist_entry = %v, want %s", tt.tid, e["kmod.allowlist_entry"], tt.allowEntry)
 		}
@@ -320,6 +323,9 @@ func TestCompanionProcess(t *testing.T) {
 	})
 	if e := byTid(evts, 88); e["kmod.syscall"] != "finit_module" || e["kmod.verdict"] != "none" {
 		t.Errorf("sensor event %v: want finit_module with kmod.verdict none", e)
+	}
+	if r, _ := lossOf(evts)["kmod.guard_reason"].(string); !strings.Contains(r, "enforcer companion lost") || !strings.Contains(r, "BPF LSM") {
+		t.Errorf("loss event kmod.guard_reason = %q: want the companion's error", r)
 	}
 	connected, lastErr := src.status()
 	if connected || !errors.Is(lastErr, companion.ErrUnavailable) {

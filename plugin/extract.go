@@ -206,6 +206,8 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 			return nil, false
 		}
 		return CapNames(e.CapEffective), true
+	case fieldGuardReason:
+		return str(e.GuardReason)
 	}
 	return nil, false
 }

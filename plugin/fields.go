@@ -48,6 +48,7 @@ const (
 	fieldContainerID
 	fieldHostNS
 	fieldCapEffective
+	fieldGuardReason
 	numFields
 )
 
@@ -134,6 +135,8 @@ var fieldList = [numFields]sdk.FieldEntry{
 		Desc: "True when the caller runs in the initial PID and mount namespaces."},
 	fieldCapEffective: {Type: typeString, Name: "kmod.cap_effective", Display: "Effective capabilities",
 		Desc: "The caller's effective capabilities as names separated by spaces, like Falco's thread.cap_effective (\"CAP_SYS_MODULE CAP_SYS_ADMIN\")."},
+	fieldGuardReason: {Type: typeString, Name: "kmod.guard_reason", Display: "Guard reason",
+		Desc: "Why the guard decided as it did (\"not on the allowlist\", \"digest listed under another module name\", ...); on a guard event with kmod.verdict none, why the enforcer companion was lost."},
 }
 
 // Fields lists the fields the plugin extracts, in field ID order.

@@ -189,6 +189,7 @@ func verdictOf(v string) string {
 func apply(e *event.Event, d *companion.Decision) {
 	e.Verdict = verdictOf(d.Verdict)
 	e.GuardSHA256 = d.SHA256
+	e.GuardReason = d.Reason
 	e.TOCTOU = d.SHA256 != "" && e.SHA256 != "" && d.SHA256 != e.SHA256 && d.SHA256 != e.ELFSHA256
 }
 
@@ -207,6 +208,7 @@ func guardEvent(d *companion.Decision) *event.Event {
 		Size:           d.Size,
 		AllowlistEntry: d.Entry,
 		Verdict:        verdictOf(d.Verdict),
+		GuardReason:    d.Reason,
 		Pid:            d.Pid,
 		Tid:            d.Tid,
 		UID:            d.UID,

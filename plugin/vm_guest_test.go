@@ -116,7 +116,8 @@ func TestGuestFalcoBlocked(t *testing.T) {
 			e["kmod.res"], e["kmod.verdict"], e["kmod.allowed"], e["kmod.toctou"])
 		switch {
 		case want(e, "veth", "blocked"):
-			if e["kmod.res"] != "EPERM" || e["kmod.toctou"] != false || e["kmod.guard_sha256"] != hexDigest(veth) || e["kmod.allowed"] != false {
+			if e["kmod.res"] != "EPERM" || e["kmod.toctou"] != false || e["kmod.guard_sha256"] != hexDigest(veth) || e["kmod.allowed"] != false ||
+				e["kmod.guard_reason"] != "not on the allowlist" {
 				t.Errorf("blocked load: %v", e)
 			}
 		case want(e, "dummy", "allowed"):
