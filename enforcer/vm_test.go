@@ -465,6 +465,54 @@ func TestGuestApplyBrokenKeepsOld(t *testing.T) {
 	unload(t, "dummy")
 }
 
+// TestGuestBusyScratchFailsClosed marks this CPU's scratch as taken, as a
+// preempted decision would leave it, and checks that a listed load is then
+// refused (not decided on a half-written record), and decided again once
+// the scratch is free.
+func TestGuestBusyScratchFailsClosed(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy := readFixture(t, "dummy")
+	pins := pinDir(t)
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}), enforcer.Config{PinDir: pins})
+	var busy *ebpf.Map
+	for _, m := range guardMaps(t, pins) {
+		if m.name == "kg_busy" {
+			var err error
+			if busy, err = ebpf.NewMapFromID(m.id); err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+		}
+	}
+	if busy == nil {
+		t.Fatal("no kg_busy map")
+	}
+	set := func(v uint32) {
+		t.Helper()
+		vals := make([]uint32, ebpf.MustPossibleCPU())
+		for i := range vals {
+			vals[i] = v
+		}
+		if err := busy.Update(uint32(0), vals, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(1)
+	if err := initModule(dummy); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(listed dummy) with the scratch taken = %v, want EPERM", err)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	if d.Verdict != lsm.Blocked || !strings.Contains(d.Reason, "scratch") {
+		t.Fatalf("decision %+v: want a busy-scratch refusal", d)
+	}
+	set(0)
+	if err := initModule(dummy); err != nil {
+		t.Fatalf("init_module(listed dummy) with the scratch free: %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(dummy), "dummy")
+	unload(t, "dummy")
+}
+
 func TestGuestConcurrentApply(t *testing.T) {
 	vmtest.RequireGuest(t)
 	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
