@@ -6,6 +6,12 @@
 // Versions are resolved at run time through apt-cache, because Debian moves
 // them: "6.1" is whatever linux-image-amd64 depends on, and "6.12" is the
 // newest linux-image-6.12.*+deb12-cloud-amd64 (or its non-cloud twin).
+// Without a reachable mirror, the newest kernel of the series already in the
+// cache is used.
+//
+// The cloud flavour of 6.12 is enough for the tests: it boots on the serial
+// console, has BTF, bpf in CONFIG_LSM and CONFIG_MODULE_DECOMPRESS, and ships
+// dummy and veth (TestKernelsFitTheHarness checks this on every run).
 package debkernel
 
 import (
@@ -18,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -113,11 +120,17 @@ func Get(ctx context.Context, s Series) (*Kernel, error) {
 		// A fresh machine may have no package lists, or lists too old to name
 		// the current kernels: refresh them once and try again.
 		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
-			return nil, fmt.Errorf("debkernel: apt-get update: %w\n%s", uerr, out)
+			err = fmt.Errorf("debkernel: apt-get update: %w\n%s", uerr, out)
+		} else {
+			pkg, err = resolve(ctx, s)
 		}
-		pkg, err = resolve(ctx, s)
 	}
 	if err != nil {
+		// Offline, or the mirror is unreachable: a kernel of the series
+		// unpacked earlier still serves.
+		if k := cached(s); k != nil {
+			return k, nil
+		}
 		return nil, err
 	}
 	k := &Kernel{Series: s, Package: pkg, Release: strings.TrimPrefix(strings.TrimSuffix(pkg, "-unsigned"), "linux-image-")}
@@ -330,4 +343,53 @@ func (k *Kernel) depmod() error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// cachedRelease matches the release folders of each series in the cache.
+var cachedRelease = map[Series]*regexp.Regexp{
+	Series61:  regexp.MustCompile(`^6\.1\.0-(\d+)-amd64$`),
+	Series612: regexp.MustCompile(`^6\.12\.(\d+)\+deb12-(cloud-)?amd64$`),
+}
+
+// cached returns the newest kernel of a series already unpacked in the
+// cache, or nil.
+func cached(s Series) *Kernel {
+	re := cachedRelease[s]
+	if re == nil {
+		return nil
+	}
+	ents, _ := os.ReadDir(filepath.Join(CacheDir(), "kernels"))
+	var best *Kernel
+	bestN := -1
+	for _, e := range ents {
+		m := re.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		k := &Kernel{Series: s, Package: "linux-image-" + e.Name(), Release: e.Name(), Root: filepath.Join(CacheDir(), "kernels", e.Name())}
+		if !fileExists(k.Vmlinuz()) {
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		if n > bestN {
+			best, bestN = k, n
+		}
+	}
+	return best
+}
+
+// Config returns the value of a build option from the package's
+// /boot/config-<release> ("y", "m", a string without its quotes), or ""
+// when it is not set.
+func (k *Kernel) Config(option string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(k.Root, "boot", "config-"+k.Release))
+	if err != nil {
+		return "", fmt.Errorf("debkernel: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, option+"="); ok {
+			return strings.Trim(v, `"`), nil
+		}
+	}
+	return "", nil
 }

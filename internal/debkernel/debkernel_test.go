@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -78,5 +79,63 @@ func TestModulesDep(t *testing.T) {
 				t.Errorf("dummy: %v, %v; want listed without dependencies", ds, ok)
 			}
 		})
+	}
+}
+
+// TestKernelsFitTheHarness checks what the QEMU harness and the guard need
+// from each chosen kernel: a serial console built in, BTF, BPF LSM enabled
+// by default, module unloading, and the fixture modules.
+func TestKernelsFitTheHarness(t *testing.T) {
+	for _, s := range AllSeries {
+		t.Run(string(s), func(t *testing.T) {
+			k, err := Get(context.Background(), s)
+			if errors.Is(err, ErrNoApt) {
+				t.Skip("needs apt-get and dpkg: not a Debian host")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for option, want := range map[string]string{
+				"CONFIG_SERIAL_8250_CONSOLE": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y",
+				"CONFIG_DEBUG_INFO_BTF": "y", "CONFIG_BPF_LSM": "y", "CONFIG_BPF_SYSCALL": "y",
+				"CONFIG_SECURITYFS": "y", "CONFIG_MODULE_UNLOAD": "y", "CONFIG_MAGIC_SYSRQ": "y",
+			} {
+				if got, err := k.Config(option); err != nil || got != want {
+					t.Errorf("%s: %s=%q, %v; want %q", k.Release, option, got, err, want)
+				}
+			}
+			lsm, err := k.Config("CONFIG_LSM")
+			if err != nil || !strings.Contains(","+lsm+",", ",bpf,") {
+				t.Errorf("%s: bpf is not in CONFIG_LSM=%q (%v)", k.Release, lsm, err)
+			}
+			if force, _ := k.Config("CONFIG_MODULE_SIG_FORCE"); force == "y" {
+				t.Errorf("%s enforces module signatures: crafted fixtures would not load", k.Release)
+			}
+			for _, m := range []string{"dummy", "veth"} {
+				if _, err := k.Module(m); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
+
+func TestCached(t *testing.T) {
+	t.Setenv("KMODGUARD_CACHE", t.TempDir())
+	for _, rel := range []string{"6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-60-amd64", "6.12.40+deb12-cloud-amd64", "6.12.117+deb12-amd64", "5.10.0-1-amd64"} {
+		boot := filepath.Join(CacheDir(), "kernels", rel, "boot")
+		os.MkdirAll(boot, 0o755)
+		if rel != "6.1.0-60-amd64" { // unpacked without a vmlinuz: not usable
+			os.WriteFile(filepath.Join(boot, "vmlinuz-"+rel), nil, 0o644)
+		}
+	}
+	if k := cached(Series61); k == nil || k.Release != "6.1.0-56-amd64" {
+		t.Errorf("cached(6.1) = %+v", k)
+	}
+	if k := cached(Series612); k == nil || k.Release != "6.12.117+deb12-amd64" {
+		t.Errorf("cached(6.12) = %+v", k)
+	}
+	if k := cached("4.19"); k != nil {
+		t.Errorf("an unknown series found %+v", k)
 	}
 }
