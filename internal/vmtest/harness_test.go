@@ -164,3 +164,28 @@ func TestVMScript(t *testing.T) {
 	}
 	t.Logf("boot %s, script %s, wall %s", r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond))
 }
+
+// TestVMScriptLeftovers checks that a step which exits while a background
+// process still holds its output neither hangs the guest nor loses the
+// step's exit status.
+func TestVMScriptLeftovers(t *testing.T) {
+	if !vmtest.Enabled() || vmtest.InGuest() {
+		t.Skip("boots Debian kernels in QEMU: set KMODGUARD_VMTEST=1 (make vmtest)")
+	}
+	r, err := vmtest.Exec(context.Background(), vmtest.Spec{
+		Script:  "sleep 1000 &\necho started\nexit 0\n",
+		Timeout: 3 * time.Minute,
+	}, debkernel.Series612, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Output, "left a process holding its output") || r.ExitCode != 0 {
+		t.Errorf("exit %d, output:\n%s", r.ExitCode, r.Output)
+	}
+	if r.Tests > time.Minute {
+		t.Errorf("the step took %s: the leftover held it", r.Tests)
+	}
+}

@@ -177,10 +177,21 @@ func runStep(s proto.Step, env []string, out io.Writer) int {
 		// Kill the whole process group: tests start helpers (insmod, the CLI).
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+	// A helper the test left running in the background must not hold the
+	// output pipe open for ever once the test itself has exited.
+	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
+	if cmd.Process != nil {
+		// Whatever the step left behind dies with it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if ctx.Err() == context.DeadlineExceeded {
 		fmt.Fprintf(out, "\nvminit: %s killed after %s\n", s.Name, s.Timeout)
 		return -1
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil {
+		fmt.Fprintf(out, "\nvminit: %s exited but left a process holding its output; killed it\n", s.Name)
+		return cmd.ProcessState.ExitCode()
 	}
 	var ee *exec.ExitError
 	switch {
