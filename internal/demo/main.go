@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"time"
@@ -43,17 +44,7 @@ func run() error {
 		env = append(env, "KMODGUARD_DEMO_COLOR=1")
 	}
 	start := time.Now()
-	r, err := vmtest.Exec(ctx, vmtest.Spec{
-		Env:     env,
-		Modules: []string{"dummy", "veth"},
-		Crafted: []vmtest.Crafted{
-			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true},
-		},
-		Binaries: []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
-		Script:   script,
-		Timeout:  10 * time.Minute,
-		Output:   os.Stdout,
-	}, debkernel.Series61, dir)
+	r, err := vmtest.Exec(ctx, demoSpec(os.Stdout, env), debkernel.Series61, dir)
 	if err != nil {
 		return err
 	}
@@ -66,4 +57,20 @@ func run() error {
 		return err
 	}
 	return nil
+}
+
+// demoSpec is the guest of the demo: the CLI, two real modules and a forged
+// one, and the scenario script, with its output going to out.
+func demoSpec(out io.Writer, env []string) vmtest.Spec {
+	return vmtest.Spec{
+		Env:     env,
+		Modules: []string{"dummy", "veth"},
+		Crafted: []vmtest.Crafted{
+			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true},
+		},
+		Binaries: []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
+		Script:   script,
+		Timeout:  10 * time.Minute,
+		Output:   out,
+	}
 }
