@@ -40,6 +40,9 @@ const (
 	ruleForceUnload    = "Kernel Module Force Unloaded"
 	ruleFromContainer  = "Kernel Module Load from Container"
 	ruleWithParameters = "Kernel Module Loaded with Parameters"
+	ruleMissed         = "Kernel Module Load Missed by Sensor"
+	ruleTampering      = "Kernel Module Guard Tampering Refused"
+	ruleVerdictsLost   = "Kernel Module Guard Verdicts Lost"
 )
 
 var scenarios = []struct {
@@ -74,6 +77,17 @@ var scenarios = []struct {
 	}), []string{ruleFromContainer}},
 	{"load with parameters", with(func(e *event.Event) { e.Params = "debug=1" }), []string{ruleWithParameters}},
 	{"failed load with parameters", with(func(e *event.Event) { e.Params, e.Res = "debug=1", -17 }), nil},
+	// The guard's own events (plugin/join.go).
+	{"guard allowed a load the sensor missed", &event.Event{Syscall: event.Guard, Verdict: event.VerdictAllowed,
+		Name: "veth", ThisModuleName: "veth", SHA256: digest, GuardSHA256: digest, Allowed: yes(), AllowlistEntry: "veth",
+		GuardReason: "digest listed and both names match the entry", Pid: 7, Tid: 7, Comm: "modprobe"}, []string{ruleMissed}},
+	{"guard blocked a load the sensor missed", &event.Event{Syscall: event.Guard, Verdict: event.VerdictBlocked, Res: -1,
+		Name: "dummy", ThisModuleName: "dummy", SHA256: digest, GuardSHA256: digest, Allowed: no(),
+		GuardReason: "not on the allowlist", Pid: 7, Tid: 7, Comm: "insmod"}, []string{ruleMissed, ruleBlocked}},
+	{"sealed guard refused an unpin", &event.Event{Syscall: event.Guard, Verdict: event.VerdictBlocked, Res: -1,
+		GuardReason: "refused: the guard is sealed", Pid: 8, Tid: 8, Comm: "rm"}, []string{ruleTampering, ruleBlocked}},
+	{"enforcer companion lost", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Comm: "kmodguard",
+		GuardReason: "enforcer companion lost: companion apply: enforcer unavailable: BPF LSM is not active"}, []string{ruleVerdictsLost}},
 }
 
 func extract(t *testing.T, e *event.Event) map[string]any {
