@@ -214,12 +214,26 @@ func (c *companionSource) run(ctx context.Context) {
 	tick := time.NewTicker(companionTick)
 	defer tick.Stop()
 
+	type connection struct {
+		l   *link
+		err error
+	}
 	var (
-		l        *link
-		backoff  = companionBackoffMin
-		retry    = time.NewTimer(0) // connect at once
-		reported bool               // the current loss was reported
+		l          *link
+		backoff    = companionBackoffMin
+		retry      = time.NewTimer(0) // connect at once
+		reported   bool               // the current loss was reported
+		connected  = make(chan connection, 1)
+		connecting bool // a connect is in flight
 	)
+	defer func() {
+		// Do not leave a companion launched after Close.
+		if connecting {
+			if r := <-connected; r.l != nil {
+				r.l.close()
+			}
+		}
+	}()
 	defer retry.Stop()
 	defer func() {
 		if l != nil {
@@ -255,17 +269,29 @@ func (c *companionSource) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-retry.C:
-			nl, err := c.connect(ctx)
-			if err != nil {
+			// Connecting can take seconds (launching loads the guard):
+			// meanwhile the sensor's events keep flowing.
+			connecting = true
+			go func() {
+				nl, err := c.connect(ctx)
+				connected <- connection{nl, err}
+			}()
+		case r := <-connected:
+			connecting = false
+			if r.err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				if !lost(err) {
+				if !lost(r.err) {
 					return
 				}
 				continue
 			}
-			l, backoff, reported = nl, companionBackoffMin, false
+			if ctx.Err() != nil {
+				r.l.close()
+				return
+			}
+			l, backoff, reported = r.l, companionBackoffMin, false
 			c.setState(true, nil)
 			c.log.Info("enforcer companion connected: guard decisions join the sensor's events")
 		case e, ok := <-in:
