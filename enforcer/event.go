@@ -20,6 +20,7 @@ func Event(d Decision) *event.Event {
 		ThisModuleName: d.ThisModuleName,
 		NameMismatch:   d.NameMismatch,
 		GuardSHA256:    d.SHA256,
+		GuardReason:    d.Reason,
 		Size:           d.Size,
 		AllowlistEntry: d.Entry,
 		Pid:            d.Pid,
