@@ -4,6 +4,7 @@ package enforcer_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -229,4 +230,43 @@ func mapFromIDReadOnly(id ebpf.MapID) (*ebpf.Map, error) {
 		return nil, errno
 	}
 	return ebpf.NewMapFromFD(int(fd))
+}
+
+// loadProgUsing loads a socket filter that references m: a program can
+// write any map it references, whatever the mode of the fd it came from.
+func loadProgUsing(m *ebpf.Map) error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SocketFilter,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err == nil {
+		p.Close()
+	}
+	return err
+}
+
+// iterOver attaches a bpf_map_elem iterator to m (which may write its
+// elements).
+func iterOver(m *ebpf.Map) error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceIter,
+		AttachTo:     "bpf_map_elem",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("load iterator program: %w", err)
+	}
+	defer p.Close()
+	l, err := link.AttachIter(link.IterOptions{Program: p, Map: m})
+	if err == nil {
+		l.Close()
+	}
+	return err
 }

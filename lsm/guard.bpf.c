@@ -231,12 +231,14 @@ struct {
 #define BPF_MAP_LOOKUP_AND_DELETE_BATCH 25
 #define BPF_MAP_UPDATE_BATCH 26
 #define BPF_MAP_DELETE_BATCH 27
+#define BPF_LINK_CREATE 28
 #define BPF_LINK_UPDATE 29
 #define BPF_LINK_DETACH 34
 
 /* UAPI values for the fmod_ret check. */
 #define BPF_PROG_TYPE_TRACING 26
 #define BPF_MODIFY_RETURN 26
+#define BPF_TRACE_ITER 28
 
 static __always_inline bool sealed(void)
 {
@@ -705,6 +707,19 @@ int kg_bpf(__u64 *ctx)
 		if (fd_is_guard_link(fd, &id))
 			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
 		return 0;
+	case BPF_LINK_CREATE:
+		/*
+		 * An iterator over a map's elements may write them, whatever the
+		 * map fd's mode. iter_info is user memory the kernel reads after
+		 * this hook, so it cannot be checked here: once sealed, iterator
+		 * links with a target (map, cgroup, task) are refused; plain
+		 * iterators (tasks, maps as objects) still work.
+		 */
+		bpf_probe_read_kernel(&a, sizeof(a), (const char *)attr + 8);  /* attach_type */
+		bpf_probe_read_kernel(&b, sizeof(b), (const char *)attr + 24); /* iter_info_len */
+		if (a == BPF_TRACE_ITER && b != 0)
+			return refuse(KG_OP_BPF, (__u64)cmd << 32);
+		return 0;
 	case BPF_PROG_LOAD:
 		/* prog_type at 0, expected_attach_type at 68 */
 		bpf_probe_read_kernel(&a, sizeof(a), attr);
@@ -712,6 +727,50 @@ int kg_bpf(__u64 *ctx)
 		if (a == BPF_PROG_TYPE_TRACING && b == BPF_MODIFY_RETURN)
 			return refuse(KG_OP_BPF, (__u64)cmd << 32);
 		return 0;
+	}
+	return 0;
+}
+
+/*
+ * bpf_prog(prog): a program gets its first descriptor after the verifier
+ * bound its maps, so prog->aux->used_maps is the kernel's own list. Once
+ * sealed, no program that uses a guard map gets one: a program can write
+ * a map it holds even through a read-only descriptor, and a kprobe program
+ * runs nested in the guard's (e.g. in bpf_probe_read_kernel) and could
+ * rewrite a decision in progress. This also refuses descriptors to the
+ * guard's own programs once sealed.
+ */
+#define KG_MAX_USED_MAPS 64 /* MAX_USED_MAPS */
+
+SEC("lsm/bpf_prog")
+int kg_bpf_prog(__u64 *ctx)
+{
+	struct bpf_prog___guard *prog = (void *)ctx[0];
+	struct bpf_prog_aux___guard *aux = NULL;
+	struct bpf_map___guard **used = NULL;
+	__u32 cnt = 0;
+
+	if (!sealed())
+		return 0;
+	kg_read(aux, prog->aux);
+	if (!aux)
+		return refuse(KG_OP_BPF, (__u64)BPF_PROG_LOAD << 32);
+	kg_read(cnt, aux->used_map_cnt);
+	kg_read(used, aux->used_maps);
+	if (cnt > KG_MAX_USED_MAPS)
+		return refuse(KG_OP_BPF, (__u64)BPF_PROG_LOAD << 32);
+	for (int i = 0; i < KG_MAX_USED_MAPS; i++) {
+		struct bpf_map___guard *map = NULL;
+		__u32 id = 0;
+
+		if (i >= cnt)
+			break;
+		bpf_probe_read_kernel(&map, sizeof(map), &used[i]);
+		if (!map)
+			continue;
+		kg_read(id, map->id);
+		if (protected(KG_PROT_MAP, 0, id))
+			return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | id);
 	}
 	return 0;
 }

@@ -58,6 +58,7 @@ var hooks = []string{
 	"kg_read_file",
 	"kg_bpf",
 	"kg_bpf_map",
+	"kg_bpf_prog",
 	"kg_inode_unlink",
 	"kg_inode_rmdir",
 	"kg_inode_rename",

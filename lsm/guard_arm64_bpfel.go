@@ -145,6 +145,7 @@ const (
 	guardMapKgSha256Scratch = "kg_sha256_scratch"
 	guardProgKgBpf          = "kg_bpf"
 	guardProgKgBpfMap       = "kg_bpf_map"
+	guardProgKgBpfProg      = "kg_bpf_prog"
 	guardProgKgInodeRename  = "kg_inode_rename"
 	guardProgKgInodeRmdir   = "kg_inode_rmdir"
 	guardProgKgInodeUnlink  = "kg_inode_unlink"
@@ -199,6 +200,7 @@ type guardSpecs struct {
 type guardProgramSpecs struct {
 	KgBpf          *ebpf.ProgramSpec `ebpf:"kg_bpf"`
 	KgBpfMap       *ebpf.ProgramSpec `ebpf:"kg_bpf_map"`
+	KgBpfProg      *ebpf.ProgramSpec `ebpf:"kg_bpf_prog"`
 	KgInodeRename  *ebpf.ProgramSpec `ebpf:"kg_inode_rename"`
 	KgInodeRmdir   *ebpf.ProgramSpec `ebpf:"kg_inode_rmdir"`
 	KgInodeUnlink  *ebpf.ProgramSpec `ebpf:"kg_inode_unlink"`
@@ -293,6 +295,7 @@ type guardVariables struct {
 type guardPrograms struct {
 	KgBpf          *ebpf.Program `ebpf:"kg_bpf"`
 	KgBpfMap       *ebpf.Program `ebpf:"kg_bpf_map"`
+	KgBpfProg      *ebpf.Program `ebpf:"kg_bpf_prog"`
 	KgInodeRename  *ebpf.Program `ebpf:"kg_inode_rename"`
 	KgInodeRmdir   *ebpf.Program `ebpf:"kg_inode_rmdir"`
 	KgInodeUnlink  *ebpf.Program `ebpf:"kg_inode_unlink"`
@@ -307,6 +310,7 @@ func (p *guardPrograms) Close() error {
 	return _GuardClose(
 		p.KgBpf,
 		p.KgBpfMap,
+		p.KgBpfProg,
 		p.KgInodeRename,
 		p.KgInodeRmdir,
 		p.KgInodeUnlink,

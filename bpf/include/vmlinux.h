@@ -280,6 +280,15 @@ struct bpf_link___guard {
 	__u32 id;
 } __attribute__((preserve_access_index));
 
+struct bpf_prog_aux___guard {
+	__u32 used_map_cnt;
+	struct bpf_map___guard **used_maps;
+} __attribute__((preserve_access_index));
+
+struct bpf_prog___guard {
+	struct bpf_prog_aux___guard *aux;
+} __attribute__((preserve_access_index));
+
 #pragma clang attribute pop
 
 #endif /* KG_VMLINUX_H */
