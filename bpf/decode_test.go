@@ -321,3 +321,59 @@ func TestJoinerExpire(t *testing.T) {
 		t.Error("the live thread's event was expired")
 	}
 }
+
+// TestJoinerImageAtExit: an init_module whose image was unreadable at
+// sys_enter gets the image the sensor read at sys_exit (chunks between
+// the event and the exit, with the event's ts), when that read succeeded.
+func TestJoinerImageAtExit(t *testing.T) {
+	var got []joined
+	var orphans int
+	var emitted []*event.Event
+	j := newTestJoiner(&got, &orphans)
+	j.emit = func(ev *event.Event) { emitted = append(emitted, ev) }
+	now := time.Now()
+	feed := func(b []byte) {
+		t.Helper()
+		if err := j.record(aligned(b), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	init := sensorKgSyscallKG_SYS_INIT_MODULE
+	unreadable := func(tid uint32, ts, length uint64, params string) []byte {
+		e := sensorKgEvent{Kind: uint8(sensorKgRecordKG_REC_EVENT), Syscall: uint8(init), Tid: tid, Pid: tid, Ts: ts, Len: length,
+			Flags: uint32(sensorKgFlagKG_F_IMAGE_UNREADABLE), ParamsLen: uint16(len(params)), DataLen: uint16(len(params))}
+		return append(rawRecord(&e)[:eventHeaderSize], params...)
+	}
+	exit := func(tid uint32, ret int64, flags sensorKgFlag, captured uint64) []byte {
+		return rawRecord(&sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(init), Tid: tid, Ret: ret, Flags: uint32(flags), Captured: captured})
+	}
+
+	// Read at exit: the event is decoded again, readable, with its params.
+	feed(unreadable(1, 100, 6, "a=1\x00"))
+	feed(chunkRecord(1, 100, 0, []byte("abc")))
+	feed(chunkRecord(1, 100, 3, []byte("def")))
+	feed(exit(1, 0, sensorKgFlagKG_F_IMAGE_AT_EXIT, 6))
+	ev := emitted[len(emitted)-1]
+	if ev.Unreadable || !ev.ImageAtExit || ev.Truncated || ev.SHA256 != sha([]byte("abcdef")) || ev.Params != "a=1" || ev.Res != 0 {
+		t.Errorf("read at exit: %+v", ev)
+	}
+
+	// Unreadable at exit too: the enter-time event stands.
+	feed(unreadable(2, 200, 6, "\x00"))
+	feed(chunkRecord(2, 200, 0, []byte("abc")))
+	feed(exit(2, -38, sensorKgFlagKG_F_IMAGE_UNREADABLE, 3))
+	ev = emitted[len(emitted)-1]
+	if !ev.Unreadable || ev.ImageAtExit || ev.SHA256 != "" || ev.Res != -38 || ev.Params != "" {
+		t.Errorf("unreadable at exit: %+v", ev)
+	}
+	if orphans != 1 || len(j.images) != 0 || len(j.pending) != 0 {
+		t.Errorf("orphans %d (want the partial retry), images %d, pending %d", orphans, len(j.images), len(j.pending))
+	}
+
+	// An exit flag without the event's chunks changes nothing.
+	feed(unreadable(3, 300, 6, "\x00"))
+	feed(exit(3, 0, sensorKgFlagKG_F_IMAGE_AT_EXIT, 6))
+	if ev = emitted[len(emitted)-1]; !ev.Unreadable || ev.ImageAtExit {
+		t.Errorf("no chunks: %+v", ev)
+	}
+}

@@ -115,6 +115,7 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		sensorKgFlagKG_F_PARAMS_TRUNCATED | sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
 	ev.Unreadable = has(sensorKgFlagKG_F_IMAGE_UNREADABLE | sensorKgFlagKG_F_PARAMS_UNREADABLE |
 		sensorKgFlagKG_F_NAME_UNREADABLE | sensorKgFlagKG_F_FILE_UNRESOLVED)
+	ev.ImageAtExit = has(sensorKgFlagKG_F_IMAGE_AT_EXIT)
 	if !has(sensorKgFlagKG_F_PARAMS_UNREADABLE) {
 		ev.Params = string(trimNUL(data.params))
 	}

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -38,6 +39,31 @@ type image struct {
 type pending struct {
 	ev    *event.Event
 	since time.Time
+	// retry keeps the record of an init_module whose image could not be
+	// read at sys_enter: the sensor reads it again at sys_exit, and the
+	// event is then decoded once more with that image.
+	retry *retryRecord
+}
+
+// retryRecord is an event record kept until its exit: the header and a
+// copy of its strings (the ring buffer's sample is reused).
+type retryRecord struct {
+	rec  sensorKgEvent
+	data eventData
+}
+
+func newRetryRecord(rec *sensorKgEvent, data eventData) *retryRecord {
+	r := &retryRecord{rec: *rec}
+	for _, seg := range []struct {
+		src []byte
+		dst *[]byte
+	}{
+		{data.name, &r.data.name}, {data.params, &r.data.params}, {data.path, &r.data.path},
+		{data.exe, &r.data.exe}, {data.cmdline, &r.data.cmdline}, {data.cgroup, &r.data.cgroup},
+	} {
+		*seg.dst = bytes.Clone(seg.src)
+	}
+	return r
 }
 
 // joiner puts records back together: chunks into images, and each event
@@ -145,7 +171,11 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 			old.ev.Res = ResUnknown
 			j.emit(old.ev)
 		}
-		j.pending[rec.Tid] = &pending{ev: j.decode(rec, data, img, gap), since: now}
+		p := &pending{ev: j.decode(rec, data, img, gap), since: now}
+		if syscallOf(rec.Syscall) == event.InitModule && sensorKgFlag(rec.Flags)&sensorKgFlagKG_F_IMAGE_UNREADABLE != 0 {
+			p.retry = newRetryRecord(rec, data)
+		}
+		j.pending[rec.Tid] = p
 	case sensorKgRecordKG_REC_EXIT:
 		if len(raw) < exitRecordSize {
 			return errMalformed
@@ -159,12 +189,39 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 			return nil
 		}
 		delete(j.pending, x.Tid)
+		if p.retry != nil {
+			j.retried(p, x)
+		}
 		p.ev.Res = x.Ret
 		j.emit(p.ev)
 	default:
 		return fmt.Errorf("%w: kind %d", errMalformed, raw[0])
 	}
 	return nil
+}
+
+// retried decodes an init_module event again with the image read at its
+// sys_exit, when that read succeeded. The chunks of that read came after the
+// event record, with its ts.
+func (j *joiner) retried(p *pending, x *sensorKgExit) {
+	rec := &p.retry.rec
+	im := j.images[x.Tid]
+	if im != nil && im.ts != rec.Ts {
+		im = nil // another syscall's chunks: leave them to it
+	}
+	if im != nil {
+		delete(j.images, x.Tid)
+	}
+	if sensorKgFlag(x.Flags)&sensorKgFlagKG_F_IMAGE_AT_EXIT == 0 || im == nil {
+		if im != nil {
+			j.orphan() // a retry that failed part way
+		}
+		return
+	}
+	hdr := *rec
+	hdr.Flags = rec.Flags&^uint32(sensorKgFlagKG_F_IMAGE_UNREADABLE) | uint32(sensorKgFlagKG_F_IMAGE_AT_EXIT)
+	hdr.Captured = x.Captured
+	p.ev = j.decode(&hdr, p.retry.data, im.buf, im.gap)
 }
 
 func (j *joiner) chunk(tid uint32, ts, off, total uint64, data []byte) {

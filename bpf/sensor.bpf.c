@@ -120,6 +120,13 @@ enum kg_flag {
 	 */
 	KG_F_IMAGE_SKIPPED = 1 << 13,
 	KG_F_EXE_DELETED = 1 << 14, /* the executable is unlinked (or a memfd) */
+	/*
+	 * In struct kg_exit: the image could not be read at sys_enter (its
+	 * pages were not resident, say a fresh file mapping) and was read in
+	 * full at sys_exit, after the kernel's own copy faulted it in. It is
+	 * what the buffer held then, not necessarily what the kernel copied.
+	 */
+	KG_F_IMAGE_AT_EXIT = 1 << 15,
 };
 
 /* Indexes of kg_counters. */
@@ -200,13 +207,22 @@ struct kg_chunk {
 	char data[KG_CHUNK];
 };
 
-/* The result of a module syscall, at sys_exit. */
+/*
+ * The result of a module syscall, at sys_exit. For an init_module whose
+ * image could not be read at sys_enter, the image is read once more first
+ * (its chunks go before this record, with the event's ts); flags then say
+ * how that went: KG_F_IMAGE_AT_EXIT when the whole image was read, else
+ * KG_F_IMAGE_UNREADABLE or KG_F_IMAGE_DROPPED.
+ */
 struct kg_exit {
 	__u8 kind;
 	__u8 syscall;
 	__u16 pad;
 	__u32 tid;
 	__s64 ret;
+	__u32 flags;
+	__u32 pad2;
+	__u64 captured; /* image bytes sent at sys_exit */
 };
 
 /* Keep the record types in BTF, so that bpf2go -type mirrors them in Go. */
@@ -267,6 +283,25 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } kg_throttled_tids SEC(".maps");
+
+/* An init_module image to read again at sys_exit: its enter-time read failed. */
+struct kg_retry {
+	__u64 image;
+	__u64 total; /* bytes to send */
+	__u64 ts;    /* the event's ts */
+};
+
+/*
+ * kg_retries: tid -> the image of the init_module it is in, only while a
+ * failed enter-time read waits for sys_exit. Empty nearly always, and only
+ * looked up at the exit of init_module.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct kg_retry);
+} kg_retries SEC(".maps");
 
 /* kg_chunk_buf: 0 -> the chunk being filled on this CPU. */
 struct {
@@ -591,7 +626,16 @@ static __always_inline void kg_read_params(struct kg_event *e, const char *uargs
 	long n = bpf_probe_read_user_str(e->data + pos, KG_PARAMS_MAX, uargs);
 	char next = 0;
 
-	if (n <= 0) {
+	if (n == 0) {
+		/*
+		 * An empty string: kernels before the fix of
+		 * strncpy_from_user_nofault (6.1 among them) return 0 for it
+		 * rather than 1, and write no NUL. A fault returns -EFAULT.
+		 */
+		e->data[pos] = 0;
+		n = 1;
+	}
+	if (n < 0) {
 		e->flags |= KG_F_PARAMS_UNREADABLE;
 		return;
 	}
@@ -862,6 +906,16 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 		return 0;
 	}
 	kg_count(KG_CNT_EVENTS);
+	/*
+	 * An image that could not be read (not resident: a fresh mapping of
+	 * the file) is read again at sys_exit, once the kernel has copied it.
+	 */
+	if (nr == KG_NR_INIT_MODULE && (e->flags & KG_F_IMAGE_UNREADABLE) && img.total &&
+	    !(img.flags & KG_F_IMAGE_DROPPED)) {
+		struct kg_retry r = {.image = (__u64)img.image, .total = img.total, .ts = ts};
+
+		bpf_map_update_elem(&kg_retries, &tid, &r, BPF_ANY);
+	}
 	return 0;
 }
 
@@ -869,11 +923,28 @@ static __always_inline int kg_exit(long nr, long ret)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kg_image_ctx img = {};
+	struct kg_retry *r;
 	struct kg_exit *x;
 
 	/* The exit of a throttled call goes the way of its enter. */
 	if (kg_unprivileged_rate && !kg_may_load(task) && bpf_map_delete_elem(&kg_throttled_tids, &tid) == 0)
 		return 0;
+	if (nr == KG_NR_INIT_MODULE && (r = bpf_map_lookup_elem(&kg_retries, &tid))) {
+		img.image = (const char *)r->image;
+		img.total = r->total;
+		img.ts = r->ts;
+		img.tid = tid;
+		bpf_map_delete_elem(&kg_retries, &tid);
+		if (img.total > kg_image_cap)
+			img.total = kg_image_cap;
+		if (img.total)
+			bpf_loop((img.total + KG_CHUNK - 1) / KG_CHUNK, kg_send_chunk, &img, 0);
+		if (img.total && img.sent == img.total)
+			img.flags |= KG_F_IMAGE_AT_EXIT;
+		else if (!(img.flags & KG_F_IMAGE_DROPPED))
+			img.flags |= KG_F_IMAGE_UNREADABLE;
+	}
 	x = bpf_ringbuf_reserve(&kg_events, sizeof(*x), 0);
 
 	if (!x) {
@@ -887,6 +958,9 @@ static __always_inline int kg_exit(long nr, long ret)
 	x->pad = 0;
 	x->tid = tid;
 	x->ret = ret;
+	x->flags = img.flags;
+	x->pad2 = 0;
+	x->captured = img.sent;
 	bpf_ringbuf_submit(x, 0);
 	return 0;
 }

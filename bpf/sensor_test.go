@@ -707,3 +707,71 @@ func TestFinitModuleUnlinked(t *testing.T) {
 		})
 	}
 }
+
+// TestInitModuleEmptyParams: an empty parameter string is a readable empty
+// string. (Kernels before 6.7's fix, Debian 6.1 among them, return 0 from
+// bpf_probe_read_user_str for it; the guest test covers those.)
+func TestInitModuleEmptyParams(t *testing.T) {
+	path := dummyModule(t)
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	err = unix.InitModule(img, "")
+	ev := c.wait(t, mine(tid, event.InitModule))
+	checkRes(t, ev, err)
+	if ev.Unreadable || ev.Truncated || ev.Params != "" || ev.SHA256 != sha(img) || ev.Name != "dummy" || ev.ImageAtExit {
+		t.Errorf("unreadable %v truncated %v params %q sha256 %s name %q at exit %v: want a readable image and empty params",
+			ev.Unreadable, ev.Truncated, ev.Params, ev.SHA256, ev.Name, ev.ImageAtExit)
+	}
+}
+
+// untouchedMapping maps path MAP_PRIVATE and read-only, and never touches
+// it: none of its pages is in the page tables when the syscall begins, as
+// with a loader that maps the module file and passes the mapping.
+func untouchedMapping(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	return m
+}
+
+// TestInitModuleUntouchedMapping: an image in a never-touched file mapping
+// cannot be read at sys_enter (a tracepoint cannot fault pages in). Here
+// the kernel returns ENOSYS without copying it, so the read at sys_exit
+// fails too: the event arrives, marked unreadable, with its size and params.
+func TestInitModuleUntouchedMapping(t *testing.T) {
+	path := dummyModule(t)
+	_, c := newTestSensor(t, Config{})
+	m := untouchedMapping(t, path)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	params := []byte("numdummies=1\x00")
+	_, _, errno := unix.Syscall(unix.SYS_INIT_MODULE, ptr(m), uintptr(len(m)), ptr(params))
+	if errno != unix.ENOSYS {
+		t.Skipf("needs a kernel without module support, which leaves the mapping untouched: init_module returned %v", errno)
+	}
+	ev := c.wait(t, mine(tid, event.InitModule))
+	if ev.Res != -int64(unix.ENOSYS) || !ev.Unreadable || ev.ImageAtExit || ev.SHA256 != "" ||
+		ev.Size != uint64(len(m)) || ev.Params != "numdummies=1" {
+		t.Errorf("res %d unreadable %v at exit %v sha256 %q size %d params %q: want an unreadable image of %d bytes",
+			ev.Res, ev.Unreadable, ev.ImageAtExit, ev.SHA256, ev.Size, ev.Params, len(m))
+	}
+}

@@ -83,12 +83,15 @@ type sensorKgEvent struct {
 }
 
 type sensorKgExit struct {
-	_       structs.HostLayout
-	Kind    uint8
-	Syscall uint8
-	Pad     uint16
-	Tid     uint32
-	Ret     int64
+	_        structs.HostLayout
+	Kind     uint8
+	Syscall  uint8
+	Pad      uint16
+	Tid      uint32
+	Ret      int64
+	Flags    uint32
+	Pad2     uint32
+	Captured uint64
 }
 
 type sensorKgFlag uint32
@@ -109,6 +112,7 @@ const (
 	sensorKgFlagKG_F_CMDLINE_UNREADABLE sensorKgFlag = 4096
 	sensorKgFlagKG_F_IMAGE_SKIPPED      sensorKgFlag = 8192
 	sensorKgFlagKG_F_EXE_DELETED        sensorKgFlag = 16384
+	sensorKgFlagKG_F_IMAGE_AT_EXIT      sensorKgFlag = 32768
 )
 
 type sensorKgRecord uint32
@@ -118,6 +122,13 @@ const (
 	sensorKgRecordKG_REC_CHUNK sensorKgRecord = 2
 	sensorKgRecordKG_REC_EXIT  sensorKgRecord = 3
 )
+
+type sensorKgRetry struct {
+	_     structs.HostLayout
+	Image uint64
+	Total uint64
+	Ts    uint64
+}
 
 type sensorKgSyscall uint32
 
@@ -136,6 +147,7 @@ const (
 	sensorMapKgCounters                = "kg_counters"
 	sensorMapKgEventBuf                = "kg_event_buf"
 	sensorMapKgEvents                  = "kg_events"
+	sensorMapKgRetries                 = "kg_retries"
 	sensorMapKgThrottledTids           = "kg_throttled_tids"
 	sensorProgKgFentryDeleteModule     = "kg_fentry_delete_module"
 	sensorProgKgFentryFinitModule      = "kg_fentry_finit_module"
@@ -231,6 +243,7 @@ type sensorMapSpecs struct {
 	KgCounters      *ebpf.MapSpec `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.MapSpec `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.MapSpec `ebpf:"kg_events"`
+	KgRetries       *ebpf.MapSpec `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.MapSpec `ebpf:"kg_throttled_tids"`
 }
 
@@ -272,6 +285,7 @@ type sensorMaps struct {
 	KgCounters      *ebpf.Map `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.Map `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.Map `ebpf:"kg_events"`
+	KgRetries       *ebpf.Map `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.Map `ebpf:"kg_throttled_tids"`
 }
 
@@ -282,6 +296,7 @@ func (m *sensorMaps) Close() error {
 		m.KgCounters,
 		m.KgEventBuf,
 		m.KgEvents,
+		m.KgRetries,
 		m.KgThrottledTids,
 	)
 }

@@ -92,6 +92,7 @@ const (
 	fHostNS         = 45
 	fCapEffective   = 46
 	fGuardReason    = 47
+	fImageAtExit    = 48
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -157,6 +158,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.bool(fHostNS, e.HostNS)
 	w.uint(fCapEffective, e.CapEffective)
 	w.str(fGuardReason, e.GuardReason)
+	w.bool(fImageAtExit, e.ImageAtExit)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -431,6 +433,8 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.HostNS = v != 0
 	case fCapEffective:
 		e.CapEffective = v
+	case fImageAtExit:
+		e.ImageAtExit = v != 0
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
 		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason:
@@ -493,7 +497,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.GuardReason = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
-		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective:
+		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

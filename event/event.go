@@ -68,6 +68,11 @@ type Event struct {
 	Truncated   bool `json:"truncated"`
 	Unreadable  bool `json:"unreadable"`
 	FileChanged bool `json:"file_changed"`
+	// ImageAtExit is set when an init_module image could not be read when
+	// the syscall began (its pages were not resident) and was read once
+	// the kernel had copied it: what the buffer held then, which another
+	// thread could have rewritten since the kernel's copy.
+	ImageAtExit bool `json:"image_at_exit,omitempty"`
 
 	// Policy. Allowed is nil when no allowlist is configured.
 	Allowed        *bool  `json:"allowed,omitempty"`
