@@ -628,9 +628,10 @@ static __always_inline void kg_read_params(struct kg_event *e, const char *uargs
 
 	if (n == 0) {
 		/*
-		 * An empty string: kernels before the fix of
-		 * strncpy_from_user_nofault (6.1 among them) return 0 for it
-		 * rather than 1, and write no NUL. A fault returns -EFAULT.
+		 * An empty string: kernels without the fix of
+		 * strncpy_from_user_nofault (Debian's 6.1 and 6.12 among them)
+		 * return 0 for it rather than 1, and write no NUL. A fault
+		 * returns -EFAULT.
 		 */
 		e->data[pos] = 0;
 		n = 1;
@@ -881,7 +882,12 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 			/* The first segment: data_len is 0. */
 			long n = bpf_probe_read_user_str(e->data, KG_MODNAME_MAX, (const char *)a0);
 
-			if (n <= 0) {
+			if (n == 0) {
+				/* An empty name, on kernels that return 0 for it (see kg_read_params). */
+				e->data[0] = 0;
+				n = 1;
+			}
+			if (n < 0) {
 				e->flags |= KG_F_NAME_UNREADABLE;
 			} else {
 				e->name_len = n;

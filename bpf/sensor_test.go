@@ -709,8 +709,8 @@ func TestFinitModuleUnlinked(t *testing.T) {
 }
 
 // TestInitModuleEmptyParams: an empty parameter string is a readable empty
-// string. (Kernels before 6.7's fix, Debian 6.1 among them, return 0 from
-// bpf_probe_read_user_str for it; the guest test covers those.)
+// string. (Some kernels, Debian's 6.1 and 6.12 among them, return 0 from
+// bpf_probe_read_user_str for it rather than 1; TestVM covers those.)
 func TestInitModuleEmptyParams(t *testing.T) {
 	path := dummyModule(t)
 	img, err := os.ReadFile(path)

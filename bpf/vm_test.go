@@ -57,11 +57,11 @@ func guestLoadUnload(t *testing.T, h Hook) {
 		if err := unix.DeleteModule("dummy", unix.O_NONBLOCK); err != nil {
 			t.Fatalf("delete_module: %v", err)
 		}
-		ev := c.wait(t, mine(tid, event.DeleteModule))
+		// Each unload's own event: the first this thread's that no wait took.
+		ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.DeleteModule)(ev) && !seen(ev) })
 		if ev.Res != 0 || ev.Name != "dummy" || strings.Join(ev.Flags, "|") != "O_NONBLOCK" {
 			t.Errorf("delete_module event: res %d name %q flags %v", ev.Res, ev.Name, ev.Flags)
 		}
-		seen(ev)
 	}
 
 	// finit_module on the file.
@@ -105,6 +105,41 @@ func guestLoadUnload(t *testing.T, h Hook) {
 		t.Errorf("init_module event: %+v", ev)
 	}
 	unload()
+
+	// init_module on a fresh, untouched MAP_PRIVATE mapping of the file,
+	// with empty params: at sys_enter no page of the image is resident, so
+	// the sensor reads it at sys_exit, after the kernel's copy. Then the
+	// same with the first page touched, as busybox insmod does when it
+	// checks the ELF header of the mapping before falling back to
+	// init_module.
+	for _, touch := range []bool{false, true} {
+		m := untouchedMapping(t, path)
+		if touch {
+			_ = m[0]
+		}
+		empty := []byte{0}
+		if _, _, errno := unix.Syscall(unix.SYS_INIT_MODULE, ptr(m), uintptr(len(m)), ptr(empty)); errno != 0 {
+			t.Fatalf("init_module of a mapping (first page touched: %v): %v", touch, errno)
+		}
+		ev = c.wait(t, func(ev *event.Event) bool { return mine(tid, event.InitModule)(ev) && !seen(ev) })
+		if ev.Res != 0 || ev.Unreadable || ev.Truncated || ev.Name != "dummy" || ev.SHA256 != sha(img) ||
+			ev.Size != uint64(len(img)) || ev.Params != "" {
+			t.Errorf("init_module of a mapping (first page touched: %v): res %d unreadable %v truncated %v name %q sha256 %s (want %s) size %d params %q",
+				touch, ev.Res, ev.Unreadable, ev.Truncated, ev.Name, ev.SHA256, sha(img), ev.Size, ev.Params)
+		}
+		if !touch && !ev.ImageAtExit {
+			t.Errorf("init_module of an untouched mapping: the image was read at sys_enter, want at sys_exit")
+		}
+		t.Logf("init_module of a mapping (first page touched: %v): image read at exit: %v", touch, ev.ImageAtExit)
+		unload()
+	}
+
+	// delete_module of an empty name: readable, empty.
+	err = unix.DeleteModule("", 0)
+	ev = c.wait(t, func(ev *event.Event) bool { return mine(tid, event.DeleteModule)(ev) && !seen(ev) })
+	if ev.Res == 0 || ev.Res != -int64(err.(unix.Errno)) || ev.Unreadable || ev.Name != "" {
+		t.Errorf("delete_module(\"\"): res %d (err %v) unreadable %v name %q", ev.Res, err, ev.Unreadable, ev.Name)
+	}
 
 	if guestCompat != nil {
 		guestCompat(t, c, img)
