@@ -68,7 +68,8 @@ func newRetryRecord(rec *sensorKgEvent, data eventData) *retryRecord {
 
 // joiner puts records back together: chunks into images, and each event
 // with its result. Records of one thread arrive in order: chunks, event,
-// exit. It is not safe for concurrent use.
+// exit; after an image unreadable at sys_enter, the chunks read at sys_exit
+// come between the event and its exit. It is not safe for concurrent use.
 type joiner struct {
 	cap     uint64
 	images  map[uint32]*image

@@ -20,6 +20,14 @@
  * three by thread id: a thread is in one syscall at a time, and the ring
  * buffer keeps reservation order.
  *
+ * An init_module image that cannot be read at sys_enter (its pages are not
+ * resident, as with a fresh mapping of the module file, and a tracepoint
+ * cannot fault them in) is read again at sys_exit, where the kernel has just
+ * copied it and so faulted it in: its chunks go before the kg_exit record,
+ * which says KG_F_IMAGE_AT_EXIT. Such calls are remembered in kg_retries,
+ * which only the sys_exit of init_module looks up: other syscalls leave
+ * sys_exit as before.
+ *
  * Nothing vanishes silently: a read that fails is flagged in the record, a
  * record the ring buffer cannot take is counted in kg_counters, and so are
  * the calls of unprivileged callers over kg_unprivileged_rate.

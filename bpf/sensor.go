@@ -24,7 +24,11 @@
 // kernel side is sensor.bpf.c; its record types are mirrored into Go by
 // bpf2go (sensor_*_bpfel.go). Records travel through one ring buffer: image
 // chunks, then the event with only the bytes its strings use, then the
-// result; the reader joins them by thread id.
+// result; the reader joins them by thread id. An init_module image that
+// could not be read at sys_enter (pages not yet resident: a fresh mapping of
+// the module file) is read again at sys_exit, after the kernel's own copy
+// faulted it in; its chunks then come between the event and the result, and
+// the event says ImageAtExit.
 package bpf
 
 import (
