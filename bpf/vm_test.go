@@ -1,11 +1,14 @@
 package bpf
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -148,4 +151,89 @@ func guestLoadUnload(t *testing.T, h Hook) {
 	if st := s.Stats(); st.Drops+st.ChunkDrops+st.ExitDrops != 0 {
 		t.Errorf("drops in a quiet guest: %+v", st)
 	}
+}
+
+// TestGuestSensorBusyboxInsmod: busybox insmod tries finit_module first and
+// falls back to init_module, with the file read into memory (or, built with
+// FEATURE_INSMOD_TRY_MMAP, mapped: first page resident, the rest not) and
+// empty params when none are given. finit_module is refused to it with a
+// seccomp filter, so that the fallback runs: its event must carry the whole
+// image (read at sys_exit when needed) and readable empty params.
+func TestGuestSensorBusyboxInsmod(t *testing.T) {
+	vmtest.RequireGuest(t)
+	path := vmtest.Fixture(t, "dummy")
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := newTestSensor(t, Config{})
+	type result struct {
+		pid int
+		out []byte
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		// The filter stays on this thread, which ends with the goroutine
+		// (it is never unlocked); insmod inherits it.
+		runtime.LockOSThread()
+		if err := refuseFinitModule(); err != nil {
+			done <- result{err: err}
+			return
+		}
+		cmd := exec.Command("insmod", path)
+		out, err := cmd.CombinedOutput()
+		pid := 0
+		if cmd.Process != nil {
+			pid = cmd.Process.Pid
+		}
+		done <- result{pid: pid, out: out, err: err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("busybox insmod with finit_module refused: %v: %s", r.err, r.out)
+	}
+	defer func() {
+		if err := unix.DeleteModule("dummy", unix.O_NONBLOCK); err != nil {
+			t.Errorf("delete_module: %v", err)
+		}
+	}()
+	ev := c.wait(t, func(ev *event.Event) bool { return int(ev.Pid) == r.pid && ev.Syscall == event.InitModule })
+	if ev.Res != 0 || ev.Unreadable || ev.Truncated || ev.Name != "dummy" || ev.SHA256 != sha(img) ||
+		ev.Size != uint64(len(img)) || ev.Params != "" || ev.Comm != "insmod" {
+		t.Errorf("insmod's init_module: res %d unreadable %v truncated %v name %q sha256 %s (want %s) size %d params %q comm %q",
+			ev.Res, ev.Unreadable, ev.Truncated, ev.Name, ev.SHA256, sha(img), ev.Size, ev.Params, ev.Comm)
+	}
+	t.Logf("insmod's init_module: image read at exit: %v", ev.ImageAtExit)
+}
+
+// refuseFinitModule installs, on the calling thread, a seccomp filter that
+// fails finit_module with ENOSYS, as on a kernel without it.
+func refuseFinitModule() error {
+	arch := map[string]uint32{"amd64": unix.AUDIT_ARCH_X86_64, "arm64": unix.AUDIT_ARCH_AARCH64}[runtime.GOARCH]
+	if arch == 0 {
+		return fmt.Errorf("no seccomp arch for %s", runtime.GOARCH)
+	}
+	const (
+		ldW  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeqK = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		retK = unix.BPF_RET | unix.BPF_K
+	)
+	// struct seccomp_data: nr at 0, arch at 4.
+	filter := []unix.SockFilter{
+		{Code: ldW, K: 4},
+		{Code: jeqK, Jt: 0, Jf: 3, K: arch},
+		{Code: ldW, K: 0},
+		{Code: jeqK, Jt: 0, Jf: 1, K: unix.SYS_FINIT_MODULE},
+		{Code: retK, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{Code: retK, K: unix.SECCOMP_RET_ALLOW},
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	return nil
 }
