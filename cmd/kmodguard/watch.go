@@ -285,6 +285,7 @@ func formatEvent(ev *event.Event) string {
 		{ev.FileChanged, " FILE-CHANGED"},
 		{ev.Truncated, " TRUNCATED"},
 		{ev.Unreadable, " UNREADABLE"},
+		{ev.ImageAtExit, " IMAGE-AT-EXIT"},
 	} {
 		if f.on {
 			b.WriteString(f.what)

@@ -187,6 +187,13 @@ func TestFormatEvent(t *testing.T) {
 			t.Errorf("%q lacks %q", got, want)
 		}
 	}
+	if strings.Contains(got, "IMAGE-AT-EXIT") {
+		t.Errorf("%q flags an exit-time image that was not", got)
+	}
+	ev.ImageAtExit = true
+	if got := formatEvent(ev); !strings.Contains(got, " IMAGE-AT-EXIT") {
+		t.Errorf("%q does not say the image was read at sys_exit", got)
+	}
 	if got := formatRes(bpf.ResUnknown); got != "res=?" {
 		t.Errorf("unknown result: %q", got)
 	}
