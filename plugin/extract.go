@@ -147,6 +147,11 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 			return nil, false
 		}
 		return e.Unreadable, true
+	case fieldImageAtExit:
+		if e.Syscall != event.InitModule {
+			return nil, false
+		}
+		return e.ImageAtExit, true
 	case fieldFileChanged:
 		if e.Syscall != event.FinitModule {
 			return nil, false

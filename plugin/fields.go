@@ -29,6 +29,7 @@ const (
 	fieldSigner
 	fieldTruncated
 	fieldUnreadable
+	fieldImageAtExit
 	fieldFileChanged
 	fieldAllowed
 	fieldAllowlistEntry
@@ -96,7 +97,9 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldTruncated: {Type: typeBool, Name: "kmod.truncated", Display: "Capture truncated",
 		Desc: "True when the image was larger than the capture cap, so digests and metadata are missing."},
 	fieldUnreadable: {Type: typeBool, Name: "kmod.unreadable", Display: "Image unreadable",
-		Desc: "True when the sensor could not read the image (bad pointer, unreadable file)."},
+		Desc: "True when the sensor could read no complete image, neither at syscall entry nor at exit (bad pointer, huge length, unreadable file)."},
+	fieldImageAtExit: {Type: typeBool, Name: "kmod.image_at_exit", Display: "Image read at exit",
+		Desc: "True when the init_module image was not resident at syscall entry and was read at syscall exit, after the kernel's copy: it is what the buffer held then, not necessarily what the kernel copied."},
 	fieldFileChanged: {Type: typeBool, Name: "kmod.file_changed", Display: "File changed",
 		Desc: "True when the finit_module file changed between the syscall and the sensor's read of it."},
 	fieldAllowed: {Type: typeBool, Name: "kmod.allowed", Display: "Allowlisted",
