@@ -93,6 +93,8 @@ const (
 	fCapEffective   = 46
 	fGuardReason    = 47
 	fImageAtExit    = 48
+	fLost           = 49
+	fThrottled      = 50
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -159,6 +161,8 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fCapEffective, e.CapEffective)
 	w.str(fGuardReason, e.GuardReason)
 	w.bool(fImageAtExit, e.ImageAtExit)
+	w.uint(fLost, e.Lost)
+	w.uint(fThrottled, e.Throttled)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -435,6 +439,10 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.CapEffective = v
 	case fImageAtExit:
 		e.ImageAtExit = v != 0
+	case fLost:
+		e.Lost = v
+	case fThrottled:
+		e.Throttled = v
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
 		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason:
@@ -497,7 +505,8 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.GuardReason = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
-		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit:
+		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
+		fLost, fThrottled:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

@@ -18,6 +18,10 @@ const (
 	// Guard marks an event that comes from a guard decision that no syscall
 	// event was joined to (a load the sensor missed is itself a finding).
 	Guard Syscall = "guard"
+	// SensorLoss marks a synthetic event that reports module syscall
+	// events the sensor lost (Lost, Throttled): it had no process and no
+	// module, and nothing about it is judged.
+	SensorLoss Syscall = "sensor_loss"
 )
 
 // Verdicts of the guard, for Event.Verdict.
@@ -107,6 +111,13 @@ type Event struct {
 	MntNS        uint32 `json:"mntns,omitempty"`
 	HostNS       bool   `json:"host_ns"`
 	CapEffective uint64 `json:"cap_effective"`
+
+	// Loss report, on SensorLoss events only. Lost is the syscall events
+	// the sensor's ring buffer refused since the previous report; Throttled
+	// is the unprivileged calls over the rate limit since then, not
+	// reported one by one.
+	Lost      uint64 `json:"lost,omitempty"`
+	Throttled uint64 `json:"throttled,omitempty"`
 }
 
 // OK reports whether the syscall succeeded.
