@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/event"
 )
@@ -88,6 +89,15 @@ func newCompanionSource(inner eventSource, cfg EnforcerConfig, pol func() *allow
 // Events delivers the joined events. It is closed once the sensor's channel
 // is closed and everything waiting has been delivered.
 func (c *companionSource) Events() <-chan *event.Event { return c.out }
+
+// Stats is the sensor's counters (zero when the source counts nothing), so
+// that losses are reported with the companion too.
+func (c *companionSource) Stats() bpf.Stats {
+	if s, ok := c.inner.(statsSource); ok {
+		return s.Stats()
+	}
+	return bpf.Stats{}
+}
 
 // Close stops the link (a launched companion exits; the guard stays) and
 // the sensor.

@@ -75,6 +75,9 @@ func isLoad(e *event.Event) bool {
 // fieldValue is the value of field id in e, typed as the field list says
 // (string, []string, uint64 or bool), and false when e has no such value.
 func fieldValue(e *event.Event, id uint64) (any, bool) {
+	if e.Syscall == event.SensorLoss {
+		return lossValue(e, id)
+	}
 	switch id {
 	case fieldSyscall:
 		return str(string(e.Syscall))
@@ -213,6 +216,21 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 		return CapNames(e.CapEffective), true
 	case fieldGuardReason:
 		return str(e.GuardReason)
+	}
+	return nil, false
+}
+
+// lossValue is fieldValue for a sensor_loss event: it has its syscall and
+// its counts, and no process, module, result or verdict, so that no rule
+// about those matches it.
+func lossValue(e *event.Event, id uint64) (any, bool) {
+	switch id {
+	case fieldSyscall:
+		return string(e.Syscall), true
+	case fieldLost:
+		return e.Lost, true
+	case fieldThrottled:
+		return e.Throttled, true
 	}
 	return nil, false
 }

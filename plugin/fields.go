@@ -50,6 +50,8 @@ const (
 	fieldHostNS
 	fieldCapEffective
 	fieldGuardReason
+	fieldLost
+	fieldThrottled
 	numFields
 )
 
@@ -61,7 +63,7 @@ const (
 
 var fieldList = [numFields]sdk.FieldEntry{
 	fieldSyscall: {Type: typeString, Name: "kmod.syscall", Display: "Syscall",
-		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to)."},
+		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost)."},
 	fieldRes: {Type: typeString, Name: "kmod.res", Display: "Result",
 		Desc: "The syscall's result like Falco's evt.res: SUCCESS, or the errno name (ENOSYS, EPERM, EEXIST...)."},
 	fieldOK: {Type: typeBool, Name: "kmod.ok", Display: "Succeeded",
@@ -140,6 +142,10 @@ var fieldList = [numFields]sdk.FieldEntry{
 		Desc: "The caller's effective capabilities as names separated by spaces, like Falco's thread.cap_effective (\"CAP_SYS_MODULE CAP_SYS_ADMIN\")."},
 	fieldGuardReason: {Type: typeString, Name: "kmod.guard_reason", Display: "Guard reason",
 		Desc: "Why the guard decided as it did (\"not on the allowlist\", \"digest listed under another module name\", ...); on a guard event with kmod.verdict none, why the enforcer companion was lost."},
+	fieldLost: {Type: typeUint64, Name: "kmod.lost", Display: "Events lost",
+		Desc: "On a sensor_loss event, the module syscall events the sensor's ring buffer refused since the previous report: the sensor was blind to them. No value on other events."},
+	fieldThrottled: {Type: typeUint64, Name: "kmod.throttled", Display: "Calls throttled",
+		Desc: "On a sensor_loss event, the module syscalls of unprivileged callers over the sensor's rate limit since the previous report, not reported one by one. No value on other events."},
 }
 
 // Fields lists the fields the plugin extracts, in field ID order.

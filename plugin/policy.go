@@ -133,9 +133,9 @@ func (p *policy) reloadIfChanged() {
 
 // judge sets e.Allowed and e.AllowlistEntry from a. The names and digests
 // are the event's own, so a recording made without an allowlist can be
-// judged at replay.
+// judged at replay. A sensor_loss event names no module and is not judged.
 func judge(a *allowlist.Allowlist, e *event.Event) {
-	if a == nil || e.Syscall == event.DeleteModule {
+	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
 		return
 	}
 	d := a.Match(&kmod.Module{

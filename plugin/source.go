@@ -12,6 +12,7 @@ import (
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins/source"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/event"
 )
 
@@ -257,11 +258,65 @@ type eventSource interface {
 	Close() error
 }
 
+// statsSource is an eventSource that also counts what it lost (the sensor
+// does). The live instance reports the growth of its counters as
+// sensor_loss events.
+type statsSource interface {
+	Stats() bpf.Stats
+}
+
+// lossInterval is how often at most the live instance reads the sensor's
+// counters: a read is a few map lookups, kept off the per-event path.
+const lossInterval = time.Second
+
+// lossMeter turns the growth of the sensor's loss counters into events.
+type lossMeter struct {
+	src              statsSource // nil when the source counts nothing
+	now              func() time.Time
+	next             time.Time // no read before then
+	drops, throttled uint64    // the counters at the last read
+}
+
+// check reads the counters when lossInterval has passed since the last
+// read, and returns a sensor_loss event when a counter grew since then,
+// else nil.
+func (m *lossMeter) check() *event.Event {
+	if m.src == nil {
+		return nil
+	}
+	now := m.now()
+	if now.Before(m.next) {
+		return nil
+	}
+	m.next = now.Add(lossInterval)
+	st := m.src.Stats()
+	lost, throttled := growth(st.Drops, m.drops), growth(st.Throttled, m.throttled)
+	m.drops, m.throttled = st.Drops, st.Throttled
+	if lost == 0 && throttled == 0 {
+		return nil
+	}
+	return &event.Event{
+		TS:        uint64(now.UnixNano()),
+		Syscall:   event.SensorLoss,
+		Lost:      lost,
+		Throttled: throttled,
+	}
+}
+
+// growth is cur-last, or 0 when the counter went back (a new sensor).
+func growth(cur, last uint64) uint64 {
+	if cur < last {
+		return 0
+	}
+	return cur - last
+}
+
 // liveInstance reads the sensor's events.
 type liveInstance struct {
 	source.BaseInstance
 	p       *Plugin
 	src     eventSource
+	loss    lossMeter
 	w       writer
 	timer   *time.Timer
 	timeout time.Duration
@@ -271,17 +326,31 @@ type liveInstance struct {
 func newLiveInstance(p *Plugin, src eventSource) *liveInstance {
 	t := time.NewTimer(idleTimeout)
 	t.Stop()
-	return &liveInstance{p: p, src: src, timer: t, timeout: idleTimeout}
+	l := &liveInstance{p: p, src: src, timer: t, timeout: idleTimeout}
+	l.loss.now = time.Now
+	if s, ok := src.(statsSource); ok {
+		l.loss.src = s
+	}
+	return l
 }
 
 // errSensorStopped is returned once the sensor has closed its channel.
 var errSensorStopped = errors.New("the kmodguard sensor stopped")
 
 // NextBatch waits up to idleTimeout for a first event, then takes what else
-// is ready without waiting. It returns sdk.ErrTimeout when idle.
+// is ready without waiting. It returns sdk.ErrTimeout when idle. At most
+// once per lossInterval it also reads the sensor's loss counters, and when
+// they grew, the batch starts with a sensor_loss event and does not wait.
 func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
 	if l.closed {
 		return 0, errSensorStopped
+	}
+	n := 0
+	if e := l.loss.check(); e != nil {
+		if err := l.w.put(evts, n, e); err != nil {
+			return 0, err
+		}
+		n++
 	}
 	ch := l.src.Events()
 	var first *event.Event
@@ -289,10 +358,16 @@ func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int,
 	case e, ok := <-ch:
 		if !ok {
 			l.closed = true
+			if n > 0 {
+				return n, nil
+			}
 			return 0, errSensorStopped
 		}
 		first = e
 	default:
+		if n > 0 {
+			return n, nil
+		}
 		l.timer.Reset(l.timeout)
 		select {
 		case e, ok := <-ch:
@@ -308,7 +383,6 @@ func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int,
 		}
 	}
 	a := l.p.policy.Current()
-	n := 0
 	e := first
 	for {
 		judge(a, e)
