@@ -43,6 +43,7 @@ const (
 	ruleMissed         = "Kernel Module Load Missed by Sensor"
 	ruleTampering      = "Kernel Module Guard Tampering Refused"
 	ruleVerdictsLost   = "Kernel Module Guard Verdicts Lost"
+	ruleEventsLost     = "Kmodguard Sensor Events Lost"
 )
 
 var scenarios = []struct {
@@ -88,6 +89,10 @@ var scenarios = []struct {
 		GuardReason: "refused: the guard is sealed", Pid: 8, Tid: 8, Comm: "rm"}, []string{ruleTampering, ruleBlocked}},
 	{"enforcer companion lost", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Comm: "kmodguard",
 		GuardReason: "enforcer companion lost: companion apply: enforcer unavailable: BPF LSM is not active"}, []string{ruleVerdictsLost}},
+	// The live source's loss reports (plugin/source.go): only the loss rule
+	// reads them, and only when syscall events were lost.
+	{"sensor lost events", &event.Event{Syscall: event.SensorLoss, Lost: 17, Throttled: 3}, []string{ruleEventsLost}},
+	{"sensor throttled calls, lost none", &event.Event{Syscall: event.SensorLoss, Throttled: 40}, nil},
 }
 
 func extract(t *testing.T, e *event.Event) map[string]any {
