@@ -279,7 +279,7 @@ static __always_inline void fill_context(struct kg_event *e)
 
 /*
  * scratch returns this CPU's decision record. Only decide() uses it, and
- * only under kg_busy (see claim()), with the scratch of sha256.h and elf.h.
+ * only under kg_busy (see decide_load()), with the scratch of sha256.h and elf.h.
  */
 static __always_inline struct kg_event *scratch(void)
 {
@@ -526,9 +526,11 @@ static __always_inline int no_contents(__u16 op)
  * preemptible kernel, so a second load on the same CPU could interleave and
  * mix two images' digests and names. kg_busy marks the scratch as taken: a
  * load that finds it taken is refused (fail closed; audit in audit mode)
- * without touching it. Check and set are not atomic, but a load preempted
- * between them has not touched the scratch yet, and the one that runs in
- * between finishes before it resumes.
+ * without touching it. The claim is one compare-and-swap: with a separate
+ * check and set, two loads preempted between them (preempt=full,
+ * PREEMPT_RT) would both claim the scratch, decide on each other's data,
+ * and the first release would clear the second's claim. Only the owner of
+ * the claim releases it.
  */
 static __always_inline int decide_load(__u16 op, const char *buf, __u64 size)
 {
@@ -540,12 +542,11 @@ static __always_inline int decide_load(__u16 op, const char *buf, __u64 size)
 
 	if (!busy)
 		return -EPERM;
-	if (*busy) {
+	if (__sync_val_compare_and_swap(busy, 0, 1) != 0) {
 		__u8 v = verdict_for_refusal(&gen);
 
 		return report(op, v, KG_REASON_BUSY, sealed() ? KG_F_SEALED : 0, 0, size, gen);
 	}
-	*busy = 1;
 	e = scratch();
 	if (!e) {
 		*busy = 0;
