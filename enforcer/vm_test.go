@@ -793,6 +793,7 @@ func TestGuestZSealed(t *testing.T) {
 	if d := refused("map-element iterator on a guard map", lsm.OpBPF, iterOver(cfgRO)); d.Object>>32 != bpfLinkCreate {
 		t.Fatalf("iterator refusal reported for bpf command %d, want BPF_LINK_CREATE", d.Object>>32)
 	}
+	mapOfMapsAttack(t, cfgRO, pins)
 	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
 	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
@@ -845,5 +846,65 @@ func TestGuestZSealed(t *testing.T) {
 	waitLog(t, d.log, "module=veth")
 	if st := waitStatus(t, kg, pins, 1); !st.Sealed || st.Generation != 1 || st.Mode != "enforce" {
 		t.Fatalf("status under seal after a daemon start: %+v", st)
+	}
+}
+
+// mapOfMapsAttack runs writeThroughOuter against the sealed config map and
+// the policy in force, through read-only fds: the verifier must refuse the
+// program (the maps are BPF_F_RDONLY_PROG), and the seal must hold. A map of
+// the same shape without the flag is written by the same attack, so the
+// refusal is the flag's doing and not a broken attack.
+func mapOfMapsAttack(t *testing.T, cfgRO *ebpf.Map, pins string) {
+	t.Helper()
+	own, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: cfgRO.ValueSize(), MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	val := make([]byte, own.ValueSize())
+	val[0] = 1
+	if err := own.Put(uint32(0), val); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeThroughOuter(own); err != nil {
+		t.Fatalf("map-of-maps write into a map without BPF_F_RDONLY_PROG: %v", err)
+	}
+	if err := own.Lookup(uint32(0), val); err != nil || val[0] != 0 {
+		t.Fatalf("map-of-maps write into a map without BPF_F_RDONLY_PROG did not write (%v, first byte %d)", err, val[0])
+	}
+
+	policyRO, err := openPinnedMap(filepath.Join(pins, "policy"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer policyRO.Close()
+	var innerID uint32
+	if err := policyRO.Lookup(uint32(0), &innerID); err != nil {
+		t.Fatalf("read the policy slot: %v", err)
+	}
+	innerRO, err := mapFromIDReadOnly(ebpf.MapID(innerID))
+	if err != nil {
+		t.Fatalf("read-only fd to the policy in force: %v", err)
+	}
+	defer innerRO.Close()
+	for _, m := range []struct {
+		name string
+		m    *ebpf.Map
+	}{{"config", cfgRO}, {"policy in force", innerRO}} {
+		err := writeThroughOuter(m.m)
+		if err == nil {
+			t.Fatalf("map-of-maps write into the sealed %s: the program loaded and ran", m.name)
+		}
+		if !strings.Contains(err.Error(), "load the writing program") {
+			t.Fatalf("map-of-maps write into the sealed %s: %v, want the verifier to refuse the program", m.name, err)
+		}
+		t.Logf("map-of-maps write into the sealed %s: refused: %.200v", m.name, err)
+	}
+	var c [4]byte
+	if err := cfgRO.Lookup(uint32(0), val); err != nil {
+		t.Fatal(err)
+	}
+	if copy(c[:], val); c == [4]byte{} {
+		t.Fatalf("config reads unsealed after the map-of-maps attack")
 	}
 }

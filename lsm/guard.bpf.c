@@ -149,9 +149,22 @@ struct kg_event {
 	char comm[16];
 };
 
-/* Policy inner maps: kg_policy_key -> kg_policy_val (template only). */
+/*
+ * The maps the programs only read are created BPF_F_RDONLY_PROG: the
+ * verifier then refuses a program write to them by any path, including an
+ * attacker's own map-of-maps holding a read-only fd to one of them (the
+ * seal only sees the maps a program names directly). User space still
+ * writes them through its fds until the seal.
+ */
+
+/*
+ * Policy inner maps: kg_policy_key -> kg_policy_val (template only). Every
+ * map swapped into kg_policy is created from this spec, so it has the same
+ * flags (map-in-map insertion requires it).
+ */
 struct kg_policy_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
 	__uint(max_entries, 1);
 	__type(key, struct kg_policy_key);
 	__type(value, struct kg_policy_val);
@@ -168,6 +181,7 @@ struct {
 /* 0 -> seal state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct kg_config);
@@ -176,6 +190,7 @@ struct {
 /* Protected object -> 1, consulted only once sealed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
 	__uint(max_entries, 64);
 	__type(key, struct kg_protect_key);
 	__type(value, __u8);
