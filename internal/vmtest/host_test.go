@@ -122,6 +122,7 @@ func TestResultErr(t *testing.T) {
 		{"pass", proto.MarkerStart + "\n--- PASS: TestGuestA (0.00s)\n" + proto.MarkerExit + " t 0 0.1\n" + proto.MarkerDone + "\n", "", false, false, ""},
 		{"panic before start", "", "[ 1.0] Kernel panic - not syncing: VFS", false, false, "never started the tests (kernel panic)"},
 		{"died", proto.MarkerStart + "\n=== RUN   TestGuestA\n", "Kernel panic - not syncing: Fatal exception", false, false, "died while testing (kernel panic)"},
+		{"soft lockup", proto.MarkerStart + "\n=== RUN   TestGuestA\n", "[ 368.4] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [a.test:101]\n[ 368.5] Kernel panic - not syncing: softlockup: hung tasks", false, false, "died while testing (soft lockup: a CPU stuck in the kernel)"},
 		{"hang", proto.MarkerStart + "\n", "", true, false, "did not finish"},
 		{"exit without failure line", proto.MarkerStart + "\npanic: boom\n" + proto.MarkerExit + " t 2 0.1\n" + proto.MarkerDone + "\n", "", false, false, "exited 2"},
 		{"nothing ran", proto.MarkerStart + "\ntesting: warning: no tests to run\nPASS\n" + proto.MarkerExit + " t 0 0.1\n" + proto.MarkerDone + "\n", "", false, false, "no guest test ran"},

@@ -25,7 +25,10 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	results := filepath.Join(dir, "results.log")
 	// no_timer_check: on a busy host, TCG can miss the kernel's IO-APIC
 	// timer check, which then panics ("IO-APIC + timer doesn't work").
-	cmdline := "console=ttyS0,115200 panic=-1 oops=panic quiet no_timer_check random.trust_cpu=on mitigations=off rdinit=/init"
+	// softlockup_panic=1: a CPU stuck in the kernel ends the boot within
+	// about half a minute, with the lockup on the console, instead of
+	// hanging until Spec.Timeout.
+	cmdline := "console=ttyS0,115200 panic=-1 oops=panic softlockup_panic=1 quiet no_timer_check random.trust_cpu=on mitigations=off rdinit=/init"
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}

@@ -26,7 +26,8 @@ type Result struct {
 	// ended normally. A guest that panicked or hung has Done false.
 	Started, Done bool
 	// Attempts is 2 when the first boot died before /init began the tests
-	// (an emulator hiccup) and the guest was booted once more.
+	// (an emulator hiccup), or of a soft lockup while testing, and the guest
+	// was booted once more.
 	Attempts int
 	// TimedOut is set when the host killed QEMU at Spec.Timeout.
 	TimedOut bool
@@ -77,6 +78,8 @@ func (r *Result) Err() error {
 
 func deathReason(console string) string {
 	switch {
+	case softLockup(console):
+		return "soft lockup: a CPU stuck in the kernel"
 	case strings.Contains(console, "Kernel panic"):
 		return "kernel panic"
 	case strings.Contains(console, "vminit:"):
@@ -85,6 +88,12 @@ func deathReason(console string) string {
 		return "no console output: did QEMU start the kernel?"
 	}
 	return "no exit marker"
+}
+
+// softLockup reports whether the kernel's watchdog saw a CPU stuck in the
+// kernel (softlockup_panic=1 then ends the boot).
+func softLockup(console string) bool {
+	return strings.Contains(console, "watchdog: BUG: soft lockup")
 }
 
 var verdictRE = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(`)
