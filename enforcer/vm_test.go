@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -796,6 +797,26 @@ func TestGuestZSealed(t *testing.T) {
 	mapOfMapsAttack(t, cfgRO, pins)
 	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
 	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
+	// umount -l of a mount above the bpffs would detach it unseen by the
+	// hook (it runs for the mount named only), and free the pins with the
+	// last reference.
+	out, err := exec.Command("busybox", "umount", "-l", "/sys").CombinedOutput()
+	if err == nil {
+		t.Fatalf("busybox umount -l /sys under seal succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "not permitted") {
+		t.Fatalf("busybox umount -l /sys under seal: %v, %q, want EPERM", err, out)
+	}
+	var sys unix.Stat_t
+	if err := unix.Stat("/sys", &sys); err != nil {
+		t.Fatal(err)
+	}
+	if d, dev := refused("lazy umount of /sys, above the bpffs", lsm.OpUmount, unix.EPERM), unix.Major(sys.Dev)<<20|unix.Minor(sys.Dev); d.Object != uint64(dev) {
+		t.Fatalf("umount -l /sys reported for device %#x, want /sys's %#x", d.Object, dev)
+	}
+	if _, err := os.Stat(linkPin); err != nil {
+		t.Fatalf("link pin after umount -l /sys: %v", err)
+	}
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
 	refused("kexec_file_load", lsm.OpKexec, kexecFileLoad(t, vmtest.Fixture(t, "dummy")))
 	if err := kexecLoad(); errors.Is(err, unix.ENOSYS) {
@@ -846,6 +867,14 @@ func TestGuestZSealed(t *testing.T) {
 	waitLog(t, d.log, "module=veth")
 	if st := waitStatus(t, kg, pins, 1); !st.Sealed || st.Generation != 1 || st.Mode != "enforce" {
 		t.Fatalf("status under seal after a daemon start: %+v", st)
+	}
+	// With no process holding the guard any more, the pins alone keep it.
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Wait()
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) with a sealed guard and the daemon killed = %v, want EPERM", err)
 	}
 }
 

@@ -419,7 +419,8 @@ func (g *Guard) sealedLocked() (bool, error) {
 // Seal protects the guard until reboot. It records the ids of the guard's
 // maps and links and the inodes of its pins, then sets the seal: from then on
 // the kernel refuses to detach, unpin, rename or rewrite any of them, to
-// unmount the bpffs holding the pins, to load fmod_ret programs, and kexec.
+// unmount the bpffs holding the pins or any mount above it (/sys, /), to
+// load fmod_ret programs, and kexec.
 // The policy in force is frozen; SetPolicy returns ErrSealed.
 func (g *Guard) Seal() error {
 	g.mu.Lock()
@@ -505,6 +506,18 @@ func (g *Guard) Seal() error {
 	}
 	if err := put(protSB, fsDev, 0); err != nil {
 		return fmt.Errorf("seal: protect bpffs: %w", err)
+	}
+	// sb_umount sees only the mount named: a lazy umount of /sys or /
+	// detaches the bpffs below it unseen, and the pins go with the last
+	// reference. Every mount on the path to the pins is protected too.
+	devs, err := pinAncestorDevs(g.pinDir)
+	if err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	for _, dev := range devs {
+		if err := put(protSB, dev, 0); err != nil {
+			return fmt.Errorf("seal: protect the mount of device %#x above the pins: %w", dev, err)
+		}
 	}
 	var c guardKgConfig
 	if err := g.config.Lookup(uint32(0), &c); err != nil {
