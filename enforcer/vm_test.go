@@ -795,6 +795,25 @@ func TestGuestZSealed(t *testing.T) {
 		t.Fatalf("iterator refusal reported for bpf command %d, want BPF_LINK_CREATE", d.Object>>32)
 	}
 	mapOfMapsAttack(t, cfgRO, pins)
+	// The maps the guard writes (scratch, busy flags, counters) cannot be
+	// read-only for programs: a program using a map-of-maps with per-CPU
+	// array slots is refused instead.
+	busy := false
+	for _, m := range maps {
+		if m.name != "kg_busy" {
+			continue
+		}
+		ro, err := mapFromIDReadOnly(m.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused("map-of-maps write into the busy flags", lsm.OpBPF, writeThroughOuter(ro))
+		ro.Close()
+		busy = true
+	}
+	if !busy {
+		t.Fatalf("kg_busy is not among the maps of the init_module program: %v", maps)
+	}
 	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
 	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
 	// umount -l of a mount above the bpffs would detach it unseen by the

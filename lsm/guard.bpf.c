@@ -758,6 +758,29 @@ int kg_bpf(__u64 *ctx)
  */
 #define KG_MAX_USED_MAPS 64 /* MAX_USED_MAPS */
 
+/*
+ * percpu_array_slots: map is a map-of-maps whose slots hold PERCPU_ARRAYs.
+ * The maps the guard writes (scratch, busy flags, counters) are all
+ * PERCPU_ARRAYs and cannot be BPF_F_RDONLY_PROG; a read-only fd to one is
+ * enough to make it the inner template and a slot of root's own outer map,
+ * and the slot's fd is in user memory the kernel reads after the bpf hook.
+ * So once sealed, programs that use such an outer map are refused.
+ */
+static __always_inline bool percpu_array_slots(struct bpf_map___guard *map)
+{
+	struct bpf_map___guard *inner = NULL;
+	__u32 type = 0;
+
+	kg_read(type, map->map_type);
+	if (type != BPF_MAP_TYPE_ARRAY_OF_MAPS && type != BPF_MAP_TYPE_HASH_OF_MAPS)
+		return false;
+	kg_read(inner, map->inner_map_meta);
+	if (!inner)
+		return true; /* fail closed */
+	kg_read(type, inner->map_type);
+	return type == BPF_MAP_TYPE_PERCPU_ARRAY;
+}
+
 SEC("lsm/bpf_prog")
 int kg_bpf_prog(__u64 *ctx)
 {
@@ -786,6 +809,8 @@ int kg_bpf_prog(__u64 *ctx)
 			continue;
 		kg_read(id, map->id);
 		if (protected(KG_PROT_MAP, 0, id))
+			return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | id);
+		if (percpu_array_slots(map))
 			return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | id);
 	}
 	return 0;

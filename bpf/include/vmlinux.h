@@ -272,8 +272,13 @@ struct task_struct___guard {
 	struct files_struct___guard *files;
 } __attribute__((preserve_access_index));
 
+/* Named for CO-RE only; the BPF_MAP_TYPE_* values are in kg_bpf.h. */
+enum bpf_map_type { KG_BPF_MAP_TYPE_UNSPEC = 0 };
+
 struct bpf_map___guard {
 	__u32 id;
+	enum bpf_map_type map_type;
+	struct bpf_map___guard *inner_map_meta; /* map-of-maps: the inner template */
 } __attribute__((preserve_access_index));
 
 struct bpf_link___guard {
