@@ -45,7 +45,11 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	if os.Getenv(EnvAccel) == "kvm" {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {
-		args = append(args, "-accel", "tcg", "-cpu", "max")
+		accel := "tcg"
+		if spec.SingleThreadTCG {
+			accel = "tcg,thread=single"
+		}
+		args = append(args, "-accel", accel, "-cpu", "max")
 	}
 	ctx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
