@@ -175,7 +175,9 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 	if ev.Syscall != event.DeleteModule && n.allowlist != nil {
 		if list := n.allowlist(); list != nil {
 			allowed := false
-			if mod != nil {
+			// An image read only at sys_exit may have been rewritten by the
+			// loaded module's own init: never shown allowed.
+			if mod != nil && !ev.ImageAtExit {
 				d := list.Match(mod)
 				allowed = d.Allowed
 				if d.Entry != nil {

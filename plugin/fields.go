@@ -101,7 +101,7 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldUnreadable: {Type: typeBool, Name: "kmod.unreadable", Display: "Image unreadable",
 		Desc: "True when the sensor could read no complete image, neither at syscall entry nor at exit (bad pointer, huge length, unreadable file)."},
 	fieldImageAtExit: {Type: typeBool, Name: "kmod.image_at_exit", Display: "Image read at exit",
-		Desc: "True when the init_module image was not resident at syscall entry and was read at syscall exit, after the kernel's copy: it is what the buffer held then, not necessarily what the kernel copied."},
+		Desc: "True when the init_module image was not resident at syscall entry and was read at syscall exit, after the kernel's copy: it is what the buffer held then, not necessarily what the kernel copied, so kmod.allowed is false."},
 	fieldFileChanged: {Type: typeBool, Name: "kmod.file_changed", Display: "File changed",
 		Desc: "True when the finit_module file changed between the syscall and the sensor's read of it."},
 	fieldAllowed: {Type: typeBool, Name: "kmod.allowed", Display: "Allowlisted",

@@ -589,3 +589,23 @@ func TestExtractRefusesMismatchedRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestImageAtExitNeverAllowed: an image the sensor read only at sys_exit may
+// have been rewritten by the loaded module's own init, so even bytes that
+// match the allowlist do not make the load allowed.
+func TestImageAtExitNeverAllowed(t *testing.T) {
+	list := filepath.Join(t.TempDir(), "allow.yaml")
+	e := initEvent()
+	writeAllowlist(t, list, allowlist.Entry{Name: "dummy", SHA256: []string{e.SHA256}})
+	p := newPlugin(t, `{"allowlist": "`+list+`"}`)
+	judge(p.policy.Current(), e)
+	if e.Allowed == nil || !*e.Allowed || e.AllowlistEntry != "dummy" {
+		t.Fatalf("control: the listed image read at entry: allowed=%v entry=%q", e.Allowed, e.AllowlistEntry)
+	}
+	e = initEvent()
+	e.ImageAtExit = true
+	judge(p.policy.Current(), e)
+	if e.Allowed == nil || *e.Allowed || e.AllowlistEntry != "" {
+		t.Fatalf("the same image read at exit: allowed=%v entry=%q, want false and no entry", e.Allowed, e.AllowlistEntry)
+	}
+}

@@ -138,6 +138,14 @@ func judge(a *allowlist.Allowlist, e *event.Event) {
 	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
 		return
 	}
+	// An image read only at sys_exit is what the caller's buffer held after
+	// the load, and the loaded module's own init can rewrite that buffer:
+	// such a load is never shown allowed, whatever the bytes match.
+	if e.ImageAtExit {
+		no := false
+		e.Allowed, e.AllowlistEntry = &no, ""
+		return
+	}
 	d := a.Match(&kmod.Module{
 		Name:           e.Name,
 		ThisModuleName: e.ThisModuleName,
