@@ -19,7 +19,8 @@ import (
 // decision's time is within JoinWindow of the event's enter time. A thread
 // makes one syscall at a time, so within a window that is far shorter than
 // the time between two loads of one thread, the pair is unambiguous; when a
-// thread did load twice within the window, the nearest decision in time wins.
+// thread did load twice within the window, the decision whose digest matches
+// the sensor's wins, and else the nearest in time.
 //
 // Whichever side comes first waits up to JoinWindow for the other:
 //
@@ -75,6 +76,28 @@ func (j *joiner) matches(e *event.Event, d *companion.Decision) (time.Duration, 
 	return dist, dist <= j.window
 }
 
+// sameImage reports whether the guard hashed the bytes the sensor saw.
+func sameImage(e *event.Event, d *companion.Decision) bool {
+	return d.SHA256 != "" && (d.SHA256 == e.SHA256 || d.SHA256 == e.ELFSHA256)
+}
+
+// candidate is a possible partner while pairing: a pair whose digests agree
+// beats one that is merely nearer in time. The clocks of the two sides are
+// converted separately and drift under emulation, while the digests of one
+// load agree unless the image was swapped (TOCTOU), and then time decides.
+type candidate struct {
+	i    int
+	same bool
+	dist time.Duration
+}
+
+func (c candidate) beats(o candidate) bool {
+	if o.i < 0 || c.same != o.same {
+		return o.i < 0 || c.same
+	}
+	return c.dist < o.dist
+}
+
 // addEvent takes a sensor event. It returns the events ready for Falco: e
 // itself when it is not a load or its decision was waiting, else nothing
 // (e waits).
@@ -82,13 +105,15 @@ func (j *joiner) addEvent(e *event.Event, now time.Time) []*event.Event {
 	if opOf(e.Syscall) == "" {
 		return []*event.Event{e}
 	}
-	best, bestDist := -1, time.Duration(0)
+	best := candidate{i: -1}
 	for i := range j.decisions {
-		if dist, ok := j.matches(e, &j.decisions[i]); ok && (best < 0 || dist < bestDist) {
-			best, bestDist = i, dist
+		if dist, ok := j.matches(e, &j.decisions[i]); ok {
+			if c := (candidate{i, sameImage(e, &j.decisions[i]), dist}); c.beats(best) {
+				best = c
+			}
 		}
 	}
-	if best >= 0 {
+	if best := best.i; best >= 0 {
 		apply(e, &j.decisions[best])
 		j.decisions = append(j.decisions[:best], j.decisions[best+1:]...)
 		j.decisionAt = append(j.decisionAt[:best], j.decisionAt[best+1:]...)
@@ -103,13 +128,15 @@ func (j *joiner) addEvent(e *event.Event, now time.Time) []*event.Event {
 // nothing (the decision waits).
 func (j *joiner) addDecision(d companion.Decision, now time.Time) []*event.Event {
 	if d.IsLoad() {
-		best, bestDist := -1, time.Duration(0)
+		best := candidate{i: -1}
 		for i, e := range j.events {
-			if dist, ok := j.matches(e, &d); ok && (best < 0 || dist < bestDist) {
-				best, bestDist = i, dist
+			if dist, ok := j.matches(e, &d); ok {
+				if c := (candidate{i, sameImage(e, &d), dist}); c.beats(best) {
+					best = c
+				}
 			}
 		}
-		if best >= 0 {
+		if best := best.i; best >= 0 {
 			e := j.events[best]
 			apply(e, &d)
 			j.events = append(j.events[:best], j.events[best+1:]...)

@@ -230,3 +230,41 @@ func FuzzJoin(f *testing.F) {
 		}
 	})
 }
+
+// TestJoinDigestBeatsTime: two loads of one thread within the window (an
+// unlisted module refused, then a listed one), with the guard's clock skewed
+// so that each decision lies nearer in time to the other load. The digests
+// decide, whichever order the four reports arrive in.
+func TestJoinDigestBeatsTime(t *testing.T) {
+	e1 := func() *event.Event { return loadEvent(event.InitModule, 7, t0, digestA) }
+	e2 := func() *event.Event { return loadEvent(event.InitModule, 7, t0.Add(100*time.Millisecond), digestB) }
+	d1 := decision(companion.OpInitModule, 7, t0.Add(90*time.Millisecond), companion.VerdictBlocked, digestA)
+	d2 := decision(companion.OpInitModule, 7, t0.Add(190*time.Millisecond), companion.VerdictAllowed, digestB)
+	for _, order := range []string{"EEDD", "EDED", "DDEE", "DEDE", "EDDE", "DEED"} {
+		j := newJoiner(JoinWindow)
+		evs := []*event.Event{e1(), e2()}
+		ds := []companion.Decision{d1, d2}
+		var out []*event.Event
+		for _, c := range order {
+			if c == 'E' {
+				out = append(out, j.addEvent(evs[0], t0)...)
+				evs = evs[1:]
+			} else {
+				out = append(out, j.addDecision(ds[0], t0)...)
+				ds = ds[1:]
+			}
+		}
+		if len(out) != 2 || j.pending() != 0 {
+			t.Fatalf("%s: %d joined, %d pending", order, len(out), j.pending())
+		}
+		for _, e := range out {
+			want := event.VerdictBlocked
+			if e.SHA256 == digestB {
+				want = event.VerdictAllowed
+			}
+			if e.Verdict != want || e.TOCTOU {
+				t.Errorf("%s: load of %.8s got verdict %s toctou %v, want %s", order, e.SHA256, e.Verdict, e.TOCTOU, want)
+			}
+		}
+	}
+}
