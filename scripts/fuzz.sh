@@ -16,19 +16,32 @@ while IFS= read -r file; do
 		found=$((found + 1))
 		echo "fuzz: $pkg $target for $dur"
 		log=$(mktemp)
-		if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$dur" -fuzzminimizetime "$mintime" "$pkg" 2>&1 | tee "$log"; then
+		# Output is shown after each attempt, so that a retried attempt's
+		# coordinator error is not printed as a test failure.
+		ok=0
+		for attempt in 1 2; do
+			if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$dur" -fuzzminimizetime "$mintime" "$pkg" >"$log" 2>&1; then
+				cat "$log"
+				ok=1
+				break
+			fi
+			# When -fuzztime runs out while a worker is still minimizing an
+			# interesting input, Go's fuzzing coordinator can fail with its
+			# own "context deadline exceeded" and no failing input. That
+			# says nothing about the code under test (a real finding always
+			# writes its input), so the target runs once more.
+			if grep -q 'Failing input written to' "$log" || ! grep -q 'context deadline exceeded' "$log"; then
+				break
+			fi
+			sed -e 's/^--- FAIL: /--- (fuzzing deadline, no failing input) /' -e 's/^FAIL\b/(not a finding)/' "$log"
+			echo "fuzz: $pkg $target: Go's fuzzing deadline ran out while minimizing (no failing input): not a finding (attempt $attempt of 2)"
+			ok=$((attempt - 1))
+		done
+		if [ "$ok" -eq 1 ]; then
 			rm -f "$log"
 			continue
 		fi
-		# When -fuzztime runs out while a worker is still minimizing an
-		# interesting input, the Go fuzzing coordinator can fail with its own
-		# "context deadline exceeded" and no failing input. That says nothing
-		# about the code under test; a real finding always writes its input.
-		if ! grep -q 'Failing input written to' "$log" && grep -q 'context deadline exceeded' "$log"; then
-			echo "fuzz: $pkg $target: Go's fuzzing deadline ran out while minimizing (no failing input): not a finding"
-			rm -f "$log"
-			continue
-		fi
+		cat "$log"
 		rm -f "$log"
 		echo "fuzz: $pkg $target FAILED" >&2
 		failed=$((failed + 1))

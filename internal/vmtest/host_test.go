@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -354,5 +355,34 @@ func TestCheckStatic(t *testing.T) {
 	}
 	if err := checkStatic(filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Error("a missing file passed")
+	}
+}
+
+// TestCrashExcerpt checks that a long console after an oops still shows
+// the oops's first line and call trace, not only the final panic lines.
+func TestCrashExcerpt(t *testing.T) {
+	var b strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&b, "[ %d.0] boot noise %d\n", i, i)
+	}
+	b.WriteString("[ 7.40] int3: 0000 [#1] PREEMPT SMP NOPTI\n[ 7.41] RIP: 0010:syscall_exit_to_user_mode_prepare+0xe1/0x170\n")
+	for i := range 150 {
+		fmt.Fprintf(&b, "[ 7.5] trace line %d\n", i)
+	}
+	b.WriteString("[ 7.6] Kernel panic - not syncing: Fatal exception in interrupt\n")
+	got := crashExcerpt(b.String())
+	for _, want := range []string{"int3: 0000 [#1]", "RIP: 0010:syscall_exit", "Kernel panic - not syncing", "console lines ...]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("excerpt lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "boot noise 100") {
+		t.Errorf("excerpt keeps boot noise long before the oops:\n%s", got)
+	}
+	if n := strings.Count(got, "\n"); n > 90 {
+		t.Errorf("excerpt is %d lines, want it bounded", n)
+	}
+	if got := crashExcerpt("a\nb\n"); got != "a\nb" {
+		t.Errorf("no oops: excerpt %q, want the tail", got)
 	}
 }

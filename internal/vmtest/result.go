@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,7 +60,7 @@ func (r *Result) Err() error {
 	case !r.Started:
 		return fmt.Errorf("kernel %s: guest never started the tests (%s); console tail:\n%s", rel, deathReason(r.Console), tail(r.Console, 40))
 	case !r.Done:
-		return fmt.Errorf("kernel %s: guest died while testing (%s); console tail:\n%s", rel, deathReason(r.Console), tail(r.Console, 40))
+		return fmt.Errorf("kernel %s: guest died while testing (%s); console:\n%s", rel, deathReason(r.Console), crashExcerpt(r.Console))
 	case len(r.Failed) > 0:
 		return fmt.Errorf("kernel %s: guest tests failed: %s", rel, strings.Join(r.Failed, ", "))
 	case r.script && r.ExitCode != 0:
@@ -149,6 +150,34 @@ func (r *Result) parse(results string) {
 }
 
 // tail returns the last n lines of s.
+// oopsOpeners begin the kernel's own reports of a crash or a stuck CPU.
+var oopsOpeners = []string{"BUG:", "Oops:", "------------[ cut here ]", "general protection fault", "int3: ", "watchdog: BUG:", "Kernel panic"}
+
+// crashExcerpt returns the console from the kernel's first crash report
+// (its opening line, registers and call trace) and the console's last
+// lines, so that the cause is shown and not only the final panic line.
+// Without a report it is the console's tail.
+func crashExcerpt(console string) string {
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(console, "\r\n", "\n"), "\n"), "\n")
+	first := -1
+	for i, l := range lines {
+		if slices.ContainsFunc(oopsOpeners, func(o string) bool { return strings.Contains(l, o) }) {
+			first = i
+			break
+		}
+	}
+	const head, foot = 60, 15
+	if first < 0 || len(lines)-first <= head+foot {
+		if first < 0 {
+			return tail(console, 40)
+		}
+		return strings.Join(lines[max(first-3, 0):], "\n")
+	}
+	out := slices.Clone(lines[max(first-3, 0) : first+head])
+	out = append(out, fmt.Sprintf("        [... %d console lines ...]", len(lines)-foot-first-head))
+	return strings.Join(append(out, lines[len(lines)-foot:]...), "\n")
+}
+
 func tail(s string, n int) string {
 	s = strings.TrimRight(strings.ReplaceAll(s, "\r\n", "\n"), "\n")
 	lines := strings.Split(s, "\n")

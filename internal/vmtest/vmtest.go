@@ -483,8 +483,8 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		// which now uses SingleThreadTCG there), and not on the next boot. The tests run again from the start
 		// on a fresh boot, whose result stands; the first boot's console
 		// is kept in the log so that a real kernel bug stays visible.
-		logf(spec, "kernel %s: SOFT LOCKUP while testing; booting once more. First boot's console tail:\n%s",
-			k.Release, tail(r.Console, 40))
+		logf(spec, "kernel %s: SOFT LOCKUP while testing; booting once more. First boot's console:\n%s",
+			k.Release, crashExcerpt(r.Console))
 		r, err = qemu(ctx, dir, k, initrd, spec)
 		if r != nil {
 			r.Attempts = 2
