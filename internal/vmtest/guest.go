@@ -1,8 +1,11 @@
 package vmtest
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,4 +127,29 @@ func KernelConfig(t testing.TB, option string) string {
 		}
 	}
 	return ""
+}
+
+// HeldTracepoints returns the link ids /init holds on each syscall
+// tracepoint ("sys_enter", "sys_exit"), or nil when it holds none
+// (Spec.LiveSyscallTracepoints, or a guest with one CPU).
+func HeldTracepoints(t testing.TB) map[string][]uint32 {
+	t.Helper()
+	RequireGuest(t)
+	b, err := os.ReadFile(proto.HeldTracepointsPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string][]uint32{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		tp, id, ok := strings.Cut(line, " ")
+		n, err := strconv.ParseUint(id, 10, 32)
+		if !ok || err != nil {
+			t.Fatalf("%s: bad line %q", proto.HeldTracepointsPath, line)
+		}
+		held[tp] = append(held[tp], uint32(n))
+	}
+	return held
 }

@@ -80,11 +80,24 @@ type Spec struct {
 	// SingleThreadTCG runs every vCPU on one host thread (-accel
 	// tcg,thread=single) instead of one thread per vCPU. The guest still
 	// has CPUs CPUs and preempts between them, but no two execute at the
-	// same instant. Seen needed on 6.1: with multi-threaded TCG, a guest
-	// whose threads hammer syscalls while a sys_enter tracepoint is being
-	// enabled (its static branch live-patched) can soft-lock both vCPUs in
-	// syscall_trace_enter.
+	// same instant.
 	SingleThreadTCG bool
+	// LiveSyscallTracepoints leaves the syscall path to be live-patched
+	// while the tests run. By default, a guest with more than one CPU has
+	// /init attach two no-op BPF programs to each of the sys_enter and
+	// sys_exit tracepoints before the tests start (HeldTracepoints lists
+	// them): one probe keeps a tracepoint's static branch patched in, two
+	// keep its static call on the iterator, so a test that attaches or
+	// detaches a sensor only edits the probe list and never makes the
+	// kernel rewrite its own text on the syscall path. That rewriting,
+	// done with an int3 breakpoint and IPIs, went wrong under
+	// multi-threaded TCG while other vCPUs ran syscalls: both vCPUs
+	// soft-locked in syscall_trace_enter (6.1), and a stray int3 at the
+	// patched sites in syscall_exit_to_user_mode_prepare (the static
+	// branch, then the static call) killed the kernel (6.12). Real CPUs
+	// do not show this; the emulator's cross-modifying code does. A
+	// benchmark of the bare syscall path sets this.
+	LiveSyscallTracepoints bool
 	// Cmdline is appended to the kernel command line.
 	Cmdline string
 	// FailOnSkip makes a skipped guest test fail the run: for tests that
@@ -445,7 +458,8 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		}
 		step.Args = append([]string{"-test.v", "-test.run", spec.Run, "-test.timeout", (stepTimeout - 5*time.Second).String()}, spec.Args...)
 	}
-	plan := proto.Plan{Release: k.Release, Series: string(k.Series), Steps: []proto.Step{step}}
+	plan := proto.Plan{Release: k.Release, Series: string(k.Series), Steps: []proto.Step{step},
+		HoldSyscallTracepoints: spec.CPUs > 1 && !spec.LiveSyscallTracepoints}
 	pj, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
 		return nil, err
@@ -479,10 +493,11 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		}
 	} else if err == nil && r.Started && !r.Done && !r.TimedOut && ctx.Err() == nil && softLockup(r.Console) {
 		// Seen under multi-threaded TCG with both vCPUs of the guest stuck in
-		// syscall_trace_enter in one test process (6.1, plugin/falcovm,
-		// which now uses SingleThreadTCG there), and not on the next boot. The tests run again from the start
-		// on a fresh boot, whose result stands; the first boot's console
-		// is kept in the log so that a real kernel bug stays visible.
+		// syscall_trace_enter while a sensor attached (6.1, plugin/falcovm;
+		// Spec.LiveSyscallTracepoints says how that is now avoided), and
+		// not on the next boot. The tests run again from the start on a
+		// fresh boot, whose result stands; the first boot's console is
+		// kept in the log so that a real kernel bug stays visible.
 		logf(spec, "kernel %s: SOFT LOCKUP while testing; booting once more. First boot's console:\n%s",
 			k.Release, crashExcerpt(r.Console))
 		r, err = qemu(ctx, dir, k, initrd, spec)

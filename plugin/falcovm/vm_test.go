@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 )
 
@@ -39,30 +40,17 @@ func TestVM(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the plugin's test binary (cgo, static: needs gcc and libc6-dev): %v\n%s", err, out)
 	}
-	// One boot per kernel, each with its own TCG mode. On 6.1,
-	// multi-threaded TCG soft-locked both vCPUs in syscall_trace_enter while
-	// the sensor attached (twice in three CI runs), so 6.1 runs its vCPUs on
-	// one host thread; the TOCTOU swap then (almost) never happens there and
-	// that test skips with its measurements. 6.12 keeps one thread per vCPU,
-	// so Falco's view of a real swap is shown on it.
-	for _, k := range []struct {
-		series debkernel.Series
-		single bool
-	}{{debkernel.Series61, true}, {debkernel.Series612, false}} {
-		t.Run(string(k.series), func(t *testing.T) {
-			vmtest.Run(t, vmtest.Spec{
-				Kernels:         []debkernel.Series{k.series},
-				Modules:         []string{"dummy", "veth"},
-				Crafted:         []vmtest.Crafted{{Name: "dummy_nosig", From: "dummy", StripSignature: true}},
-				Binaries:        []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
-				Files:           map[string]string{"plugin.test": bin},
-				CPUs:            2,
-				SingleThreadTCG: k.single,
-				Timeout:         10 * time.Minute,
-				FailOnSkip:      true,
-			})
-		})
-	}
+	// Two vCPUs on their own host threads, so that the TOCTOU test's
+	// rewriting thread can run while the kernel copies the image.
+	vmtest.Run(t, vmtest.Spec{
+		Modules:    []string{"dummy", "veth"},
+		Crafted:    []vmtest.Crafted{{Name: "dummy_nosig", From: "dummy", StripSignature: true}},
+		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
+		Files:      map[string]string{"plugin.test": bin},
+		CPUs:       2,
+		Timeout:    10 * time.Minute,
+		FailOnSkip: true,
+	})
 }
 
 func goTool() string {
@@ -78,6 +66,26 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // each one's result.
 func TestGuestFalco(t *testing.T) {
 	vmtest.RequireGuest(t)
+	// The harness holds the syscall tracepoints on this two-CPU guest
+	// (vmtest.Spec.LiveSyscallTracepoints): the sensor's attach and
+	// detach must not make the kernel rewrite the syscall path under TCG.
+	held := vmtest.HeldTracepoints(t)
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		if len(held[tp]) < 2 {
+			t.Fatalf("the harness holds %d links on %s, want 2: %v", len(held[tp]), tp, held)
+		}
+		for _, id := range held[tp] {
+			l, err := link.NewFromID(link.ID(id))
+			if err != nil {
+				t.Fatalf("held link %d on %s: %v", id, tp, err)
+			}
+			info, err := l.Info()
+			l.Close()
+			if err != nil || info.Type != link.RawTracepointType {
+				t.Fatalf("held link %d on %s: %+v, %v, want a raw tracepoint link", id, tp, info, err)
+			}
+		}
+	}
 	bin := vmtest.File(t, "plugin.test")
 	if err := os.Chmod(bin, 0o755); err != nil {
 		t.Fatal(err)

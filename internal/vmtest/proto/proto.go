@@ -20,6 +20,10 @@ const (
 	// ResultPort is the second serial port: test output and markers only,
 	// no kernel messages.
 	ResultPort = "/dev/ttyS1"
+	// HeldTracepointsPath lists the links /init holds on the syscall
+	// tracepoints, one "<tracepoint> <link id>" line each, when the plan
+	// asks for it (Plan.HoldSyscallTracepoints).
+	HeldTracepointsPath = "/run/vmtest/held-tracepoints"
 )
 
 // Environment variables set for every guest step.
@@ -35,6 +39,11 @@ const (
 type Plan struct {
 	Release string `json:"release"`
 	Series  string `json:"series"`
+	// HoldSyscallTracepoints makes /init attach no-op programs to the
+	// sys_enter and sys_exit tracepoints before any step runs, and list
+	// their links in HeldTracepointsPath; see
+	// vmtest.Spec.LiveSyscallTracepoints.
+	HoldSyscallTracepoints bool `json:"hold_syscall_tracepoints,omitempty"`
 	// Steps run in order; a failing step does not stop the next one.
 	Steps []Step `json:"steps"`
 }

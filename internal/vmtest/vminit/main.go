@@ -18,10 +18,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
@@ -95,6 +99,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if plan.HoldSyscallTracepoints {
+		if err := holdSyscallTracepoints(); err != nil {
+			fmt.Fprintf(os.Stderr, "vminit: hold the syscall tracepoints: %v (continuing)\n", err)
+		}
+	}
 	port, err := openResultPort()
 	if err != nil {
 		return err
@@ -121,6 +130,53 @@ func run() error {
 		fmt.Fprintf(out, "%s%s %s %d %.3f\n", out.newline(), proto.MarkerExit, s.Name, code, time.Since(start).Seconds())
 		fmt.Fprintf(os.Stderr, "vminit: %s exited %d\n", s.Name, code)
 	}
+	return nil
+}
+
+// held keeps the no-op programs' links referenced for the whole boot.
+var held []link.Link
+
+// holdSyscallTracepoints attaches two no-op raw tracepoint programs to each
+// of sys_enter and sys_exit, written down in proto.HeldTracepointsPath.
+// With a probe on it, a tracepoint's static branch stays patched in; with
+// two or more, its static call stays on the iterator. A test that then
+// attaches a BPF program to the syscall tracepoints only adds a probe to a
+// list, and the kernel never live-patches the syscall path while the tests
+// run: multi-threaded TCG mishandles that patching (see
+// vmtest.Spec.LiveSyscallTracepoints).
+func holdSyscallTracepoints() error {
+	var ids strings.Builder
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		for range 2 {
+			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Name:         "vmtest_hold",
+				Type:         ebpf.RawTracepoint,
+				License:      "Dual MIT/GPL",
+				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			})
+			if err != nil {
+				return fmt.Errorf("load a no-op raw tracepoint program: %w", err)
+			}
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+			prog.Close() // the link holds the program
+			if err != nil {
+				return fmt.Errorf("attach to %s: %w", tp, err)
+			}
+			held = append(held, l)
+			info, err := l.Info()
+			if err != nil {
+				return fmt.Errorf("link info: %w", err)
+			}
+			fmt.Fprintf(&ids, "%s %d\n", tp, info.ID)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(proto.HeldTracepointsPath), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(proto.HeldTracepointsPath, []byte(ids.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "vminit: two no-op programs on sys_enter and on sys_exit: the syscall path is not live-patched while the tests run\n")
 	return nil
 }
 
