@@ -95,6 +95,7 @@ const (
 	fImageAtExit    = 48
 	fLost           = 49
 	fThrottled      = 50
+	fCtime          = 51
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -126,6 +127,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fInode, e.Inode)
 	w.uint(fDev, e.Dev)
 	w.int(fMtime, e.Mtime)
+	w.int(fCtime, e.Ctime)
 	w.str(fVermagic, e.Vermagic)
 	w.str(fSrcversion, e.Srcversion)
 	w.list(fDepends, e.Depends)
@@ -402,6 +404,8 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.Dev = v
 	case fMtime:
 		e.Mtime = zz
+	case fCtime:
+		e.Ctime = zz
 	case fSigned:
 		e.Signed = v != 0
 	case fTruncated:
@@ -506,7 +510,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled:
+		fLost, fThrottled, fCtime:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

@@ -24,7 +24,7 @@ func sample() *Event {
 		ELFSHA256: "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
 		Size:      37640, Params: "numdummies=3 debug", Path: "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/dummy.ko",
 		Flags: []string{"MODULE_INIT_IGNORE_MODVERSIONS", "MODULE_INIT_IGNORE_VERMAGIC"}, RawFlags: 3, FD: -7,
-		Inode: 1 << 40, Dev: 0x803, Mtime: -1,
+		Inode: 1 << 40, Dev: 0x803, Mtime: -1, Ctime: 1764189999000000001,
 		Vermagic: "6.1.0-56-amd64 SMP preempt mod_unload modversions ", Srcversion: "B5E3B7F6F0C26D9C2A6A1C4",
 		Depends: []string{"", "a-b"}, Signed: true, Signer: "Debian Secure Boot CA",
 		Truncated: true, Unreadable: true, FileChanged: true,
@@ -60,7 +60,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		"full":            sample(),
 		"empty":           {},
 		"allowed true":    {Syscall: FinitModule, Allowed: ptr(true), Verdict: VerdictAllowed},
-		"negative fd":     {FD: math.MinInt32, Res: math.MinInt64, Mtime: math.MaxInt64},
+		"negative fd":     {FD: math.MinInt32, Res: math.MinInt64, Mtime: math.MaxInt64, Ctime: math.MinInt64},
+		"ctime alone":     {Syscall: FinitModule, Ctime: 1},
 		"upper-case hex":  {SHA256: "ABCDEF", ELFSHA256: "abc"},
 		"empty in lists":  {Flags: []string{""}, Depends: []string{"", ""}},
 		"binary in names": {Name: "\x00\xff", Cmdline: strings.Repeat("a\x00", 2048)},
@@ -155,6 +156,42 @@ func TestCodecSkipsUnknownFields(t *testing.T) {
 	}
 }
 
+// oldFinit is a finit_module event as a writer from before field 51 (Ctime)
+// encoded it, byte for byte.
+var oldFinit = []byte{
+	CodecVersion,
+	0x12, 12, 'f', 'i', 'n', 'i', 't', '_', 'm', 'o', 'd', 'u', 'l', 'e', // 2: syscall
+	0x78, 42, // 15: inode
+	0x88, 0x01, 0x03, // 17: mtime, zigzag -2
+	0xc8, 0x01, 1, // 25: file_changed
+}
+
+// TestCodecReadsOldRecords: an event written before Ctime existed decodes
+// with Ctime zero and the rest intact, and Ctime round-trips on its own
+// number without disturbing Mtime.
+func TestCodecReadsOldRecords(t *testing.T) {
+	var e Event
+	if err := e.UnmarshalBinary(oldFinit); err != nil {
+		t.Fatalf("UnmarshalBinary: %v", err)
+	}
+	want := Event{Syscall: FinitModule, Inode: 42, Mtime: -2, FileChanged: true}
+	if !reflect.DeepEqual(e, want) {
+		t.Errorf("old record decoded as %+v, want %+v", e, want)
+	}
+	e.Ctime = 7
+	b, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctime := append(binary.AppendUvarint(nil, fCtime<<3|wireVarint), 14) // zigzag 7
+	if !bytes.Contains(b, ctime) {
+		t.Errorf("ctime 7 is not field %d as % x in % x", fCtime, ctime, b)
+	}
+	if !bytes.Equal(bytes.Replace(b, ctime, nil, 1), oldFinit) {
+		t.Errorf("with ctime removed, % x differs from the old writer's % x", b, oldFinit)
+	}
+}
+
 func TestCodecRejects(t *testing.T) {
 	good, err := sample().MarshalBinary()
 	if err != nil {
@@ -173,6 +210,7 @@ func TestCodecRejects(t *testing.T) {
 		"wire type":       {[]byte{1, fName<<3 | 5}, "unknown wire type 5"},
 		"string as int":   {[]byte{1, fName<<3 | wireVarint, 1}, "sent as a varint"},
 		"int as string":   {append(key(fPid, wireBytes), 1, 'x'), "sent as bytes"},
+		"ctime as string": {append(key(fCtime, wireBytes), 1, 'x'), "sent as bytes"},
 		"pid over 32 bit": {append(key(fPid, wireVarint), 0x80, 0x80, 0x80, 0x80, 0x10), "does not fit 32 bits"},
 		"too big":         {append([]byte{1}, make([]byte, MaxEventSize)...), "over the"},
 	}
@@ -325,13 +363,14 @@ func TestRecordRejects(t *testing.T) {
 // FuzzUnmarshal feeds hostile bytes to the decoder: it must never panic, and
 // whatever it accepts must encode and decode back to the same event.
 func FuzzUnmarshal(f *testing.F) {
-	for _, e := range []*Event{sample(), {}, {Allowed: ptr(true)}} {
+	for _, e := range []*Event{sample(), {}, {Allowed: ptr(true)}, {Syscall: FinitModule, Mtime: 1, Ctime: -1}} {
 		b, err := e.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b)
 	}
+	f.Add(oldFinit)
 	f.Add([]byte{1, 0xff})
 	f.Add([]byte{1, fName<<3 | wireHex, 2, 0xab, 0xcd})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -56,10 +56,14 @@ type Event struct {
 	// RawFlags is the flags argument as passed (finit_module, delete_module).
 	RawFlags uint32 `json:"raw_flags"`
 	FD       int32  `json:"fd,omitempty"`
-	// What the kernel saw of the finit_module file.
+	// What the kernel saw of the finit_module file. Mtime and Ctime are
+	// nanoseconds since the Unix epoch; unlike mtime, ctime cannot be set
+	// from user space (only moved by a write or a metadata change, or by
+	// root changing the clock).
 	Inode uint64 `json:"inode,omitempty"`
 	Dev   uint64 `json:"dev,omitempty"`
 	Mtime int64  `json:"mtime,omitempty"`
+	Ctime int64  `json:"ctime,omitempty"`
 
 	// Module metadata, from kmod.Inspect.
 	Vermagic   string   `json:"vermagic,omitempty"`
