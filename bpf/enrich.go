@@ -149,6 +149,7 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		ev.Size = rec.Size
 		ev.Dev = kernelDev(rec.Dev)
 		ev.Mtime = rec.MtimeSec*1e9 + int64(rec.MtimeNsec)
+		ev.Ctime = rec.CtimeSec*1e9 + int64(rec.CtimeNsec)
 		if !has(sensorKgFlagKG_F_FILE_UNRESOLVED) {
 			ev.Path = joinPath(data.path, has(sensorKgFlagKG_F_PATH_TRUNCATED))
 			if !has(sensorKgFlagKG_F_PATH_TRUNCATED) {
@@ -277,9 +278,16 @@ func (n *enricher) openDescriptor(pidDir string, ev *event.Event, st *unix.Stat_
 	return f
 }
 
-// sameFile reports whether st is the file the kernel saw, unchanged.
+// sameFile reports whether st is the file the kernel saw, unchanged: same
+// inode, device, size, mtime and ctime. The ctime is what catches a rewrite
+// in place: the file's owner can write the same number of bytes and set
+// the mtime back with utimensat, but every write (and utimensat itself)
+// moves the ctime to the current time, which only root can turn back, by
+// setting the clock. The guard's digest of the kernel's own copy is the
+// answer that holds against root too.
 func (n *enricher) sameFile(st *unix.Stat_t, ev *event.Event) bool {
-	return st.Ino == ev.Inode && uint64(st.Dev) == ev.Dev && uint64(st.Size) == ev.Size && st.Mtim.Nano() == ev.Mtime
+	return st.Ino == ev.Inode && uint64(st.Dev) == ev.Dev && uint64(st.Size) == ev.Size &&
+		st.Mtim.Nano() == ev.Mtime && st.Ctim.Nano() == ev.Ctime
 }
 
 // procAlive reports whether the process directory still exists, so that

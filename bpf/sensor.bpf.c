@@ -85,6 +85,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_NAME_MAX 256 /* one path component, NUL included */
 #define KG_PATH_DEPTH 48
 #define KG_CHUNK 16384
+/* 6.13 on: the top bit of inode->i_ctime_nsec marks a queried ctime (include/linux/fs.h). */
+#define KG_I_CTIME_QUERIED (1U << 31)
 /*
  * An event's strings share one buffer, in this order, each segment right
  * after the one before: name, params, path, exe, cmdline, cgroup. Only the
@@ -175,6 +177,10 @@ struct kg_event {
 	__s64 mtime_sec;
 	__u32 mtime_nsec;
 	__u32 dev; /* kernel dev_t: major << 20 | minor */
+	/* ctime: every write and metadata change moves it; utimensat cannot set it. */
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 pad2;
 	/* Segment lengths in data, NULs included. */
 	__u16 name_len;
 	__u16 params_len;
@@ -707,6 +713,26 @@ static __always_inline void kg_fill_file(struct kg_event *e, struct task_struct 
 		kg_read(nsec, i61->i_mtime.tv_nsec);
 		e->mtime_nsec = nsec;
 	}
+	/* ctime moved to __i_ctime in 6.6, a release before mtime did. */
+	if (KG_FIELD_EXISTS(inode->i_ctime_sec)) {
+		kg_read(e->ctime_sec, inode->i_ctime_sec);
+		kg_read(e->ctime_nsec, inode->i_ctime_nsec);
+		e->ctime_nsec &= ~KG_I_CTIME_QUERIED;
+	} else if (KG_FIELD_EXISTS(((struct inode___v66 *)inode)->__i_ctime)) {
+		struct inode___v66 *i66 = (void *)inode;
+		long nsec = 0;
+
+		kg_read(e->ctime_sec, i66->__i_ctime.tv_sec);
+		kg_read(nsec, i66->__i_ctime.tv_nsec);
+		e->ctime_nsec = nsec;
+	} else {
+		struct inode___v61 *i61 = (void *)inode;
+		long nsec = 0;
+
+		kg_read(e->ctime_sec, i61->i_ctime.tv_sec);
+		kg_read(nsec, i61->i_ctime.tv_nsec);
+		e->ctime_nsec = nsec;
+	}
 	return;
 unresolved:
 	e->flags |= KG_F_FILE_UNRESOLVED;
@@ -860,6 +886,9 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	e->size = 0;
 	e->mtime_sec = 0;
 	e->mtime_nsec = 0;
+	e->ctime_sec = 0;
+	e->ctime_nsec = 0;
+	e->pad2 = 0;
 	e->dev = 0;
 	e->ppid = 0;
 	e->pidns = 0;

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,9 +31,17 @@ type collector struct {
 	done   bool
 }
 
-// newTestSensor starts a sensor for one test, or skips with the reason the
-// host cannot run it.
+// newTestSensor starts a sensor for one test and collects its events, or
+// skips with the reason the host cannot run it.
 func newTestSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
+	t.Helper()
+	s := startTestSensor(t, cfg)
+	return s, collect(s)
+}
+
+// startTestSensor starts a sensor for one test, or skips with the reason
+// the host cannot run it. Nothing reads its events yet.
+func startTestSensor(t *testing.T, cfg Config) *Sensor {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads BPF programs and issues module syscalls")
@@ -48,6 +57,11 @@ func newTestSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	return s
+}
+
+// collect gathers s's events from now on.
+func collect(s *Sensor) *collector {
 	c := &collector{}
 	c.cond = sync.NewCond(&c.mu)
 	go func() {
@@ -62,7 +76,7 @@ func newTestSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}()
-	return s, c
+	return c
 }
 
 // wait returns the first event that match accepts, failing after 10s.
@@ -281,9 +295,9 @@ func TestFinitModule(t *testing.T) {
 	if ev.Path != real {
 		t.Errorf("path = %q, want %q", ev.Path, real)
 	}
-	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() {
-		t.Errorf("inode/dev/size/mtime = %d/%d/%d/%d, want %d/%d/%d/%d",
-			ev.Inode, ev.Dev, ev.Size, ev.Mtime, st.Ino, st.Dev, st.Size, st.Mtim.Nano())
+	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() || ev.Ctime != st.Ctim.Nano() {
+		t.Errorf("inode/dev/size/mtime/ctime = %d/%d/%d/%d/%d, want %d/%d/%d/%d/%d",
+			ev.Inode, ev.Dev, ev.Size, ev.Mtime, ev.Ctime, st.Ino, st.Dev, st.Size, st.Mtim.Nano(), st.Ctim.Nano())
 	}
 	if ev.FileChanged {
 		t.Error("file_changed on an unchanged file")
@@ -327,6 +341,152 @@ func TestFinitModuleFileChanged(t *testing.T) {
 	ev := c.wait(t, mine(tid, event.FinitModule))
 	if !ev.FileChanged {
 		t.Errorf("file_changed not set: path %q inode %d", ev.Path, ev.Inode)
+	}
+}
+
+// TestFinitModuleRewrittenInPlace: the file's owner rewrites the module in
+// place after finit_module and sets its mtime back, so that inode, device,
+// size and mtime all match what the kernel saw. The ctime, which utimensat
+// cannot set, still tells: file_changed.
+func TestFinitModuleRewrittenInPlace(t *testing.T) {
+	img, err := os.ReadFile(dummyModule(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _, rewritten, _ := finitRewritten(t, img, Config{})
+	if sha(rewritten) == sha(img) {
+		t.Fatal("the rewrite left the content as it was")
+	}
+	// The enricher read the new content: only file_changed says so.
+	if ev.SHA256 != sha(rewritten) {
+		t.Errorf("sha256 %s, want the rewritten file's %s", ev.SHA256, sha(rewritten))
+	}
+}
+
+// finitRewritten calls finit_module on a copy of img and then, as the
+// file's owner can, rewrites it in place (same size, the last byte
+// changed) and sets its atime and mtime back with utimensat. It checks the
+// event: the stat at the call (ctime included) and file_changed. It returns
+// the event, the stat at the call, the rewritten content and finit_module's
+// error.
+//
+// The rewrite is done before the enricher looks at the file, whatever the
+// scheduler does: with an Events channel one deep and nobody reading yet,
+// the events of two delete_module calls made just before fill the channel
+// and block the sensor's reader, which reads this thread's finit_module
+// record only once the rewrite is done and the test starts reading.
+func finitRewritten(t *testing.T, img []byte, cfg Config) (*event.Event, unix.Stat_t, []byte, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dummy.ko")
+	if err := os.WriteFile(path, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An old mtime, as a module from a package has.
+	old := time.Unix(1_700_000_000, 123_456_789)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.EventBuffer = 1
+	s := startTestSensor(t, cfg)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	for range 2 {
+		unix.DeleteModule("kmodguard_hold_reader", unix.O_NONBLOCK)
+	}
+	finitErr := unix.FinitModule(int(f.Fd()), "", 0)
+
+	// A later clock tick than the last change (file times are as coarse as
+	// a jiffy on 6.1 and 6.12), then the rewrite.
+	time.Sleep(20 * time.Millisecond)
+	rewritten := bytes.Clone(img)
+	rewritten[len(rewritten)-1] ^= 0xff
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(rewritten[len(rewritten)-1:], int64(len(rewritten)-1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.UtimesNano(path, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+		t.Fatal(err)
+	}
+	var now unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &now); err != nil {
+		t.Fatal(err)
+	}
+	if now.Ino != st.Ino || now.Dev != st.Dev || now.Size != st.Size || now.Mtim != st.Mtim {
+		t.Fatalf("the rewrite changed inode/dev/size/mtime: %d/%d/%d/%d, was %d/%d/%d/%d",
+			now.Ino, now.Dev, now.Size, now.Mtim.Nano(), st.Ino, st.Dev, st.Size, st.Mtim.Nano())
+	}
+	if now.Ctim == st.Ctim {
+		t.Fatalf("the rewrite left the ctime at %d: the clock did not move", st.Ctim.Nano())
+	}
+
+	c := collect(s)
+	ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.FinitModule)(ev) && !seen(ev) })
+	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() || ev.Ctime != st.Ctim.Nano() {
+		t.Errorf("inode/dev/size/mtime/ctime = %d/%d/%d/%d/%d, want %d/%d/%d/%d/%d (as at the call)",
+			ev.Inode, ev.Dev, ev.Size, ev.Mtime, ev.Ctime, st.Ino, st.Dev, st.Size, st.Mtim.Nano(), st.Ctim.Nano())
+	}
+	if !ev.FileChanged {
+		t.Errorf("file_changed not set on a file rewritten in place (ctime %d, now %d)", ev.Ctime, now.Ctim.Nano())
+	}
+	return ev, st, rewritten, finitErr
+}
+
+// TestSameFile runs sameFile on real stat data: a file rewritten in place
+// with its mtime set back differs only in its ctime.
+func TestSameFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.ko")
+	if err := os.WriteFile(path, []byte("module"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stat := func() *unix.Stat_t {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return &st
+	}
+	st := stat()
+	ev := &event.Event{Inode: st.Ino, Dev: uint64(st.Dev), Size: uint64(st.Size), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+	var n enricher
+	if !n.sameFile(stat(), ev) {
+		t.Fatal("an unchanged file is not the same")
+	}
+	time.Sleep(20 * time.Millisecond) // a later clock tick
+	if err := os.WriteFile(path, []byte("MODULE"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.UtimesNano(path, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+		t.Fatal(err)
+	}
+	now := stat()
+	if now.Ino != st.Ino || now.Size != st.Size || now.Mtim != st.Mtim {
+		t.Fatalf("rewrite changed inode/size/mtime")
+	}
+	if n.sameFile(now, ev) {
+		t.Errorf("a file rewritten in place with its mtime set back is the same (ctime %d, was %d)", now.Ctim.Nano(), st.Ctim.Nano())
+	}
+	// Only the ctime differs: with the event's ctime moved on, it matches.
+	ev.Ctime = now.Ctim.Nano()
+	if !n.sameFile(now, ev) {
+		t.Error("sameFile compares more than inode, device, size, mtime and ctime")
 	}
 }
 

@@ -71,6 +71,9 @@ type sensorKgEvent struct {
 	MtimeSec     int64
 	MtimeNsec    uint32
 	Dev          uint32
+	CtimeSec     int64
+	CtimeNsec    uint32
+	Pad2         uint32
 	NameLen      uint16
 	ParamsLen    uint16
 	PathLen      uint16

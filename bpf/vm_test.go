@@ -18,7 +18,8 @@ import (
 
 // TestVM runs the TestGuest tests below in Debian 6.1 and 6.12 under QEMU,
 // where modules really load: the sensor's CO-RE reads meet older kernels'
-// layouts (kernfs parent, inode mtime, kernel_cap_t) and results are 0.
+// layouts (kernfs parent, inode mtime and ctime, kernel_cap_t) and results
+// are 0.
 func TestVM(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
 		Modules:    []string{"dummy"},
@@ -88,9 +89,10 @@ func guestLoadUnload(t *testing.T, h Hook) {
 		t.Errorf("finit_module event: res %d names %q/%q path %q (want %q) params %q",
 			ev.Res, ev.Name, ev.ThisModuleName, ev.Path, real, ev.Params)
 	}
-	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() || ev.FileChanged {
-		t.Errorf("finit_module file: inode/dev/size/mtime %d/%d/%d/%d, want %d/%d/%d/%d (changed %v)",
-			ev.Inode, ev.Dev, ev.Size, ev.Mtime, st.Ino, st.Dev, st.Size, st.Mtim.Nano(), ev.FileChanged)
+	if ev.Inode != st.Ino || ev.Dev != uint64(st.Dev) || ev.Size != uint64(st.Size) || ev.Mtime != st.Mtim.Nano() ||
+		ev.Ctime != st.Ctim.Nano() || ev.FileChanged {
+		t.Errorf("finit_module file: inode/dev/size/mtime/ctime %d/%d/%d/%d/%d, want %d/%d/%d/%d/%d (changed %v)",
+			ev.Inode, ev.Dev, ev.Size, ev.Mtime, ev.Ctime, st.Ino, st.Dev, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), ev.FileChanged)
 	}
 	if ev.SHA256 != sha(img) {
 		t.Errorf("finit_module sha256 %s, want %s", ev.SHA256, sha(img))
@@ -150,6 +152,29 @@ func guestLoadUnload(t *testing.T, h Hook) {
 
 	if st := s.Stats(); st.Drops+st.ChunkDrops+st.ExitDrops != 0 {
 		t.Errorf("drops in a quiet guest: %+v", st)
+	}
+}
+
+// TestGuestSensorRewrittenInPlace: a module really loaded through
+// finit_module, whose file is then rewritten in place with its mtime set
+// back, is reported file_changed: the ctime read from this kernel's inode
+// layout tells.
+func TestGuestSensorRewrittenInPlace(t *testing.T) {
+	vmtest.RequireGuest(t)
+	img, err := os.ReadFile(vmtest.Fixture(t, "dummy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, st, _, err := finitRewritten(t, img, Config{})
+	if err != nil {
+		t.Fatalf("finit_module: %v", err)
+	}
+	if err := unix.DeleteModule("dummy", unix.O_NONBLOCK); err != nil {
+		t.Errorf("delete_module: %v", err)
+	}
+	t.Logf("kernel %s: ctime at the call %d, file_changed %v after the rewrite", vmtest.Release(), st.Ctim.Nano(), ev.FileChanged)
+	if ev.Res != 0 {
+		t.Errorf("finit_module event: res %d, want 0", ev.Res)
 	}
 }
 

@@ -54,9 +54,15 @@ struct inode {
 	unsigned int i_nlink;
 	loff_t i_size;
 	struct super_block *i_sb;
-	/* 6.11 on: the mtime is split in two fields (see the ___flavors). */
+	/*
+	 * 6.11 on: mtime and ctime are split in two fields each (see the
+	 * ___flavors). From 6.13 the top bit of i_ctime_nsec is
+	 * I_CTIME_QUERIED (multigrain timestamps), not part of the time.
+	 */
 	long long i_mtime_sec;
 	__u32 i_mtime_nsec;
+	long long i_ctime_sec;
+	__u32 i_ctime_nsec;
 };
 
 struct file {
@@ -96,14 +102,16 @@ struct timespec64 {
 	long tv_nsec;
 };
 
-/* inode mtime before 6.6: one timespec64. */
+/* inode ctime before 6.6, mtime before 6.7: one timespec64 each. */
 struct inode___v61 {
 	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
 };
 
-/* inode mtime in 6.6 to 6.10: renamed to __i_mtime. */
+/* inode times up to 6.10: __i_ctime from 6.6, __i_mtime from 6.7. */
 struct inode___v66 {
 	struct timespec64 __i_mtime;
+	struct timespec64 __i_ctime;
 };
 
 /* kernel_cap_t from 6.3 on: one u64. */

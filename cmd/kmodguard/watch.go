@@ -51,7 +51,9 @@ made it:
   - init_module: the image itself, read from the caller's memory (up to
     --image-cap), its names, SHA-256, vermagic and signature, and the params;
   - finit_module: the file's path as the kernel resolved it, its inode,
-    device, size and mtime, and whether the file changed since (file_changed);
+    device, size, mtime and ctime, and whether the file changed since
+    (file_changed: any of these differs when watch reads the file; root,
+    who can set the clock, can get a rewrite past it);
   - delete_module: the name and flags;
   - for all: pid, tid, ppid, uid, gid, loginuid, comm, exe, cmdline, cgroup,
     container id, namespaces and effective capabilities.
