@@ -299,9 +299,13 @@ func buildIndex(mods []Entry) *index {
 }
 
 // Match decides whether a module may load. A module is admitted when both
-// of its names (.modinfo name= and struct module.name) equal an entry's name,
-// after the kernel's '-'/'_' folding, and either its file digest or its ELF
-// digest is listed in that entry, or the entry lists no digest at all. A
+// of its names (.modinfo name= and struct module.name) equal an entry's
+// name, and either its file digest or its ELF digest is listed in that
+// entry, or the entry lists no digest at all. An entry's name is folded as
+// modprobe folds it ("snd-hda-intel" is "snd_hda_intel"), but the module's
+// names are taken as the kernel registers them: kbuild never leaves a '-'
+// in them, and a module that calls itself "nf-tables" is, to the kernel,
+// not nf_tables (it loads beside the real one), so no entry admits it. A
 // module whose two names differ is never admitted.
 func (a *Allowlist) Match(m *kmod.Module) Decision {
 	if m == nil {
@@ -316,9 +320,12 @@ func (a *Allowlist) Match(m *kmod.Module) Decision {
 	case this == "":
 		return Decision{Reason: fmt.Sprintf("module %q has no struct module.name", name)}
 	}
-	n := fold(name)
-	if m.NameMismatch || n != fold(this) {
+	n := name
+	if m.NameMismatch || n != this {
 		return Decision{Reason: fmt.Sprintf("name mismatch: .modinfo name=%q but struct module.name=%q (a forgery signal)", name, this)}
+	}
+	if strings.IndexByte(n, '-') >= 0 {
+		return Decision{Reason: fmt.Sprintf("module name %q has a '-': kbuild never makes one, and the kernel would register it beside %q", name, kmod.NormalizeName(name))}
 	}
 	x := a.index()
 	entries := x.byName[n]

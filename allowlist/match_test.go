@@ -48,7 +48,11 @@ func TestMatch(t *testing.T) {
 		{"digest listed", mod("dummy", "dummy", digA, digA), true, MatchFileDigest, "dummy", "sha256 " + digA + " of dummy is listed"},
 		{"uppercase module digest", mod("dummy", "dummy", strings.ToUpper(digA), ""), true, MatchFileDigest, "dummy", ""},
 		{"digest not listed", mod("dummy", "dummy", digX, digX), false, MatchNone, "dummy", `sha256 ` + digX + ` of dummy is not listed for "dummy"`},
-		{"compressed: file digest", mod("nf-tables", "nf_tables", digFile, digX), true, MatchFileDigest, "nf_tables", "file sha256"},
+		{"compressed: file digest", mod("nf_tables", "nf_tables", digFile, digX), true, MatchFileDigest, "nf_tables", "file sha256"},
+		// A module whose names say "nf-tables" is not nf_tables to the
+		// kernel (it loads beside the real one), whatever its digest.
+		{"dashed module name, listed digest", mod("nf-tables", "nf-tables", digFile, digX), false, MatchNone, "", "has a '-'"},
+		{"dashed modinfo name only", mod("nf-tables", "nf_tables", digFile, digX), false, MatchNone, "", "name mismatch"},
 		{"compressed: ELF digest", mod("nf_tables", "nf_tables", digX, digELF), true, MatchELFDigest, "nf_tables", "ELF sha256 " + digELF},
 		{"compressed: neither", mod("nf_tables", "nf_tables", digX, digB), false, MatchNone, "nf_tables", "neither file sha256 " + digX + " nor ELF sha256 " + digB},
 		{"digest of another entry", mod("dummy", "dummy", digB, digB), false, MatchNone, "dummy", "not listed for \"dummy\""},
@@ -211,6 +215,26 @@ func TestMatchConcurrent(t *testing.T) {
 	for range 4 {
 		if e := <-errs; e != "" {
 			t.Errorf("concurrent Match refused dummy: %s", e)
+		}
+	}
+}
+
+// TestMatchDashes: an entry may be written as modprobe takes the name, but a
+// module's own names are the kernel's, which never folds them.
+func TestMatchDashes(t *testing.T) {
+	a := New("dashes", ModeEnforce)
+	if _, err := a.Add(Entry{Name: "snd-hda-intel"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.Match(mod("snd_hda_intel", "snd_hda_intel", digX, digX)); !d.Allowed || d.Via != MatchName || d.Entry.Name != "snd-hda-intel" {
+		t.Errorf("snd_hda_intel against entry snd-hda-intel: %+v, want allowed by name", d)
+	}
+	for _, m := range []*kmod.Module{
+		mod("snd-hda-intel", "snd-hda-intel", digX, digX), // registers beside the real one
+		mod("snd_hda-intel", "snd_hda-intel", digX, digX),
+	} {
+		if d := a.Match(m); d.Allowed || !strings.Contains(d.Reason, "has a '-'") {
+			t.Errorf("module named %q: %+v, want refused for its '-'", m.Name, d)
 		}
 	}
 }

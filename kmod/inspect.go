@@ -149,7 +149,6 @@ func (m *Module) inspectELF(img []byte) error {
 			return err
 		}
 	}
-	m.NameMismatch = m.Name != "" && m.ThisModuleName != "" &&
-		NormalizeName(m.Name) != NormalizeName(m.ThisModuleName)
+	m.NameMismatch = m.Name != "" && m.ThisModuleName != "" && m.Name != m.ThisModuleName
 	return nil
 }

@@ -25,8 +25,9 @@ type Module struct {
 	// ThisModuleName is struct module.name in .gnu.linkonce.this_module, the
 	// name the module actually registers under.
 	ThisModuleName string `json:"this_module_name"`
-	// NameMismatch is set when both names are known and differ (after the
-	// kernel's '-'/'_' folding). A mismatch is a forgery signal.
+	// NameMismatch is set when both names are known and differ. kbuild
+	// writes the same name into both, with '-' already turned into '_', so
+	// any difference, '-' against '_' included, is a forgery signal.
 	NameMismatch bool `json:"name_mismatch"`
 
 	Vermagic   string   `json:"vermagic,omitempty"`
@@ -75,8 +76,10 @@ type Signature struct {
 	Err string `json:"error,omitempty"`
 }
 
-// NormalizeName folds a module name the way the kernel does when it compares
-// names: '-' and '_' are the same character.
+// NormalizeName folds a module name the way modprobe and kbuild do: '-'
+// becomes '_'. It is for names people write (allowlist entries, modprobe
+// arguments); the kernel registers and compares the names in an image as
+// they are, and kbuild never leaves a '-' in them.
 func NormalizeName(name string) string {
 	b := []byte(name)
 	for i, c := range b {
