@@ -285,9 +285,14 @@ func (n *enricher) openDescriptor(pidDir string, ev *event.Event, st *unix.Stat_
 // moves the ctime to the current time, which only root can turn back, by
 // setting the clock. The guard's digest of the kernel's own copy is the
 // answer that holds against root too.
+//
+// The ctime of a file with no link left is not compared: its unlink moved
+// it, and loaders that delete a temporary file right after finit_module
+// are common. A rewrite in place followed by an unlink goes unseen, as
+// without the ctime.
 func (n *enricher) sameFile(st *unix.Stat_t, ev *event.Event) bool {
 	return st.Ino == ev.Inode && uint64(st.Dev) == ev.Dev && uint64(st.Size) == ev.Size &&
-		st.Mtim.Nano() == ev.Mtime && st.Ctim.Nano() == ev.Ctime
+		st.Mtim.Nano() == ev.Mtime && (st.Nlink == 0 || st.Ctim.Nano() == ev.Ctime)
 }
 
 // procAlive reports whether the process directory still exists, so that

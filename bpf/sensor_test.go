@@ -483,6 +483,12 @@ func TestSameFile(t *testing.T) {
 	if n.sameFile(now, ev) {
 		t.Errorf("a file rewritten in place with its mtime set back is the same (ctime %d, was %d)", now.Ctim.Nano(), st.Ctim.Nano())
 	}
+	// An unlinked file's ctime moved with the unlink: not compared.
+	unlinked := *now
+	unlinked.Nlink = 0
+	if !n.sameFile(&unlinked, ev) {
+		t.Error("an unlinked file whose ctime moved is not the same: a loader deleting its temporary file would be flagged")
+	}
 	// Only the ctime differs: with the event's ctime moved on, it matches.
 	ev.Ctime = now.Ctim.Nano()
 	if !n.sameFile(now, ev) {
