@@ -73,7 +73,7 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldThisModuleName: {Type: typeString, Name: "kmod.this_module_name", Display: "Registered name",
 		Desc: "struct module.name from .gnu.linkonce.this_module: the name the module actually registers under."},
 	fieldNameMismatch: {Type: typeBool, Name: "kmod.name_mismatch", Display: "Name mismatch",
-		Desc: "True when kmod.name and kmod.this_module_name differ after '-'/'_' folding: a forged module."},
+		Desc: "True when kmod.name and kmod.this_module_name differ: a forged module (kbuild writes the same name into both)."},
 	fieldSHA256: {Type: typeString, Name: "kmod.sha256", Display: "SHA-256",
 		Desc: "Hex SHA-256 of the image as passed to the kernel (the init_module buffer, or the finit_module file, compressed or not)."},
 	fieldELFSHA256: {Type: typeString, Name: "kmod.elf_sha256", Display: "ELF SHA-256",
