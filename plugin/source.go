@@ -269,12 +269,13 @@ type statsSource interface {
 // counters: a read is a few map lookups, kept off the per-event path.
 const lossInterval = time.Second
 
-// lossMeter turns the growth of the sensor's loss counters into events.
+// lossMeter reads the sensor's loss counters at most once a lossInterval
+// and turns their growth into sensor_loss events (bpf.LossMeter).
 type lossMeter struct {
-	src              statsSource // nil when the source counts nothing
-	now              func() time.Time
-	next             time.Time // no read before then
-	drops, throttled uint64    // the counters at the last read
+	src  statsSource // nil when the source counts nothing
+	now  func() time.Time
+	next time.Time // no read before then
+	m    bpf.LossMeter
 }
 
 // check reads the counters when lossInterval has passed since the last
@@ -289,26 +290,7 @@ func (m *lossMeter) check() *event.Event {
 		return nil
 	}
 	m.next = now.Add(lossInterval)
-	st := m.src.Stats()
-	lost, throttled := growth(st.Drops, m.drops), growth(st.Throttled, m.throttled)
-	m.drops, m.throttled = st.Drops, st.Throttled
-	if lost == 0 && throttled == 0 {
-		return nil
-	}
-	return &event.Event{
-		TS:        uint64(now.UnixNano()),
-		Syscall:   event.SensorLoss,
-		Lost:      lost,
-		Throttled: throttled,
-	}
-}
-
-// growth is cur-last, or 0 when the counter went back (a new sensor).
-func growth(cur, last uint64) uint64 {
-	if cur < last {
-		return 0
-	}
-	return cur - last
+	return m.m.Observe(m.src.Stats(), now)
 }
 
 // liveInstance reads the sensor's events.

@@ -58,6 +58,12 @@ made it:
   - for all: pid, tid, ppid, uid, gid, loginuid, comm, exe, cmdline, cgroup,
     container id, namespaces and effective capabilities.
 
+What the sensor could not deliver is reported in the stream too: a
+sensor_loss line (and record) says how many module syscalls the full ring
+buffer dropped, and how many calls of unprivileged callers were over
+--unprivileged-rate, since the previous one (checked once a second and at
+exit).
+
 With --allowlist each load is matched against the list ("allowed" in the
 output); send SIGHUP to reload the file. With --record the events are also
 saved to a record file that the Falco plugin replays (open params
@@ -196,6 +202,26 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 
 	out := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(out)
+	emit := func(ev *event.Event) error {
+		var err error
+		if o.json {
+			err = enc.Encode(ev)
+		} else {
+			_, err = fmt.Fprintln(out, formatEvent(ev))
+		}
+		if err == nil {
+			err = out.Flush()
+		}
+		if err == nil && rec != nil {
+			err = rec.Write(ev)
+		}
+		return err
+	}
+	// What the sensor lost is an event too (sensor_loss), checked once a
+	// second and at exit, so that a recording says where it is blind.
+	var loss bpf.LossMeter
+	lossTick := time.NewTicker(lossEvery)
+	defer lossTick.Stop()
 	n := 0
 	var werr error
 loop:
@@ -205,22 +231,17 @@ loop:
 			if !ok {
 				break loop
 			}
-			if o.json {
-				werr = enc.Encode(ev)
-			} else {
-				_, werr = fmt.Fprintln(out, formatEvent(ev))
-			}
-			if werr == nil {
-				werr = out.Flush()
-			}
-			if werr == nil && rec != nil {
-				werr = rec.Write(ev)
-			}
-			if werr != nil {
+			if werr = emit(ev); werr != nil {
 				break loop
 			}
 			if n++; o.count > 0 && n >= o.count {
 				break loop
+			}
+		case <-lossTick.C:
+			if ev := loss.Observe(s.Stats(), time.Now()); ev != nil {
+				if werr = emit(ev); werr != nil {
+					break loop
+				}
 			}
 		case <-hup:
 			if err := load(); err != nil {
@@ -233,6 +254,9 @@ loop:
 		}
 	}
 	s.Close()
+	if ev := loss.Observe(s.Stats(), time.Now()); ev != nil && werr == nil {
+		werr = emit(ev)
+	}
 	if recFile != nil {
 		if err := recFile.Sync(); err != nil && werr == nil {
 			werr = fmt.Errorf("record file: %w", err)
@@ -244,6 +268,9 @@ loop:
 	}
 	return nil
 }
+
+// lossEvery is how often watch reads the sensor's loss counters.
+const lossEvery = time.Second
 
 // checkRecordHeader refuses to append to a file that is not a record file.
 func checkRecordHeader(path string) error {
@@ -270,6 +297,10 @@ func formatEvent(ev *event.Event) string {
 	name := ev.Name
 	if name == "" {
 		name = "?"
+	}
+	if ev.Syscall == event.SensorLoss {
+		fmt.Fprintf(&b, "%s %-13s %d module syscall events lost (ring buffer full), %d unprivileged calls throttled", ts, ev.Syscall, ev.Lost, ev.Throttled)
+		return b.String()
 	}
 	fmt.Fprintf(&b, "%s %-13s %-16s %-16s", ts, ev.Syscall, name, formatRes(ev.Res))
 	if ev.Allowed != nil {

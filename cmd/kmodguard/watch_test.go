@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -196,5 +197,114 @@ func TestFormatEvent(t *testing.T) {
 	}
 	if got := formatRes(bpf.ResUnknown); got != "res=?" {
 		t.Errorf("unknown result: %q", got)
+	}
+}
+
+// TestWatchRecordsLoss floods a small ring buffer with 1 MiB init_module
+// images from several threads and expects sensor_loss events, printed and
+// recorded, whose counts add up to the drops in watch's final counters.
+func TestWatchRecordsLoss(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF sensor")
+	}
+	if testing.Short() {
+		t.Skip("load test: skipped with -short")
+	}
+	if err := bpf.CheckSystem(); err != nil {
+		t.Skipf("needs BPF support: %v", err)
+	}
+	record := filepath.Join(t.TempDir(), "events.kgrec")
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runWatch(ctx, &stdout, &stderr, watchOptions{
+			json: true, record: record, duration: 2 * time.Minute,
+			ringSize: 1 << 16, imageCap: 1 << 20, unprivRate: bpf.DefaultUnprivilegedRate,
+		})
+	}()
+	const name = "kmodguard_watch_loss"
+	for !strings.Contains(stdout.String(), name) {
+		unix.DeleteModule(name, unix.O_NONBLOCK)
+		select {
+		case err := <-done:
+			t.Fatalf("watch ended early: %v\n%s", err, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	const threads, calls = 4, 300
+	img := make([]byte, 1<<20)
+	var wg sync.WaitGroup
+	for range threads {
+		wg.Go(func() {
+			for range calls {
+				unix.InitModule(img, "")
+			}
+		})
+	}
+	wg.Wait()
+	time.Sleep(lossEvery + 500*time.Millisecond) // one loss check after the flood
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("watch: %v\n%s", err, stderr.String())
+	}
+
+	// The drops in the final counters line.
+	var drops uint64
+	for line := range strings.SplitSeq(stderr.String(), "\n") {
+		if i := strings.Index(line, " dropped (ring buffer full)"); i >= 0 {
+			f := strings.Fields(line[:i])
+			if _, err := fmt.Sscan(f[len(f)-1], &drops); err != nil {
+				t.Fatalf("counters line %q: %v", line, err)
+			}
+		}
+	}
+	if drops == 0 {
+		t.Fatalf("the flood lost no events with a 64 KiB ring buffer: nothing to report\n%s", stderr.String())
+	}
+	sum := func(evs []*event.Event) (lost uint64, reports int) {
+		for _, ev := range evs {
+			if ev.Syscall == event.SensorLoss {
+				if ev.Lost == 0 && ev.Throttled == 0 {
+					t.Errorf("a sensor_loss event with nothing lost: %+v", ev)
+				}
+				lost += ev.Lost
+				reports++
+			}
+		}
+		return lost, reports
+	}
+	var printed []*event.Event
+	for line := range strings.SplitSeq(strings.TrimSpace(stdout.String()), "\n") {
+		ev := new(event.Event)
+		if err := json.Unmarshal([]byte(line), ev); err != nil {
+			t.Fatalf("output line %q: %v", line, err)
+		}
+		printed = append(printed, ev)
+	}
+	lost, reports := sum(printed)
+	t.Logf("%d calls: %d drops counted; %d sensor_loss events adding up to %d", threads*calls, drops, reports, lost)
+	if lost != drops {
+		t.Errorf("sensor_loss events say %d lost, the counters %d", lost, drops)
+	}
+	f, err := os.Open(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var recorded []*event.Event
+	for rr := event.NewRecordReader(f); ; {
+		ev, err := rr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("record file: %v", err)
+		}
+		recorded = append(recorded, ev)
+	}
+	if rl, rn := sum(recorded); rl != lost || rn != reports {
+		t.Errorf("recorded sensor_loss events: %d adding up to %d, printed %d adding up to %d", rn, rl, reports, lost)
 	}
 }
