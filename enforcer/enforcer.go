@@ -24,6 +24,7 @@ package enforcer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
@@ -244,8 +245,19 @@ func (e *Enforcer) Allowlist() *allowlist.Allowlist {
 	return e.current
 }
 
-// Status reads the guard's state.
-func (e *Enforcer) Status() (Status, error) { return e.guard.Status() }
+// Status reads the guard's state, with the decisions this enforcer found
+// missing (Status.MissingDecisions).
+func (e *Enforcer) Status() (Status, error) {
+	st, err := e.guard.Status()
+	if err != nil {
+		return st, err
+	}
+	// This process's own figure, not the pin another root process could
+	// have rewritten.
+	st.MissingDecisions = e.rd.Missing()
+	st.ReaderPid = uint32(os.Getpid())
+	return st, nil
+}
 
 // Seal seals the guard until reboot (see lsm.Guard.Seal).
 func (e *Enforcer) Seal() error { return e.guard.Seal() }
@@ -253,6 +265,11 @@ func (e *Enforcer) Seal() error { return e.guard.Seal() }
 // Decisions delivers the guard's decisions until Close. Drain it: when it
 // is full, reading the ring buffer stalls and the kernel counts the
 // decisions it cannot queue as lost (Status.LostEvents).
+//
+// It also delivers a report with Op lsm.OpMissing (verdict "none", Object
+// the count) each time the enforcer finds decisions that another process
+// consumed from the guard's ring buffer (see lsm.Reader); the enforcer
+// logs those at error level itself.
 func (e *Enforcer) Decisions() <-chan Decision { return e.decisions }
 
 func (e *Enforcer) serve() {
@@ -266,6 +283,11 @@ func (e *Enforcer) serve() {
 		if err != nil {
 			e.log.WithError(err).Warn("reading a guard decision")
 			continue
+		}
+		if d.Op == lsm.OpMissing {
+			e.log.WithFields(logrus.Fields{"missing": d.Object, "missing_total": e.rd.Missing()}).
+				Error("guard decisions are missing: another process is consuming the guard's ring buffer, " +
+					"refusals and audit records may be hidden from this enforcer")
 		}
 		select {
 		case e.decisions <- d:

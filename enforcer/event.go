@@ -41,6 +41,9 @@ func Event(d Decision) *event.Event {
 		ev.Verdict = event.VerdictBlocked
 	case lsm.Audit:
 		ev.Verdict = event.VerdictAudit
+	default:
+		// Not a decision (lsm.OpMissing): the guard's view is incomplete.
+		ev.Verdict = event.VerdictNone
 	}
 	if d.Op == lsm.OpInitModule || d.Op == lsm.OpFinitModule {
 		allowed := d.Verdict == lsm.Allowed

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/lsm"
 )
 
 // SensorStats are the sensor's loss counters, for the metrics of a process
@@ -44,6 +45,7 @@ type MetricsSource struct {
 // it is (a link removed behind the daemon's back shows up at once).
 //
 //	kmodguard_decisions_total{op,verdict}      decisions observed by this process
+//	kmodguard_decisions_missing_total          decisions another process consumed from the ring buffer
 //	kmodguard_guard_decisions_total{verdict}   decisions counted in the kernel since the guard loaded
 //	kmodguard_guard_lost_decisions_total       decisions the kernel could not queue
 //	kmodguard_guard_up                         1 when the guard's state could be read
@@ -58,6 +60,7 @@ type MetricsSource struct {
 type Metrics struct {
 	reg       *prometheus.Registry
 	decisions *prometheus.CounterVec
+	missing   prometheus.Counter
 }
 
 // NewMetrics creates the metrics on a registry of their own, which also
@@ -69,14 +72,23 @@ func NewMetrics(src MetricsSource) *Metrics {
 			Name: "kmodguard_decisions_total",
 			Help: "Guard decisions observed by this process, by operation and verdict (allowed, blocked, audit).",
 		}, []string{"op", "verdict"}),
+		missing: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmodguard_decisions_missing_total",
+			Help: "Guard decisions that never reached this process because another process consumed them from the guard's ring buffer (not the ones the kernel dropped: see kmodguard_guard_lost_decisions_total).",
+		}),
 	}
-	m.reg.MustRegister(m.decisions, &stateCollector{src: src},
+	m.reg.MustRegister(m.decisions, m.missing, &stateCollector{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// Observe counts one decision.
+// Observe counts one decision, or adds the count of a report of missing
+// decisions (lsm.OpMissing) to kmodguard_decisions_missing_total.
 func (m *Metrics) Observe(d Decision) {
+	if d.Op == lsm.OpMissing {
+		m.missing.Add(float64(d.Object))
+		return
+	}
 	m.decisions.WithLabelValues(string(d.Op), string(d.Verdict)).Inc()
 }
 

@@ -101,8 +101,15 @@ func TestMetricsScrape(t *testing.T) {
 	m.Observe(Decision{Op: lsm.OpInitModule, Verdict: lsm.Blocked})
 	m.Observe(Decision{Op: lsm.OpFinitModule, Verdict: lsm.Allowed})
 	m.Observe(Decision{Op: lsm.OpBPF, Verdict: lsm.Blocked})
+	// Two reports of missing decisions: counted by their figure, and not
+	// as decisions.
+	m.Observe(Decision{Op: lsm.OpMissing, Verdict: lsm.NoVerdict, Object: 3})
+	m.Observe(Decision{Op: lsm.OpMissing, Verdict: lsm.NoVerdict, Object: 2})
 
 	fams := scrape(t, url)
+	if _, ok := value(fams, "kmodguard_decisions_total", "op", string(lsm.OpMissing)); ok {
+		t.Error("a report of missing decisions counted as a decision")
+	}
 	want := []struct {
 		name   string
 		labels []string
@@ -115,6 +122,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"kmodguard_guard_decisions_total", []string{"verdict", "blocked"}, 2},
 		{"kmodguard_guard_decisions_total", []string{"verdict", "audit"}, 0},
 		{"kmodguard_guard_lost_decisions_total", nil, 1},
+		{"kmodguard_decisions_missing_total", nil, 5},
 		{"kmodguard_guard_up", nil, 1},
 		{"kmodguard_guard_pinned", nil, 1},
 		{"kmodguard_guard_sealed", nil, 0},

@@ -4,9 +4,12 @@ package enforcer_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/lsm"
@@ -330,4 +334,199 @@ func writeThroughOuter(inner *ebpf.Map) error {
 		return fmt.Errorf("test-run the writing program: %w", err)
 	}
 	return nil
+}
+
+// outerMapOf creates an ARRAY_OF_MAPS whose inner template and slot 0 are
+// inner (any fd to it, read-only included).
+func outerMapOf(inner *ebpf.Map) (*ebpf.Map, error) {
+	const bpfMapCreate, bpfMapTypeArrayOfMaps = 0, 12
+	var attr [20]uint32 // map_type, key_size, value_size, max_entries, map_flags, inner_map_fd, ...
+	attr[0], attr[1], attr[2], attr[3], attr[5] = bpfMapTypeArrayOfMaps, 4, 4, 1, uint32(inner.FD())
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfMapCreate, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return nil, fmt.Errorf("create the outer map: %w", errno)
+	}
+	outer, err := ebpf.NewMapFromFD(int(fd))
+	if err != nil {
+		unix.Close(int(fd))
+		return nil, fmt.Errorf("outer map: %w", err)
+	}
+	if err := outer.Put(uint32(0), uint32(inner.FD())); err != nil {
+		outer.Close()
+		return nil, fmt.Errorf("put the inner map in slot 0: %w", err)
+	}
+	return outer, nil
+}
+
+// statusOf runs `kmodguard enforcer status --json`.
+func statusOf(t *testing.T, kg, pins string) lsm.Status {
+	t.Helper()
+	out, err := exec.Command(kg, "enforcer", "status", "--json", "--pin-dir", pins).Output()
+	if err != nil {
+		t.Fatalf("enforcer status: %v\n%s", err, out)
+	}
+	var st lsm.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// countLog counts the lines of the log file that contain s.
+func countLog(path, s string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), s)
+}
+
+// waitLogCount waits until n lines of the log file contain s.
+func waitLogCount(t *testing.T, path, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for countLog(path, s) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q logged %d times in %s within 60s, want %d", s, countLog(path, s), path, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// refusedVeth loads the unlisted veth n times, each refused, and waits
+// until the daemon logged them (so that the daemon has read up to there).
+func refusedVeth(t *testing.T, d *daemon, veth []byte, n int) {
+	t.Helper()
+	const line = " module=veth " // not this_module=veth
+	seen := countLog(d.log, line)
+	for range n {
+		if err := unix.InitModule(veth, ""); !errors.Is(err, unix.EPERM) {
+			t.Fatalf("init_module(veth) under seal = %v, want EPERM", err)
+		}
+	}
+	waitLogCount(t, d.log, line, seen+n)
+}
+
+// readAwayDecisions is the attack on the decision stream of a sealed
+// guard: the ring buffer still opens writable (a daemon restarted under
+// the seal must consume it), so another root process can consume the
+// decisions before the daemon does. The daemon must find them missing and
+// say so, and must not mistake its own drops (ring buffer full) for that.
+func readAwayDecisions(t *testing.T, kg string, d *daemon, pins string, veth []byte) {
+	t.Helper()
+	const missingLog = "guard decisions are missing"
+	// settle is more than the reader's settle delay plus one check.
+	const settle = 5 * time.Second
+
+	// No thief: nothing goes missing over loads.
+	refusedVeth(t, d, veth, 3)
+	time.Sleep(settle)
+	st := statusOf(t, kg, pins)
+	if st.ReaderPid != uint32(d.cmd.Process.Pid) {
+		t.Fatalf("status reader pid %d, want the daemon's %d", st.ReaderPid, d.cmd.Process.Pid)
+	}
+	if st.MissingDecisions != 0 || countLog(d.log, missingLog) != 0 {
+		t.Fatalf("decisions reported missing with no other reader: status %d", st.MissingDecisions)
+	}
+
+	// The daemon's own drops: stopped, it reads nothing, and a flood of
+	// refused unlinks fills the ring buffer. Those are lost, not missing.
+	linkPin := filepath.Join(pins, "link_kg_post_load_data")
+	if err := d.cmd.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	lostBefore := st.LostEvents
+	flood := 0
+	for ; flood < 5000; flood++ {
+		if err := unix.Unlink(linkPin); !errors.Is(err, unix.EPERM) {
+			d.cmd.Process.Signal(unix.SIGCONT)
+			t.Fatalf("unlink of a link pin under seal = %v, want EPERM", err)
+		}
+		if flood%500 == 499 && statusOf(t, kg, pins).LostEvents > lostBefore {
+			break
+		}
+	}
+	if err := d.cmd.Process.Signal(unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Until the daemon has read the flood, the ring buffer is full and the
+	// next decision would be dropped too.
+	for n, stable := -1, 0; stable < 10; time.Sleep(200 * time.Millisecond) {
+		if c := countLog(d.log, "op=unlink"); c != n {
+			n, stable = c, 0
+		} else {
+			stable++
+		}
+	}
+	refusedVeth(t, d, veth, 1) // the daemon has read past the flood
+	time.Sleep(settle)
+	st = statusOf(t, kg, pins)
+	if st.LostEvents <= lostBefore {
+		t.Fatalf("%d refusals with the daemon stopped: lost %d, want more than %d (the flood did not fill the ring buffer)", flood+1, st.LostEvents, lostBefore)
+	}
+	if st.MissingDecisions != 0 || countLog(d.log, missingLog) != 0 {
+		t.Fatalf("the daemon's own drops (%d lost) reported as missing decisions: %d", st.LostEvents-lostBefore, st.MissingDecisions)
+	}
+	t.Logf("flood of %d refusals with the daemon stopped: %d lost, 0 missing", flood+1, st.LostEvents-lostBefore)
+
+	// The thief: with the daemon stopped, another process consumes the
+	// decisions of refused loads; the daemon resumes and must report them.
+	if err := d.cmd.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stolen := stealDecisions(t, pins, veth, 3)
+	if err := d.cmd.Process.Signal(unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d.log, missingLog)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st = statusOf(t, kg, pins)
+		if st.MissingDecisions == uint64(stolen) {
+			break
+		}
+		if st.MissingDecisions > uint64(stolen) || time.Now().After(deadline) {
+			t.Fatalf("status missing_decisions %d, want the %d consumed by the other reader", st.MissingDecisions, stolen)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	out, err := exec.Command(kg, "enforcer", "status", "--pin-dir", pins).CombinedOutput()
+	if err != nil || !regexp.MustCompile(fmt.Sprintf(`missing decisions:\s+%d \(`, stolen)).Match(out) {
+		t.Fatalf("enforcer status (text) does not show the %d missing decisions: %v\n%s", stolen, err, out)
+	}
+	t.Logf("another reader consumed %d decisions: the daemon reports %d missing", stolen, st.MissingDecisions)
+}
+
+// stealDecisions consumes the guard's ring buffer through a writable fd to
+// its pin while n unlisted loads are refused, and returns how many records
+// it took (all of them: it reads until the ring buffer stays empty).
+func stealDecisions(t *testing.T, pins string, veth []byte, n int) int {
+	t.Helper()
+	ev, err := openPinnedMap(filepath.Join(pins, "events"), false)
+	if err != nil {
+		t.Fatalf("writable open of the events pin: %v", err)
+	}
+	defer ev.Close()
+	rd, err := ringbuf.NewReader(ev)
+	if err != nil {
+		t.Fatalf("consume the decision ring buffer: %v", err)
+	}
+	defer rd.Close()
+	for range n {
+		if err := unix.InitModule(veth, ""); !errors.Is(err, unix.EPERM) {
+			t.Fatalf("init_module(veth) under seal = %v, want EPERM", err)
+		}
+	}
+	stolen := 0
+	for {
+		rd.SetDeadline(time.Now().Add(time.Second))
+		if _, err := rd.Read(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			t.Fatalf("read the stolen decisions: %v", err)
+		}
+		stolen++
+	}
+	if stolen < n {
+		t.Fatalf("the other reader took %d decisions, want at least the %d refused loads", stolen, n)
+	}
+	return stolen
 }

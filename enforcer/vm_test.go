@@ -777,7 +777,7 @@ func TestGuestZSealed(t *testing.T) {
 	refused("writable descriptor to the policy map", lsm.OpBPF, err)
 	for _, m := range maps {
 		if m.name == "kg_events" {
-			continue // not sealed: consuming it needs a writable fd
+			continue // still opens writable: consuming it needs that (checked below)
 		}
 		_, err := ebpf.NewMapFromID(m.id)
 		refused("writable descriptor by id to "+m.name, lsm.OpBPF, err)
@@ -795,6 +795,34 @@ func TestGuestZSealed(t *testing.T) {
 		t.Fatalf("iterator refusal reported for bpf command %d, want BPF_LINK_CREATE", d.Object>>32)
 	}
 	mapOfMapsAttack(t, cfgRO, pins)
+	// The decision ring buffer: no program may use it (forged records, or
+	// a buffer kept full so that real decisions are dropped), however it
+	// reaches it; but it still opens writable, for a daemon to consume it.
+	evRO, err := openPinnedMap(filepath.Join(pins, "events"), true)
+	if err != nil {
+		t.Fatalf("read-only open of the events pin under seal: %v", err)
+	}
+	defer evRO.Close()
+	evInfo, err := evRO.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evID, _ := evInfo.ID()
+	if d := refused("program that uses the decision ring buffer (through a read-only fd)", lsm.OpBPF, loadProgUsing(evRO)); d.Object != bpfProgLoad<<32|uint64(evID) {
+		t.Fatalf("ring buffer program refusal reported for %#x, want BPF_PROG_LOAD on map %d", d.Object, evID)
+	}
+	if outer, err := outerMapOf(evRO); err != nil {
+		t.Logf("map-of-maps of ring buffers: not possible on this kernel (%v)", err)
+	} else {
+		refused("program that uses a map-of-maps whose slot is the decision ring buffer", lsm.OpBPF, loadProgUsing(outer))
+		outer.Close()
+	}
+	evRW, err := openPinnedMap(filepath.Join(pins, "events"), false)
+	if err != nil {
+		t.Fatalf("writable open of the events pin under seal: %v (a daemon restarted under the seal needs it)", err)
+	}
+	refused("freeze of the decision ring buffer", lsm.OpBPF, evRW.Freeze())
+	evRW.Close()
 	// The maps the guard writes (scratch, busy flags, counters) cannot be
 	// read-only for programs: a program using a map-of-maps with per-CPU
 	// array slots is refused instead.
@@ -887,6 +915,7 @@ func TestGuestZSealed(t *testing.T) {
 	if st := waitStatus(t, kg, pins, 1); !st.Sealed || st.Generation != 1 || st.Mode != "enforce" {
 		t.Fatalf("status under seal after a daemon start: %+v", st)
 	}
+	readAwayDecisions(t, kg, d, pins, veth)
 	// With no process holding the guard any more, the pins alone keep it.
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

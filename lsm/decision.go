@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
@@ -26,6 +29,10 @@ const (
 	OpRename      Op = "rename"
 	OpUmount      Op = "umount"
 	OpKexec       Op = "kexec"
+	// OpMissing is not a decision of the guard but the Reader's report of
+	// decisions another process consumed from the ring buffer (see
+	// Reader); Object is how many were found missing since the last report.
+	OpMissing Op = "decisions_missing"
 )
 
 var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec}
@@ -38,6 +45,8 @@ const (
 	Blocked Verdict = "blocked"
 	// Audit is a load that enforce mode would have blocked.
 	Audit Verdict = "audit"
+	// NoVerdict is on reports that are not decisions (OpMissing).
+	NoVerdict Verdict = "none"
 )
 
 var verdicts = map[uint8]Verdict{1: Allowed, 2: Blocked, 3: Audit}
@@ -191,41 +200,223 @@ func bootOffset() int64 {
 	return rt.Nano() - bt.Nano()
 }
 
-// Reader reads decisions from the guard's ring buffer.
+// Reader reads decisions from the guard's ring buffer, and checks that it
+// gets them all: about once per second it compares the records it read
+// with the guard's counters (see accounting). When records are missing,
+// another process consumed them from the ring buffer (a writable descriptor
+// to it is all that takes, even under the seal); Read then returns an
+// OpMissing report, Missing counts them, and so does Status (through the
+// reader pin, for `kmodguard enforcer status` in another process). Records
+// the kernel could not write (ring buffer full) are counted as lost, not
+// missing.
 type Reader struct {
-	rd     *ringbuf.Reader
-	offset int64
+	rd       *ringbuf.Reader
+	offset   int64
+	counters *ebpf.Map
+	state    *ebpf.Map // the reader pin; nil when it could not be created
+
+	acct      accounting
+	interval  time.Duration
+	nextCheck time.Time
+	deadline  time.Time // the caller's (SetDeadline)
+	received  uint64    // records read, undecodable ones included
+	pending   []Decision
+	missing   atomic.Uint64
+	pid       uint32
+	uid       uint32
 }
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = os.ErrClosed
 
+// Accounting periods of the Reader: a check at most once per
+// checkInterval, on counts at least settleDelay old.
+const (
+	checkInterval = time.Second
+	settleDelay   = 2 * time.Second
+)
+
 // NewReader opens a reader on the decision ring buffer. One reader per
-// guard: two readers share (and split) the stream.
+// guard: two readers share (and split) the stream, and each reports what
+// the other took as missing. It pins the reader's state (the records found
+// missing) in the pin directory, replacing that of an earlier reader.
 func (g *Guard) NewReader() (*Reader, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	state, err := createReaderPin(filepath.Join(g.pinDir, pinReader))
+	if err != nil {
+		return nil, err
+	}
+	counters, err := g.counters.Clone()
+	if err != nil {
+		state.Close()
+		return nil, fmt.Errorf("open the guard's counters: %w", err)
+	}
 	rd, err := ringbuf.NewReader(g.events)
 	if err != nil {
+		state.Close()
+		counters.Close()
 		return nil, fmt.Errorf("open decision ring buffer: %w", err)
 	}
-	return &Reader{rd: rd, offset: bootOffset()}, nil
+	r := &Reader{
+		rd: rd, offset: bootOffset(), counters: counters, state: state,
+		acct:     accounting{settle: settleDelay},
+		interval: checkInterval, pid: uint32(os.Getpid()), uid: uint32(os.Getuid()),
+	}
+	// The first sample: the counts at the start.
+	r.check(time.Now())
+	return r, nil
 }
 
-// Read blocks for the next decision. It returns ErrClosed after Close.
+// Read blocks for the next decision, or for the report of decisions found
+// missing (Op OpMissing). It returns ErrClosed after Close. Call it from
+// one goroutine.
 func (r *Reader) Read() (Decision, error) {
-	rec, err := r.rd.Read()
-	if err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return Decision{}, ErrClosed
+	for {
+		if len(r.pending) > 0 {
+			d := r.pending[0]
+			r.pending = r.pending[1:]
+			return d, nil
 		}
-		return Decision{}, fmt.Errorf("read decision: %w", err)
+		dl := r.nextCheck
+		if !r.deadline.IsZero() && r.deadline.Before(dl) {
+			dl = r.deadline
+		}
+		r.rd.SetDeadline(dl)
+		rec, err := r.rd.Read()
+		if err == nil {
+			r.received++
+		}
+		now := time.Now()
+		if !now.Before(r.nextCheck) {
+			r.check(now)
+		}
+		switch {
+		case err == nil:
+			return decode(rec.RawSample, r.offset)
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return Decision{}, ErrClosed
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if !r.deadline.IsZero() && !now.Before(r.deadline) && len(r.pending) == 0 {
+				return Decision{}, os.ErrDeadlineExceeded
+			}
+		default:
+			return Decision{}, fmt.Errorf("read decision: %w", err)
+		}
 	}
-	return decode(rec.RawSample, r.offset)
 }
+
+// check compares the records read with the guard's counters, queues a
+// report when more are missing, and saves the reader's state.
+func (r *Reader) check(now time.Time) {
+	r.nextCheck = now.Add(r.interval)
+	// Empty first, counts after: see accounting.
+	empty := r.rd.AvailableBytes() == 0
+	var n [4]uint64
+	for slot := range n {
+		var per []uint64
+		if err := r.counters.Lookup(uint32(slot), &per); err != nil {
+			return // no sample this time
+		}
+		for _, v := range per {
+			n[slot] += v
+		}
+	}
+	total := r.acct.observe(now, written(n[0], n[1], n[2], n[3]), r.received, empty)
+	if prev := r.missing.Load(); total > prev {
+		r.missing.Store(total)
+		r.pending = append(r.pending, Decision{
+			Time:    now,
+			Op:      OpMissing,
+			Verdict: NoVerdict,
+			Reason: fmt.Sprintf("%d guard decisions never reached the enforcer: another process consumed them "+
+				"from the decision ring buffer (%d since the enforcer started reading)", total-prev, total),
+			Object: total - prev,
+			Pid:    r.pid,
+			Tid:    r.pid,
+			UID:    r.uid,
+			Comm:   "kmodguard",
+		})
+	}
+	r.saveState(now)
+}
+
+// Missing is the number of decision records another process consumed
+// since the reader started. It is safe to call from any goroutine.
+func (r *Reader) Missing() uint64 { return r.missing.Load() }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t.
-func (r *Reader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+func (r *Reader) SetDeadline(t time.Time) { r.deadline = t }
 
-// Close unblocks Read and releases the reader.
-func (r *Reader) Close() error { return r.rd.Close() }
+// Close unblocks Read and releases the reader. Its pinned state stays for
+// status readers until the next reader replaces it.
+func (r *Reader) Close() error {
+	err := r.rd.Close()
+	r.counters.Close()
+	if r.state != nil {
+		r.state.Close()
+	}
+	return err
+}
+
+// readerState is the value of the reader pin: who reads the decisions and
+// what it found missing. Only user space uses it.
+type readerState struct {
+	Pid      uint32
+	Pad      uint32
+	Received uint64
+	Missing  uint64
+	// Checked is the time of the last check, in Unix nanoseconds.
+	Checked int64
+}
+
+func readerStateSpec() *ebpf.MapSpec {
+	return &ebpf.MapSpec{
+		Name: "kg_reader", Type: ebpf.Array, KeySize: 4,
+		ValueSize: uint32(binary.Size(readerState{})), MaxEntries: 1,
+	}
+}
+
+// createReaderPin pins a new, zeroed reader state at path, replacing one
+// left by an earlier reader.
+func createReaderPin(path string) (*ebpf.Map, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("replace the reader pin: %w", err)
+	}
+	m, err := ebpf.NewMap(readerStateSpec())
+	if err != nil {
+		return nil, fmt.Errorf("create the reader state: %w", err)
+	}
+	if err := m.Pin(path); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("pin the reader state: %w", err)
+	}
+	return m, nil
+}
+
+func (r *Reader) saveState(now time.Time) {
+	if r.state == nil {
+		return
+	}
+	st := readerState{Pid: r.pid, Received: r.received, Missing: r.missing.Load(), Checked: now.UnixNano()}
+	// Best effort: the status shows the last state saved.
+	_ = r.state.Update(uint32(0), &st, ebpf.UpdateAny)
+}
+
+// readReaderState reads the reader pin in dir; ok is false when there is
+// none (no reader since the guard was loaded) or it is not one.
+func readReaderState(dir string) (st readerState, ok bool) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinReader), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return st, false
+	}
+	defer m.Close()
+	want := readerStateSpec()
+	if m.Type() != want.Type || m.KeySize() != want.KeySize || m.ValueSize() != want.ValueSize {
+		return st, false
+	}
+	if err := m.Lookup(uint32(0), &st); err != nil {
+		return readerState{}, false
+	}
+	return st, true
+}

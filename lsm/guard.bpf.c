@@ -114,11 +114,17 @@ struct kg_config {
 	__u64 entries;
 };
 
-/* Objects the seal protects: map ids, link ids, pinned inodes, bpffs. */
+/*
+ * Objects the seal protects: map ids, link ids, pinned inodes, bpffs, and
+ * the decision ring buffer. KG_PROT_EVENTS is kept apart from KG_PROT_MAP:
+ * no program may use the ring buffer once sealed, but the daemon still
+ * opens it writable, because consuming records needs a writable mapping.
+ */
 #define KG_PROT_MAP 1
 #define KG_PROT_LINK 2
 #define KG_PROT_INODE 3
 #define KG_PROT_SB 4
+#define KG_PROT_EVENTS 5
 
 struct kg_protect_key {
 	__u32 kind;
@@ -196,7 +202,11 @@ struct {
 	__type(value, __u8);
 } kg_protect SEC(".maps");
 
-/* Decision events for user space. */
+/*
+ * Decision events for user space. Once sealed no program may use it
+ * (KG_PROT_EVENTS); a reader other than the daemon can still consume
+ * records, which the daemon detects against kg_counters.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -226,7 +236,12 @@ struct {
 	__type(value, struct kg_elf_names);
 } kg_names SEC(".maps");
 
-/* Counters by verdict, for status: 0 allowed, 1 blocked, 2 audit, 3 lost events. */
+/*
+ * Counters by verdict, for status: 0 allowed, 1 blocked, 2 audit, 3 lost
+ * events. Every decision is counted before its record is written, so the
+ * records written are 0 + 1 + 2 - 3; the daemon checks what it read
+ * against that.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4);
@@ -673,6 +688,18 @@ static __always_inline bool fd_is_guard_map(__s32 fd, __u32 *id)
 	return protected(KG_PROT_MAP, 0, *id);
 }
 
+/* fd_is_events: fd is the decision ring buffer (KG_PROT_EVENTS). */
+static __always_inline bool fd_is_events(__s32 fd, __u32 *id)
+{
+	struct bpf_map___guard *map = fd_private(fd);
+
+	*id = 0;
+	if (!map)
+		return false;
+	kg_read(*id, map->id);
+	return protected(KG_PROT_EVENTS, 0, *id);
+}
+
 static __always_inline bool fd_is_guard_link(__s32 fd, __u32 *id)
 {
 	struct bpf_link___guard *link = fd_private(fd);
@@ -686,8 +713,9 @@ static __always_inline bool fd_is_guard_link(__s32 fd, __u32 *id)
 
 /*
  * bpf(cmd, attr, size): refuse, once sealed, writes to the guard's maps
- * through descriptors opened before the seal, the detach of its links, and
- * fmod_ret programs (which could override the LSM hooks' result).
+ * through descriptors opened before the seal, the freeze of its ring
+ * buffer, the detach of its links, and fmod_ret programs (which could
+ * override the LSM hooks' result).
  */
 SEC("lsm/bpf")
 int kg_bpf(__u64 *ctx)
@@ -706,6 +734,12 @@ int kg_bpf(__u64 *ctx)
 		/* map_fd is the first field */
 		bpf_probe_read_kernel(&fd, sizeof(fd), attr);
 		if (fd_is_guard_map(fd, &id))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
+		/*
+		 * A frozen ring buffer cannot be mapped writable: no daemon
+		 * started after the freeze could consume the decisions.
+		 */
+		if (cmd == BPF_MAP_FREEZE && fd_is_events(fd, &id))
 			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
 		return 0;
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
@@ -753,20 +787,23 @@ int kg_bpf(__u64 *ctx)
  * sealed, no program that uses a guard map gets one: a program can write
  * a map it holds even through a read-only descriptor, and a kprobe program
  * runs nested in the guard's (e.g. in bpf_probe_read_kernel) and could
- * rewrite a decision in progress. This also refuses descriptors to the
- * guard's own programs once sealed.
+ * rewrite a decision in progress. The decision ring buffer counts too
+ * (KG_PROT_EVENTS): a program holding it could write forged decisions into
+ * it, or reserve all of its space so that the real ones are dropped. This
+ * also refuses descriptors to the guard's own programs once sealed.
  */
 #define KG_MAX_USED_MAPS 64 /* MAX_USED_MAPS */
 
 /*
- * percpu_array_slots: map is a map-of-maps whose slots hold PERCPU_ARRAYs.
- * The maps the guard writes (scratch, busy flags, counters) are all
- * PERCPU_ARRAYs and cannot be BPF_F_RDONLY_PROG; a read-only fd to one is
- * enough to make it the inner template and a slot of root's own outer map,
- * and the slot's fd is in user memory the kernel reads after the bpf hook.
- * So once sealed, programs that use such an outer map are refused.
+ * guard_shaped_slots: map is a map-of-maps whose slots hold PERCPU_ARRAYs
+ * or ring buffers. The maps the guard writes (scratch, busy flags,
+ * counters) are all PERCPU_ARRAYs and cannot be BPF_F_RDONLY_PROG, and a
+ * ring buffer has no such flag: a read-only fd to one is enough to make it
+ * the inner template and a slot of root's own outer map, and the slot's fd
+ * is in user memory the kernel reads after the bpf hook. So once sealed,
+ * programs that use such an outer map are refused.
  */
-static __always_inline bool percpu_array_slots(struct bpf_map___guard *map)
+static __always_inline bool guard_shaped_slots(struct bpf_map___guard *map)
 {
 	struct bpf_map___guard *inner = NULL;
 	__u32 type = 0;
@@ -778,7 +815,7 @@ static __always_inline bool percpu_array_slots(struct bpf_map___guard *map)
 	if (!inner)
 		return true; /* fail closed */
 	kg_read(type, inner->map_type);
-	return type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	return type == BPF_MAP_TYPE_PERCPU_ARRAY || type == BPF_MAP_TYPE_RINGBUF;
 }
 
 SEC("lsm/bpf_prog")
@@ -808,9 +845,9 @@ int kg_bpf_prog(__u64 *ctx)
 		if (!map)
 			continue;
 		kg_read(id, map->id);
-		if (protected(KG_PROT_MAP, 0, id))
+		if (protected(KG_PROT_MAP, 0, id) || protected(KG_PROT_EVENTS, 0, id))
 			return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | id);
-		if (percpu_array_slots(map))
+		if (guard_shaped_slots(map))
 			return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | id);
 	}
 	return 0;

@@ -47,6 +47,9 @@ const (
 	pinProtect  = "protect"
 	pinEvents   = "events"
 	pinCounters = "counters"
+	// pinReader is the decision reader's own state (reader.go), not the
+	// guard's: the seal does not protect it.
+	pinReader = "reader"
 )
 
 // hooks lists the guard's programs in attach order: the module hooks first,
@@ -277,7 +280,8 @@ func adoptMaps(dir string) (_ *Guard, err error) {
 		{pinConfig, &g.config, opts},
 		{pinProtect, &g.protect, opts},
 		{pinCounters, &g.counters, opts},
-		// The ring buffer is not sealed: consuming needs a writable fd.
+		// Consuming the ring buffer needs a writable fd: the seal keeps
+		// programs from using it, not descriptors from opening it.
 		{pinEvents, &g.events, nil},
 	} {
 		*m.dst, err = ebpf.LoadPinnedMap(filepath.Join(dir, m.name), m.opts)
@@ -419,8 +423,11 @@ func (g *Guard) sealedLocked() (bool, error) {
 // Seal protects the guard until reboot. It records the ids of the guard's
 // maps and links and the inodes of its pins, then sets the seal: from then on
 // the kernel refuses to detach, unpin, rename or rewrite any of them, to
-// unmount the bpffs holding the pins or any mount above it (/sys, /), to
-// load fmod_ret programs, and kexec.
+// load a program that uses any of them (the decision ring buffer included),
+// to freeze the ring buffer, to unmount the bpffs holding the pins or any
+// mount above it (/sys, /), to load fmod_ret programs, and kexec. The ring
+// buffer still opens writable, for the daemon to consume it; a second
+// consumer is detected by the reader (Reader.Missing).
 // The policy in force is frozen; SetPolicy returns ErrSealed.
 func (g *Guard) Seal() error {
 	g.mu.Lock()
@@ -479,12 +486,18 @@ func (g *Guard) Seal() error {
 		}
 		for _, id := range ids {
 			if id == eventsID {
-				continue // consuming the ring buffer needs a writable fd
+				continue // protEvents below: consuming it needs a writable fd
 			}
 			if err := put(protMap, 0, uint64(id)); err != nil {
 				return fmt.Errorf("seal: protect map %d of %s: %w", id, name, err)
 			}
 		}
+	}
+	if eventsID == 0 {
+		return errors.New("seal: kernel does not report the ring buffer's id")
+	}
+	if err := put(protEvents, 0, uint64(eventsID)); err != nil {
+		return fmt.Errorf("seal: protect the ring buffer: %w", err)
 	}
 	pins := []string{g.pinDir}
 	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
@@ -536,6 +549,9 @@ const (
 	protLink  = 2
 	protInode = 3
 	protSB    = 4
+	// protEvents is the ring buffer: no program may use it once sealed, but
+	// it still opens writable (kg_bpf_map checks protMap only).
+	protEvents = 5
 )
 
 // kernelDev turns a stat(2) st_dev into the kernel's internal dev_t
@@ -563,7 +579,7 @@ func (g *Guard) Remove() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
+	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters, pinReader} {
 		if err := os.Remove(filepath.Join(g.pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

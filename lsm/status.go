@@ -23,6 +23,12 @@ type Status struct {
 	Blocked    uint64 `json:"blocked"`
 	Audited    uint64 `json:"audited"`
 	LostEvents uint64 `json:"lost_events"`
+	// MissingDecisions counts the decision records that another process
+	// consumed from the ring buffer, as the decision reader (the daemon)
+	// last found them since it started reading; ReaderPid is that reader.
+	// Both are zero when no reader has run since the guard was loaded.
+	MissingDecisions uint64 `json:"missing_decisions"`
+	ReaderPid        uint32 `json:"reader_pid,omitempty"`
 }
 
 // LinkStatus is one attached hook.
@@ -66,6 +72,9 @@ func (g *Guard) Status() (Status, error) {
 		for _, n := range per {
 			*dst += n
 		}
+	}
+	if rs, ok := readReaderState(g.pinDir); ok {
+		st.MissingDecisions, st.ReaderPid = rs.Missing, rs.Pid
 	}
 	return st, nil
 }

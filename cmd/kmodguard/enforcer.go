@@ -244,6 +244,9 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 }
 
 func logDecision(log *logrus.Logger, d enforcer.Decision) {
+	if d.Op == lsm.OpMissing {
+		return // the enforcer logged it, at error level
+	}
 	f := logrus.Fields{
 		"op": d.Op, "verdict": d.Verdict, "pid": d.Pid, "tid": d.Tid, "comm": d.Comm,
 		"uid": d.UID, "generation": d.Generation,
@@ -279,7 +282,13 @@ func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
 		Use:   "status",
 		Short: "Show the pinned guard: mode, seal, policy generation, hooks, counters",
 		Long: `status reads the pinned guard without changing it. It works on a sealed guard
-and without the daemon. It exits 2 when no guard is pinned.`,
+and without the daemon. It exits 2 when no guard is pinned.
+
+"lost" decisions are those the kernel could not queue (the ring buffer was
+full). "missing decisions" are those another process consumed from the ring
+buffer before the daemon could read them, as the daemon last found them
+(since it started; JSON missing_decisions): anything above 0 means someone
+is hiding the guard's decisions from it.`,
 		Example: `  kmodguard enforcer status
   kmodguard enforcer status --json | jq .sealed`,
 		Args: cobra.NoArgs,
@@ -301,6 +310,9 @@ and without the daemon. It exits 2 when no guard is pinned.`,
 			fmt.Fprintf(tw, "generation:\t%d\n", st.Generation)
 			fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
 			fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
+			if st.ReaderPid != 0 {
+				fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)
+			}
 			fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(lsm.Hooks()))
 			for _, l := range st.Links {
 				fmt.Fprintf(tw, "  %s\tlink %d, prog %d\n", l.Hook, l.LinkID, l.ProgID)
