@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -58,6 +59,8 @@ type companionSource struct {
 	mu        sync.Mutex
 	lastErr   error
 	connected bool
+
+	decisions atomic.Uint64 // guard decisions received from the companion
 }
 
 // withCompanion returns src joined with the companion's decisions when
@@ -328,6 +331,7 @@ func (c *companionSource) run(ctx context.Context) {
 				}
 				continue
 			}
+			c.decisions.Add(1)
 			if !c.emit(ctx, c.join.addDecision(d, time.Now())...) {
 				return
 			}

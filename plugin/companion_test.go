@@ -250,6 +250,10 @@ func TestCompanionVerdicts(t *testing.T) {
 			t.Errorf("tid %d: kmod.allowlist_entry = %v, want %s", tt.tid, e["kmod.allowlist_entry"], tt.allowEntry)
 		}
 	}
+	// Four decisions came from the companion (501 to 504), and the link is up.
+	if m := metricValues(p); m["guard_decisions"] != 4 || m["companion_connected"] != 1 {
+		t.Errorf("metrics guard_decisions=%d companion_connected=%d, want 4 and 1", m["guard_decisions"], m["companion_connected"])
+	}
 }
 
 // TestCompanionReconnects stops the companion under the plugin and starts a
@@ -267,8 +271,14 @@ func TestCompanionReconnects(t *testing.T) {
 	defer inst.Close()
 	waitConnected(t, src, true)
 
+	if m := metricValues(p); m["companion_connected"] != 1 {
+		t.Errorf("companion_connected = %d while connected", m["companion_connected"])
+	}
 	stop()
 	waitConnected(t, src, false)
+	if m := metricValues(p); m["companion_connected"] != 0 {
+		t.Errorf("companion_connected = %d after the companion stopped", m["companion_connected"])
+	}
 	sensor.ch <- &event.Event{TS: uint64(time.Now().UnixNano()), Syscall: event.InitModule, Tid: 77, Res: -38, Name: "dummy", ThisModuleName: "dummy"}
 	evts := falcoLoop(t, p, inst, 10*time.Second, func(evts []map[string]any) bool {
 		return byTid(evts, 77) != nil && lossOf(evts) != nil

@@ -9,6 +9,8 @@ package plugin
 import (
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins"
@@ -52,6 +54,12 @@ type Plugin struct {
 	cacheErr error
 	cacheBuf []byte
 	cacheEvt event.Event
+
+	// Metrics (metrics.go): read from Falco's metrics thread.
+	delivered atomic.Uint64 // events NextBatch returned, all instances
+	live      liveSet       // the live instances open now
+	mtMu      sync.Mutex
+	mt        MetricsTable // plugin_get_metrics' C memory, freed by Destroy
 }
 
 // New returns an uninitialized plugin, for the SDK factory and for tests.

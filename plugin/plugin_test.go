@@ -420,6 +420,10 @@ func TestAllowlistReload(t *testing.T) {
 	if allowed() != true {
 		t.Error("a broken allowlist replaced the good one")
 	}
+	if m := metricValues(p); m["allowlist_reload_failures"] != 1 || m["allowlist_entries"] != 2 {
+		t.Errorf("after a broken file: allowlist_reload_failures=%d allowlist_entries=%d, want 1 and 2",
+			m["allowlist_reload_failures"], m["allowlist_entries"])
+	}
 	// Removing the file keeps the old list too.
 	if err := os.Remove(list); err != nil {
 		t.Fatal(err)
@@ -463,6 +467,10 @@ func TestSignedAllowlist(t *testing.T) {
 	if e.Allowed == nil || *e.Allowed {
 		t.Fatalf("an allowlist with a stale signature took effect: %v", e.Allowed)
 	}
+	if m := metricValues(p); m["allowlist_reload_failures"] != 1 || m["allowlist_entries"] != 1 {
+		t.Errorf("after a stale signature: allowlist_reload_failures=%d allowlist_entries=%d, want 1 and 1",
+			m["allowlist_reload_failures"], m["allowlist_entries"])
+	}
 	if err := allowlist.SignFile(list, priv); err != nil {
 		t.Fatal(err)
 	}
@@ -470,6 +478,10 @@ func TestSignedAllowlist(t *testing.T) {
 	judge(p.policy.Current(), e)
 	if e.Allowed == nil || !*e.Allowed {
 		t.Fatal("the re-signed allowlist was not loaded")
+	}
+	if m := metricValues(p); m["allowlist_reload_failures"] != 1 || m["allowlist_entries"] != 2 {
+		t.Errorf("after re-signing: allowlist_reload_failures=%d allowlist_entries=%d, want 1 and 2",
+			m["allowlist_reload_failures"], m["allowlist_entries"])
 	}
 }
 

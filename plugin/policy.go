@@ -34,6 +34,10 @@ type policy struct {
 	mu        sync.Mutex // serializes checks
 	nextCheck time.Time
 	seen      [2]fileID // the allowlist file and its .sig
+
+	// reloadFailures counts the changed files refused (they did not load
+	// or their signature did not verify).
+	reloadFailures atomic.Uint64
 }
 
 type fileID struct {
@@ -124,6 +128,7 @@ func (p *policy) reloadIfChanged() {
 	p.seen = ids
 	a, err := p.load()
 	if err != nil {
+		p.reloadFailures.Add(1)
 		p.log.WithError(err).Error("new allowlist rejected; the previous one stays in force")
 		return
 	}

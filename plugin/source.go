@@ -70,6 +70,14 @@ func (p *Plugin) Open(params string) (source.Instance, error) {
 	return in, nil
 }
 
+// countDelivered adds the n events of a NextBatch to the plugin's
+// events_delivered metric, unless err makes the SDK drop them.
+func (p *Plugin) countDelivered(n int, err error) {
+	if n > 0 && (err == nil || err == sdk.ErrEOF || err == sdk.ErrTimeout) {
+		p.delivered.Add(uint64(n))
+	}
+}
+
 // writer puts events into a batch in their binary form.
 type writer struct {
 	buf []byte
@@ -184,6 +192,12 @@ func (p *Plugin) openReplay(path string) (*replayInstance, error) {
 // last event. A damaged record ends the replay with an error, after the
 // events before it.
 func (r *replayInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
+	n, err := r.nextBatch(evts)
+	r.p.countDelivered(n, err)
+	return n, err
+}
+
+func (r *replayInstance) nextBatch(evts sdk.EventWriters) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -313,6 +327,7 @@ func newLiveInstance(p *Plugin, src eventSource) *liveInstance {
 	if s, ok := src.(statsSource); ok {
 		l.loss.src = s
 	}
+	p.live.add(l)
 	return l
 }
 
@@ -324,6 +339,12 @@ var errSensorStopped = errors.New("the kmodguard sensor stopped")
 // once per lossInterval it also reads the sensor's loss counters, and when
 // they grew, the batch starts with a sensor_loss event and does not wait.
 func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int, error) {
+	n, err := l.nextBatch(evts)
+	l.p.countDelivered(n, err)
+	return n, err
+}
+
+func (l *liveInstance) nextBatch(evts sdk.EventWriters) (int, error) {
 	if l.closed {
 		return 0, errSensorStopped
 	}
@@ -388,8 +409,9 @@ func (l *liveInstance) NextBatch(_ sdk.PluginState, evts sdk.EventWriters) (int,
 	}
 }
 
-// Close stops the sensor.
+// Close stops the sensor. Its counters leave the plugin's metrics first.
 func (l *liveInstance) Close() {
+	l.p.live.remove(l)
 	if err := l.src.Close(); err != nil {
 		l.p.logger().WithError(err).Warn("closing the sensor")
 	}

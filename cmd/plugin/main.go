@@ -9,6 +9,8 @@ import (
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk/plugins/source"
 
 	"github.com/kmodguard/kmodguard/plugin"
+	// plugin_get_metrics, which the SDK does not export.
+	_ "github.com/kmodguard/kmodguard/plugin/metrics"
 )
 
 func init() {

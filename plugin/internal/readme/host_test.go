@@ -135,7 +135,8 @@ func TestFalcoStandIn(t *testing.T) {
 	}
 	// At debug level the plugin logs, and all of it must go to stderr:
 	// stdout, Falco's, holds exactly the stand-in's lines.
-	got := runHost(t, host, so, `{"log_level": "debug"}`, "replay:"+rec)
+	got, metrics := splitMetrics(runHost(t, host, so, `{"log_level": "debug"}`, "replay:"+rec))
+	checkMetrics(t, metrics, map[string]uint64{"events_delivered": uint64(len(events))})
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		diff := lineDiff(want, got)
 		t.Errorf("the .so extracts other values than package plugin:\n%s", diff)
@@ -150,7 +151,8 @@ func TestFalcoStandIn(t *testing.T) {
 	if err := allowlist.Save(list, a); err != nil {
 		t.Fatal(err)
 	}
-	got = runHost(t, host, so, `{"allowlist": "`+list+`", "log_level": "error"}`, "replay:"+rec)
+	got, metrics = splitMetrics(runHost(t, host, so, `{"allowlist": "`+list+`", "log_level": "error"}`, "replay:"+rec))
+	checkMetrics(t, metrics, map[string]uint64{"events_delivered": uint64(len(events)), "allowlist_entries": uint64(len(a.Spec.Modules))})
 	for _, line := range []string{
 		"1 1764190000000000001 kmod.allowed=true", "1 1764190000000000001 kmod.allowlist_entry=dummy",
 		"2 1764190000000000002 kmod.allowed=false", "2 1764190000000000002 kmod.allowlist_entry=<NA>",
@@ -171,6 +173,38 @@ func TestFalcoStandIn(t *testing.T) {
 		if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
 			t.Errorf("config %s, params %q: %q, want %q", tc.config, tc.params, got, tc.want)
 		}
+	}
+}
+
+// splitMetrics separates the stand-in's metric lines from its field lines.
+func splitMetrics(lines []string) (fields, metrics []string) {
+	for _, l := range lines {
+		if strings.HasPrefix(l, "metric ") {
+			metrics = append(metrics, l)
+		} else {
+			fields = append(fields, l)
+		}
+	}
+	return fields, metrics
+}
+
+// checkMetrics expects the metrics the stand-in read through the .so's
+// plugin_get_metrics after a replay: every metric of plugin.Metrics, in
+// order, as a u64 (value type 2) of its type (0 monotonic, 1 not), with
+// the values in want and 0 for the others (a replay has no sensor and no
+// companion).
+func checkMetrics(t *testing.T, got []string, want map[string]uint64) {
+	t.Helper()
+	var exp []string
+	for _, d := range plugin.Metrics() {
+		typ := 0
+		if d.Type == plugin.NonMonotonic {
+			typ = 1
+		}
+		exp = append(exp, fmt.Sprintf("metric %s %d 2 %d", d.Name, typ, want[d.Name]))
+	}
+	if strings.Join(got, "\n") != strings.Join(exp, "\n") {
+		t.Errorf("metrics through plugin_get_metrics:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(exp, "\n"))
 	}
 }
 

@@ -7,6 +7,12 @@
 //
 //   EVTNUM TS FIELD=VALUE        (lists: values joined by '|'; no value: <NA>)
 //
+// then, once the capture is over, the plugin's metrics, as Falco's metrics
+// thread reads them through the optional plugin_get_metrics:
+//
+//   metric NAME TYPE VALUE_TYPE VALUE   (TYPE: ss_plugin_metric_type number;
+//                                        VALUE_TYPE: ss_plugin_metric_value_type)
+//
 // usage: falcohost PLUGIN.so INIT_CONFIG OPEN_PARAMS FIELD:TYPE:LIST...
 //   the fields in the plugin's order (the position is the field id, as in
 //   Falco); TYPE is the FTYPE_* number (8 uint64, 9 string, 25 bool), LIST 0
@@ -30,6 +36,7 @@ typedef void (*close_fn)(ss_plugin_t *, ss_instance_t *);
 typedef ss_plugin_rc (*next_batch_fn)(ss_plugin_t *, ss_instance_t *, uint32_t *, ss_plugin_event ***);
 typedef ss_plugin_rc (*extract_fn)(ss_plugin_t *, const ss_plugin_event_input *,
 				   const ss_plugin_field_extract_input *);
+typedef ss_plugin_metric *(*get_metrics_fn)(ss_plugin_t *, uint32_t *);
 
 static void *sym(void *lib, const char *name)
 {
@@ -39,6 +46,34 @@ static void *sym(void *lib, const char *name)
 		exit(2);
 	}
 	return p;
+}
+
+static void print_metrics(get_metrics_fn get_metrics, ss_plugin_t *s)
+{
+	if (!get_metrics) {
+		printf("metric none\n");
+		return;
+	}
+	uint32_t n = 0;
+	ss_plugin_metric *m = get_metrics(s, &n);
+	if (n > 0 && !m) {
+		printf("metric error: %u metrics at NULL\n", n);
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		printf("metric %s %d %d ", m[i].name, (int)m[i].type, (int)m[i].value_type);
+		switch (m[i].value_type) {
+		case SS_PLUGIN_METRIC_VALUE_TYPE_U64:
+			printf("%" PRIu64, m[i].value.u64);
+			break;
+		case SS_PLUGIN_METRIC_VALUE_TYPE_U32:
+			printf("%" PRIu32, m[i].value.u32);
+			break;
+		default:
+			printf("<value type %d>", (int)m[i].value_type);
+		}
+		printf("\n");
+	}
 }
 
 static void print_value(const ss_plugin_extract_field *f)
@@ -84,6 +119,8 @@ int main(int argc, char **argv)
 	close_fn close = (close_fn)sym(lib, "plugin_close");
 	next_batch_fn next_batch = (next_batch_fn)sym(lib, "plugin_next_batch");
 	extract_fn extract = (extract_fn)sym(lib, "plugin_extract_fields");
+	// Optional in the API, as for Falco: resolved without sym's exit.
+	get_metrics_fn get_metrics = (get_metrics_fn)dlsym(lib, "plugin_get_metrics");
 
 	int nfields = argc - 4;
 	ss_plugin_extract_field *fields = calloc(nfields > 0 ? nfields : 1, sizeof(*fields));
@@ -153,6 +190,7 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	print_metrics(get_metrics, s);
 	close(s, h);
 	destroy(s);
 	return 0;
