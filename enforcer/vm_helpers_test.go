@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmodguard/kmodguard/enforcer"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -529,4 +530,134 @@ func stealDecisions(t *testing.T, pins string, veth []byte, n int) int {
 		t.Fatalf("the other reader took %d decisions, want at least the %d refused loads", stolen, n)
 	}
 	return stolen
+}
+
+// mountID returns the id of the mount on top at point, from
+// /proc/self/mountinfo.
+func mountID(t *testing.T, point string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := -1
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == point {
+			fmt.Sscan(f[0], &id) // the last line on point is the top
+		}
+	}
+	if id < 0 {
+		t.Fatalf("no mount on %s in mountinfo:\n%s", point, b)
+	}
+	return id
+}
+
+// otherMounts checks, under the seal, that the guard holds the mounts
+// that hold its pins and no others: bind mounts of the root file system, a
+// second sysfs and a bpffs in another mount namespace unmount as usual,
+// while the copies of the pins' mounts whose unmount would propagate to
+// them (shared propagation: systemd makes every mount shared) are refused.
+// refusedCmd runs busybox and expects a sealed umount refusal.
+func otherMounts(t *testing.T, refusedCmd func(what string, args ...string) enforcer.Decision, linkPin string) {
+	t.Helper()
+	// As on a systemd host: every mount shares propagation.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		t.Fatalf("mount --make-rshared /: %v", err)
+	}
+	mustRun := func(what string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command("busybox", args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s (busybox %v) under seal: %v\n%s", what, args, err, out)
+		}
+		t.Logf("%s: done", what)
+	}
+	mkdir := func(p string) string {
+		t.Helper()
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// A bind mount of a directory of the root file system, on the same
+	// superblock as /, as runtimes and kubelet make and remove them.
+	src, dst := mkdir("/kg-bind-src"), mkdir("/kg-bind-dst")
+	var rootSt, srcSt unix.Stat_t
+	if err := unix.Stat("/", &rootSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(src, &srcSt); err != nil || srcSt.Dev != rootSt.Dev {
+		t.Fatalf("%s is not on the root file system (%v)", src, err)
+	}
+	for _, flags := range []int{0, unix.MNT_DETACH} {
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("mount --bind %s %s: %v", src, dst, err)
+		}
+		if err := unix.Unmount(dst, flags); err != nil {
+			t.Fatalf("umount (flags %#x) of a bind mount of the root file system under seal: %v", flags, err)
+		}
+	}
+	t.Logf("bind mount of a root file system directory: unmounted (also lazily)")
+
+	// sysfs mounted a second time elsewhere: the same superblock as /sys.
+	sys2 := mkdir(filepath.Join(t.TempDir(), "sys2"))
+	if err := unix.Mount("none", sys2, "sysfs", 0, ""); err != nil {
+		t.Fatalf("mount -t sysfs none %s: %v", sys2, err)
+	}
+	if err := unix.Unmount(sys2, 0); err != nil {
+		t.Fatalf("umount of a second sysfs under seal: %v", err)
+	}
+	t.Logf("second sysfs mount: unmounted")
+
+	// The bpffs in a new mount namespace with private propagation (what
+	// unshare does by default): gone there, the pins stay here.
+	mustRun("umount of the bpffs in a private mount namespace",
+		"unshare", "-m", "--propagation", "private", "sh", "-c",
+		"umount /sys/fs/bpf && ! test -e "+linkPin)
+	mustRun("lazy umount of /sys in a private mount namespace",
+		"unshare", "-m", "--propagation", "private", "sh", "-c",
+		"umount -l /sys && ! test -e "+linkPin)
+
+	// Copies that share propagation with the pins' mounts: their unmount
+	// would unmount the originals too, unseen by the hook. First the
+	// control, on a bpffs of no importance: its copy's lazy umount in a
+	// mount namespace that shares propagation unmounts it here too.
+	ctl := mkdir("/kg-ctl")
+	if err := unix.Mount("none", ctl, "tmpfs", 0, ""); err != nil {
+		t.Fatalf("mount -t tmpfs none %s: %v", ctl, err)
+	}
+	ctlBPF := mkdir(filepath.Join(ctl, "bpf"))
+	if err := unix.Mount("bpf", ctlBPF, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount -t bpf bpf %s: %v", ctlBPF, err)
+	}
+	mustRun("lazy umount of the copy of another bpffs in a mount namespace that shares propagation",
+		"unshare", "-m", "--propagation", "shared", "sh", "-c", "umount -l "+ctlBPF)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(ctlBPF, &fs); err != nil || fs.Type == unix.BPF_FS_MAGIC {
+		t.Fatalf("control: the bpffs on %s is still mounted here after the umount of its copy (%v): no propagation, the refusals below would prove nothing", ctlBPF, err)
+	}
+	t.Logf("control: the umount of a copy in the other namespace unmounted %s here too", ctlBPF)
+	refusedCmd("lazy umount of the bpffs in a mount namespace that shares propagation",
+		"unshare", "-m", "--propagation", "shared", "sh", "-c", "umount -l /sys/fs/bpf")
+	refusedCmd("lazy umount of /sys in a mount namespace that shares propagation",
+		"unshare", "-m", "--propagation", "shared", "sh", "-c", "umount -l /sys")
+	// Lazy umounts of trees that hold such a copy further down: the
+	// hook walks the tree. Not t.TempDirs: they stay mounted.
+	rsys := mkdir("/kg-rsys")
+	if err := unix.Mount("/sys", rsys, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatalf("mount --rbind /sys %s: %v", rsys, err)
+	}
+	refusedCmd("lazy umount of a recursive bind mount of /sys", "umount", "-l", rsys)
+	wrap := mkdir("/kg-wrap")
+	if err := unix.Mount("none", wrap, "tmpfs", 0, ""); err != nil {
+		t.Fatalf("mount -t tmpfs none %s: %v", wrap, err)
+	}
+	if err := unix.Mount("/sys", mkdir(filepath.Join(wrap, "sys")), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatalf("mount --rbind /sys %s/sys: %v", wrap, err)
+	}
+	refusedCmd("lazy umount of a tmpfs holding a recursive bind mount of /sys", "umount", "-l", wrap)
+
+	if _, err := os.Stat(linkPin); err != nil {
+		t.Fatalf("link pin after the umounts: %v", err)
+	}
 }

@@ -842,28 +842,33 @@ func TestGuestZSealed(t *testing.T) {
 	if !busy {
 		t.Fatalf("kg_busy is not among the maps of the init_module program: %v", maps)
 	}
-	refused("umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", 0))
-	refused("lazy umount of the bpffs", lsm.OpUmount, unix.Unmount("/sys/fs/bpf", unix.MNT_DETACH))
+	bpffsID, sysID := mountID(t, "/sys/fs/bpf"), mountID(t, "/sys")
+	for _, flags := range []int{0, unix.MNT_DETACH} {
+		if d := refused(fmt.Sprintf("umount of the bpffs (flags %#x)", flags), lsm.OpUmount, unix.Unmount("/sys/fs/bpf", flags)); d.Object != uint64(bpffsID) {
+			t.Fatalf("umount of the bpffs reported for mount %d, want its id %d", d.Object, bpffsID)
+		}
+	}
 	// umount -l of a mount above the bpffs would detach it unseen by the
 	// hook (it runs for the mount named only), and free the pins with the
 	// last reference.
-	out, err := exec.Command("busybox", "umount", "-l", "/sys").CombinedOutput()
-	if err == nil {
-		t.Fatalf("busybox umount -l /sys under seal succeeded:\n%s", out)
+	refusedCmd := func(what string, args ...string) enforcer.Decision {
+		t.Helper()
+		out, err := exec.Command("busybox", args...).CombinedOutput()
+		if err == nil {
+			t.Fatalf("%s (busybox %v) under seal succeeded:\n%s", what, args, out)
+		}
+		if !strings.Contains(string(out), "not permitted") {
+			t.Fatalf("%s (busybox %v) under seal: %v, %q, want EPERM", what, args, err, out)
+		}
+		return refused(what, lsm.OpUmount, unix.EPERM)
 	}
-	if !strings.Contains(string(out), "not permitted") {
-		t.Fatalf("busybox umount -l /sys under seal: %v, %q, want EPERM", err, out)
-	}
-	var sys unix.Stat_t
-	if err := unix.Stat("/sys", &sys); err != nil {
-		t.Fatal(err)
-	}
-	if d, dev := refused("lazy umount of /sys, above the bpffs", lsm.OpUmount, unix.EPERM), unix.Major(sys.Dev)<<20|unix.Minor(sys.Dev); d.Object != uint64(dev) {
-		t.Fatalf("umount -l /sys reported for device %#x, want /sys's %#x", d.Object, dev)
+	if d := refusedCmd("lazy umount of /sys, above the bpffs", "umount", "-l", "/sys"); d.Object != uint64(sysID) {
+		t.Fatalf("umount -l /sys reported for mount %d, want /sys's id %d", d.Object, sysID)
 	}
 	if _, err := os.Stat(linkPin); err != nil {
 		t.Fatalf("link pin after umount -l /sys: %v", err)
 	}
+	otherMounts(t, refusedCmd, linkPin)
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
 	refused("kexec_file_load", lsm.OpKexec, kexecFileLoad(t, vmtest.Fixture(t, "dummy")))
 	if err := kexecLoad(); errors.Is(err, unix.ENOSYS) {

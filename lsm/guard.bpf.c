@@ -115,16 +115,19 @@ struct kg_config {
 };
 
 /*
- * Objects the seal protects: map ids, link ids, pinned inodes, bpffs, and
- * the decision ring buffer. KG_PROT_EVENTS is kept apart from KG_PROT_MAP:
+ * Objects the seal protects: map ids, link ids, pinned inodes, the mounts
+ * holding the pins (by mount id, and the inodes they sit on), and the
+ * decision ring buffer. KG_PROT_EVENTS is kept apart from KG_PROT_MAP:
  * no program may use the ring buffer once sealed, but the daemon still
  * opens it writable, because consuming records needs a writable mapping.
  */
 #define KG_PROT_MAP 1
 #define KG_PROT_LINK 2
 #define KG_PROT_INODE 3
-#define KG_PROT_SB 4
+/* 4 was the superblocks of the mounts above the pins (now mount ids). */
 #define KG_PROT_EVENTS 5
+#define KG_PROT_MOUNT 6      /* id: mnt_id of a mount from / down to the pins */
+#define KG_PROT_MOUNTPOINT 7 /* dev, id: inode the mount sits on */
 
 struct kg_protect_key {
 	__u32 kind;
@@ -869,7 +872,7 @@ int kg_bpf_map(__u64 *ctx)
 	return 0;
 }
 
-static __always_inline bool guard_inode(struct dentry___guard *d, __u64 *ino)
+static __always_inline bool protected_dentry(struct dentry___guard *d, __u32 kind, __u64 *ino)
 {
 	struct inode___guard *inode = NULL;
 	struct super_block___guard *sb = NULL;
@@ -886,7 +889,12 @@ static __always_inline bool guard_inode(struct dentry___guard *d, __u64 *ino)
 		return false;
 	kg_read(dev, sb->s_dev);
 	kg_read(*ino, inode->i_ino);
-	return protected(KG_PROT_INODE, dev, *ino);
+	return protected(kind, dev, *ino);
+}
+
+static __always_inline bool guard_inode(struct dentry___guard *d, __u64 *ino)
+{
+	return protected_dentry(d, KG_PROT_INODE, ino);
 }
 
 /* inode_unlink(dir, dentry): the pins cannot be removed once sealed. */
@@ -928,21 +936,104 @@ int kg_inode_rename(__u64 *ctx)
 	return 0;
 }
 
-/* sb_umount(mnt, flags): the bpffs holding the pins stays mounted. */
+/*
+ * umount_takes_pins: unmounting m would take a mount that holds the pins
+ * away. Either m is one of them (KG_PROT_MOUNT: the bpffs mount and each
+ * mount above it, by mnt_id), or m sits on the same inode as one of them
+ * under a parent that shares propagation: the kernel then unmounts the
+ * mount at the same place in every peer of the parent (propagate_umount),
+ * the protected one included, and sb_umount only ever sees m. That is what
+ * a copy of the mounts made by `unshare -m --propagation unchanged` or by
+ * `mount --rbind` is. A copy under a private parent (the default of
+ * unshare) unmounts alone. *what is m's mount id, for the report.
+ */
+static __always_inline bool umount_takes_pins(struct mount___guard *m, __u64 *what)
+{
+	struct mount___guard *parent = NULL;
+	struct dentry___guard *point = NULL;
+	int id = 0, group = 0;
+	__u64 ino;
+
+	kg_read(id, m->mnt_id);
+	*what = (__u32)id;
+	if (protected(KG_PROT_MOUNT, 0, (__u32)id))
+		return true;
+	kg_read(parent, m->mnt_parent);
+	if (!parent || parent == m)
+		return false;
+	kg_read(group, parent->mnt_group_id);
+	if (!group)
+		return false;
+	kg_read(point, m->mnt_mountpoint);
+	return protected_dentry(point, KG_PROT_MOUNTPOINT, &ino);
+}
+
+#define MNT_DETACH 2
+#define KG_MAX_UMOUNT_WALK 256 /* mounts below a lazy umount checked before giving up */
+
+/*
+ * sb_umount(mnt, flags): the mounts holding the pins stay mounted. Other
+ * mounts, of the same file systems too (bind mounts of /, another sysfs,
+ * a bpffs in another mount namespace), unmount as usual.
+ *
+ * A lazy umount (MNT_DETACH) takes the whole tree below mnt, and each
+ * mount of it propagates its unmount as above, unseen by this hook: the
+ * tree is walked (pre-order, through mnt_mounts and mnt_child, without a
+ * stack) and refused when any mount in it would take the pins. A tree too
+ * large to walk is refused (fail closed). Without MNT_DETACH the kernel
+ * unmounts only a mount without children.
+ */
 SEC("lsm/sb_umount")
 int kg_sb_umount(__u64 *ctx)
 {
-	struct vfsmount___guard *mnt = (void *)ctx[0];
-	struct super_block___guard *sb = NULL;
-	__u32 dev = 0;
+	struct vfsmount___guard *vmnt = (void *)ctx[0];
+	int flags = (int)ctx[1];
+	struct mount___guard *top, *cur, *parent;
+	struct list_head___guard *next;
+	bool up = false;
+	__u64 what = 0;
 
 	if (!sealed())
 		return 0;
-	kg_read(sb, mnt->mnt_sb);
-	if (!sb)
+	top = kg_container_of(vmnt, struct mount___guard, mnt);
+	if (umount_takes_pins(top, &what))
+		return refuse(KG_OP_UMOUNT, what);
+	if (!(flags & MNT_DETACH))
 		return 0;
-	kg_read(dev, sb->s_dev);
-	if (protected(KG_PROT_SB, dev, 0))
-		return refuse(KG_OP_UMOUNT, dev);
-	return 0;
+	cur = top;
+	for (int i = 0; i < KG_MAX_UMOUNT_WALK; i++) {
+		next = NULL;
+		parent = NULL;
+		if (!up) {
+			/* down to the first child */
+			kg_read(next, cur->mnt_mounts.next);
+			if (!next)
+				break;
+			if (next != __builtin_preserve_access_index(&cur->mnt_mounts)) {
+				cur = kg_container_of(next, struct mount___guard, mnt_child);
+				if (umount_takes_pins(cur, &what))
+					return refuse(KG_OP_UMOUNT, what);
+				continue;
+			}
+			up = true;
+		}
+		if (cur == top)
+			return 0; /* walked the whole tree */
+		/* on to the next sibling, or up to the parent */
+		kg_read(next, cur->mnt_child.next);
+		kg_read(parent, cur->mnt_parent);
+		if (!next || !parent)
+			break;
+		if (next != __builtin_preserve_access_index(&parent->mnt_mounts)) {
+			cur = kg_container_of(next, struct mount___guard, mnt_child);
+			if (umount_takes_pins(cur, &what))
+				return refuse(KG_OP_UMOUNT, what);
+			up = false;
+			continue;
+		}
+		cur = parent;
+	}
+	/* Not walked to the end: fail closed. */
+	umount_takes_pins(top, &what);
+	return refuse(KG_OP_UMOUNT, what);
 }

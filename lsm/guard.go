@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -421,11 +422,15 @@ func (g *Guard) sealedLocked() (bool, error) {
 }
 
 // Seal protects the guard until reboot. It records the ids of the guard's
-// maps and links and the inodes of its pins, then sets the seal: from then on
+// maps and links, the inodes of its pins, and the mounts that hold them
+// (the bpffs mount and each mount above it in this mount namespace, by
+// mount id, and the inodes they sit on), then sets the seal: from then on
 // the kernel refuses to detach, unpin, rename or rewrite any of them, to
 // load a program that uses any of them (the decision ring buffer included),
-// to freeze the ring buffer, to unmount the bpffs holding the pins or any
-// mount above it (/sys, /), to load fmod_ret programs, and kexec. The ring
+// to freeze the ring buffer, to unmount the mounts holding the pins (or a
+// mount whose unmount propagates to them, see guard.bpf.c), to load
+// fmod_ret programs, and kexec. Other mounts of the same file systems
+// unmount as usual. The ring
 // buffer still opens writable, for the daemon to consume it; a second
 // consumer is detected by the reader (Reader.Missing).
 // The policy in force is frozen; SetPolicy returns ErrSealed.
@@ -517,19 +522,35 @@ func (g *Guard) Seal() error {
 			return fmt.Errorf("seal: protect %s: %w", p, err)
 		}
 	}
-	if err := put(protSB, fsDev, 0); err != nil {
-		return fmt.Errorf("seal: protect bpffs: %w", err)
-	}
-	// sb_umount sees only the mount named: a lazy umount of /sys or /
-	// detaches the bpffs below it unseen, and the pins go with the last
-	// reference. Every mount on the path to the pins is protected too.
-	devs, err := pinAncestorDevs(g.pinDir)
+	// The mounts that hold the pins: the bpffs mount and every mount on
+	// the path above it (sb_umount sees only the mount named: a lazy
+	// umount of /sys or / would detach the bpffs below it unseen, and the
+	// pins would go with the last reference). By mount id, so that other
+	// mounts of the same file systems unmount as usual.
+	mounts, err := pinMounts(g.pinDir)
 	if err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	for _, dev := range devs {
-		if err := put(protSB, dev, 0); err != nil {
-			return fmt.Errorf("seal: protect the mount of device %#x above the pins: %w", dev, err)
+	if mounts[0].Dev != fsDev {
+		return fmt.Errorf("seal: the mount of %s in mountinfo (id %d, device %#x) is not the pins' file system (device %#x)",
+			g.pinDir, mounts[0].ID, mounts[0].Dev, fsDev)
+	}
+	for i, m := range mounts {
+		if err := put(protMount, 0, uint64(m.ID)); err != nil {
+			return fmt.Errorf("seal: protect mount %d (%s): %w", m.ID, m.Point, err)
+		}
+		if i+1 == len(mounts) {
+			break // the root mount: its parent is outside the namespace
+		}
+		dev, ino, ok, err := mountpointInode(mounts[i+1].Point, m.Point)
+		if err != nil {
+			return fmt.Errorf("seal: the inode under mount %d (%s): %w", m.ID, m.Point, err)
+		}
+		if !ok {
+			continue // stacked on its parent's root, hidden: see Seal
+		}
+		if err := put(protMountpoint, dev, ino); err != nil {
+			return fmt.Errorf("seal: protect the inode under mount %d (%s): %w", m.ID, m.Point, err)
 		}
 	}
 	var c guardKgConfig
@@ -548,11 +569,45 @@ const (
 	protMap   = 1
 	protLink  = 2
 	protInode = 3
-	protSB    = 4
 	// protEvents is the ring buffer: no program may use it once sealed, but
 	// it still opens writable (kg_bpf_map checks protMap only).
 	protEvents = 5
+	// protMount is a mount that holds the pins, by mount id.
+	protMount = 6
+	// protMountpoint is the inode such a mount sits on (dev, inode).
+	protMountpoint = 7
 )
+
+// mountpointInode returns the device and inode of the directory that the
+// mount at point sits on, in the mount at parentPoint below it: what
+// struct mount's mnt_mountpoint is in the kernel. It looks through a
+// detached clone of the parent mount alone (open_tree), where no mount
+// hides the directory. ok is false for a mount on its parent's own root
+// (stacked on the same path), whose directory no path reaches.
+func mountpointInode(parentPoint, point string) (dev uint32, ino uint64, ok bool, err error) {
+	if point == parentPoint {
+		return 0, 0, false, nil
+	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(point, parentPoint), "/")
+	if rel == "" || !isUnder(parentPoint, point) {
+		return 0, 0, false, fmt.Errorf("%s is not below %s", point, parentPoint)
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, parentPoint, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("open_tree %s: %w", parentPoint, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, rel, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, 0, false, fmt.Errorf("stat %s in a clone of %s: %w", rel, parentPoint, err)
+	}
+	return kernelDev(st.Dev), st.Ino, true, nil
+}
+
+// isUnder reports whether the absolute path p is below the directory a.
+func isUnder(a, p string) bool {
+	return a != p && (a == "/" || strings.HasPrefix(p, a+"/"))
+}
 
 // kernelDev turns a stat(2) st_dev into the kernel's internal dev_t
 // (MAJOR << 20 | MINOR), the encoding of super_block.s_dev.

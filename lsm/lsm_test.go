@@ -234,3 +234,42 @@ func TestPolicyBuild(t *testing.T) {
 		t.Error("an invalid mode was accepted")
 	}
 }
+
+// TestMountpointInode checks, on this host's own mounts, that the inode
+// Seal records for a mount is the directory it hides, on its parent's file
+// system, and not the mount's root.
+func TestMountpointInode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: open_tree(OPEN_TREE_CLONE) needs CAP_SYS_ADMIN")
+	}
+	ms, err := pinMounts("/proc/self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 2 || ms[0].Point != "/proc" {
+		t.Skipf("needs /proc mounted on its own: mounts above /proc/self are %+v", ms)
+	}
+	dev, ino, ok, err := mountpointInode(ms[1].Point, ms[0].Point)
+	if err != nil || !ok {
+		t.Fatalf("mountpointInode(%s, /proc) = %v, %v", ms[1].Point, ok, err)
+	}
+	var proc, parent unix.Stat_t
+	if err := unix.Stat("/proc", &proc); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(ms[1].Point, &parent); err != nil {
+		t.Fatal(err)
+	}
+	if dev != kernelDev(parent.Dev) || dev != ms[1].Dev {
+		t.Errorf("device %#x, want the parent's %#x (mountinfo %#x)", dev, kernelDev(parent.Dev), ms[1].Dev)
+	}
+	if dev == kernelDev(proc.Dev) && ino == proc.Ino {
+		t.Errorf("inode %d on %#x is procfs's root, not the directory under it", ino, dev)
+	}
+	if _, _, ok, err := mountpointInode("/proc", "/proc"); ok || err != nil {
+		t.Errorf("a mount stacked on its parent's root: ok %v, err %v; want no inode and no error", ok, err)
+	}
+	if _, _, _, err := mountpointInode("/proc", "/sys"); err == nil {
+		t.Error("a mount point outside its parent: no error")
+	}
+}

@@ -10,47 +10,140 @@ import (
 	"strings"
 )
 
-// ancestorMountDevs returns the devices (the kernel's s_dev encoding) of
-// every mount in mountinfo (the format of /proc/self/mountinfo) whose mount
-// point is dir or a directory above it: the mounts from / down to dir. A
-// lazy umount of any of them would detach dir's bpffs with it, without the
-// sb_umount hook ever seeing the bpffs. dir must be absolute and clean. A
-// mount hidden under a later mount on the same path is included too.
-func ancestorMountDevs(mountinfo io.Reader, dir string) ([]uint32, error) {
+// mountInfo is one line of mountinfo.
+type mountInfo struct {
+	// ID is the mount id (struct mount's mnt_id), Parent its parent's.
+	ID, Parent int
+	// Dev is the device of the mount's superblock (the kernel's s_dev).
+	Dev uint32
+	// Point is the mount point, relative to the process's root.
+	Point string
+}
+
+// ancestorMounts returns the mounts that a path walk from / down to dir
+// crosses, in the mount namespace mountinfo (the format of
+// /proc/self/mountinfo) describes: the mount holding dir first, then its
+// parent, and so on up to the namespace's root mount. A lazy umount of any
+// of them would detach dir's mount with it, without the sb_umount hook ever
+// seeing that one.
+//
+// The walk follows the kernel's: at each component it goes to the mount on
+// that path whose parent is the mount it is in, then to the top of any
+// stack of mounts on the same path. So a mount hidden under another on the
+// same path is in the list when the walk goes through the one on top of it
+// (it is that one's parent), and a mount hidden under a mount above it
+// (a bpffs under a tmpfs mounted over /sys later) is not. Other mounts of
+// the same file systems (bind mounts, another sysfs) are not in it. dir
+// must be absolute and clean.
+func ancestorMounts(mountinfo io.Reader, dir string) ([]mountInfo, error) {
 	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
-		return nil, fmt.Errorf("mount ancestors of %q: not an absolute, clean path", dir)
+		return nil, fmt.Errorf("mounts above %q: not an absolute, clean path", dir)
 	}
-	var devs []uint32
-	seen := map[uint32]bool{}
+	var all []*mountInfo
+	byID := map[int]*mountInfo{}
 	sc := bufio.NewScanner(mountinfo)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for line := 1; sc.Scan(); line++ {
-		// id parent major:minor root mount-point options ... - fstype source super-options
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			return nil, fmt.Errorf("mountinfo line %d: %d fields, want at least 5", line, len(f))
-		}
-		dev, err := parseMajorMinor(f[2])
+		m, err := parseMountInfo(sc.Text())
 		if err != nil {
 			return nil, fmt.Errorf("mountinfo line %d: %w", line, err)
 		}
-		mp, err := unescapeMountPath(f[4])
-		if err != nil {
-			return nil, fmt.Errorf("mountinfo line %d: %w", line, err)
+		if byID[m.ID] != nil {
+			return nil, fmt.Errorf("mountinfo line %d: mount id %d twice", line, m.ID)
 		}
-		if !isPathAncestor(mp, dir) || seen[dev] {
-			continue
-		}
-		seen[dev] = true
-		devs = append(devs, dev)
+		byID[m.ID] = m
+		all = append(all, m)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
-	if len(devs) == 0 {
-		return nil, fmt.Errorf("mount ancestors of %s: no mount found on its path", dir)
+	isRoot := func(m *mountInfo) bool { return m.Parent == m.ID || byID[m.Parent] == nil }
+	// on returns the last mount on path point whose parent is parent.
+	on := func(parent *mountInfo, point string) *mountInfo {
+		var found *mountInfo
+		for _, m := range all {
+			if m.Parent == parent.ID && m.ID != parent.ID && m.Point == point {
+				found = m
+			}
+		}
+		return found
 	}
-	return devs, nil
+	// top climbs a stack of mounts on one path. Every step goes to a
+	// child, and a mount is visited once, so it ends on any input.
+	top := func(m *mountInfo, seen map[int]bool) *mountInfo {
+		for !seen[m.ID] {
+			seen[m.ID] = true
+			next := on(m, m.Point)
+			if next == nil {
+				break
+			}
+			m = next
+		}
+		return m
+	}
+	var cur *mountInfo
+	for _, m := range all {
+		if m.Point == "/" && isRoot(m) {
+			cur = m
+			break
+		}
+	}
+	if cur == nil {
+		return nil, fmt.Errorf("mounts above %s: no root mount in mountinfo", dir)
+	}
+	seen := map[int]bool{}
+	cur = top(cur, seen)
+	if dir != "/" {
+		for i := 1; i <= len(dir); i++ {
+			if i < len(dir) && dir[i] != '/' {
+				continue
+			}
+			if next := on(cur, dir[:i]); next != nil && !seen[next.ID] {
+				cur = top(next, seen)
+			}
+		}
+	}
+	var chain []mountInfo
+	for m, visited := cur, map[int]bool{}; ; m = byID[m.Parent] {
+		if visited[m.ID] {
+			return nil, fmt.Errorf("mounts above %s: mount %d is its own ancestor", dir, m.ID)
+		}
+		visited[m.ID] = true
+		chain = append(chain, *m)
+		if isRoot(m) {
+			break
+		}
+	}
+	return chain, nil
+}
+
+// parseMountInfo parses one mountinfo line:
+// id parent major:minor root mount-point options [optional...] - fstype source super-options
+func parseMountInfo(line string) (*mountInfo, error) {
+	f := strings.Fields(line)
+	if len(f) < 5 {
+		return nil, fmt.Errorf("%d fields, want at least 5", len(f))
+	}
+	id, err := strconv.ParseUint(f[0], 10, 31)
+	if err != nil {
+		return nil, fmt.Errorf("mount id: %w", err)
+	}
+	parent, err := strconv.ParseUint(f[1], 10, 31)
+	if err != nil {
+		return nil, fmt.Errorf("parent id: %w", err)
+	}
+	dev, err := parseMajorMinor(f[2])
+	if err != nil {
+		return nil, err
+	}
+	point, err := unescapeMountPath(f[4])
+	if err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(point) {
+		return nil, fmt.Errorf("mount point %q is not absolute", point)
+	}
+	return &mountInfo{ID: int(id), Parent: int(parent), Dev: dev, Point: filepath.Clean(point)}, nil
 }
 
 // parseMajorMinor turns mountinfo's "major:minor" into the kernel's dev_t
@@ -96,18 +189,9 @@ func unescapeMountPath(s string) (string, error) {
 	return b.String(), nil
 }
 
-// isPathAncestor reports whether the absolute path a is p or a directory
-// above it, by whole components.
-func isPathAncestor(a, p string) bool {
-	if a == "/" || a == p {
-		return true
-	}
-	return strings.HasPrefix(p, a) && p[len(a)] == '/'
-}
-
-// pinAncestorDevs reads /proc/self/mountinfo for the devices of the mounts
-// from / down to the pin directory dir (symlinks resolved).
-func pinAncestorDevs(dir string) ([]uint32, error) {
+// pinMounts reads /proc/self/mountinfo for the mounts from the one holding
+// the pin directory dir (symlinks resolved) up to /.
+func pinMounts(dir string) ([]mountInfo, error) {
 	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", dir, err)
@@ -120,5 +204,5 @@ func pinAncestorDevs(dir string) ([]uint32, error) {
 		return nil, fmt.Errorf("read mounts: %w", err)
 	}
 	defer f.Close()
-	return ancestorMountDevs(f, resolved)
+	return ancestorMounts(f, resolved)
 }

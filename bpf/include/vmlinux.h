@@ -263,6 +263,25 @@ struct vfsmount___guard {
 	struct super_block___guard *mnt_sb;
 } __attribute__((preserve_access_index));
 
+struct list_head___guard {
+	struct list_head___guard *next;
+} __attribute__((preserve_access_index));
+
+/*
+ * struct mount embeds the vfsmount the LSM hooks see (kg_container_of).
+ * mnt_mounts lists its children, linked through their mnt_child;
+ * mnt_group_id is its peer group (0 when it does not share propagation).
+ */
+struct mount___guard {
+	struct mount___guard *mnt_parent;
+	struct dentry___guard *mnt_mountpoint;
+	struct vfsmount___guard mnt;
+	struct list_head___guard mnt_mounts;
+	struct list_head___guard mnt_child;
+	int mnt_id;
+	int mnt_group_id;
+} __attribute__((preserve_access_index));
+
 struct file___guard {
 	void *private_data;
 } __attribute__((preserve_access_index));
