@@ -126,6 +126,17 @@ func TestGuestFalcoBlocked(t *testing.T) {
 			}
 		}
 	}
+
+	// Falco's metrics (plugin_get_metrics reads the same values): the
+	// sensor saw the three syscalls, the companion sent both decisions,
+	// and every event Falco got is counted.
+	m := metricValues(p)
+	t.Logf("metrics: %v", m)
+	if m["sensor_events"] < 3 || m["guard_decisions"] < 2 || m["companion_connected"] != 1 ||
+		m["allowlist_entries"] != 1 || m["events_delivered"] != uint64(len(evts)) {
+		t.Errorf("metrics %v: want sensor_events >= 3, guard_decisions >= 2, companion_connected 1, allowlist_entries 1, events_delivered %d",
+			m, len(evts))
+	}
 }
 
 // modinfoByte finds a byte of .modinfo's author= value: changing it makes
