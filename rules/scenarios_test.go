@@ -89,6 +89,11 @@ var scenarios = []struct {
 		GuardReason: "refused: the guard is sealed", Pid: 8, Tid: 8, Comm: "rm"}, []string{ruleTampering, ruleBlocked}},
 	{"enforcer companion lost", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Comm: "kmodguard",
 		GuardReason: "enforcer companion lost: companion apply: enforcer unavailable: BPF LSM is not active"}, []string{ruleVerdictsLost}},
+	// What the plugin makes of the enforcer's report of decisions another
+	// process consumed from the guard's ring buffer (lsm.OpMissing).
+	{"guard decisions missing", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Pid: 3, Tid: 3, Comm: "kmodguard",
+		GuardReason: "3 guard decisions never reached the enforcer: another process consumed them from the decision ring buffer (3 since the enforcer started reading)"},
+		[]string{ruleVerdictsLost}},
 	// The live source's loss reports (plugin/source.go): only the loss rule
 	// reads them, and only when syscall events were lost.
 	{"sensor lost events", &event.Event{Syscall: event.SensorLoss, Lost: 17, Throttled: 3}, []string{ruleEventsLost}},
