@@ -980,8 +980,10 @@ static __always_inline bool umount_takes_pins(struct mount___guard *m, __u64 *wh
  * mount of it propagates its unmount as above, unseen by this hook: the
  * tree is walked (pre-order, through mnt_mounts and mnt_child, without a
  * stack) and refused when any mount in it would take the pins. A tree too
- * large to walk is refused (fail closed). Without MNT_DETACH the kernel
- * unmounts only a mount without children.
+ * large to walk, or a read that fails, is refused (fail closed). The hook
+ * runs before the kernel takes its mount lock: a copy mounted into the
+ * tree after the walk is not seen (a race, documented). Without MNT_DETACH
+ * the kernel unmounts only a mount without children.
  */
 SEC("lsm/sb_umount")
 int kg_sb_umount(__u64 *ctx)
