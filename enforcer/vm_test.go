@@ -41,6 +41,9 @@ func TestVM(t *testing.T) {
 			// The name forgery of DESIGN.md: .modinfo says dumbo, the
 			// module registers as dummy.
 			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true},
+			// Both names "dum-y": to the kernel not dum_y (it does not
+			// fold the names it registers), whatever an entry says.
+			{Name: "dum-y", From: "dummy", ModinfoName: "dum-y", ThisModuleName: "dum-y", StripSignature: true},
 		},
 		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 		CPUs:       2,
@@ -341,6 +344,37 @@ func TestGuestNameOnlyEntry(t *testing.T) {
 	if d.ThisModuleName != "dummy" || !d.NameMismatch {
 		t.Fatalf("decision %+v: want this_module dummy and a name mismatch", d)
 	}
+
+	// An entry written "dum-y" is folded to dum_y, as modprobe takes names;
+	// a module whose own names say "dum-y" is not admitted by it.
+	dashed := readFixture(t, "dum-y")
+	if err := enf.Apply(list(t, allowlist.ModeEnforce, entry{name: "dum-y"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := initModule(dashed); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(module named dum-y, entry dum-y) = %v, want EPERM", err)
+	}
+	d = next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(dashed), "dum-y")
+	t.Logf("module named dum-y against entry dum-y (folded dum_y): %s (%s)", d.Verdict, d.Reason)
+	// The kernel's view, in audit mode: it registers "dum-y" as it is.
+	if err := enf.Apply(list(t, allowlist.ModeAudit, entry{name: "dum-y"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := initModule(dashed); err != nil {
+		t.Fatalf("init_module(dum-y) in audit mode: %v", err)
+	}
+	if d := next(t, enf, lsm.OpInitModule); d.Verdict != lsm.Audit {
+		t.Fatalf("decision %+v, want audit", d)
+	}
+	mods, err := os.ReadFile("/proc/modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mods), "dum-y ") || strings.Contains(string(mods), "dum_y ") {
+		t.Fatalf("/proc/modules after loading the module named dum-y:\n%s", mods)
+	}
+	unload(t, "dum-y")
 }
 
 func TestGuestModifiedCopyRefused(t *testing.T) {

@@ -85,7 +85,7 @@ enum kg_reason {
 #define KG_MODE_ENFORCE 0
 #define KG_MODE_AUDIT 1
 
-/* A key of the policy map: the meta record, a digest, or a folded name. */
+/* A key of the policy map: the meta record, a digest, or an entry's folded name. */
 struct kg_policy_key {
 	__u32 kind;
 	__u8 data[KG_NAME_LEN];
@@ -373,18 +373,19 @@ static __always_inline int refuse(__u16 op, __u64 object)
 }
 
 /*
- * fold_eq compares two NUL-padded names over n bytes, '-' equal to '_'.
- * Parsed names have KG_ELF_NAME_MAX bytes, entry names KG_NAME_LEN.
+ * name_eq compares two NUL-padded names over n bytes, exactly. Parsed names
+ * have KG_ELF_NAME_MAX bytes, entry names KG_NAME_LEN. Entry names come
+ * folded from user space ('-' written as '_', as modprobe takes them); the
+ * names in an image are compared as the kernel registers them: kbuild never
+ * leaves a '-' in them, and a module calling itself "nf-tables" would load
+ * beside nf_tables, so it matches no entry.
  */
-static __always_inline bool fold_eq(const char *a, const char *b, const int n)
+static __always_inline bool name_eq(const char *a, const char *b, const int n)
 {
 	for (int i = 0; i < n; i++) {
-		char x = a[i] == '-' ? '_' : a[i];
-		char y = b[i] == '-' ? '_' : b[i];
-
-		if (x != y)
+		if (a[i] != b[i])
 			return false;
-		if (!x)
+		if (!a[i])
 			return true;
 	}
 	return true;
@@ -431,7 +432,7 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 			/* Only both names count, as in allowlist.Match. */
 			if (e->elf_status == KG_ELF_OK) {
 				e->flags |= KG_F_NAMES;
-				if (!fold_eq(e->name, e->this_name, KG_ELF_NAME_MAX))
+				if (!name_eq(e->name, e->this_name, KG_ELF_NAME_MAX))
 					e->flags |= KG_F_MISMATCH;
 			}
 		}
@@ -474,7 +475,7 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 			e->reason = KG_REASON_NAME_MISMATCH;
 			goto deny;
 		}
-		if (!fold_eq(e->name, ent->name, KG_NAME_LEN)) {
+		if (!name_eq(e->name, ent->name, KG_NAME_LEN)) {
 			e->reason = KG_REASON_NAME_DIFFERS;
 			goto deny;
 		}
@@ -494,7 +495,8 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 		e->reason = KG_REASON_NAME_MISMATCH;
 		goto deny;
 	}
-	/* Name-only entries: the folded name is the key. */
+	/* Name-only entries: the entry's folded name is the key, and the
+	 * image's name is looked up as it is (see name_eq). */
 	__builtin_memset(key.data, 0, sizeof(key.data));
 	key.kind = KG_KEY_NAME;
 	for (int i = 0; i < KG_NAME_LEN; i++) {
@@ -502,7 +504,7 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 
 		if (!c)
 			break;
-		key.data[i] = c == '-' ? '_' : c;
+		key.data[i] = c;
 	}
 	ent = bpf_map_lookup_elem(policy, &key);
 	if (ent) {

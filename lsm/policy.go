@@ -34,8 +34,9 @@ const NameLen = 56
 
 // Entry is the allowlist entry a digest or a name admits.
 type Entry struct {
-	// Name is the entry's module name. The guard compares it with both
-	// names parsed from the image, '-' and '_' folded.
+	// Name is the entry's module name. The guard folds it ('-' as '_', as
+	// modprobe takes names) and compares it with the names parsed from the
+	// image as they are (the kernel does not fold those).
 	Name string
 	// Index is the entry's position in the allowlist, for reports.
 	Index uint32
@@ -54,7 +55,8 @@ type Policy struct {
 	Names map[string]Entry
 }
 
-// Fold folds a module name the way the kernel compares names.
+// Fold folds an entry's module name as modprobe and kbuild do: '-'
+// becomes '_'.
 func Fold(name string) string {
 	b := []byte(name)
 	for i, c := range b {
