@@ -150,9 +150,21 @@ func TestRulesLint(t *testing.T) {
 			}
 			continue
 		}
-		// Who, what and where, in every alert.
-		for _, f := range []string{"uid", "loginuid", "comm", "exe", "cmdline", "ppid", "name", "this_module_name",
-			"syscall", "res", "sha256", "container_id", "cgroup", "host_ns"} {
+		// Who, what and where, in every alert; the digest and the
+		// registered name where there is an image (a delete_module has
+		// only the name asked for, and would print <NA> for them).
+		want := []string{"uid", "loginuid", "comm", "exe", "cmdline", "ppid", "name", "syscall", "res",
+			"container_id", "cgroup", "host_ns"}
+		if !strings.HasPrefix(r.Condition, "kmodguard_unload ") {
+			want = append(want, "this_module_name", "sha256")
+		} else {
+			for _, f := range []string{"%kmod.this_module_name", "%kmod.sha256"} {
+				if strings.Contains(r.Output, f) {
+					t.Errorf("%s: output prints %s, which a delete_module never has", where, f)
+				}
+			}
+		}
+		for _, f := range want {
 			if !strings.Contains(r.Output, "%kmod."+f+" ") && !strings.HasSuffix(strings.TrimRight(r.Output, ")\n"), "%kmod."+f) {
 				t.Errorf("%s: output lacks %%kmod.%s", where, f)
 			}
@@ -423,6 +435,10 @@ func (p *parser) not() (node, error) {
 	return p.primary()
 }
 
+func isQuoted(s string) bool {
+	return len(s) >= 2 && (s[0] == '"' || s[0] == '\'') && s[len(s)-1] == s[0]
+}
+
 func unquote(s string) string {
 	if len(s) >= 2 && (s[0] == '"' || s[0] == '\'') {
 		return s[1 : len(s)-1]
@@ -511,9 +527,15 @@ func (p *parser) set() ([]string, error) {
 			for _, it := range items {
 				if sub, ok := p.rs.lists[it]; ok {
 					vals = append(vals, sub...)
-				} else {
-					vals = append(vals, it)
+					continue
 				}
+				// Falco pastes a list's items into the condition text, so
+				// each must read there as one value: a bare word, or a
+				// string quoted inside the YAML string.
+				if vt := tokenRE.FindAllString(it, -1); len(vt) != 1 || vt[0] != it || strings.ContainsAny(it, "(),=<>!") && !isQuoted(it) {
+					return nil, fmt.Errorf("list %s: item %q is not one value once pasted into a condition: quote it for the condition too (%q)", tok, it, `"`+it+`"`)
+				}
+				vals = append(vals, unquote(it))
 			}
 			continue
 		}

@@ -33,7 +33,7 @@ const (
 	ruleNotAllowed     = "Kernel Module Not Allowlisted Loaded"
 	ruleNotAllowedTry  = "Kernel Module Not Allowlisted Load Attempt"
 	ruleBlocked        = "Kernel Module Blocked by Guard"
-	ruleFromMemory     = "Kernel Module Loaded from Memory by Unexpected Program"
+	ruleFromMemory     = "Kernel Module Load from Memory by Unexpected Program"
 	ruleUnsigned       = "Unsigned Kernel Module Loaded"
 	ruleForgery        = "Kernel Module Name Forgery"
 	ruleChanged        = "Kernel Module Image Changed During Load"
