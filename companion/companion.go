@@ -104,6 +104,9 @@ type Status struct {
 	LostEvents uint64 `json:"lost_events"`
 	// Allowlist is metadata.name of the allowlist in force.
 	Allowlist string `json:"allowlist,omitempty"`
+	// MissingDecisions counts the decision records another process
+	// consumed from the guard's ring buffer before the enforcer read them.
+	MissingDecisions uint64 `json:"missing_decisions"`
 }
 
 // Verdicts of Decision.Verdict.

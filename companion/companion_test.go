@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -457,5 +458,38 @@ func TestAttach(t *testing.T) {
 	<-closed
 	if _, err := companion.Attach(nil, nil); err == nil {
 		t.Error("Attach(nil) succeeded")
+	}
+}
+
+// statusOnly is an Enforcer whose Status is fixed, for the wire test.
+type statusOnly struct {
+	companion.Enforcer
+	st companion.Status
+}
+
+func (s statusOnly) Status(context.Context) (companion.Status, error) { return s.st, nil }
+
+// TestGRPCStatusRoundTrip: every field of Status crosses the wire, the
+// count of decisions another reader consumed included.
+func TestGRPCStatusRoundTrip(t *testing.T) {
+	want := companion.Status{
+		Mode: "enforce", Generation: 7, Entries: 12, Sealed: true, PinDir: "/sys/fs/bpf/kmodguard",
+		Links: []string{"kernel_post_load_data"}, Missing: []string{"bpf"},
+		Allowed: 1, Blocked: 2, Audited: 3, LostEvents: 4, Allowlist: "fleet", MissingDecisions: 5,
+	}
+	// Every field set: a field added to Status but not to the wire fails here.
+	v := reflect.ValueOf(want)
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Fatalf("test status leaves %s unset", v.Type().Field(i).Name)
+		}
+	}
+	c, _ := grpcPair(t, statusOnly{st: want})
+	got, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Status over gRPC\n got %+v\nwant %+v", got, want)
 	}
 }

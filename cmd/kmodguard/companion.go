@@ -207,6 +207,7 @@ func (c *companionEnforcer) Status(context.Context) (companion.Status, error) {
 	out := companion.Status{
 		Mode: st.Mode, Generation: st.Generation, Entries: st.Entries, Sealed: st.Sealed, PinDir: st.PinDir,
 		Missing: st.Missing, Allowed: st.Allowed, Blocked: st.Blocked, Audited: st.Audited, LostEvents: st.LostEvents,
+		MissingDecisions: st.MissingDecisions,
 	}
 	for _, l := range st.Links {
 		out.Links = append(out.Links, l.Hook)

@@ -201,9 +201,12 @@ type StatusResponse struct {
 	Audited    uint64 `protobuf:"varint,10,opt,name=audited,proto3" json:"audited,omitempty"`
 	LostEvents uint64 `protobuf:"varint,11,opt,name=lost_events,json=lostEvents,proto3" json:"lost_events,omitempty"`
 	// metadata.name of the allowlist in force.
-	Allowlist     string `protobuf:"bytes,12,opt,name=allowlist,proto3" json:"allowlist,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Allowlist string `protobuf:"bytes,12,opt,name=allowlist,proto3" json:"allowlist,omitempty"`
+	// Decision records another process consumed from the guard's ring buffer
+	// before the enforcer could read them.
+	MissingDecisions uint64 `protobuf:"varint,13,opt,name=missing_decisions,json=missingDecisions,proto3" json:"missing_decisions,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -318,6 +321,13 @@ func (x *StatusResponse) GetAllowlist() string {
 		return x.Allowlist
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetMissingDecisions() uint64 {
+	if x != nil {
+		return x.MissingDecisions
+	}
+	return 0
 }
 
 type DecisionsRequest struct {
@@ -564,7 +574,7 @@ const file_companion_proto_rawDesc = "" +
 	"generation\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\tR\x04mode\"\x0f\n" +
-	"\rStatusRequest\"\xcc\x02\n" +
+	"\rStatusRequest\"\xf9\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1e\n" +
 	"\n" +
@@ -581,7 +591,8 @@ const file_companion_proto_rawDesc = "" +
 	" \x01(\x04R\aaudited\x12\x1f\n" +
 	"\vlost_events\x18\v \x01(\x04R\n" +
 	"lostEvents\x12\x1c\n" +
-	"\tallowlist\x18\f \x01(\tR\tallowlist\"\x12\n" +
+	"\tallowlist\x18\f \x01(\tR\tallowlist\x12+\n" +
+	"\x11missing_decisions\x18\r \x01(\x04R\x10missingDecisions\"\x12\n" +
 	"\x10DecisionsRequest\"\xe3\x03\n" +
 	"\bDecision\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x0e\n" +
