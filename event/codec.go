@@ -96,6 +96,7 @@ const (
 	fLost           = 49
 	fThrottled      = 50
 	fCtime          = 51
+	fParamsAtExit   = 52
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -163,6 +164,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fCapEffective, e.CapEffective)
 	w.str(fGuardReason, e.GuardReason)
 	w.bool(fImageAtExit, e.ImageAtExit)
+	w.bool(fParamsAtExit, e.ParamsAtExit)
 	w.uint(fLost, e.Lost)
 	w.uint(fThrottled, e.Throttled)
 	if w.err != nil {
@@ -443,6 +445,8 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.CapEffective = v
 	case fImageAtExit:
 		e.ImageAtExit = v != 0
+	case fParamsAtExit:
+		e.ParamsAtExit = v != 0
 	case fLost:
 		e.Lost = v
 	case fThrottled:
@@ -510,7 +514,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime:
+		fLost, fThrottled, fCtime, fParamsAtExit:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

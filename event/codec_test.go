@@ -62,6 +62,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		"allowed true":    {Syscall: FinitModule, Allowed: ptr(true), Verdict: VerdictAllowed},
 		"negative fd":     {FD: math.MinInt32, Res: math.MinInt64, Mtime: math.MaxInt64, Ctime: math.MinInt64},
 		"ctime alone":     {Syscall: FinitModule, Ctime: 1},
+		"params at exit":  {Syscall: FinitModule, Params: "numdummies=2", ParamsAtExit: true},
 		"upper-case hex":  {SHA256: "ABCDEF", ELFSHA256: "abc"},
 		"empty in lists":  {Flags: []string{""}, Depends: []string{"", ""}},
 		"binary in names": {Name: "\x00\xff", Cmdline: strings.Repeat("a\x00", 2048)},
@@ -166,29 +167,52 @@ var oldFinit = []byte{
 	0xc8, 0x01, 1, // 25: file_changed
 }
 
-// TestCodecReadsOldRecords: an event written before Ctime existed decodes
-// with Ctime zero and the rest intact, and Ctime round-trips on its own
-// number without disturbing Mtime.
+// oldInit is an init_module event whose image was read at sys_exit, as a
+// writer from before field 52 (ParamsAtExit) encoded it, byte for byte.
+var oldInit = []byte{
+	CodecVersion,
+	0x12, 11, 'i', 'n', 'i', 't', '_', 'm', 'o', 'd', 'u', 'l', 'e', // 2: syscall
+	0x48, 6, // 9: size
+	0x52, 3, 'a', '=', '1', // 10: params
+	0x80, 0x03, 1, // 48: image_at_exit
+}
+
+// TestCodecReadsOldRecords: events written before a field existed decode
+// with that field zero and the rest intact, and the new field round-trips
+// on its own number without disturbing the others.
 func TestCodecReadsOldRecords(t *testing.T) {
-	var e Event
-	if err := e.UnmarshalBinary(oldFinit); err != nil {
-		t.Fatalf("UnmarshalBinary: %v", err)
-	}
-	want := Event{Syscall: FinitModule, Inode: 42, Mtime: -2, FileChanged: true}
-	if !reflect.DeepEqual(e, want) {
-		t.Errorf("old record decoded as %+v, want %+v", e, want)
-	}
-	e.Ctime = 7
-	b, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctime := append(binary.AppendUvarint(nil, fCtime<<3|wireVarint), 14) // zigzag 7
-	if !bytes.Contains(b, ctime) {
-		t.Errorf("ctime 7 is not field %d as % x in % x", fCtime, ctime, b)
-	}
-	if !bytes.Equal(bytes.Replace(b, ctime, nil, 1), oldFinit) {
-		t.Errorf("with ctime removed, % x differs from the old writer's % x", b, oldFinit)
+	for _, tc := range []struct {
+		name  string
+		old   []byte
+		want  Event
+		set   func(*Event)
+		field []byte // the new field's bytes once set
+	}{
+		{"ctime", oldFinit, Event{Syscall: FinitModule, Inode: 42, Mtime: -2, FileChanged: true},
+			func(e *Event) { e.Ctime = 7 }, append(binary.AppendUvarint(nil, fCtime<<3|wireVarint), 14)}, // zigzag 7
+		{"params_at_exit", oldInit, Event{Syscall: InitModule, Size: 6, Params: "a=1", ImageAtExit: true},
+			func(e *Event) { e.ParamsAtExit = true }, append(binary.AppendUvarint(nil, fParamsAtExit<<3|wireVarint), 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e Event
+			if err := e.UnmarshalBinary(tc.old); err != nil {
+				t.Fatalf("UnmarshalBinary: %v", err)
+			}
+			if !reflect.DeepEqual(e, tc.want) {
+				t.Errorf("old record decoded as %+v, want %+v", e, tc.want)
+			}
+			tc.set(&e)
+			b, err := e.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(b, tc.field) {
+				t.Errorf("the new field is not % x in % x", tc.field, b)
+			}
+			if !bytes.Equal(bytes.Replace(b, tc.field, nil, 1), tc.old) {
+				t.Errorf("with the new field removed, % x differs from the old writer's % x", b, tc.old)
+			}
+		})
 	}
 }
 
@@ -211,6 +235,7 @@ func TestCodecRejects(t *testing.T) {
 		"string as int":   {[]byte{1, fName<<3 | wireVarint, 1}, "sent as a varint"},
 		"int as string":   {append(key(fPid, wireBytes), 1, 'x'), "sent as bytes"},
 		"ctime as string": {append(key(fCtime, wireBytes), 1, 'x'), "sent as bytes"},
+		"flag as string":  {append(key(fParamsAtExit, wireBytes), 1, 'x'), "sent as bytes"},
 		"pid over 32 bit": {append(key(fPid, wireVarint), 0x80, 0x80, 0x80, 0x80, 0x10), "does not fit 32 bits"},
 		"too big":         {append([]byte{1}, make([]byte, MaxEventSize)...), "over the"},
 	}
@@ -363,7 +388,8 @@ func TestRecordRejects(t *testing.T) {
 // FuzzUnmarshal feeds hostile bytes to the decoder: it must never panic, and
 // whatever it accepts must encode and decode back to the same event.
 func FuzzUnmarshal(f *testing.F) {
-	for _, e := range []*Event{sample(), {}, {Allowed: ptr(true)}, {Syscall: FinitModule, Mtime: 1, Ctime: -1}} {
+	for _, e := range []*Event{sample(), {}, {Allowed: ptr(true)}, {Syscall: FinitModule, Mtime: 1, Ctime: -1},
+		{Syscall: InitModule, Params: "a=1", ImageAtExit: true, ParamsAtExit: true}} {
 		b, err := e.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
@@ -371,6 +397,7 @@ func FuzzUnmarshal(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(oldFinit)
+	f.Add(oldInit)
 	f.Add([]byte{1, 0xff})
 	f.Add([]byte{1, fName<<3 | wireHex, 2, 0xab, 0xcd})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -81,6 +81,11 @@ type Event struct {
 	// the kernel had copied it: what the buffer held then, which another
 	// thread could have rewritten since the kernel's copy.
 	ImageAtExit bool `json:"image_at_exit,omitempty"`
+	// ParamsAtExit is set when the params of an init_module or
+	// finit_module could not be read when the syscall began (their page was
+	// not resident) and were read once the kernel had copied them: what the
+	// buffer held then, which another thread could have rewritten since.
+	ParamsAtExit bool `json:"params_at_exit,omitempty"`
 
 	// Policy. Allowed is nil when no allowlist is configured.
 	Allowed        *bool  `json:"allowed,omitempty"`
