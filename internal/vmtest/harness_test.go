@@ -47,6 +47,11 @@ func TestDeliberateHalt(t *testing.T) {
 	if os.Getenv(envDeliberate) != "halt" {
 		t.Skip("deliberate halt: only when the harness test asks for it")
 	}
+	// The host checks that the output so far reaches it: give /init time
+	// to copy this test's "=== RUN" line to the result port and the UART
+	// time to send it, since a halted kernel sends nothing more (a CI run
+	// on a busy host halted before the line left).
+	time.Sleep(3 * time.Second)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_HALT); err != nil {
 		t.Fatal(err)
