@@ -101,7 +101,15 @@ func eventWithData(sc sensorKgSyscall, tid uint32, segs ...string) []byte {
 }
 
 func exitRecord(sc sensorKgSyscall, tid uint32, ret int64) []byte {
-	return rawRecord(&sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(sc), Tid: tid, Ret: ret})
+	return exitWithParams(sc, tid, ret, 0, "")
+}
+
+// exitWithParams is an exit record with flags and, after its header, params
+// (as the sensor sends them read at sys_exit, NUL included).
+func exitWithParams(sc sensorKgSyscall, tid uint32, ret int64, flags sensorKgFlag, params string) []byte {
+	x := sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(sc), Tid: tid, Ret: ret, Flags: uint32(flags),
+		ParamsLen: uint16(len(params))}
+	return append(rawRecord(&x)[:exitHeaderSize], params...)
 }
 
 // aligned copies b to 8-byte aligned memory, as ring buffer samples are.
@@ -229,6 +237,9 @@ func TestJoinerMalformed(t *testing.T) {
 		{9},
 		{byte(sensorKgRecordKG_REC_EVENT), 0, 0},
 		{byte(sensorKgRecordKG_REC_EXIT)},
+		exitRecord(sensorKgSyscallKG_SYS_INIT_MODULE, 1, 0)[:exitHeaderSize-1],
+		// params_len past the end of the record
+		exitWithParams(sensorKgSyscallKG_SYS_FINIT_MODULE, 1, 0, sensorKgFlagKG_F_PARAMS_AT_EXIT, "a=1\x00")[:exitHeaderSize+3],
 		chunkRecord(1, 1, 0, nil)[:chunkHeaderSize-1],
 	} {
 		if err := j.record(aligned(b), time.Now()); err == nil {
@@ -250,6 +261,7 @@ func FuzzJoinerRecord(f *testing.F) {
 	f.Add(eventRecord(sensorKgSyscallKG_SYS_INIT_MODULE, 1, 1, 3, 3))
 	f.Add(eventRecord(sensorKgSyscallKG_SYS_FINIT_MODULE, 1, 1, 3, 3))
 	f.Add(exitRecord(sensorKgSyscallKG_SYS_INIT_MODULE, 1, 0))
+	f.Add(exitWithParams(sensorKgSyscallKG_SYS_FINIT_MODULE, 1, 0, sensorKgFlagKG_F_PARAMS_AT_EXIT, "a=1\x00"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var got []joined
@@ -345,7 +357,7 @@ func TestJoinerImageAtExit(t *testing.T) {
 		return append(rawRecord(&e)[:eventHeaderSize], params...)
 	}
 	exit := func(tid uint32, ret int64, flags sensorKgFlag, captured uint64) []byte {
-		return rawRecord(&sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(init), Tid: tid, Ret: ret, Flags: uint32(flags), Captured: captured})
+		return rawRecord(&sensorKgExit{Kind: uint8(sensorKgRecordKG_REC_EXIT), Syscall: uint8(init), Tid: tid, Ret: ret, Flags: uint32(flags), Captured: captured})[:exitHeaderSize]
 	}
 
 	// Read at exit: the event is decoded again, readable, with its params.
@@ -375,5 +387,104 @@ func TestJoinerImageAtExit(t *testing.T) {
 	feed(exit(3, 0, sensorKgFlagKG_F_IMAGE_AT_EXIT, 6))
 	if ev = emitted[len(emitted)-1]; !ev.Unreadable || ev.ImageAtExit {
 		t.Errorf("no chunks: %+v", ev)
+	}
+}
+
+// TestJoinerParamsAtExit: params unreadable at sys_enter and read at
+// sys_exit come in the exit record and complete the event, whatever else
+// was or was not read; an exit that says so for an event that needs no such
+// read changes nothing.
+func TestJoinerParamsAtExit(t *testing.T) {
+	init, fin, del := sensorKgSyscallKG_SYS_INIT_MODULE, sensorKgSyscallKG_SYS_FINIT_MODULE, sensorKgSyscallKG_SYS_DELETE_MODULE
+	const (
+		pUnreadable = sensorKgFlagKG_F_PARAMS_UNREADABLE
+		pAtExit     = sensorKgFlagKG_F_PARAMS_AT_EXIT
+		pTruncated  = sensorKgFlagKG_F_PARAMS_TRUNCATED
+		iUnreadable = sensorKgFlagKG_F_IMAGE_UNREADABLE
+		iAtExit     = sensorKgFlagKG_F_IMAGE_AT_EXIT
+	)
+	long := strings.Repeat("p", 4095) + "\x00"
+	type want struct {
+		params                    string
+		paramsAtExit, imageAtExit bool
+		unreadable, truncated     bool
+		sha256                    string
+		decodes                   int // decode calls: 2 when the image came at exit
+	}
+	for _, tc := range []struct {
+		name      string
+		sc        sensorKgSyscall
+		enter     sensorKgFlag
+		params    string // at sys_enter
+		image     string // chunks before the event (at sys_enter)
+		exitImage string // chunks after it (at sys_exit)
+		exit      sensorKgFlag
+		xParams   string
+		want      want
+	}{
+		{"finit read at exit", fin, pUnreadable, "", "", "", pAtExit, "numdummies=2\x00",
+			want{params: "numdummies=2", paramsAtExit: true, decodes: 1}},
+		{"finit empty at exit", fin, pUnreadable, "", "", "", pAtExit, "\x00",
+			want{params: "", paramsAtExit: true, decodes: 1}},
+		{"finit cut at exit", fin, pUnreadable, "", "", "", pAtExit | pTruncated, long,
+			want{params: long[:4095], paramsAtExit: true, truncated: true, decodes: 1}},
+		{"finit unreadable at exit too", fin, pUnreadable, "", "", "", pUnreadable, "",
+			want{unreadable: true, decodes: 1}},
+		{"init image at enter, params at exit", init, pUnreadable, "", "abcdef", "", pAtExit, "a=1\x00",
+			want{params: "a=1", paramsAtExit: true, sha256: sha([]byte("abcdef")), decodes: 1}},
+		{"init both at exit", init, pUnreadable | iUnreadable, "", "", "abcdef", pAtExit | iAtExit, "a=1\x00",
+			want{params: "a=1", paramsAtExit: true, imageAtExit: true, sha256: sha([]byte("abcdef")), decodes: 2}},
+		{"init image at exit, params unreadable", init, pUnreadable | iUnreadable, "", "", "abcdef", iAtExit | pUnreadable, "",
+			want{imageAtExit: true, unreadable: true, sha256: sha([]byte("abcdef")), decodes: 2}},
+		{"init params at exit, image unreadable", init, pUnreadable | iUnreadable, "", "", "", pAtExit | iUnreadable, "a=1\x00",
+			want{params: "a=1", paramsAtExit: true, unreadable: true, decodes: 1}},
+		// Hostile or stale exits: params the event did not wait for are ignored.
+		{"params read at enter", fin, 0, "x=1\x00", "", "", pAtExit, "evil=1\x00",
+			want{params: "x=1", decodes: 1}},
+		{"delete_module", del, 0, "", "", "", pAtExit, "evil=1\x00", want{decodes: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []joined
+			var orphans int
+			var emitted []*event.Event
+			j := newTestJoiner(&got, &orphans)
+			j.emit = func(ev *event.Event) { emitted = append(emitted, ev) }
+			feed := func(b []byte) {
+				t.Helper()
+				if err := j.record(aligned(b), time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const tid, ts = 7, 700
+			size := uint64(len(tc.image) + len(tc.exitImage))
+			e := sensorKgEvent{Kind: uint8(sensorKgRecordKG_REC_EVENT), Syscall: uint8(tc.sc), Tid: tid, Pid: tid, Ts: ts,
+				Flags: uint32(tc.enter), ParamsLen: uint16(len(tc.params)), DataLen: uint16(len(tc.params))}
+			if tc.sc == init {
+				e.Len, e.Captured = size, uint64(len(tc.image))
+			}
+			if tc.image != "" {
+				feed(chunkRecord(tid, ts, 0, []byte(tc.image)))
+			}
+			feed(append(rawRecord(&e)[:eventHeaderSize], tc.params...))
+			x := exitWithParams(tc.sc, tid, 0, tc.exit, tc.xParams)
+			if tc.exitImage != "" {
+				feed(chunkRecord(tid, ts, 0, []byte(tc.exitImage)))
+				// The exit record says how many image bytes it sent.
+				binary.NativeEndian.PutUint64(x[unsafe.Offsetof(sensorKgExit{}.Captured):], uint64(len(tc.exitImage)))
+			}
+			feed(x)
+			if len(emitted) != 1 {
+				t.Fatalf("emitted %d events, want 1", len(emitted))
+			}
+			ev := emitted[0]
+			g := want{params: ev.Params, paramsAtExit: ev.ParamsAtExit, imageAtExit: ev.ImageAtExit,
+				unreadable: ev.Unreadable, truncated: ev.Truncated, sha256: ev.SHA256, decodes: len(got)}
+			if g != tc.want {
+				t.Errorf("got  %+v\nwant %+v", g, tc.want)
+			}
+			if ev.Res != 0 || orphans != 0 || len(j.pending) != 0 || len(j.images) != 0 {
+				t.Errorf("res %d orphans %d pending %d images %d", ev.Res, orphans, len(j.pending), len(j.images))
+			}
+		})
 	}
 }

@@ -112,13 +112,9 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 	ev.HostNS = rec.Pidns == n.hostPidNS && (n.hostMntNS == 0 || rec.Mntns == n.hostMntNS)
 	// A skipped image (caller without CAP_SYS_MODULE) counts as truncated.
 	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED | sensorKgFlagKG_F_IMAGE_SKIPPED |
-		sensorKgFlagKG_F_PARAMS_TRUNCATED | sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
-	ev.Unreadable = has(sensorKgFlagKG_F_IMAGE_UNREADABLE | sensorKgFlagKG_F_PARAMS_UNREADABLE |
-		sensorKgFlagKG_F_NAME_UNREADABLE | sensorKgFlagKG_F_FILE_UNRESOLVED)
+		sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
 	ev.ImageAtExit = has(sensorKgFlagKG_F_IMAGE_AT_EXIT)
-	if !has(sensorKgFlagKG_F_PARAMS_UNREADABLE) {
-		ev.Params = string(trimNUL(data.params))
-	}
+	setParams(ev, f, data.params)
 
 	var mod *kmod.Module
 	switch ev.Syscall {
@@ -190,6 +186,23 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		}
 	}
 	return ev
+}
+
+// setParams sets an event's params, and the capture flags that depend on
+// them, from the record's flags f: at decode, and again when params
+// unreadable at sys_enter were read at sys_exit. Truncated is only ever
+// raised (other captures may have set it); Unreadable is all of f's.
+func setParams(ev *event.Event, f sensorKgFlag, params []byte) {
+	ev.Unreadable = f&(sensorKgFlagKG_F_IMAGE_UNREADABLE|sensorKgFlagKG_F_PARAMS_UNREADABLE|
+		sensorKgFlagKG_F_NAME_UNREADABLE|sensorKgFlagKG_F_FILE_UNRESOLVED) != 0
+	if f&sensorKgFlagKG_F_PARAMS_TRUNCATED != 0 {
+		ev.Truncated = true
+	}
+	ev.ParamsAtExit = f&sensorKgFlagKG_F_PARAMS_AT_EXIT != 0
+	ev.Params = ""
+	if f&sensorKgFlagKG_F_PARAMS_UNREADABLE == 0 {
+		ev.Params = string(trimNUL(params))
+	}
 }
 
 // inspectFile reads the finit_module file and inspects it, preferring the

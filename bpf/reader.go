@@ -16,7 +16,7 @@ import (
 // Record sizes, from the bpf2go mirrors of the C structs.
 const (
 	eventHeaderSize = int(unsafe.Offsetof(sensorKgEvent{}.Data))
-	exitRecordSize  = int(unsafe.Sizeof(sensorKgExit{}))
+	exitHeaderSize  = int(unsafe.Offsetof(sensorKgExit{}.Params))
 	chunkHeaderSize = int(unsafe.Offsetof(sensorKgChunk{}.Data))
 )
 
@@ -39,9 +39,10 @@ type image struct {
 type pending struct {
 	ev    *event.Event
 	since time.Time
-	// retry keeps the record of an init_module whose image could not be
-	// read at sys_enter: the sensor reads it again at sys_exit, and the
-	// event is then decoded once more with that image.
+	// retry keeps the record of an init_module whose image, or of an
+	// init_module or finit_module whose params, could not be read at
+	// sys_enter: the sensor reads them again at sys_exit, and the event is
+	// then decoded once more with that image, or given those params.
 	retry *retryRecord
 }
 
@@ -69,7 +70,8 @@ func newRetryRecord(rec *sensorKgEvent, data eventData) *retryRecord {
 // joiner puts records back together: chunks into images, and each event
 // with its result. Records of one thread arrive in order: chunks, event,
 // exit; after an image unreadable at sys_enter, the chunks read at sys_exit
-// come between the event and its exit. It is not safe for concurrent use.
+// come between the event and its exit, and params unreadable at sys_enter
+// come in the exit record. It is not safe for concurrent use.
 type joiner struct {
 	cap     uint64
 	images  map[uint32]*image
@@ -83,6 +85,7 @@ type joiner struct {
 	// used travel), so headers are copied out rather than cast.
 	eventHdr sensorKgEvent
 	chunkHdr sensorKgChunk
+	exitHdr  sensorKgExit
 }
 
 // eventData is an event record's strings, NULs included.
@@ -173,17 +176,21 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 			j.emit(old.ev)
 		}
 		p := &pending{ev: j.decode(rec, data, img, gap), since: now}
-		if syscallOf(rec.Syscall) == event.InitModule && sensorKgFlag(rec.Flags)&sensorKgFlagKG_F_IMAGE_UNREADABLE != 0 {
+		if mayRetry(rec) {
 			p.retry = newRetryRecord(rec, data)
 		}
 		j.pending[rec.Tid] = p
 	case sensorKgRecordKG_REC_EXIT:
-		if len(raw) < exitRecordSize {
+		if len(raw) < exitHeaderSize {
 			return errMalformed
 		}
-		var xr sensorKgExit
-		x := &xr
-		header(x, raw, exitRecordSize)
+		x := &j.exitHdr
+		header(x, raw, exitHeaderSize)
+		params := raw[exitHeaderSize:]
+		if int(x.ParamsLen) > len(params) {
+			return errMalformed
+		}
+		params = params[:x.ParamsLen]
 		p := j.pending[x.Tid]
 		if p == nil || syscallOf(x.Syscall) != p.ev.Syscall {
 			j.orphan()
@@ -191,7 +198,7 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 		}
 		delete(j.pending, x.Tid)
 		if p.retry != nil {
-			j.retried(p, x)
+			j.retried(p, x, params)
 		}
 		p.ev.Res = x.Ret
 		j.emit(p.ev)
@@ -201,28 +208,59 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 	return nil
 }
 
-// retried decodes an init_module event again with the image read at its
-// sys_exit, when that read succeeded. The chunks of that read came after the
-// event record, with its ts.
-func (j *joiner) retried(p *pending, x *sensorKgExit) {
+// mayRetry reports whether the sensor reads some of an event again at
+// sys_exit: an init_module image, or init_module or finit_module params,
+// that it could not read at sys_enter.
+func mayRetry(rec *sensorKgEvent) bool {
+	f := sensorKgFlag(rec.Flags)
+	switch syscallOf(rec.Syscall) {
+	case event.InitModule:
+		return f&(sensorKgFlagKG_F_IMAGE_UNREADABLE|sensorKgFlagKG_F_PARAMS_UNREADABLE) != 0
+	case event.FinitModule:
+		return f&sensorKgFlagKG_F_PARAMS_UNREADABLE != 0
+	}
+	return false
+}
+
+// retried completes an event with what the sensor read at its sys_exit,
+// when those reads succeeded: an init_module event is decoded again with
+// the image (the chunks of that read came after the event record, with its
+// ts), and params read at exit replace the unreadable ones.
+func (j *joiner) retried(p *pending, x *sensorKgExit, params []byte) {
 	rec := &p.retry.rec
-	im := j.images[x.Tid]
-	if im != nil && im.ts != rec.Ts {
-		im = nil // another syscall's chunks: leave them to it
+	xf := sensorKgFlag(x.Flags)
+	hdr := *rec
+	data := p.retry.data
+	gotParams := xf&sensorKgFlagKG_F_PARAMS_AT_EXIT != 0 && sensorKgFlag(rec.Flags)&sensorKgFlagKG_F_PARAMS_UNREADABLE != 0
+	if gotParams {
+		hdr.Flags = rec.Flags&^uint32(sensorKgFlagKG_F_PARAMS_UNREADABLE) |
+			uint32(sensorKgFlagKG_F_PARAMS_AT_EXIT|xf&sensorKgFlagKG_F_PARAMS_TRUNCATED)
+		data.params = bytes.Clone(params)
 	}
-	if im != nil {
-		delete(j.images, x.Tid)
-	}
-	if sensorKgFlag(x.Flags)&sensorKgFlagKG_F_IMAGE_AT_EXIT == 0 || im == nil {
+
+	if sensorKgFlag(rec.Flags)&sensorKgFlagKG_F_IMAGE_UNREADABLE != 0 {
+		im := j.images[x.Tid]
+		if im != nil && im.ts != rec.Ts {
+			im = nil // another syscall's chunks: leave them to it
+		}
+		if im != nil {
+			delete(j.images, x.Tid)
+		}
+		if xf&sensorKgFlagKG_F_IMAGE_AT_EXIT != 0 && im != nil {
+			hdr.Flags = hdr.Flags&^uint32(sensorKgFlagKG_F_IMAGE_UNREADABLE) | uint32(sensorKgFlagKG_F_IMAGE_AT_EXIT)
+			hdr.Captured = x.Captured
+			p.ev = j.decode(&hdr, data, im.buf, im.gap)
+			return
+		}
 		if im != nil {
 			j.orphan() // a retry that failed part way
 		}
-		return
 	}
-	hdr := *rec
-	hdr.Flags = rec.Flags&^uint32(sensorKgFlagKG_F_IMAGE_UNREADABLE) | uint32(sensorKgFlagKG_F_IMAGE_AT_EXIT)
-	hdr.Captured = x.Captured
-	p.ev = j.decode(&hdr, p.retry.data, im.buf, im.gap)
+	if gotParams {
+		// Params change nothing else that decode derives: set them on
+		// the event as it stands, rather than read the module again.
+		setParams(p.ev, sensorKgFlag(hdr.Flags), data.params)
+	}
 }
 
 func (j *joiner) chunk(tid uint32, ts, off, total uint64, data []byte) {

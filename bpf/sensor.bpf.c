@@ -24,9 +24,13 @@
  * resident, as with a fresh mapping of the module file, and a tracepoint
  * cannot fault them in) is read again at sys_exit, where the kernel has just
  * copied it and so faulted it in: its chunks go before the kg_exit record,
- * which says KG_F_IMAGE_AT_EXIT. Such calls are remembered in kg_retries,
- * which only the sys_exit of init_module looks up: other syscalls leave
- * sys_exit as before.
+ * which says KG_F_IMAGE_AT_EXIT. The params string of init_module and
+ * finit_module gets the same second chance: the kernel copies it during the
+ * syscall (strndup_user), so a page not resident at sys_enter is resident
+ * at sys_exit, and the kg_exit record carries the string and says
+ * KG_F_PARAMS_AT_EXIT. Such calls are remembered in kg_retries, which only
+ * the sys_exit of init_module and finit_module looks up: other syscalls
+ * leave sys_exit as before.
  *
  * Nothing vanishes silently: a read that fails is flagged in the record, a
  * record the ring buffer cannot take is counted in kg_counters, and so are
@@ -137,6 +141,14 @@ enum kg_flag {
 	 * what the buffer held then, not necessarily what the kernel copied.
 	 */
 	KG_F_IMAGE_AT_EXIT = 1 << 15,
+	/*
+	 * In struct kg_exit: the params could not be read at sys_enter (their
+	 * page was not resident) and were read at sys_exit, after the
+	 * kernel's own copy faulted them in; the record carries them. They
+	 * are what the buffer held then, not necessarily what the kernel
+	 * copied. KG_F_PARAMS_TRUNCATED may come with it.
+	 */
+	KG_F_PARAMS_AT_EXIT = 1 << 16,
 };
 
 /* Indexes of kg_counters. */
@@ -222,11 +234,15 @@ struct kg_chunk {
 };
 
 /*
- * The result of a module syscall, at sys_exit. For an init_module whose
- * image could not be read at sys_enter, the image is read once more first
- * (its chunks go before this record, with the event's ts); flags then say
- * how that went: KG_F_IMAGE_AT_EXIT when the whole image was read, else
- * KG_F_IMAGE_UNREADABLE or KG_F_IMAGE_DROPPED.
+ * The result of a module syscall, at sys_exit: a header, then params_len
+ * bytes of params. For an init_module whose image could not be read at
+ * sys_enter, the image is read once more first (its chunks go before this
+ * record, with the event's ts); flags then say how that went:
+ * KG_F_IMAGE_AT_EXIT when the whole image was read, else
+ * KG_F_IMAGE_UNREADABLE or KG_F_IMAGE_DROPPED. For an init_module or
+ * finit_module whose params could not be read at sys_enter, they are read
+ * once more into params: KG_F_PARAMS_AT_EXIT (and KG_F_PARAMS_TRUNCATED
+ * when cut) when that worked, else KG_F_PARAMS_UNREADABLE.
  */
 struct kg_exit {
 	__u8 kind;
@@ -235,8 +251,10 @@ struct kg_exit {
 	__u32 tid;
 	__s64 ret;
 	__u32 flags;
-	__u32 pad2;
+	__u16 params_len; /* bytes in params, NUL included; 0 unless KG_F_PARAMS_AT_EXIT */
+	__u16 pad2;
 	__u64 captured; /* image bytes sent at sys_exit */
+	char params[KG_PARAMS_MAX];
 };
 
 /* Keep the record types in BTF, so that bpf2go -type mirrors them in Go. */
@@ -298,17 +316,25 @@ struct {
 	__type(value, __u8);
 } kg_throttled_tids SEC(".maps");
 
-/* An init_module image to read again at sys_exit: its enter-time read failed. */
+/*
+ * What to read again at sys_exit, because its enter-time read failed: an
+ * init_module image (image and total set), the params of an init_module or
+ * finit_module (params set), or both.
+ */
 struct kg_retry {
 	__u64 image;
-	__u64 total; /* bytes to send */
-	__u64 ts;    /* the event's ts */
+	__u64 total;  /* bytes to send */
+	__u64 params; /* the params pointer, or 0 */
+	__u64 ts;     /* the event's ts */
 };
 
 /*
- * kg_retries: tid -> the image of the init_module it is in, only while a
- * failed enter-time read waits for sys_exit. Empty nearly always, and only
- * looked up at the exit of init_module.
+ * kg_retries: tid -> what to read again at the exit of the init_module or
+ * finit_module it is in, only while a failed enter-time read waits for
+ * sys_exit. Empty nearly always, and only looked up at the exit of those
+ * two syscalls. Only callers that may load modules get an entry: the kernel
+ * refuses the others before it copies anything, and their floods must not
+ * evict a real load's entry from this LRU map.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -316,6 +342,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kg_retry);
 } kg_retries SEC(".maps");
+
+/* kg_exit_buf: 0 -> the exit record being filled on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_exit);
+} kg_exit_buf SEC(".maps");
 
 /* kg_chunk_buf: 0 -> the chunk being filled on this CPU. */
 struct {
@@ -633,11 +667,16 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 	e->cgroup_len = kg_walk_cgroup(e, task);
 }
 
-/* kg_read_params appends a user string of at most KG_PARAMS_MAX bytes. */
-static __always_inline void kg_read_params(struct kg_event *e, const char *uargs)
+/*
+ * kg_params_str reads the params string at uargs into dst, which has room
+ * for KG_PARAMS_MAX bytes, and returns its length, NUL included, or a
+ * negative number when the read faulted (a page not resident, or a bad
+ * pointer). It adds KG_F_PARAMS_TRUNCATED to *flags when the string is
+ * longer than dst.
+ */
+static __always_inline long kg_params_str(char *dst, const char *uargs, __u32 *flags)
 {
-	__u32 pos = kg_segment(e, KG_PARAMS_MAX);
-	long n = bpf_probe_read_user_str(e->data + pos, KG_PARAMS_MAX, uargs);
+	long n = bpf_probe_read_user_str(dst, KG_PARAMS_MAX, uargs);
 	char next = 0;
 
 	if (n == 0) {
@@ -647,19 +686,28 @@ static __always_inline void kg_read_params(struct kg_event *e, const char *uargs
 		 * return 0 for it rather than 1, and write no NUL. A fault
 		 * returns -EFAULT.
 		 */
-		e->data[pos] = 0;
+		dst[0] = 0;
 		n = 1;
 	}
+	/* A full buffer is cut unless the string ended exactly there. */
+	if (n == KG_PARAMS_MAX &&
+	    (bpf_probe_read_user(&next, 1, uargs + KG_PARAMS_MAX - 1) || next != 0))
+		*flags |= KG_F_PARAMS_TRUNCATED;
+	return n;
+}
+
+/* kg_read_params appends a user string of at most KG_PARAMS_MAX bytes. */
+static __always_inline void kg_read_params(struct kg_event *e, const char *uargs)
+{
+	__u32 pos = kg_segment(e, KG_PARAMS_MAX);
+	long n = kg_params_str(e->data + pos, uargs, &e->flags);
+
 	if (n < 0) {
 		e->flags |= KG_F_PARAMS_UNREADABLE;
 		return;
 	}
 	e->params_len = n;
 	e->data_len = pos + n;
-	/* A full buffer is cut unless the string ended exactly there. */
-	if (n == KG_PARAMS_MAX &&
-	    (bpf_probe_read_user(&next, 1, uargs + KG_PARAMS_MAX - 1) || next != 0))
-		e->flags |= KG_F_PARAMS_TRUNCATED;
 }
 
 /* kg_fill_file records what the kernel knows of finit_module's fd. */
@@ -820,6 +868,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	__u64 a0 = 0, a1 = 0, a2 = 0;
 	struct kg_image_ctx img = {};
 	struct kg_event *e;
+	const char *uargs = NULL;
 	__u64 ts = bpf_ktime_get_boot_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bool may_load;
@@ -903,13 +952,15 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 		e->flags |= img.flags;
 		if (img.sent < img.total && !(img.flags & KG_F_IMAGE_DROPPED))
 			e->flags |= KG_F_IMAGE_UNREADABLE;
-		kg_read_params(e, (const char *)a2);
+		uargs = (const char *)a2;
+		kg_read_params(e, uargs);
 		break;
 	case KG_NR_FINIT_MODULE:
 		e->syscall = KG_SYS_FINIT_MODULE;
 		e->fd = (int)a0;
 		e->raw_flags = (__u32)a2;
-		kg_read_params(e, (const char *)a1);
+		uargs = (const char *)a1;
+		kg_read_params(e, uargs);
 		kg_fill_file(e, task, (int)a0);
 		break;
 	default:
@@ -950,14 +1001,23 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	}
 	kg_count(KG_CNT_EVENTS);
 	/*
-	 * An image that could not be read (not resident: a fresh mapping of
-	 * the file) is read again at sys_exit, once the kernel has copied it.
+	 * An image or params that could not be read (not resident: a fresh
+	 * mapping) are read again at sys_exit, once the kernel has copied
+	 * them. Only for callers the kernel lets that far (img.total is 0 for
+	 * the others); a NULL params pointer never becomes readable.
 	 */
-	if (nr == KG_NR_INIT_MODULE && (e->flags & KG_F_IMAGE_UNREADABLE) && img.total &&
-	    !(img.flags & KG_F_IMAGE_DROPPED)) {
-		struct kg_retry r = {.image = (__u64)img.image, .total = img.total, .ts = ts};
+	if (may_load) {
+		struct kg_retry r = {.ts = ts};
 
-		bpf_map_update_elem(&kg_retries, &tid, &r, BPF_ANY);
+		if (nr == KG_NR_INIT_MODULE && (e->flags & KG_F_IMAGE_UNREADABLE) && img.total &&
+		    !(img.flags & KG_F_IMAGE_DROPPED)) {
+			r.image = (__u64)img.image;
+			r.total = img.total;
+		}
+		if ((e->flags & KG_F_PARAMS_UNREADABLE) && uargs)
+			r.params = (__u64)uargs;
+		if (r.total || r.params)
+			bpf_map_update_elem(&kg_retries, &tid, &r, BPF_ANY);
 	}
 	return 0;
 }
@@ -967,32 +1027,46 @@ static __always_inline int kg_exit(long nr, long ret)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct kg_image_ctx img = {};
-	struct kg_retry *r;
+	struct kg_retry *r = NULL;
+	const char *uargs = NULL;
 	struct kg_exit *x;
+	__u32 key = 0;
+	__u64 len = 0, size;
 
 	/* The exit of a throttled call goes the way of its enter. */
 	if (kg_unprivileged_rate && !kg_may_load(task) && bpf_map_delete_elem(&kg_throttled_tids, &tid) == 0)
 		return 0;
-	if (nr == KG_NR_INIT_MODULE && (r = bpf_map_lookup_elem(&kg_retries, &tid))) {
+	x = bpf_map_lookup_elem(&kg_exit_buf, &key);
+	if (!x)
+		return 0;
+	if (nr == KG_NR_INIT_MODULE || nr == KG_NR_FINIT_MODULE)
+		r = bpf_map_lookup_elem(&kg_retries, &tid);
+	if (r) {
 		img.image = (const char *)r->image;
 		img.total = r->total;
 		img.ts = r->ts;
 		img.tid = tid;
+		uargs = (const char *)r->params;
 		bpf_map_delete_elem(&kg_retries, &tid);
 		if (img.total > kg_image_cap)
 			img.total = kg_image_cap;
-		if (img.total)
+		if (img.total) {
 			bpf_loop((img.total + KG_CHUNK - 1) / KG_CHUNK, kg_send_chunk, &img, 0);
-		if (img.total && img.sent == img.total)
-			img.flags |= KG_F_IMAGE_AT_EXIT;
-		else if (!(img.flags & KG_F_IMAGE_DROPPED))
-			img.flags |= KG_F_IMAGE_UNREADABLE;
-	}
-	x = bpf_ringbuf_reserve(&kg_events, sizeof(*x), 0);
+			if (img.sent == img.total)
+				img.flags |= KG_F_IMAGE_AT_EXIT;
+			else if (!(img.flags & KG_F_IMAGE_DROPPED))
+				img.flags |= KG_F_IMAGE_UNREADABLE;
+		}
+		if (uargs) {
+			long n = kg_params_str(x->params, uargs, &img.flags);
 
-	if (!x) {
-		kg_count(KG_CNT_EXIT_DROPS);
-		return 0;
+			if (n > 0 && n <= KG_PARAMS_MAX) {
+				len = n;
+				img.flags |= KG_F_PARAMS_AT_EXIT;
+			} else {
+				img.flags |= KG_F_PARAMS_UNREADABLE;
+			}
+		}
 	}
 	x->kind = KG_REC_EXIT;
 	x->syscall = nr == KG_NR_INIT_MODULE    ? KG_SYS_INIT_MODULE
@@ -1002,9 +1076,16 @@ static __always_inline int kg_exit(long nr, long ret)
 	x->tid = tid;
 	x->ret = ret;
 	x->flags = img.flags;
+	x->params_len = len;
 	x->pad2 = 0;
 	x->captured = img.sent;
-	bpf_ringbuf_submit(x, 0);
+	/* Bounded in 64 bits, where the verifier sees it (6.1 and 6.12 lose a 32-bit bound). */
+	size = __builtin_offsetof(struct kg_exit, params) + len;
+	barrier_var(size);
+	if (size > sizeof(*x))
+		size = sizeof(*x);
+	if (bpf_ringbuf_output(&kg_events, x, size, 0))
+		kg_count(KG_CNT_EXIT_DROPS);
 	return 0;
 }
 

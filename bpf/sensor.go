@@ -28,7 +28,9 @@
 // could not be read at sys_enter (pages not yet resident: a fresh mapping of
 // the module file) is read again at sys_exit, after the kernel's own copy
 // faulted it in; its chunks then come between the event and the result, and
-// the event says ImageAtExit.
+// the event says ImageAtExit. Likewise init_module and finit_module params
+// not resident at sys_enter are read at sys_exit, after the kernel copied
+// them; the result record carries them, and the event says ParamsAtExit.
 package bpf
 
 import (

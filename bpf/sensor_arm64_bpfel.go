@@ -86,15 +86,17 @@ type sensorKgEvent struct {
 }
 
 type sensorKgExit struct {
-	_        structs.HostLayout
-	Kind     uint8
-	Syscall  uint8
-	Pad      uint16
-	Tid      uint32
-	Ret      int64
-	Flags    uint32
-	Pad2     uint32
-	Captured uint64
+	_         structs.HostLayout
+	Kind      uint8
+	Syscall   uint8
+	Pad       uint16
+	Tid       uint32
+	Ret       int64
+	Flags     uint32
+	ParamsLen uint16
+	Pad2      uint16
+	Captured  uint64
+	Params    [4096]int8
 }
 
 type sensorKgFlag uint32
@@ -116,6 +118,7 @@ const (
 	sensorKgFlagKG_F_IMAGE_SKIPPED      sensorKgFlag = 8192
 	sensorKgFlagKG_F_EXE_DELETED        sensorKgFlag = 16384
 	sensorKgFlagKG_F_IMAGE_AT_EXIT      sensorKgFlag = 32768
+	sensorKgFlagKG_F_PARAMS_AT_EXIT     sensorKgFlag = 65536
 )
 
 type sensorKgRecord uint32
@@ -127,10 +130,11 @@ const (
 )
 
 type sensorKgRetry struct {
-	_     structs.HostLayout
-	Image uint64
-	Total uint64
-	Ts    uint64
+	_      structs.HostLayout
+	Image  uint64
+	Total  uint64
+	Params uint64
+	Ts     uint64
 }
 
 type sensorKgSyscall uint32
@@ -150,6 +154,7 @@ const (
 	sensorMapKgCounters            = "kg_counters"
 	sensorMapKgEventBuf            = "kg_event_buf"
 	sensorMapKgEvents              = "kg_events"
+	sensorMapKgExitBuf             = "kg_exit_buf"
 	sensorMapKgRetries             = "kg_retries"
 	sensorMapKgThrottledTids       = "kg_throttled_tids"
 	sensorProgKgFentryDeleteModule = "kg_fentry_delete_module"
@@ -234,6 +239,7 @@ type sensorMapSpecs struct {
 	KgCounters      *ebpf.MapSpec `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.MapSpec `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.MapSpec `ebpf:"kg_events"`
+	KgExitBuf       *ebpf.MapSpec `ebpf:"kg_exit_buf"`
 	KgRetries       *ebpf.MapSpec `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.MapSpec `ebpf:"kg_throttled_tids"`
 }
@@ -276,6 +282,7 @@ type sensorMaps struct {
 	KgCounters      *ebpf.Map `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.Map `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.Map `ebpf:"kg_events"`
+	KgExitBuf       *ebpf.Map `ebpf:"kg_exit_buf"`
 	KgRetries       *ebpf.Map `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.Map `ebpf:"kg_throttled_tids"`
 }
@@ -287,6 +294,7 @@ func (m *sensorMaps) Close() error {
 		m.KgCounters,
 		m.KgEventBuf,
 		m.KgEvents,
+		m.KgExitBuf,
 		m.KgRetries,
 		m.KgThrottledTids,
 	)

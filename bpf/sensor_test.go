@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/allowlist"
@@ -939,5 +940,123 @@ func TestInitModuleUntouchedMapping(t *testing.T) {
 		ev.Size != uint64(len(m)) || ev.Params != "numdummies=1" {
 		t.Errorf("res %d unreadable %v at exit %v sha256 %q size %d params %q: want an unreadable image of %d bytes",
 			ev.Res, ev.Unreadable, ev.ImageAtExit, ev.SHA256, ev.Size, ev.Params, len(m))
+	}
+}
+
+// untouchedParams returns a params string on a page that is not resident:
+// with content "", a fresh anonymous page never touched (all zeros, so the
+// empty string); else a never-touched MAP_PRIVATE mapping of a file that
+// holds content and a NUL. Touching the slice makes the page resident.
+func untouchedParams(t *testing.T, content string) []byte {
+	t.Helper()
+	if content == "" {
+		return hostileMem(t, 1, 0)
+	}
+	path := filepath.Join(t.TempDir(), "params")
+	if err := os.WriteFile(path, []byte(content+"\x00"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return untouchedMapping(t, path)
+}
+
+// touched takes a byte read to make a page resident, so that the compiler
+// keeps the read.
+var touched byte
+
+// retryPending reports whether the sensor still holds a retry for tid: a
+// call whose exit it has seen must leave none behind.
+func retryPending(t *testing.T, s *Sensor, tid int) bool {
+	t.Helper()
+	var r sensorKgRetry
+	err := s.coll.Maps["kg_retries"].Lookup(uint32(tid), &r)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("kg_retries: %v", err)
+	}
+	return err == nil
+}
+
+// TestParamsUntouchedPage passes init_module and finit_module params on a
+// page that is not resident at sys_enter, where a tracepoint cannot fault
+// it in. This host's kernel has no module support: it returns ENOSYS
+// without copying the params, so the page is still not resident at
+// sys_exit and the read there fails too: the event says unreadable, with
+// no params and no params_at_exit, and the retry is gone. The same page
+// touched first is read at sys_enter. (TestVM's guests, where the kernel
+// copies the params, show the read at sys_exit.)
+func TestParamsUntouchedPage(t *testing.T) {
+	path := dummyModule(t)
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, h := range []Hook{HookBTF, HookRaw} {
+		t.Run(string(h), func(t *testing.T) {
+			s, c := newTestSensor(t, Config{Hook: h})
+			if s.Hook() != h {
+				t.Fatalf("hook %s loaded instead of %s", s.Hook(), h)
+			}
+			for _, tc := range []struct {
+				name    string
+				sc      event.Syscall
+				content string
+			}{
+				{"init anonymous", event.InitModule, ""},
+				{"init file", event.InitModule, "numdummies=3"},
+				{"finit anonymous", event.FinitModule, ""},
+				{"finit file", event.FinitModule, "numdummies=3"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+					tid := unix.Gettid()
+					call := func(params []byte) (unix.Errno, *event.Event) {
+						t.Helper()
+						var errno unix.Errno
+						if tc.sc == event.InitModule {
+							_, _, errno = unix.Syscall(unix.SYS_INIT_MODULE, ptr(img), uintptr(len(img)), ptr(params))
+						} else {
+							_, _, errno = unix.Syscall(unix.SYS_FINIT_MODULE, f.Fd(), ptr(params), 0)
+						}
+						ev := c.wait(t, func(ev *event.Event) bool { return mine(tid, tc.sc)(ev) && !seen(ev) })
+						if ev.Res != -int64(errno) {
+							t.Errorf("res %d, want %d", ev.Res, -int64(errno))
+						}
+						if ev.SHA256 != sha(img) {
+							t.Errorf("sha256 %s, want %s: only the params are out of reach", ev.SHA256, sha(img))
+						}
+						return errno, ev
+					}
+
+					params := untouchedParams(t, tc.content)
+					errno, ev := call(params)
+					if errno != unix.ENOSYS {
+						t.Skipf("needs a kernel without module support, which leaves the params page untouched: %v returned %v", tc.sc, errno)
+					}
+					t.Logf("untouched: unreadable %v params %q params_at_exit %v", ev.Unreadable, ev.Params, ev.ParamsAtExit)
+					if !ev.Unreadable || ev.Params != "" || ev.ParamsAtExit || ev.Truncated {
+						t.Errorf("untouched: unreadable %v params %q at exit %v truncated %v: want unreadable params, not read at exit either",
+							ev.Unreadable, ev.Params, ev.ParamsAtExit, ev.Truncated)
+					}
+					if retryPending(t, s, tid) {
+						t.Error("the retry outlived the call's sys_exit")
+					}
+
+					touched = params[0] // now resident
+					_, ev = call(params)
+					if ev.Unreadable || ev.Params != tc.content || ev.ParamsAtExit {
+						t.Errorf("touched: unreadable %v params %q (want %q) at exit %v: want them read at sys_enter",
+							ev.Unreadable, ev.Params, tc.content, ev.ParamsAtExit)
+					}
+				})
+			}
+			if st := s.Stats(); st.Drops+st.ExitDrops != 0 {
+				t.Errorf("drops: %+v", st)
+			}
+		})
 	}
 }

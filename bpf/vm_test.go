@@ -139,6 +139,48 @@ func guestLoadUnload(t *testing.T, h Hook) {
 		unload()
 	}
 
+	// Params on a page not resident at sys_enter: a fresh anonymous page
+	// (the empty string) and a never-touched mapping of a file that holds
+	// them. The kernel copies them (strndup_user), so the sensor reads them
+	// at sys_exit. Last, an init_module with both its image and its params
+	// out of reach at sys_enter.
+	for _, tc := range []struct {
+		name    string
+		sc      event.Syscall
+		content string
+		mapped  bool // the image too, on an untouched mapping
+	}{
+		{"finit_module, params on an anonymous page", event.FinitModule, "", false},
+		{"finit_module, params on a file mapping", event.FinitModule, "numdummies=3", false},
+		{"init_module, params on an anonymous page", event.InitModule, "", false},
+		{"init_module, params on a file mapping", event.InitModule, "numdummies=3", false},
+		{"init_module, image and params on file mappings", event.InitModule, "numdummies=3", true},
+	} {
+		params := untouchedParams(t, tc.content)
+		var errno unix.Errno
+		switch {
+		case tc.sc == event.FinitModule:
+			_, _, errno = unix.Syscall(unix.SYS_FINIT_MODULE, f.Fd(), ptr(params), 0)
+		case tc.mapped:
+			m := untouchedMapping(t, path)
+			_, _, errno = unix.Syscall(unix.SYS_INIT_MODULE, ptr(m), uintptr(len(m)), ptr(params))
+		default:
+			_, _, errno = unix.Syscall(unix.SYS_INIT_MODULE, ptr(img), uintptr(len(img)), ptr(params))
+		}
+		if errno != 0 {
+			t.Fatalf("%s: %v", tc.name, errno)
+		}
+		ev = c.wait(t, func(ev *event.Event) bool { return mine(tid, tc.sc)(ev) && !seen(ev) })
+		if ev.Res != 0 || ev.Unreadable || ev.Truncated || ev.Name != "dummy" || ev.SHA256 != sha(img) ||
+			ev.Params != tc.content || !ev.ParamsAtExit || ev.ImageAtExit != tc.mapped {
+			t.Errorf("%s: res %d unreadable %v truncated %v name %q sha256 %s (want %s) params %q (want %q) params at exit %v image at exit %v (want %v)",
+				tc.name, ev.Res, ev.Unreadable, ev.Truncated, ev.Name, ev.SHA256, sha(img), ev.Params, tc.content,
+				ev.ParamsAtExit, ev.ImageAtExit, tc.mapped)
+		}
+		t.Logf("%s: params %q, read at exit: %v; image read at exit: %v", tc.name, ev.Params, ev.ParamsAtExit, ev.ImageAtExit)
+		unload()
+	}
+
 	// delete_module of an empty name: readable, empty.
 	err = unix.DeleteModule("", 0)
 	ev = c.wait(t, func(ev *event.Event) bool { return mine(tid, event.DeleteModule)(ev) && !seen(ev) })
