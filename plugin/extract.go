@@ -155,6 +155,11 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 			return nil, false
 		}
 		return e.ImageAtExit, true
+	case fieldParamsAtExit:
+		if !isLoad(e) {
+			return nil, false
+		}
+		return e.ParamsAtExit, true
 	case fieldFileChanged:
 		if e.Syscall != event.FinitModule {
 			return nil, false

@@ -30,6 +30,7 @@ const (
 	fieldTruncated
 	fieldUnreadable
 	fieldImageAtExit
+	fieldParamsAtExit
 	fieldFileChanged
 	fieldAllowed
 	fieldAllowlistEntry
@@ -99,9 +100,11 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldTruncated: {Type: typeBool, Name: "kmod.truncated", Display: "Capture truncated",
 		Desc: "True when the image was larger than the capture cap, so digests and metadata are missing."},
 	fieldUnreadable: {Type: typeBool, Name: "kmod.unreadable", Display: "Image unreadable",
-		Desc: "True when the sensor could read no complete image, neither at syscall entry nor at exit (bad pointer, huge length, unreadable file)."},
+		Desc: "True when the sensor could read no complete image, neither at syscall entry nor at exit (bad pointer, huge length, unreadable file), or could not read the params string, neither at entry nor at exit."},
 	fieldImageAtExit: {Type: typeBool, Name: "kmod.image_at_exit", Display: "Image read at exit",
 		Desc: "True when the init_module image was not resident at syscall entry and was read at syscall exit, after the kernel's copy: it is what the buffer held then, not necessarily what the kernel copied, so kmod.allowed is false."},
+	fieldParamsAtExit: {Type: typeBool, Name: "kmod.params_at_exit", Display: "Params read at exit",
+		Desc: "True when the params string of init_module or finit_module was not resident at syscall entry and was read at syscall exit, after the kernel's copy: it is what the buffer held then, which another thread could have rewritten since the kernel copied it."},
 	fieldFileChanged: {Type: typeBool, Name: "kmod.file_changed", Display: "File changed",
 		Desc: "True when the finit_module file changed between the syscall and the sensor's read of it: its inode, device, size, mtime or ctime differ from what the kernel saw. The ctime catches an owner who rewrites the file in place and sets the mtime back; root can still set the clock, and only the guard's digest of the kernel's own copy (kmod.toctou) holds against that."},
 	fieldAllowed: {Type: typeBool, Name: "kmod.allowed", Display: "Allowlisted",

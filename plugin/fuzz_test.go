@@ -32,7 +32,9 @@ func FuzzParseConfig(f *testing.F) {
 // FuzzExtract: every field of a hostile payload extracts without a panic,
 // or the payload is refused as corrupt.
 func FuzzExtract(f *testing.F) {
-	for _, e := range []*event.Event{initEvent(), finitEvent(), deleteEvent(), {}, {Syscall: event.Guard}} {
+	atExit := initEvent()
+	atExit.ImageAtExit, atExit.ParamsAtExit = true, true
+	for _, e := range []*event.Event{initEvent(), finitEvent(), deleteEvent(), {}, {Syscall: event.Guard}, atExit} {
 		b, err := e.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)

@@ -142,7 +142,7 @@ func TestSchema(t *testing.T) {
 func TestFieldList(t *testing.T) {
 	want := []string{"syscall", "res", "ok", "name", "this_module_name", "name_mismatch", "sha256", "elf_sha256", "size",
 		"params", "path", "flags", "vermagic", "srcversion", "depends", "signed", "signer", "truncated", "unreadable", "image_at_exit",
-		"file_changed", "allowed", "allowlist_entry", "verdict", "toctou", "pid", "tid", "ppid", "comm", "exe", "cmdline",
+		"params_at_exit", "file_changed", "allowed", "allowlist_entry", "verdict", "toctou", "pid", "tid", "ppid", "comm", "exe", "cmdline",
 		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "cap_effective"}
 	have := map[string]sdk.FieldEntry{}
 	for _, f := range New().Fields() {
@@ -182,7 +182,7 @@ func TestExtract(t *testing.T) {
 			"kmod.name": "dummy", "kmod.this_module_name": "dummy", "kmod.name_mismatch": false,
 			"kmod.sha256": dummyDigest, "kmod.size": uint64(37640), "kmod.params": "numdummies=3",
 			"kmod.signed": true, "kmod.signer": "Debian Secure Boot CA", "kmod.depends": []string{},
-			"kmod.truncated": false, "kmod.image_at_exit": false, "kmod.verdict": "none", "kmod.toctou": false,
+			"kmod.truncated": false, "kmod.image_at_exit": false, "kmod.params_at_exit": false, "kmod.verdict": "none", "kmod.toctou": false,
 			"kmod.pid": uint64(4242), "kmod.tid": uint64(4243), "kmod.ppid": uint64(1), "kmod.comm": "insmod",
 			"kmod.exe": "/usr/bin/kmod", "kmod.uid": uint64(0), "kmod.loginuid": uint64(1000), "kmod.host_ns": true,
 			"kmod.cap_effective": "CAP_SYS_MODULE CAP_SYS_ADMIN",
@@ -192,15 +192,22 @@ func TestExtract(t *testing.T) {
 			"kmod.flags": []string{"MODULE_INIT_COMPRESSED_FILE"}, "kmod.path": "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/veth.ko.xz",
 			"kmod.file_changed": true, "kmod.verdict": "blocked", "kmod.toctou": true, "kmod.depends": []string{"x-y"},
 			"kmod.container_id": "0123456789ab", "kmod.host_ns": false, "kmod.loginuid": uint64(4294967295),
-			"kmod.cap_effective": "CAP_SYS_MODULE", "kmod.elf_sha256": dummyDigest, "kmod.signed": false,
+			"kmod.cap_effective": "CAP_SYS_MODULE", "kmod.elf_sha256": dummyDigest, "kmod.signed": false, "kmod.params_at_exit": false,
 		}, []string{"kmod.params", "kmod.signer", "kmod.exe", "kmod.image_at_exit"}},
 		{"init_module read at exit", func() *event.Event { e := initEvent(); e.ImageAtExit = true; return e }(), map[string]any{
 			"kmod.syscall": "init_module", "kmod.image_at_exit": true, "kmod.unreadable": false, "kmod.sha256": dummyDigest,
 		}, nil},
+		{"finit_module params read at exit", func() *event.Event {
+			e := finitEvent()
+			e.Params, e.ParamsAtExit = "numdummies=2", true
+			return e
+		}(), map[string]any{
+			"kmod.syscall": "finit_module", "kmod.params_at_exit": true, "kmod.params": "numdummies=2",
+		}, []string{"kmod.image_at_exit"}},
 		{"delete_module", deleteEvent(), map[string]any{
 			"kmod.syscall": "delete_module", "kmod.res": "ENOENT", "kmod.name": "dummy",
 			"kmod.flags": []string{"O_NONBLOCK", "O_TRUNC"},
-		}, []string{"kmod.size", "kmod.signed", "kmod.verdict", "kmod.toctou", "kmod.this_module_name", "kmod.name_mismatch", "kmod.file_changed", "kmod.allowed"}},
+		}, []string{"kmod.size", "kmod.signed", "kmod.verdict", "kmod.toctou", "kmod.this_module_name", "kmod.name_mismatch", "kmod.file_changed", "kmod.allowed", "kmod.params_at_exit"}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -319,6 +319,7 @@ func formatEvent(ev *event.Event) string {
 		{ev.Truncated, " TRUNCATED"},
 		{ev.Unreadable, " UNREADABLE"},
 		{ev.ImageAtExit, " IMAGE-AT-EXIT"},
+		{ev.ParamsAtExit, " PARAMS-AT-EXIT"},
 	} {
 		if f.on {
 			b.WriteString(f.what)

@@ -188,12 +188,16 @@ func TestFormatEvent(t *testing.T) {
 			t.Errorf("%q lacks %q", got, want)
 		}
 	}
-	if strings.Contains(got, "IMAGE-AT-EXIT") {
-		t.Errorf("%q flags an exit-time image that was not", got)
+	if strings.Contains(got, "IMAGE-AT-EXIT") || strings.Contains(got, "PARAMS-AT-EXIT") {
+		t.Errorf("%q flags an exit-time read that was not", got)
 	}
 	ev.ImageAtExit = true
-	if got := formatEvent(ev); !strings.Contains(got, " IMAGE-AT-EXIT") {
-		t.Errorf("%q does not say the image was read at sys_exit", got)
+	if got := formatEvent(ev); !strings.Contains(got, " IMAGE-AT-EXIT") || strings.Contains(got, "PARAMS-AT-EXIT") {
+		t.Errorf("%q does not say (only) that the image was read at sys_exit", got)
+	}
+	ev.ImageAtExit, ev.ParamsAtExit = false, true
+	if got := formatEvent(ev); !strings.Contains(got, " PARAMS-AT-EXIT") || strings.Contains(got, "IMAGE-AT-EXIT") {
+		t.Errorf("%q does not say (only) that the params were read at sys_exit", got)
 	}
 	if got := formatRes(bpf.ResUnknown); got != "res=?" {
 		t.Errorf("unknown result: %q", got)
