@@ -80,9 +80,10 @@ const (
 	HookRaw Hook = "raw_tracepoint"
 	// HookFentry puts fentry/fexit programs on the three syscall functions
 	// (__x64_sys_init_module, ...), so other syscalls pay nothing. Kernels
-	// without BPF trampolines, or that refuse tracing programs, cannot; the
-	// sensor then falls back to HookBTF and HookRaw, with a warning. Never
-	// chosen by HookAuto.
+	// without BPF trampolines, that refuse tracing programs, or that load
+	// them but cannot attach them (arm64 without ftrace direct calls, such
+	// as Debian's 6.1) cannot; the sensor then falls back to HookBTF and
+	// HookRaw, with a warning. Never chosen by HookAuto.
 	HookFentry Hook = "fentry"
 )
 
@@ -313,6 +314,18 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 			return fmt.Errorf("load the sensor (%s): the verifier refused it:\n%+v", h, ve)
 		}
 		return fmt.Errorf("load the sensor (%s): %w", h, err)
+	}
+	if h == HookFentry {
+		// A kernel may load tracing programs and refuse to attach them:
+		// arm64 without ftrace direct calls has no way into a BPF
+		// trampoline, and says ENOTSUPP only at the attach. One attach,
+		// undone at once, finds out here, where New can still fall back.
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[all[0].prog]})
+		if err != nil {
+			coll.Close()
+			return fmt.Errorf("load the sensor (%s): the kernel loads %s but refuses to attach it: %w", h, all[0].prog, err)
+		}
+		l.Close()
 	}
 	s.hook = h
 	s.attach = all
