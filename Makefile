@@ -16,7 +16,7 @@ help: ## Show this help
 
 .PHONY: deps
 deps: ## Install what building and testing need (Go modules, clang, QEMU, busybox)
-	@scripts/deps.sh build bpf vm proto
+	@scripts/deps.sh build bpf vm vm-arm64 proto
 
 .PHONY: build
 build: ## Build the kmodguard CLI into bin/
@@ -60,13 +60,13 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	@scripts/fuzz.sh $(FUZZTIME)
 
 .PHONY: vmtest
-vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12
-	@scripts/deps.sh build vm
+vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12 (amd64; arm64 too where a TestVMArm64 is)
+	@scripts/deps.sh build vm vm-arm64
 	KMODGUARD_VMTEST=1 $(GO) test -count=1 -p 1 -timeout 60m -run '^TestVM' -v $(VM_PKGS)
 
 .PHONY: test
 test: ## Everything CI runs: deps, lint, generated-file check, unit, fuzz, vmtest
-	@scripts/deps.sh build bpf vm proto
+	@scripts/deps.sh build bpf vm vm-arm64 proto
 	$(MAKE) lint
 	$(MAKE) check-generate
 	$(MAKE) unit

@@ -27,6 +27,18 @@ func TestVM(t *testing.T) {
 	})
 }
 
+// TestVMArm64 runs the same guest tests in Debian's arm64 6.1 and 6.12
+// under qemu-system-aarch64, so that the committed sensor_arm64_bpfel.o is
+// loaded and watches real module loads: arm64's syscall numbers, pt_regs
+// and the kernel's arm64 structure layouts.
+func TestVMArm64(t *testing.T) {
+	vmtest.Run(t, vmtest.Spec{
+		Arch:       "arm64",
+		Modules:    []string{"dummy"},
+		FailOnSkip: true,
+	})
+}
+
 // guestCompat, where the architecture has 32-bit callers, loads and
 // unloads the image through the 32-bit syscalls (see compat_test.go).
 var guestCompat func(t *testing.T, c *collector, img []byte)

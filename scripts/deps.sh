@@ -4,6 +4,8 @@
 #   build    Go modules (through the Go module proxy)
 #   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
 #   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness
+#   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
+#            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
 # Debian packages are installed with apt-get as root; without root the script
 # says what is missing and fails.
@@ -12,16 +14,21 @@ set -euo pipefail
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
 	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod"
+	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 )
 
 missing=()
+foreign=()
 for group in "$@"; do
 	case "$group" in
 	build)
 		go mod download
 		;;
-	bpf | vm | proto)
+	vm-arm64)
+		dpkg --print-foreign-architectures | grep -qx arm64 || [ "$(dpkg --print-architecture)" = arm64 ] || foreign+=(arm64)
+		;;&
+	bpf | vm | vm-arm64 | proto)
 		for p in ${pkgs[$group]}; do
 			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 		done
@@ -33,16 +40,23 @@ for group in "$@"; do
 	esac
 done
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && [ ${#foreign[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-	echo "deps.sh: missing Debian packages: ${missing[*]}" >&2
-	echo "deps.sh: run as root, or: sudo apt-get install ${missing[*]}" >&2
+	[ ${#missing[@]} -eq 0 ] || echo "deps.sh: missing Debian packages: ${missing[*]}" >&2
+	[ ${#foreign[@]} -eq 0 ] || echo "deps.sh: dpkg lacks the foreign architecture: ${foreign[*]}" >&2
+	echo "deps.sh: run as root, or:${foreign[*]:+ sudo dpkg --add-architecture ${foreign[*]} &&} sudo apt-get update && sudo apt-get install ${missing[*]}" >&2
 	exit 1
 fi
-echo "deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# The package lists may be absent on a fresh machine, or too old to find the
-# current kernel packages: refresh them once per run of this script.
+for a in "${foreign[@]}"; do
+	echo "deps.sh: adding the $a architecture to dpkg" >&2
+	dpkg --add-architecture "$a"
+done
+# The package lists may be absent on a fresh machine, too old to find the
+# current kernel packages, or lack a foreign architecture just added:
+# refresh them once per run of this script.
 apt-get update -qq
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps.sh: installing ${missing[*]}" >&2
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -12,6 +12,13 @@
 // The cloud flavour of 6.12 is enough for the tests: it boots on the serial
 // console, has BTF, bpf in CONFIG_LSM and CONFIG_MODULE_DECOMPRESS, and ships
 // dummy and veth (TestKernelsFitTheHarness checks this on every run).
+//
+// Get fetches amd64 kernels; GetArch fetches them for another architecture
+// (ARM64: "6.1" is what linux-image-arm64 depends on, "6.12" the newest
+// linux-image-6.12.*+deb12-cloud-arm64, never the 16k-page flavour), which
+// needs that architecture added to dpkg (dpkg --add-architecture arm64 and
+// apt-get update: scripts/deps.sh vm-arm64). Package fetches any other
+// package of an architecture, such as busybox-static for an arm64 guest.
 package debkernel
 
 import (
@@ -23,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,15 +52,26 @@ const (
 // AllSeries lists the series the test matrix covers, oldest first.
 var AllSeries = []Series{Series61, Series612}
 
+// Architectures, as Debian names them.
+const (
+	AMD64 = "amd64" // the default, and the host's
+	ARM64 = "arm64"
+)
+
+// Arches lists the architectures GetArch knows.
+var Arches = []string{AMD64, ARM64}
+
 // Kernel is an unpacked kernel package.
 type Kernel struct {
 	Series  Series
+	Arch    string // Debian architecture: AMD64 or ARM64
 	Package string // e.g. linux-image-6.1.0-56-amd64
 	Release string // uname -r, e.g. 6.1.0-56-amd64
 	Root    string // where the package was unpacked (dpkg -x)
 }
 
-// Vmlinuz is the bootable kernel image.
+// Vmlinuz is the bootable kernel image. Debian's arm64 packages ship it as
+// a plain, uncompressed Image, which QEMU's -kernel boots as it is.
 func (k *Kernel) Vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
 
 // ModulesDir is lib/modules/<release> inside the unpacked package.
@@ -103,37 +122,47 @@ var ErrNoApt = errors.New("debkernel: apt-get, apt-cache and dpkg are needed to 
 
 var mu sync.Mutex
 
-// Get resolves, downloads (once) and unpacks (once) the newest kernel of a
-// series. It is safe to call from parallel tests and processes: a lock file
-// in the cache serialises the download and the unpack, which goes to a
+// Get resolves, downloads (once) and unpacks (once) the newest amd64 kernel
+// of a series. It is safe to call from parallel tests and processes: a lock
+// file in the cache serialises the download and the unpack, which goes to a
 // temporary folder that is renamed into place.
-func Get(ctx context.Context, s Series) (*Kernel, error) {
+func Get(ctx context.Context, s Series) (*Kernel, error) { return GetArch(ctx, s, AMD64) }
+
+// GetArch is Get for the kernels of an architecture (AMD64 or ARM64). A
+// foreign architecture must be known to dpkg (dpkg --add-architecture).
+func GetArch(ctx context.Context, s Series, arch string) (*Kernel, error) {
 	mu.Lock()
 	defer mu.Unlock()
+	if !slices.Contains(Arches, arch) {
+		return nil, fmt.Errorf("debkernel: unknown architecture %q", arch)
+	}
 	for _, tool := range []string{"apt-get", "apt-cache", "dpkg"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, ErrNoApt
 		}
 	}
-	pkg, err := resolve(ctx, s)
+	pkg, err := resolve(ctx, s, arch)
 	if err != nil && os.Geteuid() == 0 {
 		// A fresh machine may have no package lists, or lists too old to name
 		// the current kernels: refresh them once and try again.
 		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
 			err = fmt.Errorf("debkernel: apt-get update: %w\n%s", uerr, out)
 		} else {
-			pkg, err = resolve(ctx, s)
+			pkg, err = resolve(ctx, s, arch)
 		}
 	}
 	if err != nil {
 		// Offline, or the mirror is unreachable: a kernel of the series
 		// unpacked earlier still serves.
-		if k := cached(s); k != nil {
+		if k := cached(s, arch); k != nil {
 			return k, nil
+		}
+		if arch != AMD64 && !foreignArch(arch) {
+			err = fmt.Errorf("%w (dpkg does not know %s: dpkg --add-architecture %s && apt-get update, or scripts/deps.sh vm-%s)", err, arch, arch, arch)
 		}
 		return nil, err
 	}
-	k := &Kernel{Series: s, Package: pkg, Release: strings.TrimPrefix(strings.TrimSuffix(pkg, "-unsigned"), "linux-image-")}
+	k := &Kernel{Series: s, Arch: arch, Package: pkg, Release: strings.TrimPrefix(strings.TrimSuffix(pkg, "-unsigned"), "linux-image-")}
 	k.Root = filepath.Join(CacheDir(), "kernels", k.Release)
 	if _, err := os.Stat(k.Vmlinuz()); err == nil {
 		return k, nil
@@ -147,7 +176,7 @@ func Get(ctx context.Context, s Series) (*Kernel, error) {
 	if _, err := os.Stat(k.Vmlinuz()); err == nil {
 		return k, nil
 	}
-	if err := fetch(ctx, pkg, k.Root); err != nil {
+	if err := fetch(ctx, pkg, arch, k.Root); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(k.Vmlinuz()); err != nil {
@@ -156,30 +185,41 @@ func Get(ctx context.Context, s Series) (*Kernel, error) {
 	return k, nil
 }
 
-var (
-	reDep61  = regexp.MustCompile(`Depends: (linux-image-6\.1\.0-\d+-amd64)\b`)
-	re612    = regexp.MustCompile(`^linux-image-(6\.12\.(\d+)\+deb12-(cloud-)?amd64)(-unsigned)? `)
-	resolved = map[Series]string{}
-)
+// resolved caches resolve's answers, by arch/series.
+var resolved = map[string]string{}
 
-func resolve(ctx context.Context, s Series) (string, error) {
-	if p, ok := resolved[s]; ok {
+// qualified names a package of arch for apt: amd64 packages by their bare
+// name, as before foreign architectures were known, the others as
+// name:arch.
+func qualified(pkg, arch string) string {
+	if arch == AMD64 {
+		return pkg
+	}
+	return pkg + ":" + arch
+}
+
+func resolve(ctx context.Context, s Series, arch string) (string, error) {
+	if p, ok := resolved[arch+"/"+string(s)]; ok {
 		return p, nil
 	}
+	reDep61 := regexp.MustCompile(`Depends: (linux-image-6\.1\.0-\d+-` + arch + `)\b`)
+	// The trailing space leaves out the -16k and -rt flavours.
+	re612 := regexp.MustCompile(`^linux-image-(6\.12\.(\d+)\+deb12-(cloud-)?` + arch + `)(-unsigned)? `)
 	var pkg string
 	switch s {
 	case Series61:
-		out, err := exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-amd64").Output()
+		meta := qualified("linux-image-"+arch, arch)
+		out, err := exec.CommandContext(ctx, "apt-cache", "depends", meta).Output()
 		if err != nil {
-			return "", fmt.Errorf("debkernel: apt-cache depends linux-image-amd64: %w (run apt-get update?)", err)
+			return "", fmt.Errorf("debkernel: apt-cache depends %s: %w (run apt-get update?)", meta, err)
 		}
 		m := reDep61.FindSubmatch(out)
 		if m == nil {
-			return "", fmt.Errorf("debkernel: linux-image-amd64 does not depend on a 6.1 kernel here:\n%s", out)
+			return "", fmt.Errorf("debkernel: %s does not depend on a 6.1 kernel here:\n%s", meta, out)
 		}
 		pkg = string(m[1])
 	case Series612:
-		out, err := exec.CommandContext(ctx, "apt-cache", "search", "--names-only", `^linux-image-6\.12\..*amd64`).Output()
+		out, err := exec.CommandContext(ctx, "apt-cache", "search", "--names-only", `^linux-image-6\.12\..*`+arch).Output()
 		if err != nil {
 			return "", fmt.Errorf("debkernel: apt-cache search: %w", err)
 		}
@@ -216,26 +256,48 @@ func resolve(ctx context.Context, s Series) (string, error) {
 	default:
 		return "", fmt.Errorf("debkernel: unknown series %q", s)
 	}
-	resolved[s] = pkg
+	resolved[arch+"/"+string(s)] = pkg
 	return pkg, nil
 }
 
-func fetch(ctx context.Context, pkg, root string) error {
+// foreignArch reports whether dpkg knows arch as a foreign architecture.
+func foreignArch(arch string) bool {
+	out, err := exec.Command("dpkg", "--print-foreign-architectures").Output()
+	return err == nil && slices.Contains(strings.Fields(string(out)), arch)
+}
+
+// download puts the .deb of pkg for arch in the download folder, once, and
+// returns its path. Offline, a .deb downloaded earlier serves.
+func download(ctx context.Context, pkg, arch string) (string, error) {
 	dl := filepath.Join(CacheDir(), "debs")
 	if err := os.MkdirAll(dl, 0o755); err != nil {
-		return fmt.Errorf("debkernel: %w", err)
+		return "", fmt.Errorf("debkernel: %w", err)
 	}
-	deb, err := findDeb(dl, pkg)
+	deb, err := findDeb(dl, pkg, arch)
 	if err != nil {
-		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
+		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", qualified(pkg, arch))
 		cmd.Dir = dl
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("debkernel: apt-get download %s: %w\n%s", pkg, err, out)
+			return "", fmt.Errorf("debkernel: apt-get download %s: %w\n%s", qualified(pkg, arch), err, out)
 		}
-		if deb, err = findDeb(dl, pkg); err != nil {
-			return err
+		if deb, err = findDeb(dl, pkg, arch); err != nil {
+			return "", err
 		}
 	}
+	return deb, nil
+}
+
+func fetch(ctx context.Context, pkg, arch, root string) error {
+	deb, err := download(ctx, pkg, arch)
+	if err != nil {
+		return err
+	}
+	return unpack(ctx, deb, root)
+}
+
+// unpack extracts deb into root through a temporary folder renamed into
+// place.
+func unpack(ctx context.Context, deb, root string) error {
 	tmp, err := os.MkdirTemp(filepath.Dir(root), ".unpack-")
 	if err != nil {
 		if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
@@ -256,8 +318,52 @@ func fetch(ctx context.Context, pkg, root string) error {
 	return nil
 }
 
-func findDeb(dir, pkg string) (string, error) {
-	m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+// Package downloads (once) and unpacks (once) a Debian package for arch,
+// such as busybox-static for an arm64 guest, and returns the folder it was
+// unpacked into (the package's files under it, as dpkg -x lays them out).
+// The first call takes the candidate version apt knows then; later calls
+// reuse that .deb, also offline.
+func Package(ctx context.Context, name, arch string) (string, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, tool := range []string{"apt-get", "dpkg"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "", ErrNoApt
+		}
+	}
+	unlock, err := lockCache()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	deb, err := download(ctx, name, arch)
+	if err != nil && os.Geteuid() == 0 {
+		// No package lists yet, or none for a foreign architecture just
+		// added: refresh them once and try again.
+		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
+			err = fmt.Errorf("debkernel: apt-get update: %w\n%s", uerr, out)
+		} else {
+			deb, err = download(ctx, name, arch)
+		}
+	}
+	if err != nil {
+		if arch != AMD64 && !foreignArch(arch) {
+			err = fmt.Errorf("%w (dpkg does not know %s: dpkg --add-architecture %s && apt-get update, or scripts/deps.sh vm-%s)", err, arch, arch, arch)
+		}
+		return "", err
+	}
+	root := filepath.Join(CacheDir(), "packages", strings.TrimSuffix(filepath.Base(deb), ".deb"))
+	if _, err := os.Stat(root); err == nil {
+		return root, nil
+	}
+	if err := unpack(ctx, deb, root); err != nil {
+		return "", err
+	}
+	return root, nil
+}
+
+func findDeb(dir, pkg, arch string) (string, error) {
+	m, _ := filepath.Glob(filepath.Join(dir, pkg+"_*_"+arch+".deb"))
 	if len(m) == 0 {
 		return "", fmt.Errorf("debkernel: no .deb for %s in %s", pkg, dir)
 	}
@@ -345,19 +451,21 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// cachedRelease matches the release folders of each series in the cache.
-var cachedRelease = map[Series]*regexp.Regexp{
-	Series61:  regexp.MustCompile(`^6\.1\.0-(\d+)-amd64$`),
-	Series612: regexp.MustCompile(`^6\.12\.(\d+)\+deb12-(cloud-)?amd64$`),
+// cachedRelease matches the release folders of each series in the cache;
+// ARCH stands for the architecture.
+var cachedRelease = map[Series]string{
+	Series61:  `^6\.1\.0-(\d+)-ARCH$`,
+	Series612: `^6\.12\.(\d+)\+deb12-(cloud-)?ARCH$`,
 }
 
 // cached returns the newest kernel of a series already unpacked in the
 // cache, or nil.
-func cached(s Series) *Kernel {
-	re := cachedRelease[s]
-	if re == nil {
+func cached(s Series, arch string) *Kernel {
+	pat, ok := cachedRelease[s]
+	if !ok {
 		return nil
 	}
+	re := regexp.MustCompile(strings.Replace(pat, "ARCH", arch, 1))
 	ents, _ := os.ReadDir(filepath.Join(CacheDir(), "kernels"))
 	var best *Kernel
 	bestN := -1
@@ -366,7 +474,7 @@ func cached(s Series) *Kernel {
 		if m == nil {
 			continue
 		}
-		k := &Kernel{Series: s, Package: "linux-image-" + e.Name(), Release: e.Name(), Root: filepath.Join(CacheDir(), "kernels", e.Name())}
+		k := &Kernel{Series: s, Arch: arch, Package: "linux-image-" + e.Name(), Release: e.Name(), Root: filepath.Join(CacheDir(), "kernels", e.Name())}
 		if !fileExists(k.Vmlinuz()) {
 			continue
 		}

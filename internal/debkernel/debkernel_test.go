@@ -120,22 +120,64 @@ func TestKernelsFitTheHarness(t *testing.T) {
 	}
 }
 
+// TestArm64KernelsFitTheHarness checks what the arm64 guests need: the
+// PL011 console and the 8250 PCI result port built in, BTF, BPF and dummy.
+func TestArm64KernelsFitTheHarness(t *testing.T) {
+	if !foreignArch(ARM64) {
+		t.Skip("needs arm64 known to dpkg: dpkg --add-architecture arm64 && apt-get update (scripts/deps.sh vm-arm64)")
+	}
+	for _, s := range AllSeries {
+		t.Run(string(s), func(t *testing.T) {
+			k, err := GetArch(context.Background(), s, ARM64)
+			if errors.Is(err, ErrNoApt) {
+				t.Skip("needs apt-get and dpkg: not a Debian host")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(k.Release, "-arm64") || k.Arch != ARM64 {
+				t.Fatalf("GetArch(%s, arm64) gave %s (%s)", s, k.Release, k.Arch)
+			}
+			for option, want := range map[string]string{
+				"CONFIG_SERIAL_AMBA_PL011_CONSOLE": "y", "CONFIG_SERIAL_8250_PCI": "y", "CONFIG_PCI_HOST_GENERIC": "y",
+				"CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y", "CONFIG_DEBUG_INFO_BTF": "y",
+				"CONFIG_BPF_SYSCALL": "y", "CONFIG_BPF_LSM": "y", "CONFIG_MODULE_UNLOAD": "y",
+			} {
+				if got, err := k.Config(option); err != nil || got != want {
+					t.Errorf("%s: %s=%q, %v; want %q", k.Release, option, got, err, want)
+				}
+			}
+			if _, err := k.Module("dummy"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 func TestCached(t *testing.T) {
 	t.Setenv("KMODGUARD_CACHE", t.TempDir())
-	for _, rel := range []string{"6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-60-amd64", "6.12.40+deb12-cloud-amd64", "6.12.117+deb12-amd64", "5.10.0-1-amd64"} {
+	for _, rel := range []string{"6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-60-amd64", "6.12.40+deb12-cloud-amd64", "6.12.117+deb12-amd64", "5.10.0-1-amd64",
+		"6.1.0-70-arm64", "6.12.100+deb12-cloud-arm64", "6.12.200+deb12-arm64-16k"} {
 		boot := filepath.Join(CacheDir(), "kernels", rel, "boot")
 		os.MkdirAll(boot, 0o755)
 		if rel != "6.1.0-60-amd64" { // unpacked without a vmlinuz: not usable
 			os.WriteFile(filepath.Join(boot, "vmlinuz-"+rel), nil, 0o644)
 		}
 	}
-	if k := cached(Series61); k == nil || k.Release != "6.1.0-56-amd64" {
+	if k := cached(Series61, AMD64); k == nil || k.Release != "6.1.0-56-amd64" || k.Arch != AMD64 {
 		t.Errorf("cached(6.1) = %+v", k)
 	}
-	if k := cached(Series612); k == nil || k.Release != "6.12.117+deb12-amd64" {
+	if k := cached(Series612, AMD64); k == nil || k.Release != "6.12.117+deb12-amd64" {
 		t.Errorf("cached(6.12) = %+v", k)
 	}
-	if k := cached("4.19"); k != nil {
+	if k := cached("4.19", AMD64); k != nil {
 		t.Errorf("an unknown series found %+v", k)
+	}
+	// arm64 kernels sit beside them; the 16k-page flavour is never taken.
+	if k := cached(Series61, ARM64); k == nil || k.Release != "6.1.0-70-arm64" || k.Arch != ARM64 {
+		t.Errorf("cached(6.1, arm64) = %+v", k)
+	}
+	if k := cached(Series612, ARM64); k == nil || k.Release != "6.12.100+deb12-cloud-arm64" {
+		t.Errorf("cached(6.12, arm64) = %+v", k)
 	}
 }

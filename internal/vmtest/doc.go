@@ -56,7 +56,7 @@
 // limits Run to some kernels, for a quicker round while developing.
 //
 // Guests run under TCG (software emulation), one vCPU and 1 GiB unless the
-// Spec says otherwise. KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead; on the
+// Spec says otherwise (see arm64 below for the second architecture). KMODGUARD_VMTEST_ACCEL=kvm tries KVM instead; on the
 // nested development VMs it does not boot Debian's kernels (QEMU aborts on
 // MSR 0x10a with -cpu host, and the kernel prints nothing with other CPU
 // models), hence the default. A guest that dies before /init starts the
@@ -100,4 +100,31 @@
 // written to files on the host. The markers carry the test binary's exit
 // status; the host times the boot and the tests on its own clock as the
 // markers arrive, and puts it all in Result.
+//
+// # arm64
+//
+// Spec.Arch = "arm64" boots Debian's arm64 kernels of the same series
+// (6.1: what linux-image-arm64 depends on; 6.12: the newest
+// linux-image-6.12.*+deb12-cloud-arm64) under qemu-system-aarch64, virt
+// machine, -cpu max with QEMU's cheap pointer authentication, always TCG.
+// The packages ship a plain Image, which -kernel boots as it is. Every
+// guest binary (/init, the test binary, Spec.Binaries) is built with
+// GOARCH=arm64; Spec.CGO is amd64 only. busybox is Debian's
+// busybox-static:arm64, fetched with apt-get download and unpacked in the
+// cache like the kernels; the host cannot run it, so /init makes its applet
+// links (busybox --install -s). The console is the virt machine's one PL011
+// (ttyAMA0); the result port is a 16550 on the PCI bus (QEMU's pci-serial),
+// which the guest sees as /dev/ttyS0 (Plan.ResultPort says so to /init).
+// The host needs qemu-system-arm and arm64 added to dpkg's architectures:
+// scripts/deps.sh vm-arm64, which `make vmtest` runs.
+//
+// What runs there: the sensor's guest tests (bpf.TestVMArm64: the committed
+// sensor_arm64_bpfel.o watching real init_module, finit_module and
+// delete_module calls, in tp_btf, raw_tracepoint and fentry mode where the
+// kernel has ftrace direct calls: 6.12, not 6.1, where the test says so)
+// and this package's own (TestVMArm64: on 6.1, where no BPF trampoline can
+// be entered, TestGuestBPFLSM checks that an LSM program loads and its
+// attach is refused, so the guard cannot run there). 32-bit (aarch32)
+// callers are not tested on arm64. Each arm64 boot takes 3 to 4 s to the
+// first test on a quiet 2-core machine, about as long as amd64.
 package vmtest

@@ -3,6 +3,7 @@ package vmtest_test
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -23,6 +24,10 @@ func TestGuestEnvironment(t *testing.T) {
 	}
 	if rel := unix.ByteSliceToString(u.Release[:]); rel != vmtest.Release() {
 		t.Errorf("uname -r = %s, the host booted %s", rel, vmtest.Release())
+	}
+	machine := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+	if m := unix.ByteSliceToString(u.Machine[:]); m != machine {
+		t.Errorf("uname -m = %s, but this test binary is %s (want %s)", m, runtime.GOARCH, machine)
 	}
 	if os.Getuid() != 0 {
 		t.Errorf("guest tests run as uid %d, want root", os.Getuid())

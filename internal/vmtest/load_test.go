@@ -27,6 +27,21 @@ func TestVM(t *testing.T) {
 	})
 }
 
+// TestVMArm64 runs the same guest tests on Debian's arm64 kernels under
+// qemu-system-aarch64: the harness itself (busybox linked in the guest, the
+// PCI result port, fixtures and modprobe) on the second architecture.
+func TestVMArm64(t *testing.T) {
+	vmtest.Run(t, vmtest.Spec{
+		Arch:    "arm64",
+		Modules: []string{"dummy", "veth"},
+		Crafted: []vmtest.Crafted{
+			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", StripSignature: true},
+			{Name: "dummy-unsigned", From: "dummy", StripSignature: true},
+		},
+		FailOnSkip: true,
+	})
+}
+
 // loaded returns the taint flags of a module in /proc/modules ("" for none)
 // and whether it is listed at all.
 func loaded(t *testing.T, name string) (taints string, ok bool) {

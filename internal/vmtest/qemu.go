@@ -17,18 +17,62 @@ import (
 	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
 )
 
+// machine is how one architecture's guest is emulated.
+type machine struct {
+	qemu string // the QEMU system emulator
+	deps string // the scripts/deps.sh group that installs it
+	// console goes first on the kernel command line.
+	console string
+	// resultPort is the guest's device for the result port.
+	resultPort string
+	// cpu is the -cpu model under TCG.
+	cpu string
+	// args are the machine's own QEMU arguments, which write the console
+	// and the result port to the two files.
+	args func(console, results string) []string
+}
+
+var machines = map[string]machine{
+	// Two 16550 UARTs: ttyS0 the console, ttyS1 the result port.
+	// no_timer_check: on a busy host, TCG can miss the kernel's IO-APIC
+	// timer check, which then panics ("IO-APIC + timer doesn't work").
+	debkernel.AMD64: {
+		qemu: "qemu-system-x86_64", deps: "vm",
+		console: "console=ttyS0,115200", resultPort: proto.ResultPort, cpu: "max",
+		args: func(console, results string) []string {
+			return []string{"-serial", "file:" + console, "-serial", "file:" + results}
+		},
+	},
+	// The virt machine has a single PL011 (ttyAMA0), the console; the
+	// result port is a 16550 on its PCI bus (pci-serial), which the 8250
+	// PCI driver, built into Debian's arm64 kernels, names ttyS0 as the
+	// only 8250 port there is. A virtio console would need virtio_pci and
+	// virtio_console, modules on 6.1. pauth-impdef: Debian's kernels sign
+	// their return addresses, and QEMU's own pointer authentication hash
+	// is much cheaper to emulate than the architected QARMA5.
+	debkernel.ARM64: {
+		qemu: "qemu-system-aarch64", deps: "vm-arm64",
+		console: "console=ttyAMA0", resultPort: "/dev/ttyS0", cpu: "max,pauth-impdef=on",
+		args: func(console, results string) []string {
+			return []string{"-machine", "virt", "-serial", "file:" + console,
+				"-chardev", "file,id=results,path=" + results, "-device", "pci-serial,chardev=results"}
+		},
+	},
+}
+
 // qemu boots k with initrd and waits for it to power off, or kills it at
-// spec.Timeout. The console (ttyS0) and the result port (ttyS1) go to files
-// in dir.
+// spec.Timeout. The console and the result port go to files in dir.
 func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, spec Spec) (*Result, error) {
 	console := filepath.Join(dir, "console.log")
 	results := filepath.Join(dir, "results.log")
-	// no_timer_check: on a busy host, TCG can miss the kernel's IO-APIC
-	// timer check, which then panics ("IO-APIC + timer doesn't work").
+	m := machines[spec.Arch]
 	// softlockup_panic=1: a CPU stuck in the kernel ends the boot within
 	// about half a minute, with the lockup on the console, instead of
 	// hanging until Spec.Timeout.
-	cmdline := "console=ttyS0,115200 panic=-1 oops=panic softlockup_panic=1 quiet no_timer_check random.trust_cpu=on mitigations=off rdinit=/init"
+	cmdline := m.console + " panic=-1 oops=panic softlockup_panic=1 quiet random.trust_cpu=on mitigations=off rdinit=/init"
+	if spec.Arch == debkernel.AMD64 {
+		cmdline = m.console + " panic=-1 oops=panic softlockup_panic=1 quiet no_timer_check random.trust_cpu=on mitigations=off rdinit=/init"
+	}
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}
@@ -39,21 +83,20 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 		"-kernel", k.Vmlinuz(),
 		"-initrd", initrd,
 		"-append", cmdline,
-		"-serial", "file:" + console,
-		"-serial", "file:" + results,
 	}
-	if os.Getenv(EnvAccel) == "kvm" {
+	args = append(args, m.args(console, results)...)
+	if os.Getenv(EnvAccel) == "kvm" && spec.Arch == debkernel.AMD64 {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {
 		accel := "tcg"
 		if spec.SingleThreadTCG {
 			accel = "tcg,thread=single"
 		}
-		args = append(args, "-accel", accel, "-cpu", "max")
+		args = append(args, "-accel", accel, "-cpu", m.cpu)
 	}
 	ctx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd := exec.CommandContext(ctx, m.qemu, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	// QEMU must not outlive a test binary that go test kills at its timeout.

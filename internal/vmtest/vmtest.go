@@ -34,6 +34,11 @@ const EnvAccel = "KMODGUARD_VMTEST_ACCEL"
 
 // Spec says what a guest run needs.
 type Spec struct {
+	// Arch is the guest's architecture: debkernel.AMD64 (the default,
+	// qemu-system-x86_64) or debkernel.ARM64 (qemu-system-aarch64, virt
+	// machine, always TCG). The guest binaries are built for it and its
+	// Debian kernels and busybox-static are fetched for it.
+	Arch string
 	// Kernels to boot, one guest each; default debkernel.AllSeries.
 	Kernels []debkernel.Series
 	// Modules are fixture modules by base name ("dummy", "veth"), taken
@@ -71,7 +76,8 @@ type Spec struct {
 	// libc6-dev on the host. Without it, binaries are built with
 	// CGO_ENABLED=0.
 	CGO bool
-	// Timeout bounds one boot, from QEMU start to power-off; default 5m.
+	// Timeout bounds one boot, from QEMU start to power-off; default 5m
+	// (10m for arm64, whose emulation is slower).
 	Timeout time.Duration
 	// MemoryMiB is the guest's memory; default 1024.
 	MemoryMiB int
@@ -119,6 +125,9 @@ type Spec struct {
 const EnvKernels = "KMODGUARD_VMTEST_KERNELS"
 
 func (s *Spec) defaults() {
+	if s.Arch == "" {
+		s.Arch = debkernel.AMD64
+	}
 	if len(s.Kernels) == 0 {
 		s.Kernels = debkernel.AllSeries
 	}
@@ -136,6 +145,9 @@ func (s *Spec) defaults() {
 	}
 	if s.Timeout <= 0 {
 		s.Timeout = 5 * time.Minute
+		if s.Arch == debkernel.ARM64 {
+			s.Timeout = 10 * time.Minute
+		}
 	}
 	if s.MemoryMiB <= 0 {
 		s.MemoryMiB = 1024
@@ -185,9 +197,9 @@ func Run(t *testing.T, spec Spec) []*Result {
 	ctx := context.Background()
 	kernels := make([]*debkernel.Kernel, 0, len(spec.Kernels))
 	for _, s := range spec.Kernels {
-		k, err := debkernel.Get(ctx, s)
+		k, err := debkernel.GetArch(ctx, s, spec.Arch)
 		if err != nil {
-			t.Fatalf("vmtest: kernel %s: %v", s, err)
+			t.Fatalf("vmtest: kernel %s (%s): %v", s, spec.Arch, err)
 		}
 		kernels = append(kernels, k)
 	}
@@ -240,9 +252,9 @@ func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	spec.defaults()
 	spec.Kernels = []debkernel.Series{series}
 	ctx := context.Background()
-	k, err := debkernel.Get(ctx, series)
+	k, err := debkernel.GetArch(ctx, series, spec.Arch)
 	if err != nil {
-		t.Fatalf("vmtest: kernel %s: %v", series, err)
+		t.Fatalf("vmtest: kernel %s (%s): %v", series, spec.Arch, err)
 	}
 	spec.Script = ""
 	b, err := build(t.TempDir(), spec)
@@ -285,9 +297,9 @@ func (b *built) withTimeout(t *testing.T) *built {
 func Exec(ctx context.Context, spec Spec, series debkernel.Series, dir string) (*Result, error) {
 	spec.defaults()
 	spec.Kernels = []debkernel.Series{series}
-	k, err := debkernel.Get(ctx, series)
+	k, err := debkernel.GetArch(ctx, series, spec.Arch)
 	if err != nil {
-		return nil, fmt.Errorf("vmtest: kernel %s: %w", series, err)
+		return nil, fmt.Errorf("vmtest: kernel %s (%s): %w", series, spec.Arch, err)
 	}
 	b, err := build(filepath.Join(dir, "build"), spec)
 	if err != nil {
@@ -314,8 +326,15 @@ type built struct {
 // unless the Spec has a script, the test binary of the package in the
 // working folder (a test's working folder is its package's).
 func build(dir string, spec Spec) (*built, error) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		return nil, errors.New("qemu-system-x86_64 is not installed (scripts/deps.sh vm)")
+	m, ok := machines[spec.Arch]
+	if !ok {
+		return nil, fmt.Errorf("Spec.Arch %q: must be %q or %q", spec.Arch, debkernel.AMD64, debkernel.ARM64)
+	}
+	if _, err := exec.LookPath(m.qemu); err != nil {
+		return nil, fmt.Errorf("%s is not installed (scripts/deps.sh %s)", m.qemu, m.deps)
+	}
+	if spec.CGO && spec.Arch != debkernel.AMD64 {
+		return nil, fmt.Errorf("Spec.CGO builds for amd64 guests only, not %s", spec.Arch)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -337,7 +356,7 @@ func build(dir string, spec Spec) (*built, error) {
 		if len(tags) > 0 {
 			args = append(args, "-tags", strings.Join(tags, ","))
 		}
-		if err := goCmd(pkgDir, spec.CGO, append(args, ".")...); err != nil {
+		if err := goCmd(pkgDir, spec.Arch, spec.CGO, append(args, ".")...); err != nil {
 			return nil, fmt.Errorf("build guest test binary of %s: %w", pkgDir, err)
 		}
 		if err := checkStatic(b.testBin); err != nil {
@@ -345,13 +364,13 @@ func build(dir string, spec Spec) (*built, error) {
 		}
 	}
 	b.initBin = filepath.Join(dir, "init")
-	if err := goCmd(pkgDir, false, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
+	if err := goCmd(pkgDir, spec.Arch, false, "build", "-o", b.initBin, "github.com/kmodguard/kmodguard/internal/vmtest/vminit"); err != nil {
 		return nil, fmt.Errorf("build guest init: %w", err)
 	}
 	for _, pkg := range spec.Binaries {
 		name := path.Base(pkg)
 		out := filepath.Join(dir, "bin", name)
-		if err := goCmd(pkgDir, false, "build", "-o", out, pkg); err != nil {
+		if err := goCmd(pkgDir, spec.Arch, false, "build", "-o", out, pkg); err != nil {
 			return nil, fmt.Errorf("build %s for the guest: %w", pkg, err)
 		}
 		b.bins[name] = out
@@ -359,9 +378,9 @@ func build(dir string, spec Spec) (*built, error) {
 	return b, nil
 }
 
-// goCmd runs the go tool for a static linux/amd64 guest binary; with cgo,
-// the caller asks the linker for a static binary.
-func goCmd(dir string, cgo bool, args ...string) error {
+// goCmd runs the go tool for a static linux/<goarch> guest binary; with
+// cgo, the caller asks the linker for a static binary.
+func goCmd(dir, goarch string, cgo bool, args ...string) error {
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(gobin); err != nil {
 		gobin = "go"
@@ -372,7 +391,7 @@ func goCmd(dir string, cgo bool, args ...string) error {
 	if cgo {
 		cgoEnabled = "CGO_ENABLED=1"
 	}
-	cmd.Env = append(os.Environ(), cgoEnabled, "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-trimpath")
+	cmd.Env = append(os.Environ(), cgoEnabled, "GOOS=linux", "GOARCH="+goarch, "GOFLAGS=-trimpath")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
@@ -385,7 +404,11 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	spec := b.spec
 	rfs := newInitramfs()
 	rfs.addFile("init", b.initBin, 0o755)
-	if err := addBusybox(rfs); err != nil {
+	if spec.Arch == debkernel.AMD64 {
+		if err := addBusybox(rfs); err != nil {
+			return nil, err
+		}
+	} else if err := addForeignBusybox(ctx, rfs, spec.Arch); err != nil {
 		return nil, err
 	}
 	rfs.mkdirAll("root")
@@ -460,6 +483,9 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	}
 	plan := proto.Plan{Release: k.Release, Series: string(k.Series), Steps: []proto.Step{step},
 		HoldSyscallTracepoints: spec.CPUs > 1 && !spec.LiveSyscallTracepoints}
+	if port := machines[spec.Arch].resultPort; port != proto.ResultPort {
+		plan.ResultPort = port
+	}
 	pj, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
 		return nil, err
@@ -517,8 +543,28 @@ func logf(spec Spec, format string, args ...any) {
 	fmt.Fprintf(w, "vmtest: "+format+"\n", args...)
 }
 
-// addBusybox puts the static busybox at /bin/busybox with a link for each
-// of its applets (sh, insmod, rmmod, lsmod, modprobe, ip, ...).
+// addForeignBusybox puts Debian's busybox-static for arch at /bin/busybox,
+// fetched and unpacked in the kernel cache. The host cannot run it to list
+// its applets: /init links them itself (busybox --install -s) when it finds
+// no /bin/sh.
+func addForeignBusybox(ctx context.Context, rfs *initramfs, arch string) error {
+	root, err := debkernel.Package(ctx, "busybox-static", arch)
+	if err != nil {
+		return fmt.Errorf("busybox-static for %s: %w", arch, err)
+	}
+	bb := filepath.Join(root, "bin", "busybox")
+	if err := checkStatic(bb); err != nil {
+		return err
+	}
+	rfs.addFile("bin/busybox", bb, 0o755)
+	for _, d := range []string{"sbin", "usr/bin", "usr/sbin"} {
+		rfs.mkdirAll(d)
+	}
+	return nil
+}
+
+// addBusybox puts the host's static busybox at /bin/busybox with a link for
+// each of its applets (sh, insmod, rmmod, lsmod, modprobe, ip, ...).
 func addBusybox(rfs *initramfs) error {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {

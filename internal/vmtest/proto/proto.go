@@ -18,7 +18,8 @@ const (
 	// BinDir holds the binaries that ride along (on PATH in the guest).
 	BinDir = Root + "/bin"
 	// ResultPort is the second serial port: test output and markers only,
-	// no kernel messages.
+	// no kernel messages. Guests of another machine name theirs in
+	// Plan.ResultPort.
 	ResultPort = "/dev/ttyS1"
 	// HeldTracepointsPath lists the links /init holds on the syscall
 	// tracepoints, one "<tracepoint> <link id>" line each, when the plan
@@ -44,6 +45,9 @@ type Plan struct {
 	// their links in HeldTracepointsPath; see
 	// vmtest.Spec.LiveSyscallTracepoints.
 	HoldSyscallTracepoints bool `json:"hold_syscall_tracepoints,omitempty"`
+	// ResultPort, when set, is the result port's device instead of
+	// ResultPort (arm64's virt machine: a PCI 16550 at /dev/ttyS0).
+	ResultPort string `json:"result_port,omitempty"`
 	// Steps run in order; a failing step does not stop the next one.
 	Steps []Step `json:"steps"`
 }

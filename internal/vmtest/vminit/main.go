@@ -3,11 +3,12 @@
 // Command vminit is /init of the vmtest initramfs. The host builds it
 // statically and boots it as PID 1 in a QEMU guest. It mounts the pseudo
 // filesystems the tests need, runs the steps of /vmtest/plan.json with their
-// output on the second serial port (/dev/ttyS1), writes marker lines the host
+// output on the result port (the second serial port, /dev/ttyS1, unless the
+// plan names another: /dev/ttyS0 on arm64), writes marker lines the host
 // parses, and powers the machine off.
 //
-// Anything that goes wrong here is printed on the console (ttyS0), whose tail
-// the host reports when the run fails.
+// Anything that goes wrong here is printed on the console (ttyS0, ttyAMA0 on
+// arm64), whose tail the host reports when the run fails.
 package main
 
 import (
@@ -80,6 +81,13 @@ func setup() error {
 			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
 		}
 	}
+	// A foreign busybox comes without its applet links, which the host
+	// could not list: it makes them itself, with /proc mounted.
+	if _, err := os.Lstat("/bin/sh"); err != nil {
+		if out, err := exec.Command("/bin/busybox", "--install", "-s").CombinedOutput(); err != nil {
+			return fmt.Errorf("busybox --install -s: %w: %s", err, out)
+		}
+	}
 	// /lib/modules/<release> is in the initramfs already; a /dev/fd link
 	// and a loopback interface are what shell-style tests expect.
 	_ = os.Symlink("/proc/self/fd", "/dev/fd")
@@ -104,7 +112,11 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "vminit: hold the syscall tracepoints: %v (continuing)\n", err)
 		}
 	}
-	port, err := openResultPort()
+	portPath := proto.ResultPort
+	if plan.ResultPort != "" {
+		portPath = plan.ResultPort
+	}
+	port, err := openResultPort(portPath)
 	if err != nil {
 		return err
 	}
@@ -194,8 +206,8 @@ func readPlan() (*proto.Plan, error) {
 
 // openResultPort opens the second serial port in raw mode, so that output
 // reaches the host byte for byte (no \n to \r\n translation, no echo).
-func openResultPort() (*os.File, error) {
-	f, err := os.OpenFile(proto.ResultPort, os.O_WRONLY|unix.O_NOCTTY, 0)
+func openResultPort(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open result port: %w", err)
 	}
