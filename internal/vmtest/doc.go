@@ -122,9 +122,10 @@
 // sensor_arm64_bpfel.o watching real init_module, finit_module and
 // delete_module calls, in tp_btf, raw_tracepoint and fentry mode where the
 // kernel has ftrace direct calls: 6.12, not 6.1, where the test says so)
-// and this package's own (TestVMArm64: on 6.1, where no BPF trampoline can
-// be entered, TestGuestBPFLSM checks that an LSM program loads and its
-// attach is refused, so the guard cannot run there). 32-bit (aarch32)
+// this package's own (TestVMArm64: on 6.1, where no BPF trampoline can be
+// entered, TestGuestBPFLSM checks that an LSM program loads and its attach
+// is refused, so the guard cannot run there), and the guard's
+// (enforcer.TestVMArm64, 6.12 only: guard_arm64_bpfel.o enforcing). 32-bit (aarch32)
 // callers are not tested on arm64. Each arm64 boot takes 3 to 4 s to the
 // first test on a quiet 2-core machine, about as long as amd64.
 package vmtest
