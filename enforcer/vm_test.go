@@ -69,6 +69,46 @@ func TestVMArm64(t *testing.T) {
 	spec.Arch = "arm64"
 	spec.Kernels = []debkernel.Series{debkernel.Series612}
 	vmtest.Run(t, spec)
+	// On 6.1, only that the guard is refused, and why.
+	vmtest.Run(t, vmtest.Spec{
+		Arch:       "arm64",
+		Kernels:    []debkernel.Series{debkernel.Series61},
+		Modules:    []string{"dummy"},
+		Run:        "^TestNoTrampolineGuardRefused$",
+		FailOnSkip: true,
+	})
+}
+
+// TestNoTrampolineGuardRefused runs on a kernel that loads LSM programs
+// but cannot attach them (Debian's arm64 6.1): loading the guard fails with
+// ErrNoBPFLSM and says why, leaves nothing pinned, and modules still load
+// (nothing half-attached refuses them). Not a TestGuest: the other kernels
+// run the guard.
+func TestNoTrampolineGuardRefused(t *testing.T) {
+	vmtest.RequireGuest(t)
+	if vmtest.KernelConfig(t, "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS") == "y" {
+		t.Fatalf("%s has ftrace direct calls: this test is for kernels without", vmtest.Release())
+	}
+	img := readFixture(t, "dummy")
+	pins := pinDir(t)
+	enf, err := enforcer.Load(enforcer.Config{PinDir: pins}, list(t, allowlist.ModeEnforce, entry{"veth", nil}))
+	if err == nil {
+		enf.Close()
+		enforcer.Stop(pins)
+		t.Fatal("the guard loaded on a kernel without ftrace direct calls")
+	}
+	if !errors.Is(err, lsm.ErrNoBPFLSM) || !strings.Contains(err.Error(), "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS") {
+		t.Fatalf("load enforcer: %v; want ErrNoBPFLSM naming CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", err)
+	}
+	t.Logf("GUARD NOT AVAILABLE on %s: %v", vmtest.Release(), err)
+	if ents, _ := os.ReadDir(pins); len(ents) != 0 {
+		t.Errorf("a refused guard left pins behind: %v", ents)
+	}
+	// Unlisted, and still loads: no program of the refused guard stayed.
+	if err := initModule(img); err != nil {
+		t.Fatalf("init_module(dummy) after the refused guard: %v", err)
+	}
+	unload(t, "dummy")
 }
 
 // ---- guest helpers ---------------------------------------------------

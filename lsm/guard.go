@@ -236,7 +236,7 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 	for _, name := range hooks {
 		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
 		if err != nil {
-			return nil, fmt.Errorf("attach %s: %w", name, err)
+			return nil, attachErr("attach", name, err)
 		}
 		g.links[name] = l
 		p := filepath.Join(dir, linkPin(name))
@@ -293,6 +293,19 @@ func adoptMaps(dir string) (_ *Guard, err error) {
 	return g, nil
 }
 
+// attachErr explains a refused attach. A kernel that loads LSM programs
+// but has no way into their BPF trampoline (arm64 without ftrace direct
+// calls, such as Debian's 6.1) refuses every attach as not supported: that
+// kernel cannot run the guard at all, which Supported cannot tell, as the
+// programs load.
+func attachErr(verb, name string, err error) error {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%s %s: %w: the kernel loads LSM programs but cannot attach them (no BPF trampoline: CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is unset, as on Debian's arm64 6.1); the guard needs a kernel that has it: %w",
+			verb, name, ErrNoBPFLSM, err)
+	}
+	return fmt.Errorf("%s %s: %w", verb, name, err)
+}
+
 // adopt opens the pinned guard and re-attaches missing links.
 func adopt(dir string) (_ *Guard, err error) {
 	g, err := adoptMaps(dir)
@@ -329,7 +342,7 @@ func adopt(dir string) (_ *Guard, err error) {
 	for _, name := range missing {
 		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
 		if err != nil {
-			return nil, fmt.Errorf("re-attach %s: %w", name, err)
+			return nil, attachErr("re-attach", name, err)
 		}
 		g.links[name] = l
 		if err := l.Pin(filepath.Join(dir, linkPin(name))); err != nil {
