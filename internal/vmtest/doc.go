@@ -121,11 +121,13 @@
 // What runs there: the sensor's guest tests (bpf.TestVMArm64: the committed
 // sensor_arm64_bpfel.o watching real init_module, finit_module and
 // delete_module calls, in tp_btf, raw_tracepoint and fentry mode where the
-// kernel has ftrace direct calls: 6.12, not 6.1, where the test says so)
+// kernel has ftrace direct calls: 6.12, not 6.1, where the test says so),
 // this package's own (TestVMArm64: on 6.1, where no BPF trampoline can be
 // entered, TestGuestBPFLSM checks that an LSM program loads and its attach
-// is refused, so the guard cannot run there), and the guard's
-// (enforcer.TestVMArm64, 6.12 only: guard_arm64_bpfel.o enforcing). 32-bit (aarch32)
-// callers are not tested on arm64. Each arm64 boot takes 3 to 4 s to the
-// first test on a quiet 2-core machine, about as long as amd64.
+// is refused), and the guard's (enforcer.TestVMArm64: every guard test on
+// 6.12, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
+// refuses to load and says why). 32-bit (aarch32) callers are not run in
+// these tests; the arm64 sensor does not see them (docs/threat-model.md).
+// Each arm64 boot takes 3 to 4 s to the first test on a quiet 2-core
+// machine, about as long as amd64.
 package vmtest
