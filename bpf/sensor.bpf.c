@@ -70,8 +70,21 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_ARG1(r) ((r)->regs[1])
 #define KG_ARG2(r) ((r)->regs[2])
 #define KG_SYSCALL_NR(r) ((r)->syscallno)
-/* aarch32 compat callers are not covered yet. */
-#define KG_IS_CANDIDATE_NR(nr) KG_IS_MODULE_NR(nr)
+/*
+ * 32-bit (aarch32) callers use the ARM EABI numbers
+ * (arch/arm/tools/syscall.tbl), and their 105, 106 and 273 are getitimer,
+ * stat and pciconfig_write. The kernel marks such tasks with TIF_32BIT in
+ * thread_info.flags (bit 22 from 6.1 to 6.12 at least; a macro, so no
+ * CO-RE relocation can follow it if it moves). kg_native_nr sorts them
+ * out, after a cheap first compare against all six.
+ */
+#define KG_NR32_INIT_MODULE 128
+#define KG_NR32_DELETE_MODULE 129
+#define KG_NR32_FINIT_MODULE 379
+#define KG_TIF_32BIT 22
+#define KG_IS_CANDIDATE_NR(nr)                                                   \
+	(KG_IS_MODULE_NR(nr) || (nr) == KG_NR32_INIT_MODULE ||                  \
+	 (nr) == KG_NR32_DELETE_MODULE || (nr) == KG_NR32_FINIT_MODULE)
 #else
 #error "kmodguard's sensor supports amd64 and arm64 (set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64)"
 #endif
@@ -833,6 +846,18 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 	return 0;
 }
 
+#if defined(__TARGET_ARCH_arm64)
+/* kg_compat_task says the current task is a 32-bit (aarch32) one. */
+static __always_inline bool kg_compat_task(void)
+{
+	struct task_struct___kg_arm64 *task = (void *)bpf_get_current_task();
+	unsigned long flags = 0;
+
+	kg_read(flags, task->thread_info.flags);
+	return flags & (1UL << KG_TIF_32BIT);
+}
+#endif
+
 /*
  * kg_native_nr maps a candidate syscall number to the native number of a
  * module syscall, or -1; *compat says the caller is 32-bit.
@@ -846,6 +871,9 @@ static __always_inline long kg_native_nr(long nr, bool *compat)
 
 	kg_read(status, task->thread_info.status);
 	if (status & KG_TS_COMPAT) {
+#elif defined(__TARGET_ARCH_arm64)
+	if (kg_compat_task()) {
+#endif
 		*compat = true;
 		switch (nr) {
 		case KG_NR32_INIT_MODULE:
@@ -857,6 +885,7 @@ static __always_inline long kg_native_nr(long nr, bool *compat)
 		}
 		return -1;
 	}
+#if defined(__TARGET_ARCH_x86)
 	nr &= ~KG_X32_SYSCALL_BIT;
 #endif
 	return KG_IS_MODULE_NR(nr) ? nr : -1;
@@ -891,6 +920,14 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 		kg_read(a1, KG_ARG1(regs));
 		kg_read(a2, KG_ARG2(regs));
 	}
+#if defined(__TARGET_ARCH_arm64)
+	if (compat) {
+		/* aarch32 arguments: r0, r1, r2, in the low 32 bits of x0, x1, x2. */
+		a0 = (__u32)a0;
+		a1 = (__u32)a1;
+		a2 = (__u32)a2;
+	}
+#endif
 
 	may_load = kg_may_load(task);
 	if (!may_load && kg_throttle(ts, tid))
@@ -1162,8 +1199,16 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
  */
 #if defined(__TARGET_ARCH_x86)
 #define KG_SYSCALL_FUNC(name) "__x64_sys_" #name
+#define KG_FENTRY_NATIVE_COMPAT false
 #else
 #define KG_SYSCALL_FUNC(name) "__arm64_sys_" #name
+/*
+ * arm64 has no compat wrappers for the three: its compat syscall table
+ * (arch/arm64/kernel/sys32.c) points 128, 129 and 379 at the native
+ * __arm64_sys_ functions, so the native fentry programs see aarch32 callers
+ * too, and ask the task which kind of caller it is.
+ */
+#define KG_FENTRY_NATIVE_COMPAT kg_compat_task()
 #endif
 
 #define KG_FENTRY_PAIR(prefix, func, name, nr, compat)               \
@@ -1178,9 +1223,9 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		return kg_exit(nr, (long)ctx[1]);                   \
 	}
 
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(init_module), init_module, KG_NR_INIT_MODULE, false)
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(finit_module), finit_module, KG_NR_FINIT_MODULE, false)
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(delete_module), delete_module, KG_NR_DELETE_MODULE, false)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(init_module), init_module, KG_NR_INIT_MODULE, KG_FENTRY_NATIVE_COMPAT)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(finit_module), finit_module, KG_NR_FINIT_MODULE, KG_FENTRY_NATIVE_COMPAT)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(delete_module), delete_module, KG_NR_DELETE_MODULE, KG_FENTRY_NATIVE_COMPAT)
 
 #if defined(__TARGET_ARCH_x86)
 /* 32-bit callers enter through the __ia32_sys_ wrappers (IA32 emulation). */

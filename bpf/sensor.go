@@ -20,7 +20,8 @@
 //
 // Every other syscall on the system pays for a few compares of its number in
 // each hook, and nothing with HookFentry where the kernel allows it. 32-bit
-// callers (amd64 ia32 emulation) are seen under their own numbers. The
+// callers (amd64 ia32 emulation, arm64 aarch32) are seen under their own
+// numbers. The
 // kernel side is sensor.bpf.c; its record types are mirrored into Go by
 // bpf2go (sensor_*_bpfel.go). Records travel through one ring buffer: image
 // chunks, then the event with only the bytes its strings use, then the

@@ -30,13 +30,37 @@ func TestVM(t *testing.T) {
 // TestVMArm64 runs the same guest tests in Debian's arm64 6.1 and 6.12
 // under qemu-system-aarch64, so that the committed sensor_arm64_bpfel.o is
 // loaded and watches real module loads: arm64's syscall numbers, pt_regs
-// and the kernel's arm64 structure layouts.
+// and the kernel's arm64 structure layouts. The guest also gets
+// aarch32mod, a 32-bit ARM program (bpf/internal/aarch32mod), for the
+// aarch32 callers (compat_arm64_test.go).
 func TestVMArm64(t *testing.T) {
+	files := map[string]string{}
+	if vmtest.Enabled() {
+		files["aarch32mod"] = buildAarch32(t)
+	}
 	vmtest.Run(t, vmtest.Spec{
 		Arch:       "arm64",
 		Modules:    []string{"dummy"},
+		Files:      files,
 		FailOnSkip: true,
 	})
+}
+
+// buildAarch32 builds bpf/internal/aarch32mod as a static 32-bit ARM
+// (ARMv7, EABI) binary and returns its path.
+func buildAarch32(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "aarch32mod")
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		gobin = "go"
+	}
+	cmd := exec.Command(gobin, "build", "-trimpath", "-o", out, "./internal/aarch32mod")
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm", "GOARM=7", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the aarch32 test program: %v\n%s", err, b)
+	}
+	return out
 }
 
 // guestCompat, where the architecture has 32-bit callers, loads and

@@ -126,8 +126,9 @@
 // entered, TestGuestBPFLSM checks that an LSM program loads and its attach
 // is refused), and the guard's (enforcer.TestVMArm64: every guard test on
 // 6.12, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
-// refuses to load and says why). 32-bit (aarch32) callers are not run in
-// these tests; the arm64 sensor does not see them (docs/threat-model.md).
+// refuses to load and says why). For 32-bit (aarch32) callers,
+// bpf.TestVMArm64 builds a static GOARCH=arm program on the host and ships
+// it with Spec.Files; the guest runs it through the kernel's compat support.
 // Each arm64 boot takes 3 to 4 s to the first test on a quiet 2-core
 // machine, about as long as amd64.
 package vmtest
