@@ -73,15 +73,16 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 /*
  * 32-bit (aarch32) callers use the ARM EABI numbers
  * (arch/arm/tools/syscall.tbl), and their 105, 106 and 273 are getitimer,
- * stat and pciconfig_write. The kernel marks such tasks with TIF_32BIT in
- * thread_info.flags (bit 22 from 6.1 to 6.12 at least; a macro, so no
- * CO-RE relocation can follow it if it moves). kg_native_nr sorts them
- * out, after a cheap first compare against all six.
+ * stat and pciconfig_write. The syscall's saved pstate says which kind of
+ * caller made it: PSR_MODE32_BIT (0x10) is set for AArch32, an
+ * architectural bit that, unlike the kernel's TIF_32BIT flag number, no
+ * kernel release can move. kg_native_nr sorts them out, after a cheap first
+ * compare against all six.
  */
 #define KG_NR32_INIT_MODULE 128
 #define KG_NR32_DELETE_MODULE 129
 #define KG_NR32_FINIT_MODULE 379
-#define KG_TIF_32BIT 22
+#define KG_PSR_MODE32_BIT 0x10
 #define KG_IS_CANDIDATE_NR(nr)                                                   \
 	(KG_IS_MODULE_NR(nr) || (nr) == KG_NR32_INIT_MODULE ||                  \
 	 (nr) == KG_NR32_DELETE_MODULE || (nr) == KG_NR32_FINIT_MODULE)
@@ -847,22 +848,22 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 }
 
 #if defined(__TARGET_ARCH_arm64)
-/* kg_compat_task says the current task is a 32-bit (aarch32) one. */
-static __always_inline bool kg_compat_task(void)
+/* kg_compat_regs says the syscall of regs came from AArch32. */
+static __always_inline bool kg_compat_regs(struct pt_regs *regs)
 {
-	struct task_struct___kg_arm64 *task = (void *)bpf_get_current_task();
-	unsigned long flags = 0;
+	__u64 pstate = 0;
 
-	kg_read(flags, task->thread_info.flags);
-	return flags & (1UL << KG_TIF_32BIT);
+	kg_read(pstate, regs->pstate);
+	return pstate & KG_PSR_MODE32_BIT;
 }
 #endif
 
 /*
- * kg_native_nr maps a candidate syscall number to the native number of a
- * module syscall, or -1; *compat says the caller is 32-bit.
+ * kg_native_nr maps a candidate syscall number of the syscall whose
+ * registers are regs to the native number of a module syscall, or -1;
+ * *compat says the caller is 32-bit.
  */
-static __always_inline long kg_native_nr(long nr, bool *compat)
+static __always_inline long kg_native_nr(long nr, struct pt_regs *regs, bool *compat)
 {
 	*compat = false;
 #if defined(__TARGET_ARCH_x86)
@@ -872,7 +873,7 @@ static __always_inline long kg_native_nr(long nr, bool *compat)
 	kg_read(status, task->thread_info.status);
 	if (status & KG_TS_COMPAT) {
 #elif defined(__TARGET_ARCH_arm64)
-	if (kg_compat_task()) {
+	if (kg_compat_regs(regs)) {
 #endif
 		*compat = true;
 		switch (nr) {
@@ -1136,7 +1137,7 @@ int kg_sys_enter(__u64 *ctx)
 
 	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	nr = kg_native_nr(nr, &compat);
+	nr = kg_native_nr(nr, (struct pt_regs *)ctx[0], &compat);
 	if (nr < 0)
 		return 0;
 	return kg_enter((struct pt_regs *)ctx[0], nr, compat);
@@ -1151,7 +1152,7 @@ int kg_sys_exit(__u64 *ctx)
 
 	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	nr = kg_native_nr(nr, &compat);
+	nr = kg_native_nr(nr, regs, &compat);
 	if (nr < 0)
 		return 0;
 	return kg_exit(nr, (long)ctx[1]);
@@ -1167,7 +1168,7 @@ int kg_raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	nr = kg_native_nr(nr, &compat);
+	nr = kg_native_nr(nr, (struct pt_regs *)ctx->args[0], &compat);
 	if (nr < 0)
 		return 0;
 	return kg_enter((struct pt_regs *)ctx->args[0], nr, compat);
@@ -1185,7 +1186,7 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	nr = (long)raw;
 	if (!KG_IS_CANDIDATE_NR(nr))
 		return 0;
-	nr = kg_native_nr(nr, &compat);
+	nr = kg_native_nr(nr, regs, &compat);
 	if (nr < 0)
 		return 0;
 	return kg_exit(nr, (long)ctx->args[1]);
@@ -1206,9 +1207,10 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
  * arm64 has no compat wrappers for the three: its compat syscall table
  * (arch/arm64/kernel/sys32.c) points 128, 129 and 379 at the native
  * __arm64_sys_ functions, so the native fentry programs see aarch32 callers
- * too, and ask the task which kind of caller it is.
+ * too, and ask the syscall's registers which kind of caller it is (ctx is
+ * the fentry program's: its first argument is the syscall's pt_regs).
  */
-#define KG_FENTRY_NATIVE_COMPAT kg_compat_task()
+#define KG_FENTRY_NATIVE_COMPAT kg_compat_regs((struct pt_regs *)ctx[0])
 #endif
 
 #define KG_FENTRY_PAIR(prefix, func, name, nr, compat)               \

@@ -93,21 +93,8 @@ struct thread_info {
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	__u64 regs[31];
+	__u64 pstate; /* SPSR at the exception: PSR_MODE32_BIT for AArch32 */
 	__s32 syscallno;
-};
-
-/* TIF_32BIT in flags marks a 32-bit (aarch32) task. */
-struct thread_info {
-	unsigned long flags;
-};
-
-/*
- * task_struct's thread_info, for the sensor alone: a CO-RE flavor of
- * task_struct (the ___ suffix is dropped when it is matched), so that the
- * guard's task_struct, and so its BTF, stays as it was.
- */
-struct task_struct___kg_arm64 {
-	struct thread_info thread_info;
 };
 #endif
 
