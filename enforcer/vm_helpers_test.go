@@ -430,9 +430,7 @@ func readAwayDecisions(t *testing.T, kg string, d *daemon, pins string, veth []b
 	// The daemon's own drops: stopped, it reads nothing, and a flood of
 	// refused unlinks fills the ring buffer. Those are lost, not missing.
 	linkPin := filepath.Join(pins, "link_kg_post_load_data")
-	if err := d.cmd.Process.Signal(unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, d.cmd.Process.Pid)
 	lostBefore := st.LostEvents
 	flood := 0
 	for ; flood < 5000; flood++ {
@@ -469,9 +467,7 @@ func readAwayDecisions(t *testing.T, kg string, d *daemon, pins string, veth []b
 
 	// The thief: with the daemon stopped, another process consumes the
 	// decisions of refused loads; the daemon resumes and must report them.
-	if err := d.cmd.Process.Signal(unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, d.cmd.Process.Pid)
 	stolen := stealDecisions(t, pins, veth, 3)
 	if err := d.cmd.Process.Signal(unix.SIGCONT); err != nil {
 		t.Fatal(err)
@@ -493,6 +489,38 @@ func readAwayDecisions(t *testing.T, kg string, d *daemon, pins string, veth []b
 		t.Fatalf("enforcer status (text) does not show the %d missing decisions: %v\n%s", stolen, err, out)
 	}
 	t.Logf("another reader consumed %d decisions: the daemon reports %d missing", stolen, st.MissingDecisions)
+}
+
+// stopProcess sends SIGSTOP to pid and waits until every one of its
+// threads is stopped: the signal is only queued when kill returns, and a
+// thread still running (slow under TCG) could read one more record.
+func stopProcess(t *testing.T, pid int) {
+	t.Helper()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("threads of %d: %v", pid, err)
+		}
+		running := 0
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			// pid (comm) state ...: comm may hold spaces and parentheses.
+			if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] != 'T' && b[i+2] != 't' {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d threads of pid %d still not stopped 10 s after SIGSTOP", running, len(tasks), pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // stealDecisions consumes the guard's ring buffer through a writable fd to

@@ -69,6 +69,11 @@ func TestGuestFalco(t *testing.T) {
 	// The harness holds the syscall tracepoints on this two-CPU guest
 	// (vmtest.Spec.LiveSyscallTracepoints): the sensor's attach and
 	// detach must not make the kernel rewrite the syscall path under TCG.
+	// /init takes the other CPU offline while it attaches them, and
+	// brings it back.
+	if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err != nil || strings.TrimSpace(string(b)) != "0-1" {
+		t.Fatalf("online CPUs %q (%v), want 0-1", b, err)
+	}
 	held := vmtest.HeldTracepoints(t)
 	for _, tp := range []string{"sys_enter", "sys_exit"} {
 		if len(held[tp]) < 2 {

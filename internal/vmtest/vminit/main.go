@@ -157,6 +157,21 @@ var held []link.Link
 // run: multi-threaded TCG mishandles that patching (see
 // vmtest.Spec.LiveSyscallTracepoints).
 func holdSyscallTracepoints() error {
+	// The attachments below are themselves live patches of the syscall
+	// path: made while another vCPU runs syscalls, they met the same stray
+	// int3 (6.12, /init's own Go threads in syscall_trace_enter). So the
+	// other CPUs are taken offline for them, and brought back after.
+	offline, err := offlineOtherCPUs()
+	defer func() {
+		for _, cpu := range offline {
+			if err := os.WriteFile(cpu, []byte("1\n"), 0); err != nil {
+				fmt.Fprintf(os.Stderr, "vminit: bring %s back online: %v\n", cpu, err)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
 	var ids strings.Builder
 	for _, tp := range []string{"sys_enter", "sys_exit"} {
 		for range 2 {
@@ -190,6 +205,30 @@ func holdSyscallTracepoints() error {
 	}
 	fmt.Fprintf(os.Stderr, "vminit: two no-op programs on sys_enter and on sys_exit: the syscall path is not live-patched while the tests run\n")
 	return nil
+}
+
+// offlineOtherCPUs takes every CPU but the boot CPU offline and returns
+// the online files it wrote, to be written back.
+func offlineOtherCPUs() ([]string, error) {
+	files, err := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, f := range files {
+		if filepath.Base(filepath.Dir(f)) == "cpu0" {
+			continue // the boot CPU stays
+		}
+		b, err := os.ReadFile(f)
+		if err != nil || strings.TrimSpace(string(b)) != "1" {
+			continue // an offline CPU stays so
+		}
+		if err := os.WriteFile(f, []byte("0\n"), 0); err != nil {
+			return done, fmt.Errorf("take %s offline: %w", filepath.Dir(f), err)
+		}
+		done = append(done, f)
+	}
+	return done, nil
 }
 
 func readPlan() (*proto.Plan, error) {
