@@ -68,8 +68,9 @@
 // /init (vminit, a static Go binary) mounts proc, sysfs, devtmpfs, tmpfs on
 // /tmp and /run, securityfs, bpffs, tracefs, debugfs and cgroup2, brings up
 // lo, and runs the test binary as root with /vmtest as its working folder.
-// On a guest with more than one CPU it first attaches two no-op programs to
-// each of the sys_enter and sys_exit tracepoints (HeldTracepoints), so that
+// On a guest with more than one CPU it first attaches, with the other CPUs
+// taken offline for that moment, two no-op programs to each of the
+// sys_enter and sys_exit tracepoints (HeldTracepoints), so that
 // the tests' own attachments never make the kernel live-patch the syscall
 // path, which multi-threaded TCG mishandles (Spec.LiveSyscallTracepoints).
 // The guest has:
