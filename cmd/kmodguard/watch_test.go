@@ -116,25 +116,29 @@ poll:
 	}
 
 	// The record file holds the same events, in the same order.
-	f, err := os.Open(record)
+	if recorded := readRecord(t, record); !reflect.DeepEqual(recorded, printed) {
+		t.Errorf("recorded %d events, printed %d, or they differ", len(recorded), len(printed))
+	}
+}
+
+// readRecord returns the events of a record file written by watch.
+func readRecord(t *testing.T, path string) []*event.Event {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rr := event.NewRecordReader(f)
 	var recorded []*event.Event
-	for {
+	for rr := event.NewRecordReader(f); ; {
 		ev, err := rr.Read()
 		if errors.Is(err, io.EOF) {
-			break
+			return recorded
 		}
 		if err != nil {
 			t.Fatalf("record file: %v", err)
 		}
 		recorded = append(recorded, ev)
-	}
-	if !reflect.DeepEqual(recorded, printed) {
-		t.Errorf("recorded %d events, printed %d, or they differ", len(recorded), len(printed))
 	}
 }
 
@@ -292,22 +296,7 @@ func TestWatchRecordsLoss(t *testing.T) {
 	if lost != drops {
 		t.Errorf("sensor_loss events say %d lost, the counters %d", lost, drops)
 	}
-	f, err := os.Open(record)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var recorded []*event.Event
-	for rr := event.NewRecordReader(f); ; {
-		ev, err := rr.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("record file: %v", err)
-		}
-		recorded = append(recorded, ev)
-	}
+	recorded := readRecord(t, record)
 	if rl, rn := sum(recorded); rl != lost || rn != reports {
 		t.Errorf("recorded sensor_loss events: %d adding up to %d, printed %d adding up to %d", rn, rl, reports, lost)
 	}
