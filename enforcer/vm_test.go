@@ -156,9 +156,7 @@ func start(t *testing.T, a *allowlist.Allowlist, cfg enforcer.Config) *enforcer.
 	if cfg.PinDir == "" {
 		cfg.PinDir = pinDir(t)
 	}
-	log := logrus.New()
-	log.SetOutput(testWriter{t})
-	cfg.Logger = log
+	cfg.Logger = testLogger(t)
 	enf, err := enforcer.Load(cfg, a)
 	if err != nil {
 		t.Fatalf("load enforcer: %v", err)
@@ -171,6 +169,12 @@ func start(t *testing.T, a *allowlist.Allowlist, cfg enforcer.Config) *enforcer.
 		}
 	})
 	return enf
+}
+
+func testLogger(t *testing.T) *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(testWriter{t})
+	return log
 }
 
 type testWriter struct{ t *testing.T }
@@ -355,6 +359,91 @@ func TestGuestUnlistedRefused(t *testing.T) {
 	st, err := enf.Status()
 	if err != nil || st.Blocked < 3 || st.Allowed != 0 || len(st.Links) != len(lsm.Hooks()) {
 		t.Fatalf("status %+v, %v: want 3 or more blocked, 0 allowed, all hooks", st, err)
+	}
+}
+
+// TestGuestPinnedMeansEnforcing: while a daemon is loading the guard,
+// whoever finds it pinned (enforcer status, apply, an init system polling
+// for readiness) must find every hook attached, and an unlisted load in
+// that moment refused. The demo once saw status succeed while the hooks
+// were still being attached, and a load went through.
+func TestGuestPinnedMeansEnforcing(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	dir := pinDir(t)
+
+	// Leftovers of a load that died half-way (pins without a config pin)
+	// must not stop the next one.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"policy", "link_kg_bpf"} {
+		if err := stale.Pin(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale.Close()
+	if _, err := lsm.OpenPinned(dir); !errors.Is(err, lsm.ErrNotLoaded) {
+		t.Fatalf("open pinned on leftovers: %v, want ErrNotLoaded", err)
+	}
+
+	loadDone := make(chan error, 1)
+	go func() {
+		enf, err := enforcer.Load(enforcer.Config{PinDir: dir, Logger: testLogger(t)},
+			list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}))
+		if err == nil {
+			enf.Close() // the pinned guard stays in force
+		}
+		loadDone <- err
+	}()
+	t.Cleanup(func() {
+		if err := enforcer.Stop(dir); err != nil && !errors.Is(err, lsm.ErrNotLoaded) {
+			t.Errorf("stop guard: %v", err)
+		}
+	})
+
+	polls, early := 0, 0
+	for {
+		st, err := enforcer.ReadStatus(dir)
+		polls++
+		if errors.Is(err, lsm.ErrNotLoaded) {
+			early++
+			select {
+			case err := <-loadDone:
+				if err != nil {
+					t.Fatalf("load enforcer: %v", err)
+				}
+				loadDone <- nil
+			default:
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("status while loading: %v", err)
+		}
+		if len(st.Missing) != 0 || len(st.Links) != len(lsm.Hooks()) {
+			t.Fatalf("status found the guard pinned with hooks %v missing (%d attached): a load now would not be guarded", st.Missing, len(st.Links))
+		}
+		break
+	}
+	// The first moment status says "pinned", an unlisted load is refused.
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		if err == nil {
+			unload(t, "veth")
+		}
+		t.Fatalf("init_module(unlisted veth) the moment the guard was pinned = %v, want EPERM", err)
+	}
+	if err := <-loadDone; err != nil {
+		t.Fatalf("load enforcer: %v", err)
+	}
+	t.Logf("%d status polls, %d before the guard was pinned", polls, early)
+	if early == 0 {
+		t.Log("the load finished before the first poll: the window was not exercised this run")
 	}
 }
 

@@ -223,16 +223,17 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 	if err := g.setPolicyLocked(initial); err != nil {
 		return nil, err
 	}
-	for name, m := range map[string]*ebpf.Map{
-		pinPolicy: g.policy, pinConfig: g.config, pinProtect: g.protect,
-		pinEvents: g.events, pinCounters: g.counters,
-	} {
-		p := filepath.Join(dir, name)
-		if err := m.Pin(p); err != nil {
-			return nil, fmt.Errorf("pin map %s: %w", p, err)
-		}
-		pinned = append(pinned, p)
+	// Whatever an earlier load left behind before it could finish (it
+	// died between two pins) is not a guard: clear it so that the pins
+	// below do not meet "file exists".
+	if err := removeIncomplete(dir); err != nil {
+		return nil, err
 	}
+	// Attach every hook before pinning the config map: the config pin is
+	// what OpenPinned, and so `enforcer status`, takes for a guard in
+	// force. Pinned first, it let status report a guard whose hooks were
+	// still being attached (seen under QEMU, where attaching the eleven
+	// hooks takes seconds), and a load in that window went through.
 	for _, name := range hooks {
 		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
 		if err != nil {
@@ -245,7 +246,40 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 		}
 		pinned = append(pinned, p)
 	}
+	for _, pin := range []struct {
+		name string
+		m    *ebpf.Map
+	}{
+		{pinPolicy, g.policy}, {pinProtect, g.protect}, {pinEvents, g.events},
+		{pinCounters, g.counters}, {pinConfig, g.config}, // config last
+	} {
+		p := filepath.Join(dir, pin.name)
+		if err := pin.m.Pin(p); err != nil {
+			return nil, fmt.Errorf("pin map %s: %w", p, err)
+		}
+		pinned = append(pinned, p)
+	}
 	return g, nil
+}
+
+// removeIncomplete removes the guard's pins from a directory that has no
+// config pin, that is, what a load that did not finish left there. The
+// caller holds the directory lock, so no other load is under way.
+func removeIncomplete(dir string) error {
+	names := []string{pinPolicy, pinProtect, pinEvents, pinCounters, pinReader}
+	for _, h := range hooks {
+		names = append(names, linkPin(h))
+	}
+	var errs []error
+	for _, name := range names {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("clear an unfinished load from %s: %w", dir, err)
+	}
+	return nil
 }
 
 // adoptMaps opens the pinned maps, read-only where the seal forbids writes.

@@ -30,6 +30,18 @@ run() {
 
 loaded() { grep -q "^$1 " /proc/modules; }
 
+# have_event PATTERN: whether a line of the sensor's output matches PATTERN
+# (grep -E), waiting up to 15 s for it: a busy emulator can take that long
+# to hand an event to user space.
+have_event() {
+	i=0
+	until grep -qE -- "$1" /tmp/events 2>/dev/null; do
+		[ $i -ge 15 ] && return 1
+		sleep 1
+		i=$((i + 1))
+	done
+}
+
 have_watch=no
 kmodguard watch --help >/dev/null 2>&1 && have_watch=yes
 have_guard=no
@@ -90,7 +102,7 @@ if [ "$have_watch" = yes ]; then
 	run insmod $F/dummy.ko
 	run rmmod dummy
 	events
-	if grep -q 'finit_module.*dummy' /tmp/events && grep -q 'delete_module.*dummy' /tmp/events; then
+	if have_event 'finit_module.*dummy' && have_event 'delete_module.*dummy'; then
 		seen "the sensor saw the load and the unload, with the module's digest and who did it"
 	else
 		wrong "the sensor did not report both syscalls"
@@ -130,7 +142,7 @@ loaded dummy && seen "dummy loaded" || wrong "dummy did not load"
 run rmmod dummy
 events
 if [ "$have_watch" = yes ]; then
-	grep -q '"name":"dummy".*"allowed":true' /tmp/events && seen "the sensor says: allowed" || wrong "the sensor did not report dummy as allowed"
+	have_event '"name":"dummy".*"allowed":true' && seen "the sensor says: allowed" || wrong "the sensor did not report dummy as allowed"
 fi
 
 step "Load a module that is not on the allowlist (no guard yet)"
@@ -139,10 +151,10 @@ run insmod $F/veth.ko
 loaded veth && seen "veth loaded" || wrong "veth did not load"
 events
 if [ "$have_watch" = yes ]; then
-	grep -q '"name":"veth".*"allowed":false' /tmp/events && seen "the sensor says: not allowed (a Falco rule alerts on this)" || wrong "the sensor did not flag veth"
+	have_event '"name":"veth".*"allowed":false' && seen "the sensor says: not allowed (a Falco rule alerts on this)" || wrong "the sensor did not flag veth"
 	run insmod $F/dumbo.ko
 	events
-	grep -q '"name_mismatch":true' /tmp/events && seen "the forgery loads (as dummy) and the sensor flags its two names" || wrong "the sensor did not flag the forgery"
+	have_event '"name_mismatch":true' && seen "the forgery loads (as dummy) and the sensor flags its two names" || wrong "the sensor did not flag the forgery"
 	run rmmod dummy
 	run rmmod veth
 	events
