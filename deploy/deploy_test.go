@@ -325,6 +325,9 @@ func TestSystemdUnit(t *testing.T) {
 		"Service": {
 			"ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
 			"CapabilityBoundingSet": "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN", "ReadWritePaths": "/sys/fs/bpf",
+			// The daemon's READY=1 is what holds modules-load and udev back
+			// until the guard is attached.
+			"Type": "notify", "NotifyAccess": "main",
 		},
 	}
 	for sec, kv := range want {

@@ -132,8 +132,9 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 		g.Close()
 		return nil, err
 	}
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.serve()
+	go e.watchOverrides()
 	e.reconcile(a)
 	return e, nil
 }

@@ -52,6 +52,7 @@ type MetricsSource struct {
 //	kmodguard_guard_pinned                     1 when the guard is pinned in bpffs
 //	kmodguard_guard_sealed                     1 when the guard is sealed until reboot
 //	kmodguard_guard_links{state}               hooks attached ("attached") and not ("missing")
+//	kmodguard_guard_overrides                  programs that can decide the guard's hooks before it (lsm.Override)
 //	kmodguard_allowlist_generation             generation of the policy in force
 //	kmodguard_allowlist_entries                digests and names in the policy in force
 //	kmodguard_allowlist_info{name,mode}        1, labelled with the allowlist in force and the guard's mode
@@ -142,6 +143,8 @@ var (
 		"1 when the guard is sealed until reboot.", nil, nil)
 	descGuardLinks = prometheus.NewDesc("kmodguard_guard_links",
 		"The guard's hooks by state: attached, or missing (not pinned: not enforcing through that hook).", []string{"state"}, nil)
+	descGuardOverrides = prometheus.NewDesc("kmodguard_guard_overrides",
+		"Someone else's BPF programs that can decide a load before the guard does (fmod_ret on a security_ function it hooks; before 6.12, LSM programs on the hooks where a positive return skips it): anything above 0 means the guard can be bypassed.", nil, nil)
 	descGeneration = prometheus.NewDesc("kmodguard_allowlist_generation",
 		"Generation of the policy in force in the guard.", nil, nil)
 	descEntries = prometheus.NewDesc("kmodguard_allowlist_entries",
@@ -160,7 +163,7 @@ type stateCollector struct{ src MetricsSource }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descGuardDecisions, descGuardLost, descGuardUp, descGuardPinned,
-		descGuardSealed, descGuardLinks, descGeneration, descEntries, descInfo, descSensorDrops, descSensorTrunc} {
+		descGuardSealed, descGuardLinks, descGuardOverrides, descGeneration, descEntries, descInfo, descSensorDrops, descSensorTrunc} {
 		ch <- d
 	}
 }
@@ -187,6 +190,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descGuardSealed, prometheus.GaugeValue, b2f(st.Sealed))
 			ch <- prometheus.MustNewConstMetric(descGuardLinks, prometheus.GaugeValue, float64(len(st.Links)), "attached")
 			ch <- prometheus.MustNewConstMetric(descGuardLinks, prometheus.GaugeValue, float64(len(st.Missing)), "missing")
+			if st.OverridesError == "" {
+				ch <- prometheus.MustNewConstMetric(descGuardOverrides, prometheus.GaugeValue, float64(len(st.Overrides)))
+			}
 			ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(st.Generation))
 			ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(st.Entries))
 		}

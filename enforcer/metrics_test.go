@@ -128,6 +128,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"kmodguard_guard_sealed", nil, 0},
 		{"kmodguard_guard_links", []string{"state", "attached"}, float64(len(lsm.Hooks()))},
 		{"kmodguard_guard_links", []string{"state", "missing"}, 0},
+		{"kmodguard_guard_overrides", nil, 0},
 		{"kmodguard_allowlist_generation", nil, 3},
 		{"kmodguard_allowlist_entries", nil, 12},
 		{"kmodguard_allowlist_info", []string{"name", "prod-hosts", "mode", "enforce"}, 1},
@@ -148,8 +149,12 @@ func TestMetricsScrape(t *testing.T) {
 	st.Missing = []string{st.Links[0].Hook}
 	st.Links = st.Links[1:]
 	st.Sealed = true
+	st.Overrides = []lsm.Override{{Target: "security_kernel_post_read_file", LinkID: 9, ProgID: 40}}
 	mu.Unlock()
 	fams = scrape(t, url)
+	if v, _ := value(fams, "kmodguard_guard_overrides"); v != 1 {
+		t.Errorf("overrides = %v after one appeared, want 1", v)
+	}
 	if v, _ := value(fams, "kmodguard_guard_links", "state", "missing"); v != 1 {
 		t.Errorf("missing links = %v after removing one, want 1", v)
 	}

@@ -113,6 +113,41 @@ func detachPinned(path string) error {
 	return l.Detach()
 }
 
+// loadOverride loads a program that makes fn return its third argument:
+// for kernel_post_read_file that is the file's size, which the kernel
+// takes for the length read, so the load goes on without any other LSM
+// asked. kind is "fmod_ret" (fn is a security_ function) or "lsm" (fn is
+// an LSM hook; kernels from 6.12 refuse an LSM program that can return a
+// positive value, so ret0 makes it return 0 instead, to load it there).
+func loadOverride(kind, fn string, ret0 bool) (*ebpf.Program, error) {
+	insns := asm.Instructions{asm.LoadMem(asm.R0, asm.R1, 16, asm.DWord), asm.Return()}
+	if ret0 {
+		insns = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	}
+	spec := &ebpf.ProgramSpec{Name: "kgtest_override", License: "GPL", Instructions: insns, AttachTo: fn}
+	switch kind {
+	case "fmod_ret":
+		spec.Type, spec.AttachType = ebpf.Tracing, ebpf.AttachModifyReturn
+	case "lsm":
+		spec.Type, spec.AttachType = ebpf.LSM, ebpf.AttachLSMMac
+	default:
+		return nil, fmt.Errorf("kind %q", kind)
+	}
+	p, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load %s on %s: %w", kind, fn, err)
+	}
+	return p, nil
+}
+
+// attachOverride attaches a program from loadOverride.
+func attachOverride(p *ebpf.Program) (link.Link, error) {
+	if p.Type() == ebpf.LSM {
+		return link.AttachLSM(link.LSMOptions{Program: p})
+	}
+	return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachModifyReturn})
+}
+
 // loadFmodRet loads an fmod_ret program that would make
 // security_kernel_post_read_file return 0: a way around any LSM.
 func loadFmodRet() error {

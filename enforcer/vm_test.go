@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/sirupsen/logrus"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
@@ -156,7 +159,9 @@ func start(t *testing.T, a *allowlist.Allowlist, cfg enforcer.Config) *enforcer.
 	if cfg.PinDir == "" {
 		cfg.PinDir = pinDir(t)
 	}
-	cfg.Logger = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	enf, err := enforcer.Load(cfg, a)
 	if err != nil {
 		t.Fatalf("load enforcer: %v", err)
@@ -445,6 +450,220 @@ func TestGuestPinnedMeansEnforcing(t *testing.T) {
 	if early == 0 {
 		t.Log("the load finished before the first poll: the window was not exercised this run")
 	}
+}
+
+// TestGuestReadyNotification runs the daemon as systemd's Type=notify
+// does: READY=1 must come only once the guard refuses what it should, since
+// it releases systemd-modules-load and udev. Then status's exit codes, a
+// reload's STATUS= and the exit's STOPPING=1.
+func TestGuestReadyNotification(t *testing.T) {
+	vmtest.RequireGuest(t)
+	kg := vmtest.Binary(t, "kmodguard")
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	pins := pinDir(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "allow.yaml")
+	if err := allowlist.Save(file, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runCmd(kg, "enforcer", "stop", "--pin-dir", pins) })
+
+	sock := filepath.Join(dir, "notify")
+	mgr, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	message := func(within time.Duration) string {
+		t.Helper()
+		mgr.SetReadDeadline(time.Now().Add(within))
+		buf := make([]byte, 4096)
+		n, err := mgr.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification within %s: %v", within, err)
+		}
+		return string(buf[:n])
+	}
+
+	logPath := filepath.Join(dir, "daemon.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(kg, "enforcer", "run", "--allowlist", file, "--pin-dir", pins, "--poll", "200ms")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		b, _ := os.ReadFile(logPath)
+		t.Logf("daemon log:\n%s", b)
+	})
+
+	ready := message(60 * time.Second)
+	// The moment READY=1 arrives, the guard is whole and refuses.
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		if err == nil {
+			unload(t, "veth")
+		}
+		t.Fatalf("init_module(unlisted veth) right after READY=1 = %v, want EPERM", err)
+	}
+	if !strings.HasPrefix(ready, "READY=1\n") || !strings.Contains(ready, "STATUS=enforcing: generation 1, 1 entries, mode enforce") {
+		t.Fatalf("first notification %q: want READY=1 and the generation in force", ready)
+	}
+	if out, err := runCmd(kg, "enforcer", "status", "--pin-dir", pins); err != nil {
+		t.Fatalf("status of a whole guard: %v\n%s", err, out)
+	}
+
+	// A reload reports the new generation.
+	a := list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}, entry{"veth", []string{sum(veth)}})
+	if err := allowlist.Save(file, a); err != nil {
+		t.Fatal(err)
+	}
+	if got := message(30 * time.Second); !strings.Contains(got, "STATUS=enforcing: generation 2, 2 entries") {
+		t.Fatalf("notification after the reload %q: want generation 2", got)
+	}
+
+	// A link pin gone (the guard is not sealed): status exits 1 and says so.
+	if err := os.Remove(filepath.Join(pins, "link_kg_inode_rename")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCmd(kg, "enforcer", "status", "--pin-dir", pins)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "kg_inode_rename") || !strings.Contains(string(out), "not whole") {
+		t.Fatalf("status with a hook unpinned: %v\n%s\nwant exit 1 naming kg_inode_rename", err, out)
+	}
+
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := message(30 * time.Second); !strings.HasPrefix(got, "STOPPING=1") {
+		t.Fatalf("notification on exit %q: want STOPPING=1", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("daemon exit: %v", err)
+	}
+}
+
+// TestGuestOverrideFound: as root before the seal, attach programs that
+// make security_kernel_post_read_file return the file's size, which the
+// kernel takes for the length read: no LSM runs, and an unlisted module
+// loads under the guard through finit_module. An fmod_ret program does it
+// on every kernel; an LSM program on the same hook does it on 6.1, which
+// lets LSM programs return any value (6.12 refuses such a program). The
+// seal refuses these from then on (TestGuestZSealed); one attached before
+// can only be found and reported, which this test holds the guard to: in
+// Status, in the daemon's log, and in "enforcer status" (exit 1).
+func TestGuestOverrideFound(t *testing.T) {
+	vmtest.RequireGuest(t)
+	kg := vmtest.Binary(t, "kmodguard")
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+
+	type attached struct {
+		kind, target string
+		l            link.Link
+	}
+	var overrides []attached
+	for _, c := range []struct{ kind, fn, target string }{
+		{"fmod_ret", "security_kernel_post_read_file", "security_kernel_post_read_file"},
+		{"lsm", "kernel_post_read_file", "bpf_lsm_kernel_post_read_file"},
+	} {
+		p, err := loadOverride(c.kind, c.fn, false)
+		if c.kind == "lsm" && err != nil && strings.Contains(err.Error(), "should have been in") {
+			t.Logf("%s: this kernel checks LSM return values: an LSM program cannot override the guard here", c.fn)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := attachOverride(p)
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		overrides = append(overrides, attached{c.kind, c.target, l})
+	}
+	detach := func() {
+		for _, o := range overrides {
+			o.l.Close()
+		}
+	}
+	defer detach()
+
+	var logBuf syncBuffer
+	log := logrus.New()
+	log.SetOutput(io.MultiWriter(&logBuf, testWriter{t}))
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(dummy)}}), enforcer.Config{Logger: log})
+
+	// The bypass is real: veth loads though the guard would refuse it.
+	if err := finitModule(t, vmtest.Fixture(t, "veth"), 0); err != nil {
+		t.Fatalf("finit_module(veth) under an override: %v (the override did not work: the test would show nothing)", err)
+	}
+	unload(t, "veth")
+
+	st, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Overrides) != len(overrides) || st.OverridesError != "" {
+		t.Fatalf("status overrides %+v (%s): want the %d attached", st.Overrides, st.OverridesError, len(overrides))
+	}
+	for i, want := range overrides {
+		info, _ := want.l.Info()
+		o := st.Overrides[i]
+		if o.Kind != want.kind || o.Target != want.target || o.LinkID != uint32(info.ID) || o.ProgID != uint32(info.Program) || o.ProgName != "kgtest_override" {
+			t.Errorf("override %d = %+v, want %s on %s, link %d, prog %d", i, o, want.kind, want.target, info.ID, info.Program)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(logBuf.String(), "can decide module loads before the guard") < len(overrides) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the enforcer did not log the %d overrides:\n%s", len(overrides), logBuf.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := runCmd(kg, "enforcer", "status", "--pin-dir", pinDir(t))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "security_kernel_post_read_file") || !strings.Contains(string(out), "not whole") {
+		t.Fatalf("status under an override: %v\n%s\nwant exit 1 naming the target", err, out)
+	}
+
+	// Detached, the guard decides again and status is clean.
+	detach()
+	overrides = nil
+	if err := finitModule(t, vmtest.Fixture(t, "veth"), 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(veth) once the overrides are gone = %v, want EPERM", err)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) once the overrides are gone = %v, want EPERM", err)
+	}
+	if out, err := runCmd(kg, "enforcer", "status", "--pin-dir", pinDir(t)); err != nil || !regexp.MustCompile(`overrides:\s+none`).Match(out) {
+		t.Fatalf("status after the overrides went: %v\n%s", err, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestGuestAuditMode(t *testing.T) {
@@ -907,8 +1126,50 @@ func TestGuestZSealed(t *testing.T) {
 	// The guard's maps, listed through its program before the seal (after
 	// it, no descriptor to a program that uses them is handed out).
 	maps := guardMaps(t, pins)
+	// Overrides loaded before the seal and kept, by fd and by pin, to be
+	// attached after it (TestGuestOverrideFound shows what they do).
+	preLSM, err := loadOverride("lsm", "kernel_post_read_file", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer preLSM.Close()
+	preFmod, err := loadOverride("fmod_ret", "security_kernel_post_read_file", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer preFmod.Close()
+	fmodPin := "/sys/fs/bpf/kgtest-override"
+	if err := preFmod.Pin(fmodPin); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(fmodPin)
+	// And, where LSM programs may return anything (before 6.12), one
+	// attached: the seal does not remove it, and status must still name
+	// it once sealed.
+	var attachedLSM link.Link
+	if p, err := loadOverride("lsm", "kernel_post_read_file", false); err == nil {
+		attachedLSM, err = attachOverride(p)
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer attachedLSM.Close()
+	}
 	if err := enf.Seal(); err != nil {
 		t.Fatal(err)
+	}
+	if attachedLSM != nil {
+		info, _ := attachedLSM.Info()
+		st, err := enf.Status()
+		if err != nil || len(st.Overrides) != 1 || st.Overrides[0].LinkID != uint32(info.ID) || st.Overrides[0].Kind != "lsm" {
+			t.Fatalf("status under seal: overrides %+v (%v, %s), want the LSM program attached before the seal (link %d)", st.Overrides, err, st.OverridesError, info.ID)
+		}
+		// Detached now: an override the seal would have refused is one
+		// the rest of this test must not meet.
+		attachedLSM.Close()
+		t.Logf("LSM override attached before the seal: named by status under the seal")
+	} else {
+		t.Logf("this kernel checks LSM return values: no LSM override to find")
 	}
 	linkPin := filepath.Join(pins, "link_kg_post_load_data")
 
@@ -1050,6 +1311,35 @@ func TestGuestZSealed(t *testing.T) {
 	}
 	otherMounts(t, refusedCmd, linkPin)
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
+	const bpfRawTracepointOpen = 17
+	for _, c := range []struct {
+		what string
+		p    *ebpf.Program
+	}{{"attach of an LSM program on kernel_post_read_file loaded before the seal", preLSM},
+		{"attach of an fmod_ret program loaded before the seal", preFmod}} {
+		l, err := attachOverride(c.p)
+		if err == nil {
+			l.Close()
+		}
+		if d := refused(c.what, lsm.OpBPF, err); d.Object>>32 != bpfLinkCreate && d.Object>>32 != bpfRawTracepointOpen {
+			t.Fatalf("%s: refusal reported for bpf command %d, want BPF_LINK_CREATE or BPF_RAW_TRACEPOINT_OPEN", c.what, d.Object>>32)
+		}
+	}
+	_, err = ebpf.LoadPinnedProgram(fmodPin, nil)
+	refused("descriptor to a pinned fmod_ret program from before the seal", lsm.OpBPF, err)
+	for _, hook := range []string{"kernel_post_read_file", "kernel_read_file", "bpf", "bpf_map", "bpf_prog"} {
+		p, err := loadOverride("lsm", hook, true)
+		if err == nil {
+			p.Close()
+		}
+		refused("new LSM program on "+hook, lsm.OpBPF, err)
+	}
+	// LSM programs on other hooks, someone else's policy, still load.
+	if p, err := loadOverride("lsm", "file_open", true); err != nil {
+		t.Fatalf("LSM program on file_open under seal: %v (only the hooks that can skip the guard are closed)", err)
+	} else {
+		p.Close()
+	}
 	if err := kexecFileLoad(t, vmtest.Fixture(t, "dummy")); errors.Is(err, unix.ENOSYS) && vmtest.KernelConfig(t, "CONFIG_KEXEC_FILE") != "y" {
 		// Debian's arm64 6.12 cloud kernel is built without it.
 		t.Logf("kexec_file_load: the kernel has none (ENOSYS, CONFIG_KEXEC_FILE unset)")

@@ -128,6 +128,15 @@ struct kg_config {
 #define KG_PROT_EVENTS 5
 #define KG_PROT_MOUNT 6      /* id: mnt_id of a mount from / down to the pins */
 #define KG_PROT_MOUNTPOINT 7 /* dev, id: inode the mount sits on */
+/*
+ * id: vmlinux BTF id of a bpf_lsm_<hook> function where a BPF LSM program
+ * of anyone else could skip the guard: a positive return from
+ * kernel_post_read_file is taken for the file's length (the load goes on,
+ * no later LSM asked), from bpf, bpf_map and bpf_prog for "allowed", and
+ * kernels before 6.12 let LSM programs return any value. Once sealed, no
+ * program attaching there gets a descriptor or a link.
+ */
+#define KG_PROT_HOOK 8
 
 struct kg_protect_key {
 	__u32 kind;
@@ -266,11 +275,14 @@ struct {
 #define BPF_MAP_DELETE_BATCH 27
 #define BPF_LINK_CREATE 28
 #define BPF_LINK_UPDATE 29
+#define BPF_RAW_TRACEPOINT_OPEN 17
 #define BPF_LINK_DETACH 34
 
-/* UAPI values for the fmod_ret check. */
+/* UAPI values for the fmod_ret and LSM program checks. */
 #define BPF_PROG_TYPE_TRACING 26
+#define BPF_PROG_TYPE_LSM 29
 #define BPF_MODIFY_RETURN 26
+#define BPF_LSM_MAC 27
 #define BPF_TRACE_ITER 28
 
 static __always_inline bool sealed(void)
@@ -717,6 +729,36 @@ static __always_inline bool fd_is_guard_link(__s32 fd, __u32 *id)
 }
 
 /*
+ * prog_overrides: prog could decide a load, or a bpf() call, before the
+ * guard, and so skip it: an fmod_ret program (on a security_ function it
+ * can return anything, and 0 is not what makes it dangerous: a positive
+ * return from security_kernel_post_read_file is taken for the file's
+ * length), or an LSM program on a KG_PROT_HOOK hook.
+ */
+static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 *what)
+{
+	struct bpf_prog_aux___guard *aux = NULL;
+	__u32 type = 0, eat = 0, btf_id = 0;
+
+	if (!prog)
+		return false;
+	kg_read(type, prog->type);
+	kg_read(eat, prog->expected_attach_type);
+	if (type == BPF_PROG_TYPE_TRACING && eat == BPF_MODIFY_RETURN) {
+		*what = 0;
+		return true;
+	}
+	if (type != BPF_PROG_TYPE_LSM || eat != BPF_LSM_MAC)
+		return false;
+	kg_read(aux, prog->aux);
+	if (!aux)
+		return true; /* fail closed */
+	kg_read(btf_id, aux->attach_btf_id);
+	*what = btf_id;
+	return protected(KG_PROT_HOOK, 0, btf_id);
+}
+
+/*
  * bpf(cmd, attr, size): refuse, once sealed, writes to the guard's maps
  * through descriptors opened before the seal, the freeze of its ring
  * buffer, the detach of its links, and fmod_ret programs (which could
@@ -774,7 +816,30 @@ int kg_bpf(__u64 *ctx)
 		bpf_probe_read_kernel(&b, sizeof(b), (const char *)attr + 24); /* iter_info_len */
 		if (a == BPF_TRACE_ITER && b != 0)
 			return refuse(KG_OP_BPF, (__u64)cmd << 32);
+		/*
+		 * A program that overrides the guard, loaded before the seal and
+		 * held by fd since, is not attached after it. prog_fd is the
+		 * first field; attach_type says it is a program's fd (for
+		 * struct_ops it is a map's).
+		 */
+		if (a == BPF_MODIFY_RETURN || a == BPF_LSM_MAC) {
+			__u64 what = 0;
+
+			bpf_probe_read_kernel(&fd, sizeof(fd), attr);
+			if (prog_overrides(fd_private(fd), &what))
+				return refuse(KG_OP_BPF, ((__u64)cmd << 32) | (__u32)what);
+		}
 		return 0;
+	case BPF_RAW_TRACEPOINT_OPEN: {
+		/* raw_tracepoint.prog_fd follows the name pointer; the way
+		 * tracing and LSM programs were attached before BPF_LINK_CREATE. */
+		__u64 what = 0;
+
+		bpf_probe_read_kernel(&fd, sizeof(fd), (const char *)attr + 8);
+		if (prog_overrides(fd_private(fd), &what))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | (__u32)what);
+		return 0;
+	}
 	case BPF_PROG_LOAD:
 		/* prog_type at 0, expected_attach_type at 68 */
 		bpf_probe_read_kernel(&a, sizeof(a), attr);
@@ -830,9 +895,13 @@ int kg_bpf_prog(__u64 *ctx)
 	struct bpf_prog_aux___guard *aux = NULL;
 	struct bpf_map___guard **used = NULL;
 	__u32 cnt = 0;
+	__u64 what = 0;
 
 	if (!sealed())
 		return 0;
+	/* A pinned one (BPF_OBJ_GET) or one found by id gets no fd either. */
+	if (prog_overrides(prog, &what))
+		return refuse(KG_OP_BPF, ((__u64)BPF_PROG_LOAD << 32) | (__u32)what);
 	kg_read(aux, prog->aux);
 	if (!aux)
 		return refuse(KG_OP_BPF, (__u64)BPF_PROG_LOAD << 32);

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -476,7 +477,8 @@ func (g *Guard) sealedLocked() (bool, error) {
 // load a program that uses any of them (the decision ring buffer included),
 // to freeze the ring buffer, to unmount the mounts holding the pins (or a
 // mount whose unmount propagates to them, see guard.bpf.c), to load
-// fmod_ret programs, and kexec. Other mounts of the same file systems
+// or attach programs that could decide before the guard (fmod_ret, and LSM
+// programs on overrideHooks), and kexec. Other mounts of the same file systems
 // unmount as usual. The ring
 // buffer still opens writable, for the daemon to consume it; a second
 // consumer is detected by the reader (Reader.Missing).
@@ -551,6 +553,15 @@ func (g *Guard) Seal() error {
 	if err := put(protEvents, 0, uint64(eventsID)); err != nil {
 		return fmt.Errorf("seal: protect the ring buffer: %w", err)
 	}
+	hookIDs, err := hookBTFIDs(overrideHooks)
+	if err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	for i, id := range hookIDs {
+		if err := put(protHook, 0, uint64(id)); err != nil {
+			return fmt.Errorf("seal: protect hook %s: %w", overrideHooks[i], err)
+		}
+	}
 	pins := []string{g.pinDir}
 	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
 		pins = append(pins, filepath.Join(g.pinDir, name))
@@ -623,7 +634,40 @@ const (
 	protMount = 6
 	// protMountpoint is the inode such a mount sits on (dev, inode).
 	protMountpoint = 7
+	// protHook is the vmlinux BTF id of a bpf_lsm_ function (an LSM hook)
+	// that no one else's program may attach to once sealed (overrideHooks).
+	protHook = 8
 )
+
+// overrideHooks are the guard's hooks where someone else's BPF LSM program
+// could skip the guard by returning a positive value, which the kernel
+// takes for the length of the file read (kernel_post_read_file; on
+// kernel_read_file it would make the kernel use a buffer it never read)
+// or for "allowed" (bpf, bpf_map, bpf_prog: then the seal's own checks
+// are skipped). Kernels before 6.12 let LSM programs return any value.
+// Once sealed, programs that attach to these get no descriptor and no link.
+var overrideHooks = []string{"kernel_read_file", "kernel_post_read_file", "bpf", "bpf_map", "bpf_prog"}
+
+// hookBTFIDs returns the vmlinux BTF ids of bpf_lsm_<hook> for hooks.
+func hookBTFIDs(hooks []string) ([]btf.TypeID, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("kernel BTF: %w", err)
+	}
+	var ids []btf.TypeID
+	for _, h := range hooks {
+		var fn *btf.Func
+		if err := spec.TypeByName("bpf_lsm_"+h, &fn); err != nil {
+			return nil, fmt.Errorf("LSM hook %s in kernel BTF: %w", h, err)
+		}
+		id, err := spec.TypeID(fn)
+		if err != nil {
+			return nil, fmt.Errorf("LSM hook %s in kernel BTF: %w", h, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
 
 // mountpointInode returns the device and inode of the directory that the
 // mount at point sits on, in the mount at parentPoint below it: what

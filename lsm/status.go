@@ -29,6 +29,11 @@ type Status struct {
 	// Both are zero when no reader has run since the guard was loaded.
 	MissingDecisions uint64 `json:"missing_decisions"`
 	ReaderPid        uint32 `json:"reader_pid,omitempty"`
+	// Overrides lists programs that can decide the guard's hooks before
+	// it does ([Overrides]); OverridesError says why they could not be
+	// listed.
+	Overrides      []Override `json:"overrides,omitempty"`
+	OverridesError string     `json:"overrides_error,omitempty"`
 }
 
 // LinkStatus is one attached hook.
@@ -75,6 +80,15 @@ func (g *Guard) Status() (Status, error) {
 	}
 	if rs, ok := readReaderState(g.pinDir); ok {
 		st.MissingDecisions, st.ReaderPid = rs.Missing, rs.Pid
+	}
+	own := map[uint32]bool{}
+	for _, l := range st.Links {
+		own[l.LinkID] = true
+	}
+	if o, err := findOverrides(own); err != nil {
+		st.OverridesError = err.Error()
+	} else {
+		st.Overrides = o
 	}
 	return st, nil
 }

@@ -302,6 +302,9 @@ struct task_struct___guard {
 
 /* Named for CO-RE only; the BPF_MAP_TYPE_* values are in kg_bpf.h. */
 enum bpf_map_type { KG_BPF_MAP_TYPE_UNSPEC = 0 };
+/* Named for CO-RE only; the values the guard compares are UAPI (guard.bpf.c). */
+enum bpf_prog_type { KG_BPF_PROG_TYPE_UNSPEC = 0 };
+enum bpf_attach_type { KG_BPF_ATTACH_TYPE_UNSPEC = 0 };
 
 struct bpf_map___guard {
 	__u32 id;
@@ -315,10 +318,13 @@ struct bpf_link___guard {
 
 struct bpf_prog_aux___guard {
 	__u32 used_map_cnt;
+	__u32 attach_btf_id;
 	struct bpf_map___guard **used_maps;
 } __attribute__((preserve_access_index));
 
 struct bpf_prog___guard {
+	enum bpf_prog_type type;
+	enum bpf_attach_type expected_attach_type;
 	struct bpf_prog_aux___guard *aux;
 } __attribute__((preserve_access_index));
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/sdnotify"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -83,7 +85,12 @@ A file that does not parse, does not validate, or (with --pubkey) is not
 signed by the key never replaces the allowlist in force: the error is
 logged and the old list keeps working.
 
-At start it warns about each loaded module that the allowlist does not name.`,
+At start it warns about each loaded module that the allowlist does not name.
+
+Under systemd, run it as Type=notify (deploy/systemd): it sends READY=1 only
+once every hook is attached and the policy is in force, so units ordered
+after it (systemd-modules-load, udev) load nothing before the guard decides.
+"enforcer status" finds the guard pinned from that same moment on.`,
 		Example: `  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
   kmodguard enforcer run --allowlist allow.yaml --pubkey signing.pub --seal
   kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json
@@ -196,6 +203,16 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	if r.companionSocket != "" {
 		publish = serveRunningEnforcer(ctx, log, r.companionSocket, enf)
 	}
+	// Under systemd (Type=notify), READY=1 is what releases the units
+	// ordered after this one, modules-load and udev: every hook is
+	// attached by now. A failed notification is logged, not fatal: the
+	// guard is in force either way.
+	notify := func(state string) {
+		if _, err := sdnotify.Notify(state); err != nil {
+			log.WithError(err).Warn("could not notify the service manager")
+		}
+	}
+	notify(fmt.Sprintf("READY=1\nSTATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -217,11 +234,13 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 		}
 		st, _ := enf.Status()
 		l.WithFields(logrus.Fields{"generation": st.Generation, "entries": st.Entries, "mode": st.Mode}).Info("allowlist applied")
+		notify(fmt.Sprintf("STATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed))
 	}
 
 	for {
 		select {
 		case <-ctx.Done():
+			notify("STOPPING=1\nSTATUS=exiting: the guard stays pinned and enforcing")
 			log.Info("exiting: the guard stays pinned and enforcing")
 			return nil
 		case <-hup:
@@ -282,7 +301,17 @@ func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
 		Use:   "status",
 		Short: "Show the pinned guard: mode, seal, policy generation, hooks, counters",
 		Long: `status reads the pinned guard without changing it. It works on a sealed guard
-and without the daemon. It exits 2 when no guard is pinned.
+and without the daemon. It exits 0 when the guard is pinned with every hook
+attached, 1 when the guard is not whole, and 2 when no guard is pinned
+(none loaded, or one still loading). Not whole is:
+  - a hook missing: someone removed a link of an unsealed guard; the next
+    "enforcer run" attaches it again;
+  - an override: someone else's BPF program that decides before the guard
+    and can admit what it refuses: fmod_ret on a security_ function the
+    guard hooks, or, on kernels before 6.12 (which let LSM programs return
+    any value), an LSM program on kernel_read_file, kernel_post_read_file,
+    bpf, bpf_map or bpf_prog. The seal refuses new ones; one attached
+    before can only be detached (bpftool link detach id LINK).
 
 "lost" decisions are those the kernel could not queue (the ring buffer was
 full). "missing decisions" are those another process consumed from the ring
@@ -301,7 +330,10 @@ is hiding the guard's decisions from it.`,
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+				return incomplete(st)
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "pin dir:\t%s\n", st.PinDir)
@@ -320,11 +352,41 @@ is hiding the guard's decisions from it.`,
 			for _, m := range st.Missing {
 				fmt.Fprintf(tw, "  %s\tMISSING\n", m)
 			}
-			return tw.Flush()
+			switch {
+			case st.OverridesError != "":
+				fmt.Fprintf(tw, "overrides:\tunknown (%s)\n", st.OverridesError)
+			case len(st.Overrides) == 0:
+				fmt.Fprintf(tw, "overrides:\tnone\n")
+			default:
+				fmt.Fprintf(tw, "overrides:\t%d program(s) decide before the guard: it can be bypassed\n", len(st.Overrides))
+				for _, o := range st.Overrides {
+					fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d\n", o.Target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return incomplete(st)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// incomplete is status's exit 1: a pinned guard with hooks missing, or
+// with a program that decides before it.
+func incomplete(st enforcer.Status) error {
+	var why []string
+	if len(st.Missing) > 0 {
+		why = append(why, fmt.Sprintf("%d of %d hooks missing (%s)", len(st.Missing), len(lsm.Hooks()), strings.Join(st.Missing, ", ")))
+	}
+	for _, o := range st.Overrides {
+		why = append(why, fmt.Sprintf("overridden by %s", o))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return withCode(exitDenied, fmt.Errorf("the guard is not whole: %s", strings.Join(why, "; ")))
 }
 
 func newEnforcerApplyCmd(pinDir *string) *cobra.Command {

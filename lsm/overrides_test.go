@@ -1,0 +1,57 @@
+//go:build linux
+
+package lsm
+
+import (
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+func TestGuardedTargets(t *testing.T) {
+	targets, err := guardedTargets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targets) != len(hooks) {
+		t.Errorf("%d targets for %d hooks: %v", len(targets), len(hooks), targets)
+	}
+	for _, fn := range []string{"security_kernel_post_read_file", "security_kernel_post_load_data", "security_bpf", "security_sb_umount"} {
+		if !targets[fn] {
+			t.Errorf("%s is not among the targets %v", fn, targets)
+		}
+	}
+}
+
+// TestOverridesOnHost lists this host's links, with a tracing link of our
+// own among them (tp_btf, whose target resolves in vmlinux BTF like an
+// fmod_ret's): none is an override, and the walk must work. The guest
+// test enforcer.TestGuestOverrideFound attaches real overrides.
+func TestOverridesOnHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to open BPF links by id")
+	}
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sys_enter", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Skipf("tp_btf program refused here (%v): the walk is tested in the guests", err)
+	}
+	defer p.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: p})
+	if err != nil {
+		t.Skipf("tp_btf attach refused here (%v): the walk is tested in the guests", err)
+	}
+	defer l.Close()
+	o, err := findOverrides(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o) != 0 {
+		t.Fatalf("overrides on a host that refuses fmod_ret: %+v", o)
+	}
+}
