@@ -269,13 +269,13 @@ func (e *Enforcer) Seal() error { return e.guard.Seal() }
 //
 // It also delivers a report with Op lsm.OpMissing (verdict "none", Object
 // the count) each time the enforcer finds decisions that another process
-// consumed from the guard's ring buffer (see lsm.Reader); the enforcer
-// logs those at error level itself.
+// consumed from the guard's ring buffer (see lsm.Reader), and one with Op
+// lsm.OpOverride for each program it finds that can decide before the
+// guard (lsm.Override); the enforcer logs both at error level itself.
 func (e *Enforcer) Decisions() <-chan Decision { return e.decisions }
 
 func (e *Enforcer) serve() {
 	defer e.wg.Done()
-	defer close(e.decisions)
 	for {
 		d, err := e.rd.Read()
 		if errors.Is(err, lsm.ErrClosed) {
@@ -306,6 +306,8 @@ func (e *Enforcer) Close() error {
 		close(e.done)
 		err = e.rd.Close()
 		e.wg.Wait()
+		// Closed here, once no goroutine sends on it any more.
+		close(e.decisions)
 		if cerr := e.guard.Close(); err == nil {
 			err = cerr
 		}

@@ -42,7 +42,8 @@ func Event(d Decision) *event.Event {
 	case lsm.Audit:
 		ev.Verdict = event.VerdictAudit
 	default:
-		// Not a decision (lsm.OpMissing): the guard's view is incomplete.
+		// Not a decision (lsm.OpMissing, lsm.OpOverride): the guard's
+		// view is incomplete, or the guard can be bypassed.
 		ev.Verdict = event.VerdictNone
 	}
 	if d.Op == lsm.OpInitModule || d.Op == lsm.OpFinitModule {

@@ -86,9 +86,12 @@ func NewMetrics(src MetricsSource) *Metrics {
 // Observe counts one decision, or adds the count of a report of missing
 // decisions (lsm.OpMissing) to kmodguard_decisions_missing_total.
 func (m *Metrics) Observe(d Decision) {
-	if d.Op == lsm.OpMissing {
+	switch d.Op {
+	case lsm.OpMissing:
 		m.missing.Add(float64(d.Object))
 		return
+	case lsm.OpOverride:
+		return // kmodguard_guard_overrides, read at scrape time
 	}
 	m.decisions.WithLabelValues(string(d.Op), string(d.Verdict)).Inc()
 }

@@ -54,14 +54,23 @@ func (e *Enforcer) reconcile(a *allowlist.Allowlist) {
 	}
 }
 
+// report delivers a report that is not a decision of the guard on the
+// Decisions channel, unless the enforcer is closing.
+func (e *Enforcer) report(d Decision) {
+	select {
+	case e.decisions <- d:
+	case <-e.done:
+	}
+}
+
 // overridesEvery is how often the enforcer looks for programs attached to
 // decide the guard's hooks before it (lsm.Overrides).
 const overridesEvery = 10 * time.Second
 
 // watchOverrides logs, at start and then every overridesEvery, each
 // program that can decide a load before the guard does: an error, since
-// the guard can be bypassed while it is attached. Each is logged once,
-// and its removal too.
+// the guard can be bypassed while it is attached. Each is logged, and
+// reported on Decisions (lsm.OpOverride), once; its removal is logged.
 func (e *Enforcer) watchOverrides() {
 	defer e.wg.Done()
 	seen := map[uint32]lsm.Override{}
@@ -78,6 +87,10 @@ func (e *Enforcer) watchOverrides() {
 				e.log.WithFields(logrus.Fields{
 					"kind": o.Kind, "target": o.Target, "link_id": o.LinkID, "prog_id": o.ProgID, "prog_name": o.ProgName,
 				}).Error("a BPF program can decide module loads before the guard: while it is attached, its return value wins over the guard's refusal (detach it: bpftool link detach id LINK_ID)")
+				e.report(Decision{
+					Time: time.Now(), Op: lsm.OpOverride, Verdict: lsm.NoVerdict, Object: uint64(o.LinkID),
+					Reason: fmt.Sprintf("override: %s can decide module loads before the guard and admit what it refuses", o),
+				})
 			}
 		}
 		for id, o := range seen {

@@ -621,6 +621,17 @@ func TestGuestOverrideFound(t *testing.T) {
 			t.Errorf("override %d = %+v, want %s on %s, link %d, prog %d", i, o, want.kind, want.target, info.ID, info.Program)
 		}
 	}
+	// Each is reported on the decision stream too, for the Falco plugin.
+	for range overrides {
+		d := next(t, enf, lsm.OpOverride)
+		found := false
+		for _, o := range st.Overrides {
+			found = found || (d.Object == uint64(o.LinkID) && strings.HasPrefix(d.Reason, "override: "+o.String()))
+		}
+		if !found || d.Verdict != lsm.NoVerdict {
+			t.Fatalf("override report %+v does not name one of %+v", d, st.Overrides)
+		}
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.Count(logBuf.String(), "can decide module loads before the guard") < len(overrides) {
 		if time.Now().After(deadline) {

@@ -33,6 +33,10 @@ const (
 	// decisions another process consumed from the ring buffer (see
 	// Reader); Object is how many were found missing since the last report.
 	OpMissing Op = "decisions_missing"
+	// OpOverride is not a decision either but the enforcer's report of a
+	// program that can decide before the guard (see Override): Reason
+	// starts with "override: " and names it, Object is its link id.
+	OpOverride Op = "guard_overridden"
 )
 
 var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec}
@@ -45,7 +49,8 @@ const (
 	Blocked Verdict = "blocked"
 	// Audit is a load that enforce mode would have blocked.
 	Audit Verdict = "audit"
-	// NoVerdict is on reports that are not decisions (OpMissing).
+	// NoVerdict is on reports that are not decisions (OpMissing,
+	// OpOverride).
 	NoVerdict Verdict = "none"
 )
 

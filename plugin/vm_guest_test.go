@@ -9,11 +9,16 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	ebpflink "github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/allowlist"
@@ -136,6 +141,48 @@ func TestGuestFalcoBlocked(t *testing.T) {
 		m["allowlist_entries"] != 1 || m["events_delivered"] != uint64(len(evts)) {
 		t.Errorf("metrics %v: want sensor_events >= 3, guard_decisions >= 2, companion_connected 1, allowlist_entries 1, events_delivered %d",
 			m, len(evts))
+	}
+}
+
+// TestGuestFalcoOverride: a program attached before the guard that can
+// decide loads before it (fmod_ret on security_kernel_post_read_file) is
+// reported to Falco as a guard event the rule "Kernel Module Guard
+// Overridden" matches, naming the program's link.
+func TestGuestFalcoOverride(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy := guestFixture(t, "dummy")
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "kgtest_override", Type: ebpf.Tracing, AttachType: ebpf.AttachModifyReturn,
+		AttachTo: "security_kernel_post_read_file", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	l, err := ebpflink.AttachTracing(ebpflink.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkRef := fmt.Sprintf("link %d) on security_kernel_post_read_file", info.ID)
+
+	p, inst := openGuestPlugin(t, guestAllowlist(t, "dummy", dummy))
+	isOverride := func(e map[string]any) bool {
+		r, _ := e["kmod.guard_reason"].(string)
+		return e["kmod.syscall"] == "guard" && e["kmod.verdict"] == "none" && strings.HasPrefix(r, "override: ") && strings.Contains(r, linkRef)
+	}
+	evts := falcoLoop(t, p, inst, time.Minute, func(evts []map[string]any) bool {
+		return slices.ContainsFunc(evts, isOverride)
+	})
+	for _, e := range evts {
+		if isOverride(e) {
+			t.Logf("Falco event: syscall=%v verdict=%v reason=%v", e["kmod.syscall"], e["kmod.verdict"], e["kmod.guard_reason"])
+		}
 	}
 }
 

@@ -43,6 +43,7 @@ const (
 	ruleMissed         = "Kernel Module Load Missed by Sensor"
 	ruleTampering      = "Kernel Module Guard Tampering Refused"
 	ruleVerdictsLost   = "Kernel Module Guard Verdicts Lost"
+	ruleOverridden     = "Kernel Module Guard Overridden"
 	ruleEventsLost     = "Kmodguard Sensor Events Lost"
 )
 
@@ -94,6 +95,11 @@ var scenarios = []struct {
 	{"guard decisions missing", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Pid: 3, Tid: 3, Comm: "kmodguard",
 		GuardReason: "3 guard decisions never reached the enforcer: another process consumed them from the decision ring buffer (3 since the enforcer started reading)"},
 		[]string{ruleVerdictsLost}},
+	// The enforcer's report of a program that can decide before the guard
+	// (lsm.OpOverride).
+	{"guard overridden", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone,
+		GuardReason: `override: fmod_ret program 42 ("evil", link 38) on security_kernel_post_read_file can decide module loads before the guard and admit what it refuses`},
+		[]string{ruleOverridden}},
 	// The live source's loss reports (plugin/source.go): only the loss rule
 	// reads them, and only when syscall events were lost.
 	{"sensor lost events", &event.Event{Syscall: event.SensorLoss, Lost: 17, Throttled: 3}, []string{ruleEventsLost}},

@@ -263,7 +263,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 }
 
 func logDecision(log *logrus.Logger, d enforcer.Decision) {
-	if d.Op == lsm.OpMissing {
+	if d.Op == lsm.OpMissing || d.Op == lsm.OpOverride {
 		return // the enforcer logged it, at error level
 	}
 	f := logrus.Fields{
