@@ -21,7 +21,9 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/vmtest"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -34,15 +36,33 @@ type daemon struct {
 	log string
 }
 
+// daemonSetup is what a test of the real daemon starts from: the
+// kmodguard binary, a pin directory of the test's own (the guard in it
+// stopped at the end), a directory for files, and an allowlist file there
+// that lists dummy.
+func daemonSetup(t *testing.T) (kg, pins, dir, file string) {
+	t.Helper()
+	kg = vmtest.Binary(t, "kmodguard")
+	pins, dir = pinDir(t), t.TempDir()
+	file = filepath.Join(dir, "allow.yaml")
+	if err := allowlist.Save(file, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(readFixture(t, "dummy"))}})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runCmd(kg, "enforcer", "stop", "--pin-dir", pins) })
+	return kg, pins, dir, file
+}
+
 // startDaemon runs `kmodguard enforcer run` in the background, logging to
-// logPath, and kills it at the end of the test if it still runs.
-func startDaemon(t *testing.T, kg, file, pins, logPath string) *daemon {
+// logPath, with env added to its environment, and kills it at the end of
+// the test if it still runs.
+func startDaemon(t *testing.T, kg, file, pins, logPath string, env ...string) *daemon {
 	t.Helper()
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(kg, "enforcer", "run", "--allowlist", file, "--pin-dir", pins, "--poll", "200ms")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
