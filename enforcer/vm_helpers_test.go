@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -743,4 +744,73 @@ func otherMounts(t *testing.T, refusedCmd func(what string, args ...string) enfo
 	if _, err := os.Stat(linkPin); err != nil {
 		t.Fatalf("link pin after the umounts: %v", err)
 	}
+}
+
+// moveMounts tries to move the bpffs holding the pins under the seal: with
+// mount(2) MS_MOVE and with move_mount(2). Moved, it would sit on an inode
+// the seal did not record, where a copy of it that shares propagation could
+// unmount it. Controls: move_mount of another mount in this namespace, and
+// MS_MOVE in a namespace of its own, still work.
+func moveMounts(t *testing.T, refused func(what string, op lsm.Op, err error) enforcer.Decision, bpffsID int) {
+	t.Helper()
+	mkdir := func(p string) string {
+		t.Helper()
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var ns unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/mnt", &ns); err != nil {
+		t.Fatal(err)
+	}
+	dst := mkdir("/kg-move-dst")
+	if d := refused("mount --move of the bpffs", lsm.OpMount, unix.Mount("/sys/fs/bpf", dst, "", unix.MS_MOVE, "")); d.Object != ns.Ino {
+		t.Fatalf("MS_MOVE refusal reported for %d, want this mount namespace %d", d.Object, ns.Ino)
+	}
+	if d := refused("move_mount(2) of the bpffs", lsm.OpMount,
+		unix.MoveMount(unix.AT_FDCWD, "/sys/fs/bpf", unix.AT_FDCWD, dst, 0)); d.Object != uint64(bpffsID) {
+		t.Fatalf("move_mount refusal reported for mount %d, want the bpffs's id %d", d.Object, bpffsID)
+	}
+
+	// Control: move_mount(2) of a tmpfs (under a private parent: the
+	// kernel refuses to move a mount out of a shared one).
+	box := mkdir("/kg-move-box")
+	if err := unix.Mount("kgbox", box, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(box, unix.MNT_DETACH)
+	if err := unix.Mount("", box, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	src, to := mkdir(box+"/src"), mkdir(box+"/dst")
+	if err := unix.Mount("kgsrc", src, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.MoveMount(unix.AT_FDCWD, src, unix.AT_FDCWD, to, 0); err != nil {
+		t.Fatalf("move_mount(2) of a tmpfs under seal: %v (only the protected mounts are held)", err)
+	}
+	t.Log("move_mount(2) of another mount: done")
+
+	// Control: MS_MOVE in a mount namespace of its own.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with its namespace
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("unshare: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return fmt.Errorf("make / private: %w", err)
+			}
+			if err := unix.Mount("/sys/fs/bpf", dst, "", unix.MS_MOVE, ""); err != nil {
+				return fmt.Errorf("MS_MOVE of the bpffs's copy: %w", err)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("in a mount namespace of its own: %v (its mounts are copies: moving them leaves the pins in place)", err)
+	}
+	t.Log("mount --move in a private mount namespace: done")
 }

@@ -29,6 +29,8 @@ const (
 	OpRename      Op = "rename"
 	OpUmount      Op = "umount"
 	OpKexec       Op = "kexec"
+	// OpMount is a mount (MS_MOVE, move_mount) refused by the seal.
+	OpMount Op = "mount"
 	// OpMissing is not a decision of the guard but the Reader's report of
 	// decisions another process consumed from the ring buffer (see
 	// Reader); Object is how many were found missing since the last report.
@@ -39,7 +41,7 @@ const (
 	OpOverride Op = "guard_overridden"
 )
 
-var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec}
+var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec, 8: OpMount}
 
 // Verdict is the guard's answer.
 type Verdict string

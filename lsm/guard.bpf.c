@@ -20,10 +20,11 @@
  * space builds a complete new inner map and swaps it into the slot with one
  * update, so a load sees either the old allowlist or the new one, whole.
  *
- * Seal: once kg_config.sealed is set, the bpf, bpf_map, inode_*, sb_umount
- * and kexec hooks refuse root every way to detach, unpin or rewrite the
- * guard, or to boot into another kernel, until reboot. Writes to the config
- * map are themselves refused then, so the seal cannot be lifted.
+ * Seal: once kg_config.sealed is set, the bpf, bpf_map, bpf_prog, inode_*,
+ * sb_umount, sb_mount, move_mount and kexec hooks refuse root every way to
+ * detach, unpin, move, override or rewrite the guard, or to boot into
+ * another kernel, until reboot. Writes to the config map are themselves
+ * refused then, so the seal cannot be lifted.
  */
 #include "vmlinux.h"
 #include "sha256.h"
@@ -45,6 +46,7 @@ enum kg_op {
 	KG_OP_RENAME = 5,
 	KG_OP_UMOUNT = 6,
 	KG_OP_KEXEC = 7,
+	KG_OP_MOUNT = 8,
 };
 
 enum kg_verdict {
@@ -137,6 +139,8 @@ struct kg_config {
  * program attaching there gets a descriptor or a link.
  */
 #define KG_PROT_HOOK 8
+/* id: inum of a mount namespace holding protected mounts (kg_sb_mount). */
+#define KG_PROT_MNTNS 9
 
 struct kg_protect_key {
 	__u32 kind;
@@ -1040,6 +1044,77 @@ static __always_inline bool umount_takes_pins(struct mount___guard *m, __u64 *wh
 }
 
 #define MNT_DETACH 2
+/* mount(2) flags */
+#define MS_MOVE 8192
+
+/* current_mnt_ns: the inode number of the caller's mount namespace. */
+static __always_inline __u32 current_mnt_ns(void)
+{
+	struct task_struct___guard *task = (void *)bpf_get_current_task();
+	struct nsproxy *nsp = NULL;
+	struct mnt_namespace *mnt_ns = NULL;
+	unsigned int inum = 0;
+
+	kg_read(nsp, task->nsproxy);
+	if (!nsp)
+		return 0;
+	kg_read(mnt_ns, nsp->mnt_ns);
+	if (!mnt_ns)
+		return 0;
+	kg_read(inum, mnt_ns->ns.inum);
+	return inum;
+}
+
+/*
+ * sb_mount(dev_name, path, type, flags, data): a mount holding the pins is
+ * not moved. Moved, it keeps its id (still refused by sb_umount), but it
+ * sits on an inode the seal did not record, so a copy of it there whose
+ * unmount propagates to it could take it away. mount(2) names the mount to
+ * move by a path string, which this hook cannot resolve as the kernel
+ * will: once sealed, MS_MOVE is refused in the mount namespaces that hold
+ * the protected mounts (the sealer's and init's, KG_PROT_MNTNS). In other
+ * namespaces (a container's) every mount is a copy with an id of its own,
+ * and moving it leaves the pins where they are. Object: the namespace.
+ */
+SEC("lsm/sb_mount")
+int kg_sb_mount(__u64 *ctx)
+{
+	unsigned long flags = (unsigned long)ctx[3];
+	__u32 ns;
+
+	if (!(flags & MS_MOVE) || !sealed())
+		return 0;
+	ns = current_mnt_ns();
+	if (!ns || protected(KG_PROT_MNTNS, 0, ns))
+		return refuse(KG_OP_MOUNT, ns);
+	return 0;
+}
+
+/*
+ * move_mount(from_path, to_path): the new mount API names the mount to
+ * move itself, so the check is exact, in every namespace: a protected
+ * mount (by mount id) is not moved. Object: its mount id.
+ */
+SEC("lsm/move_mount")
+int kg_move_mount(__u64 *ctx)
+{
+	struct path___guard *from = (void *)ctx[0];
+	struct vfsmount___guard *vmnt = NULL;
+	struct mount___guard *m;
+	int id = 0;
+
+	if (!sealed())
+		return 0;
+	kg_read(vmnt, from->mnt);
+	if (!vmnt)
+		return 0;
+	m = kg_container_of(vmnt, struct mount___guard, mnt);
+	kg_read(id, m->mnt_id);
+	if (protected(KG_PROT_MOUNT, 0, (__u32)id))
+		return refuse(KG_OP_MOUNT, (__u32)id);
+	return 0;
+}
+
 #define KG_MAX_UMOUNT_WALK 256 /* mounts below a lazy umount checked before giving up */
 
 /*

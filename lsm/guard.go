@@ -68,6 +68,8 @@ var hooks = []string{
 	"kg_inode_rmdir",
 	"kg_inode_rename",
 	"kg_sb_umount",
+	"kg_sb_mount",
+	"kg_move_mount",
 }
 
 func linkPin(prog string) string { return "link_" + prog }
@@ -233,7 +235,7 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 	// Attach every hook before pinning the config map: the config pin is
 	// what OpenPinned, and so `enforcer status`, takes for a guard in
 	// force. Pinned first, it let status report a guard whose hooks were
-	// still being attached (seen under QEMU, where attaching the eleven
+	// still being attached (seen under QEMU, where attaching the
 	// hooks takes seconds), and a load in that window went through.
 	for _, name := range hooks {
 		l, err := link.AttachLSM(link.LSMOptions{Program: coll.Programs[name]})
@@ -476,7 +478,9 @@ func (g *Guard) sealedLocked() (bool, error) {
 // the kernel refuses to detach, unpin, rename or rewrite any of them, to
 // load a program that uses any of them (the decision ring buffer included),
 // to freeze the ring buffer, to unmount the mounts holding the pins (or a
-// mount whose unmount propagates to them, see guard.bpf.c), to load
+// mount whose unmount propagates to them, see guard.bpf.c) or move them
+// (move_mount(2) of one, any MS_MOVE in the sealing and init mount
+// namespaces), to load
 // or attach programs that could decide before the guard (fmod_ret, and LSM
 // programs on overrideHooks), and kexec. Other mounts of the same file systems
 // unmount as usual. The ring
@@ -611,6 +615,21 @@ func (g *Guard) Seal() error {
 			return fmt.Errorf("seal: protect the inode under mount %d (%s): %w", m.ID, m.Point, err)
 		}
 	}
+	// The mount namespaces those mounts are in, this process's and, when
+	// it runs in a namespace of its own (a sandboxed service), init's,
+	// which holds the originals: legacy MS_MOVE is refused in them.
+	for i, p := range []string{"/proc/self/ns/mnt", "/proc/1/ns/mnt"} {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			if i > 0 {
+				continue // init's may be hidden (hidepid); this process's is what holds the ids above
+			}
+			return fmt.Errorf("seal: mount namespace %s: %w", p, err)
+		}
+		if err := put(protMntNS, 0, st.Ino); err != nil {
+			return fmt.Errorf("seal: protect mount namespace %s: %w", p, err)
+		}
+	}
 	var c guardKgConfig
 	if err := g.config.Lookup(uint32(0), &c); err != nil {
 		return fmt.Errorf("seal: read config: %w", err)
@@ -637,6 +656,9 @@ const (
 	// protHook is the vmlinux BTF id of a bpf_lsm_ function (an LSM hook)
 	// that no one else's program may attach to once sealed (overrideHooks).
 	protHook = 8
+	// protMntNS is a mount namespace holding the protected mounts, by
+	// inode number: legacy MS_MOVE is refused there once sealed.
+	protMntNS = 9
 )
 
 // overrideHooks are the guard's hooks where someone else's BPF LSM program

@@ -150,9 +150,11 @@ const (
 	guardProgKgInodeRmdir   = "kg_inode_rmdir"
 	guardProgKgInodeUnlink  = "kg_inode_unlink"
 	guardProgKgLoadData     = "kg_load_data"
+	guardProgKgMoveMount    = "kg_move_mount"
 	guardProgKgPostLoadData = "kg_post_load_data"
 	guardProgKgPostReadFile = "kg_post_read_file"
 	guardProgKgReadFile     = "kg_read_file"
+	guardProgKgSbMount      = "kg_sb_mount"
 	guardProgKgSbUmount     = "kg_sb_umount"
 )
 
@@ -205,9 +207,11 @@ type guardProgramSpecs struct {
 	KgInodeRmdir   *ebpf.ProgramSpec `ebpf:"kg_inode_rmdir"`
 	KgInodeUnlink  *ebpf.ProgramSpec `ebpf:"kg_inode_unlink"`
 	KgLoadData     *ebpf.ProgramSpec `ebpf:"kg_load_data"`
+	KgMoveMount    *ebpf.ProgramSpec `ebpf:"kg_move_mount"`
 	KgPostLoadData *ebpf.ProgramSpec `ebpf:"kg_post_load_data"`
 	KgPostReadFile *ebpf.ProgramSpec `ebpf:"kg_post_read_file"`
 	KgReadFile     *ebpf.ProgramSpec `ebpf:"kg_read_file"`
+	KgSbMount      *ebpf.ProgramSpec `ebpf:"kg_sb_mount"`
 	KgSbUmount     *ebpf.ProgramSpec `ebpf:"kg_sb_umount"`
 }
 
@@ -300,9 +304,11 @@ type guardPrograms struct {
 	KgInodeRmdir   *ebpf.Program `ebpf:"kg_inode_rmdir"`
 	KgInodeUnlink  *ebpf.Program `ebpf:"kg_inode_unlink"`
 	KgLoadData     *ebpf.Program `ebpf:"kg_load_data"`
+	KgMoveMount    *ebpf.Program `ebpf:"kg_move_mount"`
 	KgPostLoadData *ebpf.Program `ebpf:"kg_post_load_data"`
 	KgPostReadFile *ebpf.Program `ebpf:"kg_post_read_file"`
 	KgReadFile     *ebpf.Program `ebpf:"kg_read_file"`
+	KgSbMount      *ebpf.Program `ebpf:"kg_sb_mount"`
 	KgSbUmount     *ebpf.Program `ebpf:"kg_sb_umount"`
 }
 
@@ -315,9 +321,11 @@ func (p *guardPrograms) Close() error {
 		p.KgInodeRmdir,
 		p.KgInodeUnlink,
 		p.KgLoadData,
+		p.KgMoveMount,
 		p.KgPostLoadData,
 		p.KgPostReadFile,
 		p.KgReadFile,
+		p.KgSbMount,
 		p.KgSbUmount,
 	)
 }

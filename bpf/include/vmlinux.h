@@ -298,6 +298,12 @@ struct files_struct___guard {
 
 struct task_struct___guard {
 	struct files_struct___guard *files;
+	struct nsproxy *nsproxy;
+} __attribute__((preserve_access_index));
+
+struct path___guard {
+	struct vfsmount___guard *mnt;
+	struct dentry___guard *dentry;
 } __attribute__((preserve_access_index));
 
 /* Named for CO-RE only; the BPF_MAP_TYPE_* values are in kg_bpf.h. */
