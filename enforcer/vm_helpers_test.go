@@ -749,9 +749,10 @@ func otherMounts(t *testing.T, refusedCmd func(what string, args ...string) enfo
 // moveMounts tries to move the bpffs holding the pins under the seal: with
 // mount(2) MS_MOVE and with move_mount(2). Moved, it would sit on an inode
 // the seal did not record, where a copy of it that shares propagation could
-// unmount it. Controls: move_mount of another mount in this namespace, and
-// MS_MOVE in a namespace of its own, still work.
-func moveMounts(t *testing.T, refused func(what string, op lsm.Op, err error) enforcer.Decision, bpffsID int) {
+// unmount it. Then to mount over the path to the pins, which would hide
+// them. Controls: a mount elsewhere, move_mount of another mount in this
+// namespace, and MS_MOVE in a namespace of its own, still work.
+func moveMounts(t *testing.T, refused func(what string, op lsm.Op, err error) enforcer.Decision, bpffsID int, pins string) {
 	t.Helper()
 	mkdir := func(p string) string {
 		t.Helper()
@@ -791,6 +792,32 @@ func moveMounts(t *testing.T, refused func(what string, op lsm.Op, err error) en
 		t.Fatalf("move_mount(2) of a tmpfs under seal: %v (only the protected mounts are held)", err)
 	}
 	t.Log("move_mount(2) of another mount: done")
+
+	// Over the path to the pins: every directory from them up to /.
+	inode := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	for _, dir := range []string{pins, "/sys/fs/bpf", "/sys/fs", "/sys"} {
+		if d := refused("tmpfs mounted on "+dir, lsm.OpMount, unix.Mount("kgover", dir, "tmpfs", 0, "")); d.Object != inode(dir) {
+			t.Fatalf("mount on %s reported for inode %d, want %d", dir, d.Object, inode(dir))
+		}
+	}
+	refused("bind mount on /sys/fs", lsm.OpMount, unix.Mount(box, "/sys/fs", "", unix.MS_BIND, ""))
+	refused("move_mount(2) of a tmpfs onto the bpffs", lsm.OpMount, unix.MoveMount(unix.AT_FDCWD, to, unix.AT_FDCWD, "/sys/fs/bpf", 0))
+	// Remounts and propagation changes of the same mounts pass.
+	if err := unix.Mount("", "/sys/fs/bpf", "", unix.MS_REMOUNT, "mode=0700"); err != nil {
+		t.Fatalf("remount of the bpffs under seal: %v", err)
+	}
+	if err := unix.Mount("", "/sys/fs/bpf", "", unix.MS_SHARED, ""); err != nil {
+		t.Fatalf("propagation change of the bpffs under seal: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(pins, "config")); err != nil {
+		t.Fatalf("the pins after the attempts: %v", err)
+	}
 
 	// Control: MS_MOVE in a mount namespace of its own.
 	errc := make(chan error, 1)

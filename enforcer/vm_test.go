@@ -1272,7 +1272,7 @@ func TestGuestZSealed(t *testing.T) {
 		t.Fatalf("link pin after umount -l /sys: %v", err)
 	}
 	otherMounts(t, refusedCmd, linkPin)
-	moveMounts(t, refused, bpffsID)
+	moveMounts(t, refused, bpffsID, pins)
 	refused("fmod_ret program on an LSM hook", lsm.OpBPF, loadFmodRet())
 	const bpfRawTracepointOpen = 17
 	for _, c := range []struct {

@@ -141,6 +141,8 @@ struct kg_config {
 #define KG_PROT_HOOK 8
 /* id: inum of a mount namespace holding protected mounts (kg_sb_mount). */
 #define KG_PROT_MNTNS 9
+/* dev, id: a directory on the path from / to the pins, as lookup ends on it. */
+#define KG_PROT_PATH 10
 
 struct kg_protect_key {
 	__u32 kind;
@@ -1045,7 +1047,10 @@ static __always_inline bool umount_takes_pins(struct mount___guard *m, __u64 *wh
 
 #define MNT_DETACH 2
 /* mount(2) flags */
+#define MS_REMOUNT 32
+#define MS_BIND 4096
 #define MS_MOVE 8192
+#define MS_PROPAGATION ((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20)) /* UNBINDABLE, PRIVATE, SLAVE, SHARED */
 
 /* current_mnt_ns: the inode number of the caller's mount namespace. */
 static __always_inline __u32 current_mnt_ns(void)
@@ -1066,52 +1071,89 @@ static __always_inline __u32 current_mnt_ns(void)
 }
 
 /*
- * sb_mount(dev_name, path, type, flags, data): a mount holding the pins is
- * not moved. Moved, it keeps its id (still refused by sb_umount), but it
- * sits on an inode the seal did not record, so a copy of it there whose
- * unmount propagates to it could take it away. mount(2) names the mount to
- * move by a path string, which this hook cannot resolve as the kernel
- * will: once sealed, MS_MOVE is refused in the mount namespaces that hold
- * the protected mounts (the sealer's and init's, KG_PROT_MNTNS). In other
- * namespaces (a container's) every mount is a copy with an id of its own,
- * and moving it leaves the pins where they are. Object: the namespace.
+ * in_pins_ns: the caller is in a mount namespace that holds the protected
+ * mounts (KG_PROT_MNTNS: the sealer's and init's), or its namespace cannot
+ * be read (fail closed). *ns is the namespace, for the report.
+ */
+static __always_inline bool in_pins_ns(__u32 *ns)
+{
+	*ns = current_mnt_ns();
+	return !*ns || protected(KG_PROT_MNTNS, 0, *ns);
+}
+
+/*
+ * sb_mount(dev_name, path, type, flags, data), in the namespaces that hold
+ * the pins, once sealed:
+ *
+ *   - no MS_MOVE. A mount holding the pins, moved, keeps its id (sb_umount
+ *     still refuses it) but sits on an inode the seal did not record, so a
+ *     copy of it there whose unmount propagates to it could take it away.
+ *     mount(2) names the mount to move by a path string, which this hook
+ *     cannot resolve as the kernel will: every MS_MOVE is refused there.
+ *     Object: the namespace.
+ *   - no new mount (a new file system, or MS_BIND) on a directory of the
+ *     path from / to the pins (KG_PROT_PATH): it would hide them, and a
+ *     daemon started after it would load a second, unsealed guard and read
+ *     its decisions instead. Object: the directory's inode.
+ *
+ * Remounts and propagation changes pass. In other namespaces (a
+ * container's) every mount is a copy with an id of its own: moving it, or
+ * mounting over it, leaves the pins where they are.
  */
 SEC("lsm/sb_mount")
 int kg_sb_mount(__u64 *ctx)
 {
+	struct path___guard *path = (void *)ctx[1];
 	unsigned long flags = (unsigned long)ctx[3];
+	struct dentry___guard *d = NULL;
+	bool move = flags & MS_MOVE;
+	bool add = !(flags & MS_REMOUNT) && !move && ((flags & MS_BIND) || !(flags & MS_PROPAGATION));
+	__u64 ino = 0;
 	__u32 ns;
 
-	if (!(flags & MS_MOVE) || !sealed())
+	if ((!move && !add) || !sealed() || !in_pins_ns(&ns))
 		return 0;
-	ns = current_mnt_ns();
-	if (!ns || protected(KG_PROT_MNTNS, 0, ns))
+	if (move)
 		return refuse(KG_OP_MOUNT, ns);
+	kg_read(d, path->dentry);
+	if (protected_dentry(d, KG_PROT_PATH, &ino))
+		return refuse(KG_OP_MOUNT, ino);
 	return 0;
 }
 
 /*
  * move_mount(from_path, to_path): the new mount API names the mount to
- * move itself, so the check is exact, in every namespace: a protected
- * mount (by mount id) is not moved. Object: its mount id.
+ * move itself, so that check is exact, in every namespace: a protected
+ * mount (by mount id) is not moved (object: its id). And, as for
+ * sb_mount, nothing is moved onto the path to the pins in the namespaces
+ * that hold them (object: the directory's inode).
  */
 SEC("lsm/move_mount")
 int kg_move_mount(__u64 *ctx)
 {
 	struct path___guard *from = (void *)ctx[0];
+	struct path___guard *to = (void *)ctx[1];
 	struct vfsmount___guard *vmnt = NULL;
+	struct dentry___guard *d = NULL;
 	struct mount___guard *m;
+	__u64 ino = 0;
+	__u32 ns;
 	int id = 0;
 
 	if (!sealed())
 		return 0;
 	kg_read(vmnt, from->mnt);
-	if (!vmnt)
+	if (vmnt) {
+		m = kg_container_of(vmnt, struct mount___guard, mnt);
+		kg_read(id, m->mnt_id);
+		if (protected(KG_PROT_MOUNT, 0, (__u32)id))
+			return refuse(KG_OP_MOUNT, (__u32)id);
+	}
+	if (!in_pins_ns(&ns))
 		return 0;
-	m = kg_container_of(vmnt, struct mount___guard, mnt);
-	kg_read(id, m->mnt_id);
-	if (protected(KG_PROT_MOUNT, 0, (__u32)id))
-		return refuse(KG_OP_MOUNT, (__u32)id);
+	kg_read(d, to->dentry);
+	if (protected_dentry(d, KG_PROT_PATH, &ino))
+		return refuse(KG_OP_MOUNT, ino);
 	return 0;
 }
 

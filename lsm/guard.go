@@ -478,9 +478,9 @@ func (g *Guard) sealedLocked() (bool, error) {
 // the kernel refuses to detach, unpin, rename or rewrite any of them, to
 // load a program that uses any of them (the decision ring buffer included),
 // to freeze the ring buffer, to unmount the mounts holding the pins (or a
-// mount whose unmount propagates to them, see guard.bpf.c) or move them
+// mount whose unmount propagates to them, see guard.bpf.c), to move them
 // (move_mount(2) of one, any MS_MOVE in the sealing and init mount
-// namespaces), to load
+// namespaces) or mount over the path to the pins, to load
 // or attach programs that could decide before the guard (fmod_ret, and LSM
 // programs on overrideHooks), and kexec. Other mounts of the same file systems
 // unmount as usual. The ring
@@ -615,6 +615,20 @@ func (g *Guard) Seal() error {
 			return fmt.Errorf("seal: protect the inode under mount %d (%s): %w", m.ID, m.Point, err)
 		}
 	}
+	// Every directory from the pins up to /, as a lookup of it ends (on
+	// the top mount's root): a mount on any of them would hide the pins.
+	for dir := g.pinDir; ; dir = filepath.Dir(dir) {
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			return fmt.Errorf("seal: stat %s: %w", dir, err)
+		}
+		if err := put(protPath, kernelDev(st.Dev), st.Ino); err != nil {
+			return fmt.Errorf("seal: protect the path %s: %w", dir, err)
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
+	}
 	// The mount namespaces those mounts are in, this process's and, when
 	// it runs in a namespace of its own (a sandboxed service), init's,
 	// which holds the originals: legacy MS_MOVE is refused in them.
@@ -659,6 +673,9 @@ const (
 	// protMntNS is a mount namespace holding the protected mounts, by
 	// inode number: legacy MS_MOVE is refused there once sealed.
 	protMntNS = 9
+	// protPath is a directory on the path from / to the pins, as path
+	// lookup ends on it (dev, inode): no mount goes on it once sealed.
+	protPath = 10
 )
 
 // overrideHooks are the guard's hooks where someone else's BPF LSM program
