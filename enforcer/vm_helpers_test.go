@@ -161,6 +161,15 @@ func loadOverride(kind, fn string, ret0 bool) (*ebpf.Program, error) {
 	return p, nil
 }
 
+// loadLSMReturning1 loads an LSM program on hook that returns 1, a
+// positive value: kernels from 6.12 refuse it.
+func loadLSMReturning1(hook string) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "kgtest_positive", Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: hook, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	})
+}
+
 // attachOverride attaches a program from loadOverride.
 func attachOverride(p *ebpf.Program) (link.Link, error) {
 	if p.Type() == ebpf.LSM {

@@ -557,13 +557,18 @@ func (g *Guard) Seal() error {
 	if err := put(protEvents, 0, uint64(eventsID)); err != nil {
 		return fmt.Errorf("seal: protect the ring buffer: %w", err)
 	}
-	hookIDs, err := hookBTFIDs(overrideHooks)
-	if err != nil {
-		return fmt.Errorf("seal: %w", err)
-	}
-	for i, id := range hookIDs {
-		if err := put(protHook, 0, uint64(id)); err != nil {
-			return fmt.Errorf("seal: protect hook %s: %w", overrideHooks[i], err)
+	// Where the verifier keeps LSM programs to the hooks' return values
+	// (6.12), another program on these hooks can only refuse more: they
+	// stay open to other products.
+	if !lsmReturnsChecked() {
+		hookIDs, err := hookBTFIDs(overrideHooks)
+		if err != nil {
+			return fmt.Errorf("seal: %w", err)
+		}
+		for i, id := range hookIDs {
+			if err := put(protHook, 0, uint64(id)); err != nil {
+				return fmt.Errorf("seal: protect hook %s: %w", overrideHooks[i], err)
+			}
 		}
 	}
 	pins := []string{g.pinDir}
@@ -683,8 +688,9 @@ const (
 // takes for the length of the file read (kernel_post_read_file; on
 // kernel_read_file it would make the kernel use a buffer it never read)
 // or for "allowed" (bpf, bpf_map, bpf_prog: then the seal's own checks
-// are skipped). Kernels before 6.12 let LSM programs return any value.
-// Once sealed, programs that attach to these get no descriptor and no link.
+// are skipped). Kernels before 6.12 let LSM programs return any value:
+// there, once sealed, programs that attach to these get no descriptor and
+// no link (lsmReturnsChecked tells the kernels apart).
 var overrideHooks = []string{"kernel_read_file", "kernel_post_read_file", "bpf", "bpf_map", "bpf_prog"}
 
 // hookBTFIDs returns the vmlinux BTF ids of bpf_lsm_<hook> for hooks.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -62,21 +63,24 @@ var guardedTargets = sync.OnceValues(func() (map[string]bool, error) {
 	return out, nil
 })
 
-// lsmReturnsUnchecked reports whether this kernel lets a BPF LSM program
-// return any value (before 6.12), found by asking the verifier for one
-// that returns 1. A kernel without BPF LSM answers false. The probe is on
-// file_open, a hook the seal leaves open: on one of overrideHooks a sealed
-// guard would refuse it, and report the refusal.
-var lsmReturnsUnchecked = sync.OnceValue(func() bool {
+// lsmReturnsChecked reports whether this kernel's verifier keeps BPF LSM
+// programs to the hook's return values (from 6.12: [-MAX_ERRNO, 0] for the
+// hooks the guard uses), so that another LSM program can only refuse more.
+// It asks the verifier for a program that returns 1, on file_open, a hook
+// the seal leaves open (on one of overrideHooks a sealed guard would
+// refuse it, and report the refusal). Only the verifier's own range error
+// answers true: any other outcome answers false, the side that protects.
+var lsmReturnsChecked = sync.OnceValue(func() bool {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "file_open", License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
 	})
-	if err != nil {
+	if err == nil {
+		p.Close()
 		return false
 	}
-	p.Close()
-	return true
+	var ve *ebpf.VerifierError
+	return errors.As(err, &ve) && strings.Contains(err.Error(), "should have been in")
 })
 
 // Overrides lists someone else's programs that can decide a hook the guard
@@ -137,7 +141,7 @@ func findOverrides(own map[uint32]bool) ([]Override, error) {
 		}
 		switch {
 		case kind == "fmod_ret" && targets[target]:
-		case kind == "lsm" && lsmTargets[target] && lsmReturnsUnchecked():
+		case kind == "lsm" && lsmTargets[target] && !lsmReturnsChecked():
 		default:
 			continue
 		}
