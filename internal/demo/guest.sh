@@ -51,7 +51,12 @@ kmodguard enforcer --help >/dev/null 2>&1 && have_guard=yes
 watch_pid=
 start_watch() {
 	stop_watch
+	# Emptied here, not by the redirections below: those run in the
+	# background child, maybe after the wait loop has read the last
+	# sensor's "watching" line, and then a load would come before this
+	# sensor is attached (CI saw it: step 4's load was not seen).
 	: >/tmp/events
+	: >/tmp/watch.log
 	printf '   $ kmodguard watch %s &\n' "$*"
 	kmodguard watch "$@" >/tmp/events 2>/tmp/watch.log &
 	watch_pid=$!
