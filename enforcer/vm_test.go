@@ -1131,6 +1131,22 @@ func TestGuestZSealed(t *testing.T) {
 		if err != nil || len(st.Overrides) != 1 || st.Overrides[0].LinkID != uint32(info.ID) || st.Overrides[0].Kind != "lsm" {
 			t.Fatalf("status under seal: overrides %+v (%v, %s), want the LSM program attached before the seal (link %d)", st.Overrides, err, st.OverridesError, info.ID)
 		}
+		// Naming it would take a descriptor to it, which the seal refuses
+		// (and reports): status must not trip the guard's own alarm.
+		if st.Overrides[0].ProgName != "" {
+			t.Fatalf("status under seal named the override %q: it opened the program", st.Overrides[0].ProgName)
+		}
+		for quiet := time.After(time.Second); ; {
+			select {
+			case d := <-enf.Decisions():
+				if d.Verdict == lsm.Blocked {
+					t.Fatalf("status under seal made the guard refuse something: %+v", d)
+				}
+				continue
+			case <-quiet:
+			}
+			break
+		}
 		// Detached now: an override the seal would have refused is one
 		// the rest of this test must not meet.
 		attachedLSM.Close()

@@ -35,9 +35,12 @@ type Override struct {
 	Kind string `json:"kind"`
 	// Target is the kernel function, e.g. security_kernel_post_read_file
 	// or bpf_lsm_kernel_post_read_file.
-	Target   string `json:"target"`
-	LinkID   uint32 `json:"link_id"`
-	ProgID   uint32 `json:"prog_id"`
+	Target string `json:"target"`
+	LinkID uint32 `json:"link_id"`
+	ProgID uint32 `json:"prog_id"`
+	// ProgName is empty on a sealed guard: the seal refuses a descriptor
+	// to such a program to everyone, this process included, and each try
+	// would be reported as tampering.
 	ProgName string `json:"prog_name,omitempty"`
 }
 
@@ -94,12 +97,17 @@ func (g *Guard) Overrides() ([]Override, error) {
 			own[uint32(info.ID)] = true
 		}
 	}
+	sealed, err := g.sealedLocked()
 	g.mu.Unlock()
-	return findOverrides(own)
+	if err != nil {
+		return nil, err
+	}
+	return findOverrides(own, !sealed)
 }
 
-// findOverrides is Overrides, the links in own excepted.
-func findOverrides(own map[uint32]bool) ([]Override, error) {
+// findOverrides is Overrides, the links in own excepted; names says
+// whether to open each program for its name (not on a sealed guard).
+func findOverrides(own map[uint32]bool, names bool) ([]Override, error) {
 	targets, err := guardedTargets()
 	if err != nil {
 		return nil, err
@@ -146,11 +154,13 @@ func findOverrides(own map[uint32]bool) ([]Override, error) {
 			continue
 		}
 		o := Override{Kind: kind, Target: target, LinkID: uint32(it.ID), ProgID: uint32(info.Program)}
-		if p, err := ebpf.NewProgramFromID(info.Program); err == nil {
-			if pi, err := p.Info(); err == nil {
-				o.ProgName = pi.Name
+		if names {
+			if p, err := ebpf.NewProgramFromID(info.Program); err == nil {
+				if pi, err := p.Info(); err == nil {
+					o.ProgName = pi.Name
+				}
+				p.Close()
 			}
-			p.Close()
 		}
 		out = append(out, o)
 	}

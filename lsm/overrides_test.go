@@ -47,7 +47,7 @@ func TestOverridesOnHost(t *testing.T) {
 		t.Skipf("tp_btf attach refused here (%v): the walk is tested in the guests", err)
 	}
 	defer l.Close()
-	o, err := findOverrides(nil)
+	o, err := findOverrides(nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func (g *Guard) Status() (Status, error) {
 	for _, l := range st.Links {
 		own[l.LinkID] = true
 	}
-	if o, err := findOverrides(own); err != nil {
+	if o, err := findOverrides(own, !st.Sealed); err != nil {
 		st.OverridesError = err.Error()
 	} else {
 		st.Overrides = o
