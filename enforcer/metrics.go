@@ -84,14 +84,16 @@ func NewMetrics(src MetricsSource) *Metrics {
 }
 
 // Observe counts one decision, or adds the count of a report of missing
-// decisions (lsm.OpMissing) to kmodguard_decisions_missing_total.
+// decisions (lsm.OpMissing) to kmodguard_decisions_missing_total. Reports
+// of overrides (lsm.OpOverride) are not counted: kmodguard_guard_overrides
+// reads them at scrape time.
 func (m *Metrics) Observe(d Decision) {
 	switch d.Op {
 	case lsm.OpMissing:
 		m.missing.Add(float64(d.Object))
 		return
 	case lsm.OpOverride:
-		return // kmodguard_guard_overrides, read at scrape time
+		return
 	}
 	m.decisions.WithLabelValues(string(d.Op), string(d.Verdict)).Inc()
 }

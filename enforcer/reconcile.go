@@ -6,12 +6,8 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/kmodguard/kmodguard/allowlist"
-	"github.com/kmodguard/kmodguard/lsm"
 )
 
 // Unlisted reads a /proc/modules table from r and returns the loaded modules
@@ -51,65 +47,5 @@ func (e *Enforcer) reconcile(a *allowlist.Allowlist) {
 	}
 	for _, n := range names {
 		e.log.WithField("module", n).Warn("loaded module is not on the allowlist (loaded before the guard)")
-	}
-}
-
-// report delivers a report that is not a decision of the guard on the
-// Decisions channel, unless the enforcer is closing.
-func (e *Enforcer) report(d Decision) {
-	select {
-	case e.decisions <- d:
-	case <-e.done:
-	}
-}
-
-// overridesEvery is how often the enforcer looks for programs attached to
-// decide the guard's hooks before it (lsm.Overrides).
-const overridesEvery = 10 * time.Second
-
-// watchOverrides logs, at start and then every overridesEvery, each
-// program that can decide a load before the guard does: an error, since
-// the guard can be bypassed while it is attached. Each is logged, and
-// reported on Decisions (lsm.OpOverride), once; its removal is logged.
-func (e *Enforcer) watchOverrides() {
-	defer e.wg.Done()
-	seen := map[uint32]lsm.Override{}
-	check := func() {
-		found, err := e.guard.Overrides()
-		if err != nil {
-			e.log.WithError(err).Warn("cannot look for programs that override the guard")
-			return
-		}
-		now := map[uint32]lsm.Override{}
-		for _, o := range found {
-			now[o.LinkID] = o
-			if _, ok := seen[o.LinkID]; !ok {
-				e.log.WithFields(logrus.Fields{
-					"kind": o.Kind, "target": o.Target, "link_id": o.LinkID, "prog_id": o.ProgID, "prog_name": o.ProgName,
-				}).Error("a BPF program can decide module loads before the guard: while it is attached, its return value wins over the guard's refusal (detach it: bpftool link detach id LINK_ID)")
-				e.report(Decision{
-					Time: time.Now(), Op: lsm.OpOverride, Verdict: lsm.NoVerdict, Object: uint64(o.LinkID),
-					Reason: fmt.Sprintf("override: %s can decide module loads before the guard and admit what it refuses", o),
-				})
-			}
-		}
-		for id, o := range seen {
-			if _, ok := now[id]; !ok {
-				e.log.WithFields(logrus.Fields{"target": o.Target, "link_id": o.LinkID, "prog_id": o.ProgID}).
-					Info("the program that overrode the guard is gone")
-			}
-		}
-		seen = now
-	}
-	check()
-	t := time.NewTicker(overridesEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.done:
-			return
-		case <-t.C:
-			check()
-		}
 	}
 }

@@ -134,17 +134,29 @@ func detachPinned(path string) error {
 	return l.Detach()
 }
 
-// loadOverride loads a program that makes fn return its third argument:
-// for kernel_post_read_file that is the file's size, which the kernel
-// takes for the length read, so the load goes on without any other LSM
-// asked. kind is "fmod_ret" (fn is a security_ function) or "lsm" (fn is
-// an LSM hook; kernels from 6.12 refuse an LSM program that can return a
-// positive value, so ret0 makes it return 0 instead, to load it there).
-func loadOverride(kind, fn string, ret0 bool) (*ebpf.Program, error) {
-	insns := asm.Instructions{asm.LoadMem(asm.R0, asm.R1, 16, asm.DWord), asm.Return()}
-	if ret0 {
-		insns = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
-	}
+// What a program from loadOverride returns.
+type overrideRet int
+
+const (
+	// retSize is its third argument: for kernel_post_read_file the file's
+	// size, which the kernel takes for the length read, so the load goes
+	// on without any other LSM asked.
+	retSize overrideRet = iota
+	// retZero lets the hook go on (kernels from 6.12 refuse an LSM program
+	// that can return a positive value: this one loads there).
+	retZero
+	// retOne is a positive value, which kernels from 6.12 refuse.
+	retOne
+)
+
+// loadOverride loads a program on fn that returns ret. kind is
+// "fmod_ret" (fn is a security_ function) or "lsm" (fn is an LSM hook).
+func loadOverride(kind, fn string, ret overrideRet) (*ebpf.Program, error) {
+	insns := map[overrideRet]asm.Instructions{
+		retSize: {asm.LoadMem(asm.R0, asm.R1, 16, asm.DWord), asm.Return()},
+		retZero: {asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		retOne:  {asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	}[ret]
 	spec := &ebpf.ProgramSpec{Name: "kgtest_override", License: "GPL", Instructions: insns, AttachTo: fn}
 	switch kind {
 	case "fmod_ret":
@@ -161,15 +173,6 @@ func loadOverride(kind, fn string, ret0 bool) (*ebpf.Program, error) {
 	return p, nil
 }
 
-// loadLSMReturning1 loads an LSM program on hook that returns 1, a
-// positive value: kernels from 6.12 refuse it.
-func loadLSMReturning1(hook string) (*ebpf.Program, error) {
-	return ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "kgtest_positive", Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: hook, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
-	})
-}
-
 // attachOverride attaches a program from loadOverride.
 func attachOverride(p *ebpf.Program) (link.Link, error) {
 	if p.Type() == ebpf.LSM {
@@ -179,15 +182,9 @@ func attachOverride(p *ebpf.Program) (link.Link, error) {
 }
 
 // loadFmodRet loads an fmod_ret program that would make
-// security_kernel_post_read_file return 0: a way around any LSM.
+// security_kernel_post_read_file return 0, and closes it.
 func loadFmodRet() error {
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachModifyReturn,
-		AttachTo:     "security_kernel_post_read_file",
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	})
+	p, err := loadOverride("fmod_ret", "security_kernel_post_read_file", retZero)
 	if err == nil {
 		p.Close()
 	}

@@ -548,7 +548,7 @@ func TestGuestOverrideFound(t *testing.T) {
 		{"fmod_ret", "security_kernel_post_read_file", "security_kernel_post_read_file"},
 		{"lsm", "kernel_post_read_file", "bpf_lsm_kernel_post_read_file"},
 	} {
-		p, err := loadOverride(c.kind, c.fn, false)
+		p, err := loadOverride(c.kind, c.fn, retSize)
 		if c.kind == "lsm" && err != nil && strings.Contains(err.Error(), "should have been in") {
 			t.Logf("%s: this kernel checks LSM return values: an LSM program cannot override the guard here", c.fn)
 			continue
@@ -1090,12 +1090,12 @@ func TestGuestZSealed(t *testing.T) {
 	maps := guardMaps(t, pins)
 	// Overrides loaded before the seal and kept, by fd and by pin, to be
 	// attached after it (TestGuestOverrideFound shows what they do).
-	preLSM, err := loadOverride("lsm", "kernel_post_read_file", true)
+	preLSM, err := loadOverride("lsm", "kernel_post_read_file", retZero)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer preLSM.Close()
-	preFmod, err := loadOverride("fmod_ret", "security_kernel_post_read_file", false)
+	preFmod, err := loadOverride("fmod_ret", "security_kernel_post_read_file", retSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1109,7 +1109,7 @@ func TestGuestZSealed(t *testing.T) {
 	// attached: the seal does not remove it, and status must still name
 	// it once sealed.
 	var attachedLSM link.Link
-	p, err := loadOverride("lsm", "kernel_post_read_file", false)
+	p, err := loadOverride("lsm", "kernel_post_read_file", retSize)
 	lsmChecked := err != nil && strings.Contains(err.Error(), "should have been in")
 	switch {
 	case err == nil:
@@ -1318,7 +1318,7 @@ func TestGuestZSealed(t *testing.T) {
 	_, err = ebpf.LoadPinnedProgram(fmodPin, nil)
 	refused("descriptor to a pinned fmod_ret program from before the seal", lsm.OpBPF, err)
 	for _, hook := range []string{"kernel_post_read_file", "kernel_read_file", "bpf", "bpf_map", "bpf_prog"} {
-		p, err := loadOverride("lsm", hook, true)
+		p, err := loadOverride("lsm", hook, retZero)
 		if err == nil {
 			p.Close()
 		}
@@ -1332,7 +1332,7 @@ func TestGuestZSealed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("LSM program returning 0 on %s under seal, on a kernel that checks LSM return values: %v", hook, err)
 		}
-		if p, err := loadLSMReturning1(hook); err == nil || !strings.Contains(err.Error(), "should have been in") {
+		if p, err := loadOverride("lsm", hook, retOne); err == nil || !strings.Contains(err.Error(), "should have been in") {
 			if err == nil {
 				p.Close()
 			}
@@ -1343,7 +1343,7 @@ func TestGuestZSealed(t *testing.T) {
 		t.Log("this kernel checks LSM return values: LSM programs on the guard's hooks load, and none can return a positive value")
 	}
 	// LSM programs on other hooks, someone else's policy, still load.
-	if p, err := loadOverride("lsm", "file_open", true); err != nil {
+	if p, err := loadOverride("lsm", "file_open", retZero); err != nil {
 		t.Fatalf("LSM program on file_open under seal: %v (only the hooks that can skip the guard are closed)", err)
 	} else {
 		p.Close()

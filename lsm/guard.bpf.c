@@ -134,9 +134,10 @@ struct kg_config {
  * id: vmlinux BTF id of a bpf_lsm_<hook> function where a BPF LSM program
  * of anyone else could skip the guard: a positive return from
  * kernel_post_read_file is taken for the file's length (the load goes on,
- * no later LSM asked), from bpf, bpf_map and bpf_prog for "allowed", and
- * kernels before 6.12 let LSM programs return any value. Once sealed, no
- * program attaching there gets a descriptor or a link.
+ * no later LSM asked), from bpf, bpf_map and bpf_prog for "allowed".
+ * Recorded only on kernels that let LSM programs return any value (before
+ * 6.12). Once sealed, no program attaching there gets a descriptor or a
+ * link.
  */
 #define KG_PROT_HOOK 8
 /* id: inum of a mount namespace holding protected mounts (kg_sb_mount). */
@@ -767,8 +768,8 @@ static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 
 /*
  * bpf(cmd, attr, size): refuse, once sealed, writes to the guard's maps
  * through descriptors opened before the seal, the freeze of its ring
- * buffer, the detach of its links, and fmod_ret programs (which could
- * override the LSM hooks' result).
+ * buffer, the detach of its links, loading fmod_ret programs, and attaching
+ * any program that could decide before the guard (prog_overrides).
  */
 SEC("lsm/bpf")
 int kg_bpf(__u64 *ctx)
@@ -1081,6 +1082,15 @@ static __always_inline bool in_pins_ns(__u32 *ns)
 	return !*ns || protected(KG_PROT_MNTNS, 0, *ns);
 }
 
+/* covers_pins: a mount on path would hide the pins (KG_PROT_PATH). */
+static __always_inline bool covers_pins(struct path___guard *path, __u64 *ino)
+{
+	struct dentry___guard *d = NULL;
+
+	kg_read(d, path->dentry);
+	return protected_dentry(d, KG_PROT_PATH, ino);
+}
+
 /*
  * sb_mount(dev_name, path, type, flags, data), in the namespaces that hold
  * the pins, once sealed:
@@ -1105,7 +1115,6 @@ int kg_sb_mount(__u64 *ctx)
 {
 	struct path___guard *path = (void *)ctx[1];
 	unsigned long flags = (unsigned long)ctx[3];
-	struct dentry___guard *d = NULL;
 	bool move = flags & MS_MOVE;
 	bool add = !(flags & MS_REMOUNT) && !move && ((flags & MS_BIND) || !(flags & MS_PROPAGATION));
 	__u64 ino = 0;
@@ -1115,8 +1124,7 @@ int kg_sb_mount(__u64 *ctx)
 		return 0;
 	if (move)
 		return refuse(KG_OP_MOUNT, ns);
-	kg_read(d, path->dentry);
-	if (protected_dentry(d, KG_PROT_PATH, &ino))
+	if (covers_pins(path, &ino))
 		return refuse(KG_OP_MOUNT, ino);
 	return 0;
 }
@@ -1134,7 +1142,6 @@ int kg_move_mount(__u64 *ctx)
 	struct path___guard *from = (void *)ctx[0];
 	struct path___guard *to = (void *)ctx[1];
 	struct vfsmount___guard *vmnt = NULL;
-	struct dentry___guard *d = NULL;
 	struct mount___guard *m;
 	__u64 ino = 0;
 	__u32 ns;
@@ -1149,10 +1156,7 @@ int kg_move_mount(__u64 *ctx)
 		if (protected(KG_PROT_MOUNT, 0, (__u32)id))
 			return refuse(KG_OP_MOUNT, (__u32)id);
 	}
-	if (!in_pins_ns(&ns))
-		return 0;
-	kg_read(d, to->dentry);
-	if (protected_dentry(d, KG_PROT_PATH, &ino))
+	if (in_pins_ns(&ns) && covers_pins(to, &ino))
 		return refuse(KG_OP_MOUNT, ino);
 	return 0;
 }

@@ -74,6 +74,27 @@ var hooks = []string{
 
 func linkPin(prog string) string { return "link_" + prog }
 
+// guardPins names the guard's own pins in a pin directory: its links, then
+// its maps (not the reader's state, pinReader).
+func guardPins() []string {
+	var names []string
+	for _, h := range hooks {
+		names = append(names, linkPin(h))
+	}
+	return append(names, pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters)
+}
+
+// removePins removes the pins named in dir, those already gone aside.
+func removePins(dir string, names []string) error {
+	var errs []error
+	for _, name := range names {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Options configures Open.
 type Options struct {
 	// PinDir is the bpffs directory for the pins; DefaultPinDir when empty.
@@ -269,17 +290,7 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 // config pin, that is, what a load that did not finish left there. The
 // caller holds the directory lock, so no other load is under way.
 func removeIncomplete(dir string) error {
-	names := []string{pinPolicy, pinProtect, pinEvents, pinCounters, pinReader}
-	for _, h := range hooks {
-		names = append(names, linkPin(h))
-	}
-	var errs []error
-	for _, name := range names {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := removePins(dir, append(guardPins(), pinReader)); err != nil {
 		return fmt.Errorf("clear an unfinished load from %s: %w", dir, err)
 	}
 	return nil
@@ -572,11 +583,8 @@ func (g *Guard) Seal() error {
 		}
 	}
 	pins := []string{g.pinDir}
-	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters} {
+	for _, name := range guardPins() {
 		pins = append(pins, filepath.Join(g.pinDir, name))
-	}
-	for _, name := range hooks {
-		pins = append(pins, filepath.Join(g.pinDir, linkPin(name)))
 	}
 	var fsDev uint32
 	for _, p := range pins {
@@ -764,17 +772,7 @@ func (g *Guard) Remove() error {
 	if sealed || g.readOnly {
 		return fmt.Errorf("remove guard: %w", ErrSealed)
 	}
-	var errs []error
-	for _, name := range hooks {
-		if err := os.Remove(filepath.Join(g.pinDir, linkPin(name))); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	for _, name := range []string{pinPolicy, pinConfig, pinProtect, pinEvents, pinCounters, pinReader} {
-		if err := os.Remove(filepath.Join(g.pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
+	errs := []error{removePins(g.pinDir, append(guardPins(), pinReader))}
 	if err := os.Remove(g.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}

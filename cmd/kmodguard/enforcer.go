@@ -212,7 +212,10 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 			log.WithError(err).Warn("could not notify the service manager")
 		}
 	}
-	notify(fmt.Sprintf("READY=1\nSTATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed))
+	status := func(st enforcer.Status) string {
+		return fmt.Sprintf("STATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed)
+	}
+	notify("READY=1\n" + status(st))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -234,7 +237,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 		}
 		st, _ := enf.Status()
 		l.WithFields(logrus.Fields{"generation": st.Generation, "entries": st.Entries, "mode": st.Mode}).Info("allowlist applied")
-		notify(fmt.Sprintf("STATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed))
+		notify(status(st))
 	}
 
 	for {
