@@ -26,8 +26,9 @@ const overridesEvery = 10 * time.Second
 
 // watchOverrides logs, at start and then every overridesEvery, each
 // program that can decide a load before the guard does: an error, since
-// the guard can be bypassed while it is attached. Each is logged, and
-// reported on Decisions (lsm.OpOverride), once; its removal is logged.
+// the guard can be bypassed while it is attached. Each is logged once (and
+// its removal), and reported on Decisions (lsm.OpOverride) at every check
+// while it is attached.
 func (e *Enforcer) watchOverrides() {
 	defer e.wg.Done()
 	seen := map[uint32]lsm.Override{}
@@ -44,11 +45,14 @@ func (e *Enforcer) watchOverrides() {
 				e.log.WithFields(logrus.Fields{
 					"kind": o.Kind, "target": o.Target, "link_id": o.LinkID, "prog_id": o.ProgID, "prog_name": o.ProgName,
 				}).Error("a BPF program can decide module loads before the guard: while it is attached, its return value wins over the guard's refusal (detach it: bpftool link detach id LINK_ID)")
-				e.report(Decision{
-					Time: time.Now(), Op: lsm.OpOverride, Verdict: lsm.NoVerdict, Object: uint64(o.LinkID),
-					Reason: fmt.Sprintf("override: %s can decide module loads before the guard and admit what it refuses", o),
-				})
 			}
+			// Reported at every check, not once: a consumer that comes
+			// later (the Falco plugin's companion stream connects after
+			// the guard loads) must still hear of it.
+			e.report(Decision{
+				Time: time.Now(), Op: lsm.OpOverride, Verdict: lsm.NoVerdict, Object: uint64(o.LinkID),
+				Reason: fmt.Sprintf("override: %s can decide module loads before the guard and admit what it refuses", o),
+			})
 		}
 		for id, o := range seen {
 			if _, ok := now[id]; !ok {
