@@ -53,6 +53,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/kernbtf"
 )
 
 // Defaults of Config.
@@ -301,10 +302,10 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 			required = append(required, a)
 		}
 	}
-	coll, err := loadPrograms(spec, all)
+	coll, err := s.loadPrograms(spec, all)
 	if err != nil && len(required) < len(all) {
 		var rerr error
-		if coll, rerr = loadPrograms(spec, required); rerr == nil {
+		if coll, rerr = s.loadPrograms(spec, required); rerr == nil {
 			s.log.WithError(err).WithField("hook", h).Warn("sensor: optional programs refused; 32-bit callers are not covered by this hook")
 			all, err = required, nil
 		}
@@ -336,7 +337,7 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 }
 
 // loadPrograms loads the given programs of spec, and the maps they use.
-func loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*ebpf.Collection, error) {
+func (s *Sensor) loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*ebpf.Collection, error) {
 	spec = spec.Copy()
 	want := map[string]bool{}
 	for _, a := range progs {
@@ -361,7 +362,16 @@ func loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*ebpf.Collecti
 	if !bss {
 		delete(spec.Maps, ".bss")
 	}
-	return ebpf.NewCollection(spec)
+	// fentry names kernel functions, and a kernel's BTF may list one of
+	// them twice (Debian's 6.1.0-57 does, for all three syscalls).
+	cache, dups, err := kernbtf.Cache(kernbtf.Targets(spec))
+	if err != nil {
+		return nil, err
+	}
+	if len(dups) > 0 {
+		s.log.WithField("duplicates", kernbtf.Summary(dups)).Info("sensor: the kernel's BTF lists an attach target more than once")
+	}
+	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: cache})
 }
 
 // CheckSystem reports, as one clear error, what this process or kernel lacks

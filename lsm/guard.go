@@ -31,6 +31,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/internal/kernbtf"
 )
 
 // DefaultPinDir is where the guard's maps and links are pinned.
@@ -199,7 +201,13 @@ func loadSpec(opts Options) (*ebpf.CollectionSpec, error) {
 }
 
 func newCollection(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map) (*ebpf.Collection, error) {
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
+	// Each hook is a bpf_lsm_ function in the kernel's BTF, which may list
+	// a name twice; those with one prototype are told apart.
+	cache, _, err := kernbtf.Cache(kernbtf.Targets(spec))
+	if err != nil {
+		return nil, fmt.Errorf("load guard: %w", err)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace, Cache: cache})
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
