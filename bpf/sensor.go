@@ -45,15 +45,14 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/kernbtf"
+	"github.com/kmodguard/kmodguard/internal/kfloor"
 )
 
 // Defaults of Config.
@@ -375,7 +374,8 @@ func (s *Sensor) loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*e
 }
 
 // CheckSystem reports, as one clear error, what this process or kernel lacks
-// for the sensor: privileges, kernel BTF, or the BPF ring buffer.
+// for the sensor: privileges, kernel BTF, or a kernel below kfloor.Min
+// (the error then wraps kfloor.ErrTooOld and names what is missing).
 func CheckSystem() error {
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -383,17 +383,7 @@ func CheckSystem() error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return fmt.Errorf("the sensor needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y): /sys/kernel/btf/vmlinux: %w", err)
 	}
-	// Before 5.11, locked memory limits BPF maps; lifting it is harmless later.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("lift the locked-memory limit for BPF maps: %w", err)
-	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return fmt.Errorf("the sensor needs the BPF ring buffer (Linux 5.8 or later): %w", err)
-	}
-	if err := features.HaveProgramHelper(ebpf.RawTracepoint, 181 /* bpf_loop */); err != nil {
-		return fmt.Errorf("the sensor needs the bpf_loop helper (Linux 5.17 or later): %w", err)
-	}
-	return nil
+	return kfloor.Check("the sensor")
 }
 
 // Capability bits (include/uapi/linux/capability.h).

@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+
+	"github.com/kmodguard/kmodguard/internal/kfloor"
 )
 
 // lsmFile lists the active LSMs, in order.
@@ -18,10 +20,14 @@ const lsmFile = "/sys/kernel/security/lsm"
 // ErrNoBPFLSM is wrapped by Supported when BPF LSM is not active.
 var ErrNoBPFLSM = errors.New("BPF LSM is not active")
 
-// Supported checks that the running kernel can run the guard: BPF LSM
-// programs load, and "bpf" is among the active LSMs. When it is not, the
-// error says what to add to the kernel command line.
+// Supported checks that the running kernel can run the guard: it is at
+// least kfloor.Min (the error then wraps kfloor.ErrTooOld and names what is
+// missing), BPF LSM programs load, and "bpf" is among the active LSMs. When
+// it is not, the error says what to add to the kernel command line.
 func Supported() error {
+	if err := kfloor.Check("the guard"); err != nil {
+		return err
+	}
 	b, err := os.ReadFile(lsmFile)
 	if err != nil {
 		return fmt.Errorf("%w: cannot read %s (is securityfs mounted?): %w", ErrNoBPFLSM, lsmFile, err)
