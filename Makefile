@@ -55,6 +55,10 @@ lint: ## gofmt and go vet
 unit: ## Run the Go tests on this host (root-only tests skip without root)
 	$(GO) test -count=1 ./...
 
+.PHONY: benchsmoke
+benchsmoke: ## Run every benchmark once (-benchtime 1x): no timing claims, so that none rots
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	@scripts/fuzz.sh $(FUZZTIME)
@@ -65,11 +69,12 @@ vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12 (amd64; arm6
 	KMODGUARD_VMTEST=1 $(GO) test -count=1 -p 1 -timeout 60m -run '^TestVM' -v $(VM_PKGS)
 
 .PHONY: test
-test: ## Everything CI runs: deps, lint, generated-file check, unit, fuzz, vmtest
+test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, vmtest
 	@scripts/deps.sh build bpf vm vm-arm64 proto
 	$(MAKE) lint
 	$(MAKE) check-generate
 	$(MAKE) unit
+	$(MAKE) benchsmoke
 	$(MAKE) fuzz
 	$(MAKE) vmtest
 

@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # bench.sh runs the project's benchmarks. Each benchmark reports ratios taken
 # side by side in one run, because these machines are noisy.
-set -euo pipefail
+#
+# Every section runs even when one before it failed; the failed ones are
+# named at the end, and the script then exits 1.
+set -uo pipefail
+
+failed=()
+# step NAME CMD...: runs one section's command (a pipeline's status is its
+# first failing command's, through pipefail) and records a failure.
+step() {
+	local name=$1
+	shift
+	if ! "$@"; then
+		echo "   FAILED: $name"
+		failed+=("$name")
+	fi
+}
+# only PATTERN: keeps the benchmark result lines and go test's verdicts.
+only() { grep -E "${1:-^(Benchmark|ok|FAIL|---)}"; }
 
 # ---- allowlist (issue 2): `kmodguard allowlist init` vs sha256sum ----
 # Over the whole Debian 6.1 modules tree (~4000 .ko), warm page cache, five
 # alternating rounds. Ours parses every ELF as well as hashing it; target:
 # ours/sha256sum <= 1.0.
 echo "== allowlist init over the Debian 6.1 tree vs find | xargs sha256sum =="
-go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodguard
+step "allowlist init" go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodguard
 echo "== kmod.Inspect on one goroutine over the Debian 6.1 (.ko) and 6.12 (.ko.xz) trees vs sha256sum and xz -dc =="
 echo "   (rounds interleaved; target inspect/sha256sum <= 1.0 on the plain tree)"
-go test -run '^$' -bench '^BenchmarkInspectTree$' -benchtime 3x ./kmod | grep -E '^(Benchmark|ok|FAIL|---)'
+inspect_tree() { go test -run '^$' -bench '^BenchmarkInspectTree$' -benchtime 3x ./kmod | only; }
+step "kmod.Inspect trees" inspect_tree
 echo "== allowlist Match (O(1): same cost for 4 and 4000 entries) =="
-go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
+step "allowlist Match" go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
 
 # ---- guard building blocks (issue 6): BPF SHA-256 vs Go crypto/sha256 ----
 # kg_sha256 (bpf/include/sha256.h, run with BPF_PROG_TEST_RUN) and Go hash the
@@ -23,7 +41,7 @@ go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
 # against the portable Go code. Needs root.
 for godebug in "" "cpu.sha=off" "cpu.sha=off,cpu.avx2=off"; do
 	echo "== BPF SHA-256 vs Go crypto/sha256 (GODEBUG=${godebug:-default}) =="
-	GODEBUG=$godebug go test -run '^$' -bench '^BenchmarkBPFSHA256$' -benchtime 2s ./lsm/bpftest
+	step "BPF SHA-256 (GODEBUG=${godebug:-default})" env GODEBUG="$godebug" go test -run '^$' -bench '^BenchmarkBPFSHA256$' -benchtime 2s ./lsm/bpftest
 done
 
 # ---- Falco plugin (issue 5): binary events vs the JSON approach ----
@@ -34,15 +52,16 @@ done
 # the ratio of ns per event. Then 100,000 events replayed, with the peak heap
 # sampled after every 16 batches, for the binary and JSON recordings.
 echo "== Falco plugin: NextBatch + 10 fields, binary vs JSON =="
-go test -run '^$' -bench '^BenchmarkPipeline$' -benchtime 50x ./plugin
+step "plugin pipeline" go test -run '^$' -bench '^BenchmarkPipeline$' -benchtime 50x ./plugin
 echo "== Falco plugin: peak heap replaying 100,000 events, binary vs JSON =="
-go test -run '^$' -bench '^BenchmarkReplayMemory$' -benchtime 2x ./plugin
+step "plugin replay memory" go test -run '^$' -bench '^BenchmarkReplayMemory$' -benchtime 2x ./plugin
 
 # ---- sensor (issue 4): what the hooks cost every other syscall, and event
 # and image throughput. Needs root; the benchmarks skip without it.
 echo "== sensor: getppid() per call under no program / empty sys_enter / empty enter+exit / the sensor =="
 echo "   (rounds interleaved; target sensor/empty <= 1.05; the sensor needs both hooks, so also vs the pair)"
-go test -run '^$' -bench '^BenchmarkGetppidInterleaved$' -benchtime 20x ./bpf | awk '
+getppid() {
+	go test -run '^$' -bench '^BenchmarkGetppidInterleaved$' -benchtime 20x ./bpf | awk '
 	/^BenchmarkGetppidInterleaved/ {
 		for (i = 3; i < NF; i++) v[$(i+1)] = $i
 		printf "   ns/call: none %s, empty %s, empty pair %s, sensor %s\n", v["none-ns/call"], v["empty-ns/call"], v["empty_pair-ns/call"], v["sensor-ns/call"]
@@ -51,14 +70,22 @@ go test -run '^$' -bench '^BenchmarkGetppidInterleaved$' -benchtime 20x ./bpf | 
 		printf "   ratio sensor/none       = %s\n", v["sensor/none"]
 	}
 	/^(ok|FAIL|---)/ { print "   " $0 }'
+}
+step "sensor getppid" getppid
 echo "== sensor: init_module events (4 KiB images): flat out from one thread, and the highest paced rate with no drop =="
-go test -run '^$' -bench '^BenchmarkInitModuleEvents$' -benchtime 100000x ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
-go test -run '^$' -bench '^BenchmarkInitModulePaced$' -benchtime 1x ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+events() { go test -run '^$' -bench '^BenchmarkInitModuleEvents$' -benchtime 100000x ./bpf | only; }
+paced() { go test -run '^$' -bench '^BenchmarkInitModulePaced$' -benchtime 1x ./bpf | only; }
+step "sensor init_module events" events
+step "sensor paced rate" paced
 echo "== sensor: 1 MiB image capture, syscall to enriched event =="
-go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | grep -E '^(Benchmark|ok|FAIL|---)'
+capture() { go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | only; }
+step "sensor image capture" capture
 echo "== sensor: getppid() in QEMU on Debian 6.1 and 6.12, where fentry on the syscall functions loads =="
-KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v -timeout 30m ./bpf |
-	grep -E 'bench_test.go:.*Benchmark|^(ok|FAIL|---)' | sed -E 's/^ +bench_test.go:[0-9]+: /   /'
+vm_sensor() {
+	KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v -timeout 30m ./bpf |
+		only 'bench_test.go:.*Benchmark|^(ok|FAIL|---)' | sed -E 's/^ +bench_test.go:[0-9]+: /   /'
+}
+step "sensor in QEMU" vm_sensor
 
 # ---- guard (issue 6): module load latency with the BPF LSM guard vs without,
 # in QEMU on Debian 6.1 and 6.12 (one boot each). 100 init_module +
@@ -66,8 +93,18 @@ KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v 
 # guard hook's own run time from kernel.bpf_stats_enabled. Target: ratio <= 1.10
 # for modules under 100 KiB (dummy 17 KiB, veth 70-85 KiB).
 echo "== guard: module load latency with/without the guard (QEMU) =="
-KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v -timeout 40m ./enforcer |
-	grep -E 'bench_test.go:.*ratio|^(ok|FAIL|---)' | sed -E 's/^ +bench_test.go:[0-9]+: /   /'
+vm_guard() {
+	KMODGUARD_VMTEST=1 KMODGUARD_VMBENCH=1 go test -count=1 -run '^TestVMBench$' -v -timeout 40m ./enforcer |
+		only 'bench_test.go:.*ratio|^(ok|FAIL|---)' | sed -E 's/^ +bench_test.go:[0-9]+: /   /'
+}
+step "guard in QEMU" vm_guard
 
 echo "== everything else =="
-go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
+step "everything else" go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
+
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'bench: %d section(s) failed:\n' "${#failed[@]}"
+	printf '  %s\n' "${failed[@]}"
+	exit 1
+fi
+echo "bench: every section ran"
