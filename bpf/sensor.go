@@ -377,7 +377,7 @@ func (s *Sensor) loadPrograms(spec *ebpf.CollectionSpec, progs []attachment) (*e
 // for the sensor: privileges, kernel BTF, or a kernel below kfloor.Min
 // (the error then wraps kfloor.ErrTooOld and names what is missing).
 func CheckSystem() error {
-	if err := checkPrivileges(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return err
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
@@ -397,7 +397,9 @@ const (
 // sensor.
 var ErrPrivileges = errors.New("the sensor needs root, or CAP_BPF and CAP_PERFMON")
 
-func checkPrivileges() error {
+// CheckPrivileges says whether this process may load the sensor: root, or
+// CAP_BPF and CAP_PERFMON. Its error wraps ErrPrivileges.
+func CheckPrivileges() error {
 	eff, err := effectiveCaps()
 	if err != nil {
 		return fmt.Errorf("read this process's capabilities: %w", err)
