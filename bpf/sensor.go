@@ -74,7 +74,10 @@ const (
 	// HookAuto tries HookBTF, then HookRaw.
 	HookAuto Hook = ""
 	// HookBTF uses tp_btf programs: the tracepoint arguments and pt_regs are
-	// read directly, without helper calls, so the filter is cheapest.
+	// read directly, without helper calls, so the filter is cheapest. Its
+	// results come from fexit on the three syscall functions where the
+	// kernel attaches it (ExitFexit: unrelated syscalls then pay sys_enter
+	// alone), and from the sys_exit tracepoint elsewhere.
 	HookBTF Hook = "tp_btf"
 	// HookRaw uses plain raw_tracepoint programs, for kernels that refuse
 	// tp_btf.
@@ -114,6 +117,27 @@ var hookPrograms = map[Hook][]attachment{
 		{prog: "kg_ia32_fentry_finit_module", optional: true},
 		{prog: "kg_ia32_fentry_delete_module", optional: true},
 	},
+}
+
+// ExitSide says which programs carry the results of the module syscalls.
+type ExitSide string
+
+const (
+	// ExitSysExit is the sys_exit tracepoint: every syscall of the host
+	// runs it, and it filters on the syscall number.
+	ExitSysExit ExitSide = "sys_exit"
+	// ExitFexit is fexit on the module syscall functions: with HookBTF,
+	// unrelated syscalls then pay sys_enter alone.
+	ExitFexit ExitSide = "fexit"
+)
+
+// fexitExits are the exit side that, with the sys_enter tracepoint, spares
+// unrelated syscalls the sys_exit program. The 32-bit wrappers' programs
+// exist on amd64 only; where they exist, the kernel must take them too, or
+// 32-bit callers' results would be lost.
+var fexitExits = []string{
+	"kg_fexit_init_module", "kg_fexit_finit_module", "kg_fexit_delete_module",
+	"kg_ia32_fexit_init_module", "kg_ia32_fexit_finit_module", "kg_ia32_fexit_delete_module",
 }
 
 // Config configures a Sensor. The zero value is ready to use.
@@ -184,6 +208,7 @@ type Sensor struct {
 	cfg  Config
 	log  logrus.FieldLogger
 	hook Hook
+	exit ExitSide
 
 	coll     *ebpf.Collection
 	attach   []attachment
@@ -287,7 +312,16 @@ func NewSensor(cfg Config) (*Sensor, error) {
 // load loads the programs of hook h and the maps they use; the other
 // hooks' programs stay out of the kernel. When the kernel refuses an
 // optional program, load goes on without the optional ones, and says so.
+// HookBTF takes its results from fexit where the kernel allows it, and
+// from sys_exit elsewhere.
 func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
+	if h == HookBTF {
+		err := s.loadFexitExits(spec)
+		if err == nil {
+			return nil
+		}
+		s.log.WithError(err).Debug("sensor: fexit refused for the results; sys_exit carries them")
+	}
 	var all, required []attachment
 	for _, a := range hookPrograms[h] {
 		if _, ok := spec.Programs[a.prog]; !ok {
@@ -316,23 +350,58 @@ func (s *Sensor) load(spec *ebpf.CollectionSpec, h Hook) error {
 		}
 		return fmt.Errorf("load the sensor (%s): %w", h, err)
 	}
+	exit := ExitSysExit
 	if h == HookFentry {
-		// A kernel may load tracing programs and refuse to attach them:
-		// arm64 without ftrace direct calls has no way into a BPF
-		// trampoline, and says ENOTSUPP only at the attach. One attach,
-		// undone at once, finds out here, where New can still fall back.
-		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[all[0].prog]})
-		if err != nil {
+		if err := probeAttach(coll, all[0].prog); err != nil {
 			coll.Close()
-			return fmt.Errorf("load the sensor (%s): the kernel loads %s but refuses to attach it: %w", h, all[0].prog, err)
+			return fmt.Errorf("load the sensor (%s): %w", h, err)
 		}
-		l.Close()
+		exit = ExitFexit
 	}
-	s.hook = h
+	s.adopt(h, exit, all, coll)
+	return nil
+}
+
+// loadFexitExits loads HookBTF with fexit on the module syscall functions
+// in place of the sys_exit tracepoint.
+func (s *Sensor) loadFexitExits(spec *ebpf.CollectionSpec) error {
+	var all []attachment
+	for _, name := range fexitExits {
+		if _, ok := spec.Programs[name]; ok {
+			all = append(all, attachment{prog: name})
+		}
+	}
+	all = append(all, attachment{prog: "kg_sys_enter"})
+	coll, err := s.loadPrograms(spec, all)
+	if err != nil {
+		return err
+	}
+	if err := probeAttach(coll, all[0].prog); err != nil {
+		coll.Close()
+		return err
+	}
+	s.adopt(HookBTF, ExitFexit, all, coll)
+	return nil
+}
+
+// probeAttach attaches a loaded tracing program once and undoes it at once.
+// A kernel may load tracing programs and refuse to attach them: arm64
+// without ftrace direct calls has no way into a BPF trampoline, and says
+// ENOTSUPP only at the attach. Found here, the sensor can still fall back.
+func probeAttach(coll *ebpf.Collection, prog string) error {
+	l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[prog]})
+	if err != nil {
+		return fmt.Errorf("the kernel loads %s but refuses to attach it: %w", prog, err)
+	}
+	return l.Close()
+}
+
+// adopt makes a loaded collection the sensor's.
+func (s *Sensor) adopt(h Hook, exit ExitSide, all []attachment, coll *ebpf.Collection) {
+	s.hook, s.exit = h, exit
 	s.attach = all
 	s.coll = coll
 	s.events, s.counters = coll.Maps["kg_events"], coll.Maps["kg_counters"]
-	return nil
 }
 
 // loadPrograms loads the given programs of spec, and the maps they use.
@@ -427,6 +496,10 @@ func effectiveCaps() (uint64, error) {
 
 // Hook says which tracepoint flavour was loaded.
 func (s *Sensor) Hook() Hook { return s.hook }
+
+// ExitSide says which programs carry the results: ExitFexit where unrelated
+// syscalls pay the sys_enter program alone (or nothing, with HookFentry).
+func (s *Sensor) ExitSide() ExitSide { return s.exit }
 
 // Start attaches the programs and starts reading events. The sensor stops
 // when ctx is done or Close is called; then Events is closed.

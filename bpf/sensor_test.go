@@ -672,10 +672,26 @@ func TestLoad(t *testing.T) {
 // TestHooks runs each hook flavour: fentry falls back to the tracepoints
 // where the kernel refuses it (as on hosts without module support).
 func TestHooks(t *testing.T) {
-	for _, h := range []Hook{HookBTF, HookRaw, HookFentry} {
+	// Whether this kernel attaches fexit to the syscall functions, asked
+	// through the fentry mode, decides where tp_btf's results come from.
+	fexit := false
+	for _, h := range []Hook{HookFentry, HookBTF, HookRaw} {
 		t.Run(string(h), func(t *testing.T) {
 			s, c := newTestSensor(t, Config{Hook: h})
-			t.Logf("asked for %s, loaded %s", h, s.Hook())
+			t.Logf("asked for %s, loaded %s, results from %s", h, s.Hook(), s.ExitSide())
+			wantExit := ExitSysExit
+			switch {
+			case h == HookFentry:
+				fexit = s.Hook() == HookFentry
+				if fexit {
+					wantExit = ExitFexit
+				}
+			case h == HookBTF && fexit:
+				wantExit = ExitFexit
+			}
+			if s.ExitSide() != wantExit {
+				t.Errorf("results from %s, want %s", s.ExitSide(), wantExit)
+			}
 			if h != HookFentry && s.Hook() != h {
 				t.Fatalf("hook = %s, want %s", s.Hook(), h)
 			}

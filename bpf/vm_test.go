@@ -105,6 +105,16 @@ func guestLoadUnload(t *testing.T, h Hook) {
 	if s.Hook() != h {
 		t.Fatalf("hook %s refused in a real kernel; %s loaded instead", h, s.Hook())
 	}
+	// The results come from fexit wherever the kernel attaches it, so that
+	// unrelated syscalls pay sys_enter alone; the events below carry them.
+	wantExit := ExitSysExit
+	if h == HookFentry || h == HookBTF && fentryExpected(t) {
+		wantExit = ExitFexit
+	}
+	t.Logf("results from %s", s.ExitSide())
+	if s.ExitSide() != wantExit {
+		t.Errorf("results from %s, want %s", s.ExitSide(), wantExit)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	tid := unix.Gettid()

@@ -92,6 +92,9 @@ func printProbe(w io.Writer, r *preflight.Report) error {
 		return "no"
 	}
 	hook := r.SensorHook
+	if r.SensorResults != "" {
+		hook += ", results from " + r.SensorResults
+	}
 	if r.Fentry {
 		hook += ", fentry with --hook fentry"
 	}

@@ -188,7 +188,7 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 	if err := s.Start(ctx); err != nil {
 		return withCode(exitError, fmt.Errorf("watch: %w", err))
 	}
-	log.WithField("hook", s.Hook()).Info("watching init_module, finit_module and delete_module")
+	log.WithFields(logrus.Fields{"hook": s.Hook(), "results": s.ExitSide()}).Info("watching init_module, finit_module and delete_module")
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

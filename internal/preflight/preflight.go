@@ -46,8 +46,10 @@ type Report struct {
 	Checks []Check `json:"checks"`
 	// Detection: the sensor loads (so `watch` and the Falco plugin work).
 	Detection bool `json:"detection"`
-	// SensorHook is the hook the sensor would use by default.
-	SensorHook string `json:"sensor_hook,omitempty"`
+	// SensorHook is the hook the sensor would use by default, and
+	// SensorResults where its results would come from (fexit, sys_exit).
+	SensorHook    string `json:"sensor_hook,omitempty"`
+	SensorResults string `json:"sensor_results,omitempty"`
 	// Fentry: the sensor's fentry mode loads and attaches.
 	Fentry bool `json:"fentry"`
 	// Enforcement: the guard can run (BPF LSM active and loading).
@@ -112,19 +114,19 @@ func Run() *Report {
 // sensor loads the sensor in each mode, as watch and the plugin would.
 func (r *Report) sensor(add func(Check)) {
 	for _, h := range []bpf.Hook{bpf.HookBTF, bpf.HookRaw} {
-		err := loadSensor(h, nil)
+		exit, err := loadSensor(h, nil)
 		if err == nil {
 			r.Detection = true
 			if r.SensorHook == "" {
-				r.SensorHook = string(h)
+				r.SensorHook, r.SensorResults = string(h), string(exit)
 			}
-			add(Check{Name: "sensor " + string(h), Status: OK, Detail: "the sensor's programs load"})
+			add(Check{Name: "sensor " + string(h), Status: OK, Detail: "the sensor's programs load; results from " + string(exit)})
 			continue
 		}
 		add(Check{Name: "sensor " + string(h), Status: Fail, Detail: err.Error(), Needed: []string{"detection"}})
 	}
 	var why error
-	err := loadSensor(bpf.HookFentry, &why)
+	_, err := loadSensor(bpf.HookFentry, &why)
 	switch {
 	case err == nil && why == nil:
 		r.Fentry = true
@@ -139,14 +141,14 @@ func (r *Report) sensor(add func(Check)) {
 // loadSensor loads and closes a sensor on hook h. For HookFentry, which
 // falls back to the tracepoints by itself, *fellBack receives why fentry
 // was refused.
-func loadSensor(h bpf.Hook, fellBack *error) error {
+func loadSensor(h bpf.Hook, fellBack *error) (bpf.ExitSide, error) {
 	log := logrus.New()
 	log.SetOutput(discard{})
 	var refused []error
 	log.AddHook(refusals{&refused})
 	s, err := bpf.NewSensor(bpf.Config{Hook: h, RingBufferSize: 1 << 20, ImageCap: 1 << 19, Logger: log})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer s.Close()
 	if fellBack != nil && s.Hook() != h {
@@ -155,7 +157,7 @@ func loadSensor(h bpf.Hook, fellBack *error) error {
 			*fellBack = fmt.Errorf("fell back to %s", s.Hook())
 		}
 	}
-	return nil
+	return s.ExitSide(), nil
 }
 
 // guard checks what the BPF LSM guard needs.

@@ -26,8 +26,9 @@ func TestGuestEverythingWorks(t *testing.T) {
 			t.Errorf("%s failed: %s", c.Name, c.Detail)
 		}
 	}
-	if !r.Detection || r.SensorHook != "tp_btf" || !r.Fentry || !r.Enforcement {
-		t.Errorf("detection %v (hook %q), fentry %v, enforcement %v: want all, on tp_btf", r.Detection, r.SensorHook, r.Fentry, r.Enforcement)
+	if !r.Detection || r.SensorHook != "tp_btf" || r.SensorResults != "fexit" || !r.Fentry || !r.Enforcement {
+		t.Errorf("detection %v (hook %q, results from %q), fentry %v, enforcement %v: want all, on tp_btf with fexit results",
+			r.Detection, r.SensorHook, r.SensorResults, r.Fentry, r.Enforcement)
 	}
 }
 
