@@ -196,6 +196,23 @@ type Stats struct {
 	// Discarded is the events left undelivered at Close because nobody
 	// read Events.
 	Discarded uint64 `json:"discarded"`
+
+	// UnrelatedPrograms is not a counter: the sensor's programs that every
+	// other syscall of the host runs. 0 with HookFentry, 1 with the
+	// sys_enter tracepoint and fexit results, 2 with sys_enter and sys_exit.
+	UnrelatedPrograms uint64 `json:"unrelated_programs"`
+}
+
+// UnrelatedPrograms is the number of the sensor's programs that every
+// syscall other than the three module syscalls runs (see Stats).
+func (s *Sensor) UnrelatedPrograms() uint64 {
+	switch {
+	case s.hook == HookFentry:
+		return 0
+	case s.exit == ExitFexit:
+		return 1
+	}
+	return 2
 }
 
 // ResUnknown is the Res of an event whose sys_exit record was lost (see
@@ -562,7 +579,8 @@ func (s *Sensor) Stats() Stats {
 		return *f
 	}
 	st := Stats{
-		Discarded: s.discarded.Load(),
+		UnrelatedPrograms: s.UnrelatedPrograms(),
+		Discarded:         s.discarded.Load(),
 		Delivered: s.delivered.Load(),
 		Orphans:   s.orphans.Load(),
 		Malformed: s.malformed.Load(),

@@ -25,7 +25,7 @@ func (p *Plugin) openLive() (*liveInstance, error) {
 		s.Close()
 		return nil, fmt.Errorf("start the live sensor: %w", err)
 	}
-	p.logger().Info("live sensor attached")
+	p.logger().WithField("hook", s.Hook()).WithField("results", s.ExitSide()).Info("live sensor attached")
 	return newLiveInstance(p, p.withCompanion(&sensorSource{Sensor: s, cancel: cancel})), nil
 }
 

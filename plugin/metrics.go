@@ -38,6 +38,7 @@ const (
 	metricAllowlistReloadFailures
 	metricCompanionConnected
 	metricGuardDecisions
+	metricSensorUnrelatedPrograms
 
 	// NumMetrics is the number of metrics the plugin reports.
 	NumMetrics
@@ -56,6 +57,10 @@ var metricDescs = [NumMetrics]MetricDesc{
 	metricAllowlistReloadFailures: {"allowlist_reload_failures", Monotonic},
 	metricCompanionConnected:      {"companion_connected", NonMonotonic},
 	metricGuardDecisions:          {"guard_decisions", Monotonic},
+	// The sensor's programs every unrelated syscall runs: 0 fentry, 1
+	// sys_enter with fexit results, 2 sys_enter and sys_exit (the most of
+	// the live sensors open).
+	metricSensorUnrelatedPrograms: {"sensor_unrelated_programs", NonMonotonic},
 }
 
 // Metrics returns the plugin's metrics, in the order MetricValues fills
@@ -127,6 +132,7 @@ func (p *Plugin) MetricValues(dst []uint64) {
 			s.stats.Truncations += st.Truncations
 			s.stats.ReadFailures += st.ReadFailures
 			s.stats.Throttled += st.Throttled
+			s.stats.UnrelatedPrograms = max(s.stats.UnrelatedPrograms, st.UnrelatedPrograms)
 		}
 	}
 	st := s.stats
@@ -158,6 +164,7 @@ func (p *Plugin) MetricValues(dst []uint64) {
 	}
 	dst[metricCompanionConnected] = connected
 	dst[metricGuardDecisions] = decisions
+	dst[metricSensorUnrelatedPrograms] = st.UnrelatedPrograms
 }
 
 // MetricsTable is memory that the exporter of plugin_get_metrics keeps

@@ -30,6 +30,7 @@ func TestMetricDescs(t *testing.T) {
 		{"sensor_exit_drops", Monotonic}, {"sensor_truncations", Monotonic}, {"sensor_read_failures", Monotonic},
 		{"sensor_throttled", Monotonic}, {"events_delivered", Monotonic}, {"allowlist_entries", NonMonotonic},
 		{"allowlist_reload_failures", Monotonic}, {"companion_connected", NonMonotonic}, {"guard_decisions", Monotonic},
+		{"sensor_unrelated_programs", NonMonotonic},
 	}
 	if got := Metrics(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Metrics() = %v, want %v", got, want)
@@ -54,6 +55,7 @@ func TestMetricValuesLive(t *testing.T) {
 		"sensor_events": 0, "sensor_drops": 0, "sensor_chunk_drops": 0, "sensor_exit_drops": 0,
 		"sensor_truncations": 0, "sensor_read_failures": 0, "sensor_throttled": 0, "events_delivered": 0,
 		"allowlist_entries": 2, "allowlist_reload_failures": 0, "companion_connected": 0, "guard_decisions": 0,
+		"sensor_unrelated_programs": 0,
 	}
 	if got := metricValues(p); !reflect.DeepEqual(got, zero) {
 		t.Fatalf("before any instance: %v, want %v", got, zero)
@@ -61,13 +63,14 @@ func TestMetricValuesLive(t *testing.T) {
 
 	src := &countingSource{chanSource: chanSource{ch: make(chan *event.Event, 16)}}
 	src.st = bpf.Stats{Events: 10, Drops: 1, ChunkDrops: 2, ExitDrops: 3, Truncations: 4, ReadFailures: 5, Throttled: 6,
-		Delivered: 99, Orphans: 98}
+		Delivered: 99, Orphans: 98, UnrelatedPrograms: 1}
 	in := newLiveInstance(p, src)
 	in.loss.now = clock.now
 	in.timeout = 5 * time.Millisecond
 	got := metricValues(p)
 	for name, v := range map[string]uint64{"sensor_events": 10, "sensor_drops": 1, "sensor_chunk_drops": 2,
-		"sensor_exit_drops": 3, "sensor_truncations": 4, "sensor_read_failures": 5, "sensor_throttled": 6} {
+		"sensor_exit_drops": 3, "sensor_truncations": 4, "sensor_read_failures": 5, "sensor_throttled": 6,
+		"sensor_unrelated_programs": 1} {
 		if got[name] != v {
 			t.Errorf("%s = %d, want %d", name, got[name], v)
 		}
@@ -106,10 +109,11 @@ func TestMetricValuesLive(t *testing.T) {
 	// Two live instances add up; once closed, an instance's counters leave
 	// at once, and events_delivered stays.
 	src2 := &countingSource{chanSource: chanSource{ch: make(chan *event.Event, 1)}}
-	src2.st = bpf.Stats{Events: 5, Drops: 7}
+	src2.st = bpf.Stats{Events: 5, Drops: 7, UnrelatedPrograms: 2}
 	in2 := newLiveInstance(p, src2)
-	if got = metricValues(p); got["sensor_events"] != 30 || got["sensor_drops"] != 8 {
-		t.Errorf("two instances: sensor_events %d, sensor_drops %d; want 30 and 8", got["sensor_events"], got["sensor_drops"])
+	if got = metricValues(p); got["sensor_events"] != 30 || got["sensor_drops"] != 8 || got["sensor_unrelated_programs"] != 2 {
+		t.Errorf("two instances: sensor_events %d, sensor_drops %d, sensor_unrelated_programs %d; want 30, 8 and the most, 2",
+			got["sensor_events"], got["sensor_drops"], got["sensor_unrelated_programs"])
 	}
 	in2.Close()
 	in.Close()
