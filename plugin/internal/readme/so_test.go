@@ -108,7 +108,7 @@ func TestSharedObjectFields(t *testing.T) {
 	for _, name := range []string{"syscall", "res", "ok", "name", "this_module_name", "name_mismatch", "sha256", "elf_sha256",
 		"size", "params", "path", "flags", "vermagic", "srcversion", "depends", "signed", "signer", "truncated", "unreadable", "image_at_exit",
 		"params_at_exit", "file_changed", "allowed", "allowlist_entry", "verdict", "toctou", "pid", "tid", "ppid", "comm", "exe", "cmdline",
-		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "cap_effective"} {
+		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "host_mntns", "pidns", "mntns", "userns", "cap_effective"} {
 		found := false
 		for _, f := range got {
 			if f.Name == "kmod."+name {
