@@ -43,6 +43,9 @@ const (
 	logKeyAllowlist = "allowlist"
 	logKeyEntries   = "entries"
 	logKeyParams    = "open_params"
+	logKeyVersion   = "version"
+	// logKeyCompanionVersion is the enforcer companion's build version.
+	logKeyCompanionVersion = "companion_version"
 )
 
 // Plugin is the kmodguard plugin state: one per plugin_init.

@@ -3,11 +3,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -69,6 +72,39 @@ func TestEnforcerRefusesBadInput(t *testing.T) {
 		_, stderr, code := kg(t, "enforcer", "run", "--allowlist", good, "--pin-dir", pins)
 		if code != exitError || !strings.Contains(stderr, "BPF LSM is not active") {
 			t.Errorf("run without BPF LSM: exit %d, %q", code, stderr)
+		}
+	}
+}
+
+// TestPrintStatus: status says which kmodguard read the guard, in text
+// and in JSON, beside the guard's own state.
+func TestPrintStatus(t *testing.T) {
+	st := enforcer.Status{PinDir: "/sys/fs/bpf/kmodguard", Mode: "enforce", Generation: 3, Entries: 12, Sealed: true}
+	v := version.Info{Version: "0.1.0+g0123456789ab", Commit: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.8"}
+	for _, tc := range []struct {
+		json bool
+		want []string
+	}{
+		{false, []string{"version:", "0.1.0+g0123456789ab (commit 0123456789ab, go1.26.8)", "pin dir:", "/sys/fs/bpf/kmodguard", "sealed:", "true"}},
+		{true, []string{`"version": "0.1.0+g0123456789ab"`, `"commit": "0123456789abcdef0123456789abcdef01234567"`, `"mode": "enforce"`, `"sealed": true`}},
+	} {
+		var b strings.Builder
+		if err := printStatus(&b, st, v, tc.json); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("json %v: %q lacks %q", tc.json, b.String(), w)
+			}
+		}
+		if tc.json {
+			var back struct {
+				enforcer.Status
+				Version string `json:"version"`
+			}
+			if err := json.Unmarshal([]byte(b.String()), &back); err != nil || back.Version != v.Version || back.Generation != 3 || back.PinDir != st.PinDir {
+				t.Errorf("status --json does not read back: %+v, %v", back, err)
+			}
 		}
 	}
 }
