@@ -56,9 +56,10 @@ readme: plugin ## Regenerate the README's plugin fields table from the built lib
 	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme README.md
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || (echo "go.mod or go.sum is not tidy: run go mod tidy (diff above)"; exit 1)
 
 .PHONY: unit
 unit: ## Run the Go tests on this host (root-only tests skip without root)
