@@ -319,7 +319,10 @@ attached, 1 when the guard is not whole, and 2 when no guard is pinned
 
 "lost" decisions are those the kernel could not queue (the ring buffer was
 full). The first line is the version of the kmodguard that read the pins (JSON
-version and commit; see "kmodguard version").
+version and commit; see "kmodguard version"), the next the version of the
+daemon that reads the guard's decisions, read from its executable while it
+runs (JSON reader_version): after an upgrade, a daemon not yet restarted
+is the older build.
 
 "missing decisions" are those another process consumed from the ring
 buffer before the daemon could read them, as the daemon last found them
@@ -333,7 +336,15 @@ is hiding the guard's decisions from it.`,
 			if err != nil {
 				return withCode(exitError, err)
 			}
-			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), asJSON); err != nil {
+			var reader *version.Info
+			if st.ReaderPid != 0 {
+				// The daemon's own build, when it still runs: after an
+				// upgrade, it can be older than this kmodguard.
+				if v, err := version.OfExecutable(fmt.Sprintf("/proc/%d/exe", st.ReaderPid)); err == nil {
+					reader = &v
+				}
+			}
+			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), reader, asJSON); err != nil {
 				return err
 			}
 			return incomplete(st)
@@ -343,23 +354,34 @@ is hiding the guard's decisions from it.`,
 	return cmd
 }
 
-// statusJSON is status's JSON: the guard's state, and the version of the
-// kmodguard that read it.
+// statusJSON is status's JSON: the guard's state, the version of the
+// kmodguard that read it, and the version of the decision reader (the
+// daemon, reader_pid) when it runs.
 type statusJSON struct {
 	enforcer.Status
-	Version string `json:"version"`
-	Commit  string `json:"commit,omitempty"`
+	Version       string `json:"version"`
+	Commit        string `json:"commit,omitempty"`
+	ReaderVersion string `json:"reader_version,omitempty"`
 }
 
-// printStatus writes st, read by the kmodguard build v, as text or JSON.
-func printStatus(out io.Writer, st enforcer.Status, v version.Info, asJSON bool) error {
+// printStatus writes st, read by the kmodguard build v, as text or JSON;
+// reader is the build of the daemon that reads the decisions, nil when
+// unknown.
+func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *version.Info, asJSON bool) error {
 	if asJSON {
+		j := statusJSON{Status: st, Version: v.Version, Commit: v.Commit}
+		if reader != nil {
+			j.ReaderVersion = reader.Version
+		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(statusJSON{Status: st, Version: v.Version, Commit: v.Commit})
+		return enc.Encode(j)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "version:\t%s\n", v)
+	if reader != nil {
+		fmt.Fprintf(tw, "daemon version:\t%s (pid %d)\n", reader, st.ReaderPid)
+	}
 	fmt.Fprintf(tw, "pin dir:\t%s\n", st.PinDir)
 	fmt.Fprintf(tw, "mode:\t%s\n", st.Mode)
 	fmt.Fprintf(tw, "sealed:\t%v\n", st.Sealed)

@@ -53,6 +53,10 @@ func TestVersionStamped(t *testing.T) {
 	if got.Version != "9.8.7" || got.Commit != commit || got.Modified || got.Source != "ldflags" {
 		t.Errorf("release build: %+v", got)
 	}
+	// What another kmodguard reads of it (enforcer status, of the daemon).
+	if of, err := version.OfExecutable(bin); err != nil || of != got {
+		t.Errorf("OfExecutable = %+v, %v; the binary says %+v", of, err, got)
+	}
 
 	// make build: the commit of this tree.
 	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
@@ -75,6 +79,9 @@ func TestVersionStamped(t *testing.T) {
 	}
 	if got.Commit != c || got.Source != "ldflags" || !strings.HasPrefix(got.Version, want) || !version.IsSemver(got.Version) {
 		t.Errorf("make build: %+v, want version %s… and commit %s", got, want, c)
+	}
+	if of, err := version.OfExecutable(bin); err != nil || of != got {
+		t.Errorf("OfExecutable = %+v, %v; the binary says %+v", of, err, got)
 	}
 	t.Logf("make build: kmodguard %s", got)
 }

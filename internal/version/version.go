@@ -16,6 +16,7 @@
 package version
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -118,6 +119,65 @@ func resolve(s stamp, bi *debug.BuildInfo) Info {
 		}
 	}
 	return info
+}
+
+// CLIPath is the package path of the kmodguard command.
+const CLIPath = "github.com/kmodguard/kmodguard/cmd/kmodguard"
+
+// pkgPath is this package's path, as -X names its variables.
+const pkgPath = "github.com/kmodguard/kmodguard/internal/version"
+
+// OfExecutable reads the version of the kmodguard executable at path, such
+// as /proc/PID/exe of a running daemon (which still opens the binary it
+// started from after an upgrade replaced the file): from the build
+// information the Go toolchain wrote into it, the -X stamps of its
+// -ldflags included (cmd/go leaves -ldflags out of a -trimpath build,
+// whose Version is then the toolchain's record alone).
+func OfExecutable(path string) (Info, error) {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return Info{}, fmt.Errorf("read the build information of %s: %w", path, err)
+	}
+	if bi.Path != CLIPath {
+		return Info{}, fmt.Errorf("%s is %s, not kmodguard", path, bi.Path)
+	}
+	return resolve(stampOf(bi), bi), nil
+}
+
+// stampOf is the -X stamp of this package recorded in bi's -ldflags.
+func stampOf(bi *debug.BuildInfo) stamp {
+	var s stamp
+	for _, kv := range bi.Settings {
+		if kv.Key != "-ldflags" {
+			continue
+		}
+		f := strings.Fields(kv.Value)
+		for i, arg := range f {
+			// -X name=value, or -X=name=value.
+			var def string
+			switch {
+			case arg == "-X" || arg == "--X":
+				if i+1 < len(f) {
+					def = f[i+1]
+				}
+			case strings.HasPrefix(arg, "-X="), strings.HasPrefix(arg, "--X="):
+				def = arg[strings.Index(arg, "=")+1:]
+			}
+			name, value, ok := strings.Cut(strings.Trim(def, `'"`), "=")
+			if !ok {
+				continue
+			}
+			switch name {
+			case pkgPath + ".version":
+				s.version = value
+			case pkgPath + ".commit":
+				s.commit = value
+			case pkgPath + ".modified":
+				s.modified = value
+			}
+		}
+	}
+	return s
 }
 
 // short is the first 12 characters of a commit hash.

@@ -2,6 +2,7 @@ package version
 
 import (
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -115,5 +116,38 @@ func TestString(t *testing.T) {
 	i := Info{Version: "0.1.0+gd971ef337806.dirty", Commit: rev, Modified: true, CommitTime: "2026-12-06T01:38:00Z", GoVersion: "go1.26.8"}
 	if got, want := i.String(), "0.1.0+gd971ef337806.dirty (commit d971ef337806 of 2026-12-06T01:38:00Z, modified, go1.26.8)"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// TestStampOf reads the linker's stamp back from the -ldflags that cmd/go
+// records in a binary, as OfExecutable does for a running daemon.
+func TestStampOf(t *testing.T) {
+	for _, tc := range []struct {
+		name, ldflags string
+		want          stamp
+	}{
+		{"make build", `-X ` + pkgPath + `.version= -X ` + pkgPath + `.commit=` + rev + ` -X ` + pkgPath + `.modified=true`,
+			stamp{commit: rev, modified: "true"}},
+		{"release, -X=", `-s -w -X=` + pkgPath + `.version=v0.2.0 -X ` + pkgPath + `.commit=` + rev,
+			stamp{version: "v0.2.0", commit: rev}},
+		{"other variables only", `-X main.build=7 -s`, stamp{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bi := buildInfo(t, "path\t"+CLIPath+"\nmod\tgithub.com/kmodguard/kmodguard\t(devel)\t\nbuild\t-ldflags=\""+tc.ldflags+"\"\n")
+			if got := stampOf(bi); got != tc.want {
+				t.Errorf("stampOf = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestOfExecutableRefusesOthers: a binary that is not the kmodguard
+// command, this test binary, is no answer.
+func TestOfExecutableRefusesOthers(t *testing.T) {
+	if _, err := OfExecutable("/proc/self/exe"); err == nil || !strings.Contains(err.Error(), "not kmodguard") {
+		t.Errorf("OfExecutable(this test binary): %v, want an error saying it is not kmodguard", err)
+	}
+	if _, err := OfExecutable("/nonexistent/kmodguard"); err == nil {
+		t.Error("OfExecutable of a missing file: no error")
 	}
 }
