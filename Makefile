@@ -5,6 +5,15 @@ GOFLAGS   ?=
 PLUGIN_SO := libkmodguard.so
 BIN       := bin
 FUZZTIME  ?= 10s
+# The build's version, stamped into internal/version by the linker (see
+# `kmodguard version`): VERSION is empty unless HEAD is at a release tag
+# vX.Y.Z (the source tree's version and the commit then say which build),
+# COMMIT the commit, MODIFIED whether tracked or untracked files differ from it.
+VERSION   ?= $(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED  ?= $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
+VERSION_PKG := github.com/kmodguard/kmodguard/internal/version
+LDFLAGS   := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).modified=$(MODIFIED)
 # The packages that boot kernels: those with a host-side TestVM.
 VM_PKGS    = $(shell git grep -l '^func TestVM' -- '*_test.go' | xargs -n1 dirname | sort -u | sed 's|^|./|')
 
@@ -21,7 +30,7 @@ deps: ## Install what building and testing need (Go modules, clang, QEMU, busybo
 .PHONY: build
 build: ## Build the kmodguard CLI into bin/
 	@scripts/deps.sh build
-	$(GO) build -o $(BIN)/kmodguard ./cmd/kmodguard
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kmodguard ./cmd/kmodguard
 
 .PHONY: generate
 generate: ## Regenerate the BPF objects and Go bindings (bpf2go; needs clang)
@@ -40,16 +49,17 @@ check-generate: generate proto ## Fail when the committed generated files differ
 .PHONY: plugin
 plugin: ## Build the Falco plugin libkmodguard.so
 	@scripts/deps.sh build
-	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $(PLUGIN_SO) ./cmd/plugin
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -ldflags '$(LDFLAGS)' -o $(PLUGIN_SO) ./cmd/plugin
 
 .PHONY: readme
 readme: plugin ## Regenerate the README's plugin fields table from the built libkmodguard.so
 	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme README.md
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || (echo "go.mod or go.sum is not tidy: run go mod tidy (diff above)"; exit 1)
 
 .PHONY: unit
 unit: ## Run the Go tests on this host (root-only tests skip without root)

@@ -32,7 +32,6 @@ type enricher struct {
 	allowlist func() *allowlist.Allowlist
 	// bootOffset turns CLOCK_BOOTTIME ns into Unix ns.
 	bootOffset int64
-	hostPidNS  uint32
 	hostMntNS  uint32 // 0 when unknown
 	selfMntNS  uint32
 	// procRoot is /proc, or a test's stand-in.
@@ -47,26 +46,33 @@ func newEnricher(cfg Config) *enricher {
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err == nil {
 		e.bootOffset = time.Now().UnixNano() - boot.Nano()
 	}
-	// The initial namespaces' inode numbers: from pid 1 when it can be
-	// read, else the kernel's fixed ones (the initial pid namespace has had
-	// one for long; the initial mount namespace since 6.18).
-	e.hostPidNS = nsInode("/proc/1/ns/pid")
-	if e.hostPidNS == 0 {
-		e.hostPidNS = procPidInitIno
-	}
+	// The initial PID and user namespaces have fixed inode numbers
+	// (event.InitPidNS, event.InitUserNS), right even where /proc/1 is a
+	// container's init. The initial mount namespace has one since 6.18;
+	// before, it is pid 1's when that can be read.
 	e.hostMntNS = nsInode("/proc/1/ns/mnt")
 	e.selfMntNS = nsInode("/proc/self/ns/mnt")
-	if e.hostMntNS == 0 && e.selfMntNS == procMntInitIno {
-		e.hostMntNS = procMntInitIno
+	if e.hostMntNS == 0 && e.selfMntNS == event.InitMntNS {
+		e.hostMntNS = event.InitMntNS
 	}
 	return e
 }
 
-// Fixed inode numbers of initial namespaces (include/linux/proc_ns.h).
-const (
-	procPidInitIno = 0xEFFFFFFC
-	procMntInitIno = 0xEFFFFFF8
-)
+// hostNS says whether the caller of rec runs in the host's namespaces: the
+// initial PID namespace and the initial user namespace (a user namespace
+// the sensor could not read, 0, does not count against it). The mount
+// namespace is its own answer, nil when the initial one is unknown: a
+// private one is no container, for systemd gives one to udev
+// (PrivateMounts=yes) and to every service with PrivateTmp= or
+// ProtectSystem=, all in the host's PID namespace and cgroup tree.
+func (n *enricher) hostNS(rec *sensorKgEvent) (host bool, hostMnt *bool) {
+	host = rec.Pidns == event.InitPidNS && (rec.Userns == 0 || rec.Userns == event.InitUserNS)
+	if n.hostMntNS != 0 {
+		m := rec.Mntns == n.hostMntNS
+		hostMnt = &m
+	}
+	return host, hostMnt
+}
 
 // nsInode is the inode number of a namespace file, 0 when unknown.
 func nsInode(path string) uint32 {
@@ -108,8 +114,8 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		}
 	}
 	ev.ContainerID = ContainerID(ev.Cgroup)
-	// With the host's mount namespace unknown, the pid namespace decides.
-	ev.HostNS = rec.Pidns == n.hostPidNS && (n.hostMntNS == 0 || rec.Mntns == n.hostMntNS)
+	ev.UserNS = rec.Userns
+	ev.HostNS, ev.HostMntNS = n.hostNS(rec)
 	// A skipped image (caller without CAP_SYS_MODULE) counts as truncated.
 	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED | sensorKgFlagKG_F_IMAGE_SKIPPED |
 		sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)

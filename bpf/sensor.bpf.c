@@ -206,7 +206,7 @@ struct kg_event {
 	/* ctime: every write and metadata change moves it; utimensat cannot set it. */
 	__s64 ctime_sec;
 	__u32 ctime_nsec;
-	__u32 pad2;
+	__u32 userns; /* the caller's user namespace (cred->user_ns), inode number */
 	/* Segment lengths in data, NULs included. */
 	__u16 name_len;
 	__u16 params_len;
@@ -623,6 +623,13 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 
 	kg_read(cred, task->cred);
 	e->cap_effective = kg_cap_effective(cred);
+	if (cred) {
+		struct user_namespace *userns = NULL;
+
+		kg_read(userns, cred->user_ns);
+		if (userns)
+			kg_read(e->userns, userns->ns.inum);
+	}
 
 	kg_read(nsp, task->nsproxy);
 	if (nsp) {
@@ -975,7 +982,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	e->mtime_nsec = 0;
 	e->ctime_sec = 0;
 	e->ctime_nsec = 0;
-	e->pad2 = 0;
+	e->userns = 0;
 	e->dev = 0;
 	e->ppid = 0;
 	e->pidns = 0;

@@ -165,7 +165,8 @@ func checkProcess(t *testing.T, ev *event.Event, tid int) {
 	}
 	eq("pidns", uint64(ev.PidNS), inode(t, "/proc/self/ns/pid"))
 	eq("mntns", uint64(ev.MntNS), inode(t, "/proc/self/ns/mnt"))
-	eq("host_ns", ev.HostNS, inode(t, "/proc/self/ns/pid") == procPidInitIno)
+	eq("userns", uint64(ev.UserNS), inode(t, "/proc/self/ns/user"))
+	eq("host_ns", ev.HostNS, inode(t, "/proc/self/ns/pid") == event.InitPidNS && inode(t, "/proc/self/ns/user") == event.InitUserNS)
 	eq("cap_effective", ev.CapEffective, mustCaps(t))
 	// cgroup v2: "0::/path"; its id is the cgroup folder's inode.
 	b, err := os.ReadFile("/proc/self/cgroup")

@@ -73,7 +73,7 @@ type sensorKgEvent struct {
 	Dev          uint32
 	CtimeSec     int64
 	CtimeNsec    uint32
-	Pad2         uint32
+	Userns       uint32
 	NameLen      uint16
 	ParamsLen    uint16
 	PathLen      uint16

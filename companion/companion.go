@@ -107,6 +107,10 @@ type Status struct {
 	// MissingDecisions counts the decision records another process
 	// consumed from the guard's ring buffer before the enforcer read them.
 	MissingDecisions uint64 `json:"missing_decisions"`
+	// Version is the enforcer's build version (`kmodguard version`), for
+	// telling a plugin and a companion of different builds apart. Empty
+	// from an enforcer built before it was reported.
+	Version string `json:"version,omitempty"`
 }
 
 // Verdicts of Decision.Verdict.

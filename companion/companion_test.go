@@ -476,6 +476,7 @@ func TestGRPCStatusRoundTrip(t *testing.T) {
 		Mode: "enforce", Generation: 7, Entries: 12, Sealed: true, PinDir: "/sys/fs/bpf/kmodguard",
 		Links: []string{"kernel_post_load_data"}, Missing: []string{"bpf"},
 		Allowed: 1, Blocked: 2, Audited: 3, LostEvents: 4, Allowlist: "fleet", MissingDecisions: 5,
+		Version: "0.1.0+g0123456789ab",
 	}
 	// Every field set: a field added to Status but not to the wire fails here.
 	v := reflect.ValueOf(want)

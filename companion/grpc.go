@@ -96,7 +96,7 @@ func (s *grpcServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Statu
 		Mode: st.Mode, Generation: st.Generation, Entries: st.Entries, Sealed: st.Sealed,
 		PinDir: st.PinDir, Links: st.Links, Missing: st.Missing,
 		Allowed: st.Allowed, Blocked: st.Blocked, Audited: st.Audited, LostEvents: st.LostEvents,
-		Allowlist: st.Allowlist, MissingDecisions: st.MissingDecisions,
+		Allowlist: st.Allowlist, MissingDecisions: st.MissingDecisions, Version: st.Version,
 	}, nil
 }
 
@@ -226,7 +226,7 @@ func (c *GRPCClient) Status(ctx context.Context) (Status, error) {
 		Mode: r.GetMode(), Generation: r.GetGeneration(), Entries: r.GetEntries(), Sealed: r.GetSealed(),
 		PinDir: r.GetPinDir(), Links: r.GetLinks(), Missing: r.GetMissing(),
 		Allowed: r.GetAllowed(), Blocked: r.GetBlocked(), Audited: r.GetAudited(), LostEvents: r.GetLostEvents(),
-		Allowlist: r.GetAllowlist(), MissingDecisions: r.GetMissingDecisions(),
+		Allowlist: r.GetAllowlist(), MissingDecisions: r.GetMissingDecisions(), Version: r.GetVersion(),
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -78,9 +80,24 @@ func NewMetrics(src MetricsSource) *Metrics {
 			Help: "Guard decisions that never reached this process because another process consumed them from the guard's ring buffer (not the ones the kernel dropped: see kmodguard_guard_lost_decisions_total).",
 		}),
 	}
-	m.reg.MustRegister(m.decisions, m.missing, &stateCollector{src: src},
+	m.reg.MustRegister(m.decisions, m.missing, &stateCollector{src: src}, buildInfo(version.Get()),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// buildInfo is kmodguard_build_info, 1 with this build's version in its
+// labels: compared across a fleet, and with the Falco plugin's version, it
+// shows hosts that run different builds.
+func buildInfo(v version.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kmodguard_build_info",
+		Help: "The running kmodguard build: 1, with its version (semantic, as `kmodguard version` and the Falco plugin report it), commit, whether its tree was modified, and Go version in the labels.",
+		ConstLabels: prometheus.Labels{
+			"version": v.Version, "commit": v.Commit, "modified": strconv.FormatBool(v.Modified), "goversion": v.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // Observe counts one decision, or adds the count of a report of missing

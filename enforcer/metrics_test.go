@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -124,6 +127,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"kmodguard_guard_lost_decisions_total", nil, 1},
 		{"kmodguard_decisions_missing_total", nil, 5},
 		{"kmodguard_guard_up", nil, 1},
+		{"kmodguard_build_info", []string{"version", version.Get().Version, "commit", version.Get().Commit,
+			"modified", strconv.FormatBool(version.Get().Modified), "goversion", runtime.Version()}, 1},
 		{"kmodguard_guard_pinned", nil, 1},
 		{"kmodguard_guard_sealed", nil, 0},
 		{"kmodguard_guard_links", []string{"state", "attached"}, float64(len(lsm.Hooks()))},

@@ -97,6 +97,8 @@ const (
 	fThrottled      = 50
 	fCtime          = 51
 	fParamsAtExit   = 52
+	fUserNS         = 53
+	fHostMntNS      = 54
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -161,6 +163,12 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fPidNS, uint64(e.PidNS))
 	w.uint(fMntNS, uint64(e.MntNS))
 	w.bool(fHostNS, e.HostNS)
+	w.uint(fUserNS, uint64(e.UserNS))
+	if e.HostMntNS != nil {
+		// Written even when false: nil (unknown) and false differ.
+		w.key(fHostMntNS, wireVarint)
+		w.b = append(w.b, b2u(*e.HostMntNS))
+	}
 	w.uint(fCapEffective, e.CapEffective)
 	w.str(fGuardReason, e.GuardReason)
 	w.bool(fImageAtExit, e.ImageAtExit)
@@ -308,7 +316,26 @@ func (e *Event) UnmarshalBinary(data []byte) error {
 	if d.err != nil {
 		return fmt.Errorf("%w: %v at byte %d", ErrCorrupt, d.err, d.off)
 	}
+	upgradeHostNS(e)
 	return nil
+}
+
+// upgradeHostNS reads an event of a writer from before fields 53 and 54
+// (UserNS, HostMntNS) with today's meaning of HostNS. Such a writer set
+// HostNS only for a caller in the initial PID namespace and in the initial
+// mount namespace (where it knew that one): a udev worker, with its private
+// mount namespace, came out as outside the host. Its event has a process
+// and a PID namespace but no user namespace, and when that PID namespace is
+// the initial one and HostNS is false, the mount namespace was the reason:
+// HostNS is set and HostMntNS is false. The user namespace, which that
+// writer did not record, stays unknown, as it does for today's writer when
+// it cannot read it.
+func upgradeHostNS(e *Event) {
+	if e.UserNS != 0 || e.HostMntNS != nil || e.PidNS != InitPidNS || e.HostNS {
+		return
+	}
+	private := false
+	e.HostNS, e.HostMntNS = true, &private
 }
 
 type decoder struct {
@@ -441,6 +468,11 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.MntNS = u32()
 	case fHostNS:
 		e.HostNS = v != 0
+	case fUserNS:
+		e.UserNS = u32()
+	case fHostMntNS:
+		h := v != 0
+		e.HostMntNS = &h
 	case fCapEffective:
 		e.CapEffective = v
 	case fImageAtExit:
@@ -514,7 +546,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime, fParamsAtExit:
+		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

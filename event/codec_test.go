@@ -33,7 +33,8 @@ func sample() *Event {
 		Pid: math.MaxUint32, Tid: 2, Ppid: 1, Comm: "insmod", Exe: "/usr/bin/kmod", Cmdline: "insmod dummy.ko numdummies=3",
 		UID: 0, GID: 5, LoginUID: math.MaxUint32,
 		CgroupID: 9, Cgroup: "/system.slice/sshd.service", ContainerID: "0123456789ab",
-		PidNS: 4026531836, MntNS: 4026531841, HostNS: true, CapEffective: 1<<41 - 1,
+		PidNS: InitPidNS, MntNS: 4026531841, UserNS: InitUserNS, HostNS: true, HostMntNS: ptr(false),
+		CapEffective: 1<<41 - 1,
 	}
 }
 
@@ -67,6 +68,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		"empty in lists":  {Flags: []string{""}, Depends: []string{"", ""}},
 		"binary in names": {Name: "\x00\xff", Cmdline: strings.Repeat("a\x00", 2048)},
 		"delete":          {Syscall: DeleteModule, Name: "dummy", Flags: []string{"O_TRUNC"}, RawFlags: 0o1000},
+		"host mntns":      {Pid: 1, PidNS: InitPidNS, UserNS: InitUserNS, HostNS: true, HostMntNS: ptr(true)},
+		"user namespace":  {Pid: 1, PidNS: InitPidNS, UserNS: 4026532000, HostMntNS: ptr(false)},
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -214,6 +217,63 @@ func TestCodecReadsOldRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCodecUpgradesOldHostNS: a writer from before fields 53 and 54
+// (UserNS, HostMntNS) set host_ns only in the initial PID and mount
+// namespaces. Its events read with today's meaning where they can: a caller
+// in the initial PID namespace but a private mount namespace (a udev
+// worker) is on the host, with host_mntns false; a caller in another PID
+// namespace is not; one it called host stays so, its mount namespace
+// unknown to the reader.
+func TestCodecUpgradesOldHostNS(t *testing.T) {
+	// old encodes a process event as the old writer did: pid, pidns, mntns
+	// and host_ns (only when true), by hand.
+	old := func(pidns uint32, hostNS bool) []byte {
+		b := []byte{CodecVersion}
+		b = append(binary.AppendUvarint(b, fPid<<3|wireVarint), 100)
+		b = binary.AppendUvarint(binary.AppendUvarint(b, fPidNS<<3|wireVarint), uint64(pidns))
+		b = binary.AppendUvarint(binary.AppendUvarint(b, fMntNS<<3|wireVarint), 4026532200)
+		if hostNS {
+			b = append(binary.AppendUvarint(b, fHostNS<<3|wireVarint), 1)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name      string
+		rec       []byte
+		hostNS    bool
+		hostMntNS *bool
+	}{
+		{"udev worker: host pid namespace, private mounts", old(InitPidNS, false), true, ptr(false)},
+		{"container: own pid namespace", old(4026532300, false), false, nil},
+		{"host", old(InitPidNS, true), true, nil},
+		{"guard event: no pid namespace", append(binary.AppendUvarint([]byte{CodecVersion}, fPid<<3|wireVarint), 7), false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e Event
+			if err := e.UnmarshalBinary(tc.rec); err != nil {
+				t.Fatal(err)
+			}
+			if e.HostNS != tc.hostNS || !reflect.DeepEqual(e.HostMntNS, tc.hostMntNS) || e.UserNS != 0 {
+				t.Errorf("host_ns %v host_mntns %v userns %d, want %v %v 0", e.HostNS, fmtBool(e.HostMntNS), e.UserNS,
+					tc.hostNS, fmtBool(tc.hostMntNS))
+			}
+		})
+	}
+	// Today's writer records the user namespace: its host_ns false stays
+	// false (a caller in another user namespace).
+	in := &Event{Pid: 5, PidNS: InitPidNS, MntNS: 4026532200, UserNS: 4026532400, HostMntNS: ptr(false)}
+	if out := roundTrip(t, in); out.HostNS {
+		t.Errorf("a caller in a user namespace of its own came back with host_ns true")
+	}
+}
+
+func fmtBool(b *bool) string {
+	if b == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*b)
 }
 
 func TestCodecRejects(t *testing.T) {

@@ -112,13 +112,24 @@ type Event struct {
 	GID      uint32 `json:"gid"`
 	LoginUID uint32 `json:"loginuid"`
 
-	// Containment.
-	CgroupID     uint64 `json:"cgroup_id,omitempty"`
-	Cgroup       string `json:"cgroup,omitempty"`
-	ContainerID  string `json:"container_id,omitempty"`
-	PidNS        uint32 `json:"pidns,omitempty"`
-	MntNS        uint32 `json:"mntns,omitempty"`
-	HostNS       bool   `json:"host_ns"`
+	// Containment. PidNS, MntNS and UserNS are the inode numbers of the
+	// caller's namespaces (as /proc/PID/ns/* shows them).
+	CgroupID    uint64 `json:"cgroup_id,omitempty"`
+	Cgroup      string `json:"cgroup,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	PidNS       uint32 `json:"pidns,omitempty"`
+	MntNS       uint32 `json:"mntns,omitempty"`
+	UserNS      uint32 `json:"userns,omitempty"`
+	// HostNS is set when the caller runs in the initial PID namespace and
+	// the initial user namespace: not in a container as far as namespaces
+	// tell (ContainerID tells by cgroup). The mount namespace does not
+	// count: systemd gives services a private one (udev's PrivateMounts=,
+	// and PrivateTmp=, ProtectSystem=...) in the host's PID namespace.
+	HostNS bool `json:"host_ns"`
+	// HostMntNS says whether the caller runs in the initial mount
+	// namespace (false: a private one, such as a sandboxed service's or a
+	// container's). It is nil when the initial mount namespace is unknown.
+	HostMntNS    *bool  `json:"host_mntns,omitempty"`
 	CapEffective uint64 `json:"cap_effective"`
 
 	// Loss report, on SensorLoss events only. Lost is the syscall events
@@ -128,6 +139,16 @@ type Event struct {
 	Lost      uint64 `json:"lost,omitempty"`
 	Throttled uint64 `json:"throttled,omitempty"`
 }
+
+// Inode numbers of the kernel's initial namespaces, the same on every
+// kernel kmodguard supports (include/linux/proc_ns.h): the initial PID and
+// user namespaces have had them since Linux 3.8, the initial mount
+// namespace since 6.18 (before, its number is dynamic).
+const (
+	InitPidNS  = 0xEFFFFFFC
+	InitUserNS = 0xEFFFFFFD
+	InitMntNS  = 0xEFFFFFF8
+)
 
 // OK reports whether the syscall succeeded.
 func (e *Event) OK() bool { return e.Res == 0 }

@@ -16,6 +16,7 @@ import (
 	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/version"
 )
 
 // Reconnection backoff of the companion link.
@@ -56,9 +57,10 @@ type companionSource struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu        sync.Mutex
-	lastErr   error
-	connected bool
+	mu          sync.Mutex
+	lastErr     error
+	connected   bool
+	peerVersion string // the companion's build version, as it last reported it
 
 	decisions atomic.Uint64 // guard decisions received from the companion
 }
@@ -118,6 +120,33 @@ func (c *companionSource) status() (connected bool, lastErr error) {
 	return c.connected, c.lastErr
 }
 
+// logConnected says that the companion is connected, and which builds the
+// plugin and the companion are: a warning when they differ (a fleet
+// upgraded halfway), so that the skew shows in Falco's log.
+func (c *companionSource) logConnected(companionVersion string) {
+	c.mu.Lock()
+	c.peerVersion = companionVersion
+	c.mu.Unlock()
+	own := version.Get().Version
+	log := c.log.WithFields(logrus.Fields{logKeyVersion: own, logKeyCompanionVersion: companionVersion})
+	switch {
+	case companionVersion == "":
+		log.Warn("enforcer companion connected: guard decisions join the sensor's events; it does not report its version (a build older than the plugin's)")
+	case companionVersion != own:
+		log.Warn("enforcer companion connected: guard decisions join the sensor's events; it is another build than the plugin")
+	default:
+		log.Info("enforcer companion connected: guard decisions join the sensor's events")
+	}
+}
+
+// companionVersion is the version the connected (or last connected)
+// companion reported.
+func (c *companionSource) companionVersion() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerVersion
+}
+
 func (c *companionSource) setState(connected bool, err error) {
 	c.mu.Lock()
 	c.connected = connected
@@ -133,6 +162,8 @@ type link struct {
 	decisions <-chan companion.Decision
 	applied   *allowlist.Allowlist
 	cancel    context.CancelFunc
+	// version is the companion's build version, "" when it does not say.
+	version string
 }
 
 func (l *link) close() {
@@ -193,6 +224,13 @@ func (c *companionSource) connect(ctx context.Context) (*link, error) {
 	if err != nil {
 		l.close()
 		return nil, err
+	}
+	// Which build the companion is, for the connection's log line. Not
+	// knowing does not stop the decisions.
+	if st, err := client.Status(lctx); err == nil {
+		l.version = st.Version
+	} else {
+		c.log.WithError(err).Debug("enforcer companion status")
 	}
 	return l, nil
 }
@@ -305,8 +343,8 @@ func (c *companionSource) run(ctx context.Context) {
 				return
 			}
 			l, backoff, reported = r.l, companionBackoffMin, false
+			c.logConnected(l.version)
 			c.setState(true, nil)
-			c.log.Info("enforcer companion connected: guard decisions join the sensor's events")
 		case e, ok := <-in:
 			if !ok {
 				c.emit(ctx, c.join.flush()...)

@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/falcosecurity/plugin-sdk-go/pkg/sdk"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/companion/companiontest"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/version"
 )
 
 // fakeSensor stands in for the BPF sensor: the test sends the events the
@@ -301,6 +304,52 @@ func TestCompanionReconnects(t *testing.T) {
 	evts = falcoLoop(t, p, inst, 3*JoinWindow, func(evts []map[string]any) bool { return byTid(evts, 78) != nil })
 	if e := byTid(evts, 78); e["kmod.syscall"] != "guard" || e["kmod.verdict"] != "blocked" {
 		t.Errorf("decision after reconnecting: %v, want a blocked guard event", e)
+	}
+}
+
+// TestCompanionVersion: the plugin asks the companion which build it is
+// and says so when it connects, with a warning when the companion is
+// another build than the plugin (or too old to say).
+func TestCompanionVersion(t *testing.T) {
+	own := version.Get().Version
+	for _, tc := range []struct {
+		name    string
+		version string
+		level   logrus.Level
+	}{
+		{"same build", own, logrus.InfoLevel},
+		{"another build", "0.0.9+g0123456789ab", logrus.WarnLevel},
+		{"a build that does not say", "", logrus.WarnLevel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "companion.sock")
+			impl := companiontest.New()
+			impl.SetVersion(tc.version)
+			serveSocket(t, sock, impl)
+			a := allowlist.New("version-test", allowlist.ModeEnforce)
+			p := newPlugin(t, fmt.Sprintf(`{"allowlist": %q, "enforcer": {"enabled": true, "socket": %q}}`, saveAllowlist(t, a), sock))
+			hook := logtest.NewLocal(p.log)
+			src := p.withCompanion(newFakeSensor()).(*companionSource)
+			inst := newLiveInstance(p, src)
+			defer inst.Close()
+			waitConnected(t, src, true)
+			if got := src.companionVersion(); got != tc.version {
+				t.Errorf("companion version %q, want %q", got, tc.version)
+			}
+			var found bool
+			for _, e := range hook.AllEntries() {
+				if strings.HasPrefix(e.Message, "enforcer companion connected") {
+					found = true
+					if e.Level != tc.level || e.Data[logKeyVersion] != own || e.Data[logKeyCompanionVersion] != tc.version {
+						t.Errorf("logged %s %q %v, want level %s with version %q and companion_version %q",
+							e.Level, e.Message, e.Data, tc.level, own, tc.version)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no log line of the connection")
+			}
+		})
 	}
 }
 

@@ -214,6 +214,17 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 			return nil, false
 		}
 		return e.HostNS, true
+	case fieldHostMntNS:
+		if e.Pid == 0 || e.HostMntNS == nil {
+			return nil, false
+		}
+		return *e.HostMntNS, true
+	case fieldPidNS:
+		return nonZero(uint64(e.PidNS))
+	case fieldMntNS:
+		return nonZero(uint64(e.MntNS))
+	case fieldUserNS:
+		return nonZero(uint64(e.UserNS))
 	case fieldCapEffective:
 		if e.Pid == 0 {
 			return nil, false

@@ -49,6 +49,10 @@ const (
 	fieldCgroup
 	fieldContainerID
 	fieldHostNS
+	fieldHostMntNS
+	fieldPidNS
+	fieldMntNS
+	fieldUserNS
 	fieldCapEffective
 	fieldGuardReason
 	fieldLost
@@ -140,7 +144,15 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldContainerID: {Type: typeString, Name: "kmod.container_id", Display: "Container ID",
 		Desc: "Container ID taken from the cgroup path (12 hex characters), when the caller runs in a container."},
 	fieldHostNS: {Type: typeBool, Name: "kmod.host_ns", Display: "Host namespaces",
-		Desc: "True when the caller runs in the initial PID and mount namespaces."},
+		Desc: "True when the caller runs in the initial PID namespace and the initial user namespace; false in a container's (unshare -p, a user namespace). The mount namespace does not count: udev (PrivateMounts=yes) and services with PrivateTmp= or ProtectSystem= have private ones on the host (see kmod.host_mntns). A container's cgroup is kmod.container_id."},
+	fieldHostMntNS: {Type: typeBool, Name: "kmod.host_mntns", Display: "Host mount namespace",
+		Desc: "True when the caller runs in the initial mount namespace, false in a private one (a sandboxed service's, udev's, a container's), where kmod.path is the caller's view. No value when the initial mount namespace is unknown (before Linux 6.18, with /proc/1/ns/mnt unreadable)."},
+	fieldPidNS: {Type: typeUint64, Name: "kmod.pidns", Display: "PID namespace",
+		Desc: "Inode number of the caller's PID namespace, as /proc/PID/ns/pid shows it (4026531836 is the initial one)."},
+	fieldMntNS: {Type: typeUint64, Name: "kmod.mntns", Display: "Mount namespace",
+		Desc: "Inode number of the caller's mount namespace, as /proc/PID/ns/mnt shows it."},
+	fieldUserNS: {Type: typeUint64, Name: "kmod.userns", Display: "User namespace",
+		Desc: "Inode number of the caller's user namespace, as /proc/PID/ns/user shows it (4026531837 is the initial one)."},
 	fieldCapEffective: {Type: typeString, Name: "kmod.cap_effective", Display: "Effective capabilities",
 		Desc: "The caller's effective capabilities as names separated by spaces, like Falco's thread.cap_effective (\"CAP_SYS_MODULE CAP_SYS_ADMIN\")."},
 	fieldGuardReason: {Type: typeString, Name: "kmod.guard_reason", Display: "Guard reason",

@@ -130,6 +130,7 @@ func TestLive(t *testing.T) {
 	common := map[string]any{
 		"kmod.pid": uint64(pid), "kmod.tid": uint64(tid), "kmod.comm": strings.TrimSpace(string(comm)),
 		"kmod.ppid": uint64(os.Getppid()), "kmod.uid": uint64(0), "kmod.host_ns": true,
+		"kmod.pidns": nsInode(t, "pid"), "kmod.mntns": nsInode(t, "mnt"), "kmod.userns": nsInode(t, "user"),
 	}
 	want := []map[string]any{{
 		"kmod.syscall": "init_module", "kmod.res": errName(initErr), "kmod.ok": initErr == nil,
@@ -189,4 +190,14 @@ func TestLive(t *testing.T) {
 			t.Errorf("replayed %s differs from live\nlive:   %v\nreplay: %v", got[i].e.Syscall, got[i].fields, f)
 		}
 	}
+}
+
+// nsInode is the inode number of this process's namespace of a kind.
+func nsInode(t *testing.T, kind string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/"+kind, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }

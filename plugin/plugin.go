@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/version"
 )
 
 // Identity of the plugin. ID 999 is the id falcosecurity reserves for
@@ -27,7 +28,11 @@ const (
 	ID          = 999
 	Name        = "kmodguard"
 	EventSource = "kmodguard"
-	Version     = "0.1.0"
+	// Version is the version the rules file requires of the plugin
+	// (required_plugin_versions): the source tree's release. Info reports
+	// the build's own version, Version with the commit as build metadata
+	// ("0.1.0+g0123456789ab"), which Falco compares as Version.
+	Version     = version.Release
 	Description = "Kernel module loads and unloads (init_module, finit_module, delete_module) from the kmodguard eBPF sensor, with both module names, digests, signature, allowlist verdict and process context"
 	Contact     = "github.com/kmodguard/kmodguard"
 )
@@ -38,6 +43,9 @@ const (
 	logKeyAllowlist = "allowlist"
 	logKeyEntries   = "entries"
 	logKeyParams    = "open_params"
+	logKeyVersion   = "version"
+	// logKeyCompanionVersion is the enforcer companion's build version.
+	logKeyCompanionVersion = "companion_version"
 )
 
 // Plugin is the kmodguard plugin state: one per plugin_init.
@@ -72,7 +80,7 @@ func (p *Plugin) Info() *plugins.Info {
 		Name:        Name,
 		Description: Description,
 		Contact:     Contact,
-		Version:     Version,
+		Version:     version.Get().Semver(),
 		EventSource: EventSource,
 	}
 }

@@ -30,7 +30,8 @@ func initEvent() *event.Event {
 		Signed: true, Signer: "Debian Secure Boot CA",
 		Pid: 4242, Tid: 4243, Ppid: 1, Comm: "insmod", Exe: "/usr/bin/kmod", Cmdline: "insmod dummy.ko numdummies=3",
 		UID: 0, GID: 0, LoginUID: 1000, Cgroup: "/user.slice/user-1000.slice/session-3.scope",
-		HostNS: true, CapEffective: 1<<16 | 1<<21,
+		PidNS: event.InitPidNS, MntNS: event.InitMntNS, UserNS: event.InitUserNS, HostNS: true, HostMntNS: ptr(true),
+		CapEffective: 1<<16 | 1<<21,
 	}
 }
 
@@ -43,6 +44,7 @@ func finitEvent() *event.Event {
 		Depends: []string{"x-y"}, Verdict: event.VerdictBlocked, GuardSHA256: otherDigest, TOCTOU: true,
 		Pid: 77, Tid: 77, Ppid: 70, Comm: "modprobe", UID: 0, LoginUID: 4294967295,
 		Cgroup: "/kubepods/besteffort/pod1/0123456789abcdef", ContainerID: "0123456789ab",
+		PidNS: 4026532300, MntNS: 4026532301, UserNS: event.InitUserNS, HostMntNS: ptr(false),
 		CapEffective: 1 << 16,
 	}
 }
@@ -143,7 +145,7 @@ func TestFieldList(t *testing.T) {
 	want := []string{"syscall", "res", "ok", "name", "this_module_name", "name_mismatch", "sha256", "elf_sha256", "size",
 		"params", "path", "flags", "vermagic", "srcversion", "depends", "signed", "signer", "truncated", "unreadable", "image_at_exit",
 		"params_at_exit", "file_changed", "allowed", "allowlist_entry", "verdict", "toctou", "pid", "tid", "ppid", "comm", "exe", "cmdline",
-		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "cap_effective"}
+		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "host_mntns", "pidns", "mntns", "userns", "cap_effective"}
 	have := map[string]sdk.FieldEntry{}
 	for _, f := range New().Fields() {
 		if _, dup := have[f.Name]; dup {
@@ -185,13 +187,15 @@ func TestExtract(t *testing.T) {
 			"kmod.truncated": false, "kmod.image_at_exit": false, "kmod.params_at_exit": false, "kmod.verdict": "none", "kmod.toctou": false,
 			"kmod.pid": uint64(4242), "kmod.tid": uint64(4243), "kmod.ppid": uint64(1), "kmod.comm": "insmod",
 			"kmod.exe": "/usr/bin/kmod", "kmod.uid": uint64(0), "kmod.loginuid": uint64(1000), "kmod.host_ns": true,
-			"kmod.cap_effective": "CAP_SYS_MODULE CAP_SYS_ADMIN",
+			"kmod.host_mntns": true, "kmod.pidns": uint64(event.InitPidNS), "kmod.mntns": uint64(event.InitMntNS),
+			"kmod.userns": uint64(event.InitUserNS), "kmod.cap_effective": "CAP_SYS_MODULE CAP_SYS_ADMIN",
 		}, []string{"kmod.flags", "kmod.path", "kmod.file_changed", "kmod.allowed", "kmod.allowlist_entry", "kmod.container_id", "kmod.guard_sha256"}},
 		{"finit_module", finitEvent(), map[string]any{
 			"kmod.syscall": "finit_module", "kmod.res": "SUCCESS", "kmod.ok": true,
 			"kmod.flags": []string{"MODULE_INIT_COMPRESSED_FILE"}, "kmod.path": "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/veth.ko.xz",
 			"kmod.file_changed": true, "kmod.verdict": "blocked", "kmod.toctou": true, "kmod.depends": []string{"x-y"},
 			"kmod.container_id": "0123456789ab", "kmod.host_ns": false, "kmod.loginuid": uint64(4294967295),
+			"kmod.host_mntns": false, "kmod.pidns": uint64(4026532300), "kmod.mntns": uint64(4026532301),
 			"kmod.cap_effective": "CAP_SYS_MODULE", "kmod.elf_sha256": dummyDigest, "kmod.signed": false, "kmod.params_at_exit": false,
 		}, []string{"kmod.params", "kmod.signer", "kmod.exe", "kmod.image_at_exit"}},
 		{"init_module read at exit", func() *event.Event { e := initEvent(); e.ImageAtExit = true; return e }(), map[string]any{
@@ -204,10 +208,23 @@ func TestExtract(t *testing.T) {
 		}(), map[string]any{
 			"kmod.syscall": "finit_module", "kmod.params_at_exit": true, "kmod.params": "numdummies=2",
 		}, []string{"kmod.image_at_exit"}},
+		// A udev worker: the host's PID and user namespaces, a private
+		// mount namespace (PrivateMounts=yes).
+		{"udev worker", func() *event.Event {
+			e := initEvent()
+			e.Comm, e.Cgroup, e.MntNS, e.HostMntNS = "(udev-worker)", "/system.slice/systemd-udevd.service", 4026532174, ptr(false)
+			return e
+		}(), map[string]any{
+			"kmod.host_ns": true, "kmod.host_mntns": false, "kmod.mntns": uint64(4026532174), "kmod.pidns": uint64(event.InitPidNS),
+		}, []string{"kmod.container_id"}},
+		{"initial mount namespace unknown", func() *event.Event { e := initEvent(); e.HostMntNS = nil; return e }(), map[string]any{
+			"kmod.host_ns": true,
+		}, []string{"kmod.host_mntns"}},
 		{"delete_module", deleteEvent(), map[string]any{
 			"kmod.syscall": "delete_module", "kmod.res": "ENOENT", "kmod.name": "dummy",
 			"kmod.flags": []string{"O_NONBLOCK", "O_TRUNC"},
-		}, []string{"kmod.size", "kmod.signed", "kmod.verdict", "kmod.toctou", "kmod.this_module_name", "kmod.name_mismatch", "kmod.file_changed", "kmod.allowed", "kmod.params_at_exit"}},
+		}, []string{"kmod.size", "kmod.signed", "kmod.verdict", "kmod.toctou", "kmod.this_module_name", "kmod.name_mismatch", "kmod.file_changed", "kmod.allowed", "kmod.params_at_exit",
+			"kmod.host_mntns", "kmod.pidns", "kmod.mntns", "kmod.userns"}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

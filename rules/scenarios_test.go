@@ -77,6 +77,34 @@ var scenarios = []struct {
 	{"load from a container", with(func(e *event.Event) {
 		e.Res, e.HostNS, e.ContainerID, e.Cgroup = -1, false, "0123456789ab", "/kubepods/pod1/0123456789abcdef"
 	}), []string{ruleFromContainer}},
+	// Namespaces: a container is another PID namespace, another user
+	// namespace, or a container's cgroup; a private mount namespace alone
+	// (udev's PrivateMounts=yes, a service's PrivateTmp=) is not.
+	{"udev worker in its private mount namespace", with(func(e *event.Event) {
+		e.Syscall, e.Comm, e.Exe = event.InitModule, "(udev-worker)", "/usr/lib/systemd/systemd-udevd"
+		e.PidNS, e.UserNS, e.MntNS, e.HostMntNS = event.InitPidNS, event.InitUserNS, 4026532174, no()
+	}), nil},
+	{"modprobe from a service with PrivateTmp=", with(func(e *event.Event) {
+		e.Cgroup, e.PidNS, e.UserNS, e.MntNS, e.HostMntNS = "/system.slice/vendor-agent.service", event.InitPidNS, event.InitUserNS, 4026532190, no()
+	}), nil},
+	// A recording from before the user namespace was recorded: its writer
+	// said host_ns false for a udev worker; read today, it is on the host.
+	{"udev worker, recorded by an older sensor", with(func(e *event.Event) {
+		e.Syscall, e.Comm, e.Exe = event.InitModule, "(udev-worker)", "/usr/lib/systemd/systemd-udevd"
+		e.HostNS, e.PidNS, e.MntNS = false, event.InitPidNS, 4026532174
+	}), nil},
+	{"load from unshare -p -f", with(func(e *event.Event) {
+		e.Res, e.Comm, e.Exe, e.Cgroup = -1, "insmod", "/usr/bin/kmod", "/user.slice/user-1000.slice/session-3.scope"
+		e.HostNS, e.PidNS, e.UserNS, e.MntNS, e.HostMntNS = false, 4026532300, event.InitUserNS, 4026532301, no()
+	}), []string{ruleFromContainer}},
+	{"load from a user namespace", with(func(e *event.Event) {
+		e.Res, e.Comm, e.Exe, e.Cgroup = -1, "insmod", "/usr/bin/kmod", "/user.slice/user-1000.slice/session-3.scope"
+		e.HostNS, e.PidNS, e.UserNS, e.MntNS, e.HostMntNS = false, event.InitPidNS, 4026532400, event.InitMntNS, yes()
+	}), []string{ruleFromContainer}},
+	{"load from a container sharing the host's namespaces", with(func(e *event.Event) {
+		e.Res, e.ContainerID, e.Cgroup = -1, "0123456789ab", "/system.slice/docker-0123456789abcdef.scope"
+		e.PidNS, e.UserNS, e.MntNS, e.HostMntNS = event.InitPidNS, event.InitUserNS, event.InitMntNS, yes()
+	}), []string{ruleFromContainer}},
 	{"load with parameters", with(func(e *event.Event) { e.Params = "debug=1" }), []string{ruleWithParameters}},
 	{"failed load with parameters", with(func(e *event.Event) { e.Params, e.Res = "debug=1", -17 }), nil},
 	// The guard's own events (plugin/join.go).

@@ -125,7 +125,12 @@ struct kernel_cap_struct {
 	__u32 cap[2];
 };
 
+struct ns_common {
+	unsigned int inum;
+};
+
 struct user_namespace {
+	struct ns_common ns;
 	int level;
 };
 
@@ -136,10 +141,6 @@ struct cred {
 
 struct cred___v61 {
 	struct kernel_cap_struct cap_effective;
-};
-
-struct ns_common {
-	unsigned int inum;
 };
 
 struct mnt_namespace {

@@ -18,6 +18,7 @@ import (
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -198,7 +199,7 @@ func (c *companionEnforcer) Status(context.Context) (companion.Status, error) {
 	} else {
 		st, err = enforcer.ReadStatus(c.cfg.PinDir)
 		if errors.Is(err, lsm.ErrNotLoaded) {
-			return companion.Status{Missing: lsm.Hooks()}, nil
+			return companion.Status{Missing: lsm.Hooks(), Version: version.Get().Version}, nil
 		}
 	}
 	if err != nil {
@@ -207,7 +208,7 @@ func (c *companionEnforcer) Status(context.Context) (companion.Status, error) {
 	out := companion.Status{
 		Mode: st.Mode, Generation: st.Generation, Entries: st.Entries, Sealed: st.Sealed, PinDir: st.PinDir,
 		Missing: st.Missing, Allowed: st.Allowed, Blocked: st.Blocked, Audited: st.Audited, LostEvents: st.LostEvents,
-		MissingDecisions: st.MissingDecisions,
+		MissingDecisions: st.MissingDecisions, Version: version.Get().Version,
 	}
 	for _, l := range st.Links {
 		out.Links = append(out.Links, l.Hook)

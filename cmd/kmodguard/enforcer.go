@@ -21,6 +21,7 @@ import (
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
 	"github.com/kmodguard/kmodguard/internal/sdnotify"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -190,7 +191,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	}
 	log.WithFields(logrus.Fields{
 		"allowlist": r.path, "mode": st.Mode, "generation": st.Generation,
-		"entries": st.Entries, "sealed": st.Sealed, "pin_dir": st.PinDir,
+		"entries": st.Entries, "sealed": st.Sealed, "pin_dir": st.PinDir, "version": version.Get().Version,
 	}).Info("guard enforcing")
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -317,7 +318,13 @@ attached, 1 when the guard is not whole, and 2 when no guard is pinned
     before can only be detached (bpftool link detach id LINK).
 
 "lost" decisions are those the kernel could not queue (the ring buffer was
-full). "missing decisions" are those another process consumed from the ring
+full). The first line is the version of the kmodguard that read the pins (JSON
+version and commit; see "kmodguard version"), the next the version of the
+daemon that reads the guard's decisions, read from its executable while it
+runs (JSON reader_version): after an upgrade, a daemon not yet restarted
+is the older build.
+
+"missing decisions" are those another process consumed from the ring
 buffer before the daemon could read them, as the daemon last found them
 (since it started; JSON missing_decisions): anything above 0 means someone
 is hiding the guard's decisions from it.`,
@@ -329,44 +336,15 @@ is hiding the guard's decisions from it.`,
 			if err != nil {
 				return withCode(exitError, err)
 			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(st); err != nil {
-					return err
-				}
-				return incomplete(st)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "pin dir:\t%s\n", st.PinDir)
-			fmt.Fprintf(tw, "mode:\t%s\n", st.Mode)
-			fmt.Fprintf(tw, "sealed:\t%v\n", st.Sealed)
-			fmt.Fprintf(tw, "generation:\t%d\n", st.Generation)
-			fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
-			fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
+			var reader *version.Info
 			if st.ReaderPid != 0 {
-				fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)
-			}
-			fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(lsm.Hooks()))
-			for _, l := range st.Links {
-				fmt.Fprintf(tw, "  %s\tlink %d, prog %d\n", l.Hook, l.LinkID, l.ProgID)
-			}
-			for _, m := range st.Missing {
-				fmt.Fprintf(tw, "  %s\tMISSING\n", m)
-			}
-			switch {
-			case st.OverridesError != "":
-				fmt.Fprintf(tw, "overrides:\tunknown (%s)\n", st.OverridesError)
-			case len(st.Overrides) == 0:
-				fmt.Fprintf(tw, "overrides:\tnone\n")
-			default:
-				fmt.Fprintf(tw, "overrides:\t%d program(s) decide before the guard: it can be bypassed\n", len(st.Overrides))
-				for _, o := range st.Overrides {
-					fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d\n", o.Target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
+				// The daemon's own build, when it still runs: after an
+				// upgrade, it can be older than this kmodguard.
+				if v, err := version.OfExecutable(fmt.Sprintf("/proc/%d/exe", st.ReaderPid)); err == nil {
+					reader = &v
 				}
 			}
-			if err := tw.Flush(); err != nil {
+			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), reader, asJSON); err != nil {
 				return err
 			}
 			return incomplete(st)
@@ -374,6 +352,64 @@ is hiding the guard's decisions from it.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// statusJSON is status's JSON: the guard's state, the version of the
+// kmodguard that read it, and the version of the decision reader (the
+// daemon, reader_pid) when it runs.
+type statusJSON struct {
+	enforcer.Status
+	Version       string `json:"version"`
+	Commit        string `json:"commit,omitempty"`
+	ReaderVersion string `json:"reader_version,omitempty"`
+}
+
+// printStatus writes st, read by the kmodguard build v, as text or JSON;
+// reader is the build of the daemon that reads the decisions, nil when
+// unknown.
+func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *version.Info, asJSON bool) error {
+	if asJSON {
+		j := statusJSON{Status: st, Version: v.Version, Commit: v.Commit}
+		if reader != nil {
+			j.ReaderVersion = reader.Version
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(j)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version:\t%s\n", v)
+	if reader != nil {
+		fmt.Fprintf(tw, "daemon version:\t%s (pid %d)\n", reader, st.ReaderPid)
+	}
+	fmt.Fprintf(tw, "pin dir:\t%s\n", st.PinDir)
+	fmt.Fprintf(tw, "mode:\t%s\n", st.Mode)
+	fmt.Fprintf(tw, "sealed:\t%v\n", st.Sealed)
+	fmt.Fprintf(tw, "generation:\t%d\n", st.Generation)
+	fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
+	fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
+	if st.ReaderPid != 0 {
+		fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)
+	}
+	fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(lsm.Hooks()))
+	for _, l := range st.Links {
+		fmt.Fprintf(tw, "  %s\tlink %d, prog %d\n", l.Hook, l.LinkID, l.ProgID)
+	}
+	for _, m := range st.Missing {
+		fmt.Fprintf(tw, "  %s\tMISSING\n", m)
+	}
+	switch {
+	case st.OverridesError != "":
+		fmt.Fprintf(tw, "overrides:\tunknown (%s)\n", st.OverridesError)
+	case len(st.Overrides) == 0:
+		fmt.Fprintf(tw, "overrides:\tnone\n")
+	default:
+		fmt.Fprintf(tw, "overrides:\t%d program(s) decide before the guard: it can be bypassed\n", len(st.Overrides))
+		for _, o := range st.Overrides {
+			fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d\n", o.Target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
+		}
+	}
+	return tw.Flush()
 }
 
 // incomplete is status's exit 1: a pinned guard with hooks missing, or

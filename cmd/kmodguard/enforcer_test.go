@@ -3,11 +3,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -69,6 +72,51 @@ func TestEnforcerRefusesBadInput(t *testing.T) {
 		_, stderr, code := kg(t, "enforcer", "run", "--allowlist", good, "--pin-dir", pins)
 		if code != exitError || !strings.Contains(stderr, "BPF LSM is not active") {
 			t.Errorf("run without BPF LSM: exit %d, %q", code, stderr)
+		}
+	}
+}
+
+// TestPrintStatus: status says which kmodguard read the guard, in text
+// and in JSON, beside the guard's own state.
+func TestPrintStatus(t *testing.T) {
+	st := enforcer.Status{PinDir: "/sys/fs/bpf/kmodguard", Mode: "enforce", Generation: 3, Entries: 12, Sealed: true, ReaderPid: 4242}
+	v := version.Info{Version: "0.1.0+g0123456789ab", Commit: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.8"}
+	daemon := &version.Info{Version: "0.1.0+gfedcba987654", Commit: "fedcba9876543210fedcba9876543210fedcba98", GoVersion: "go1.26.7"}
+	for _, tc := range []struct {
+		json   bool
+		reader *version.Info
+		want   []string
+		absent []string
+	}{
+		{false, daemon, []string{"version:", "0.1.0+g0123456789ab (commit 0123456789ab, go1.26.8)",
+			"daemon version:", "0.1.0+gfedcba987654 (commit fedcba987654, go1.26.7) (pid 4242)", "pin dir:", "/sys/fs/bpf/kmodguard", "sealed:", "true"}, nil},
+		{false, nil, []string{"version:"}, []string{"daemon version:"}},
+		{true, daemon, []string{`"version": "0.1.0+g0123456789ab"`, `"commit": "0123456789abcdef0123456789abcdef01234567"`,
+			`"reader_version": "0.1.0+gfedcba987654"`, `"reader_pid": 4242`, `"mode": "enforce"`, `"sealed": true`}, nil},
+		{true, nil, []string{`"version": "0.1.0+g0123456789ab"`}, []string{"reader_version"}},
+	} {
+		var b strings.Builder
+		if err := printStatus(&b, st, v, tc.reader, tc.json); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("json %v: %q lacks %q", tc.json, b.String(), w)
+			}
+		}
+		for _, a := range tc.absent {
+			if strings.Contains(b.String(), a) {
+				t.Errorf("json %v, no daemon: %q has %q", tc.json, b.String(), a)
+			}
+		}
+		if tc.json {
+			var back struct {
+				enforcer.Status
+				Version string `json:"version"`
+			}
+			if err := json.Unmarshal([]byte(b.String()), &back); err != nil || back.Version != v.Version || back.Generation != 3 || back.PinDir != st.PinDir {
+				t.Errorf("status --json does not read back: %+v, %v", back, err)
+			}
 		}
 	}
 }

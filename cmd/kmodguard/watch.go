@@ -347,7 +347,7 @@ func formatEvent(ev *event.Event) string {
 	if ev.ContainerID != "" {
 		fmt.Fprintf(&b, " container=%.12s", ev.ContainerID)
 	} else if !ev.HostNS {
-		fmt.Fprintf(&b, " pidns=%d mntns=%d", ev.PidNS, ev.MntNS)
+		fmt.Fprintf(&b, " pidns=%d userns=%d mntns=%d", ev.PidNS, ev.UserNS, ev.MntNS)
 	}
 	return b.String()
 }

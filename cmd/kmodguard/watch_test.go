@@ -203,6 +203,16 @@ func TestFormatEvent(t *testing.T) {
 	if got := formatEvent(ev); !strings.Contains(got, " PARAMS-AT-EXIT") || strings.Contains(got, "IMAGE-AT-EXIT") {
 		t.Errorf("%q does not say (only) that the params were read at sys_exit", got)
 	}
+	// Outside a container's cgroup, the namespaces say where the caller
+	// is, when not on the host.
+	ev.ContainerID, ev.PidNS, ev.UserNS, ev.MntNS = "", event.InitPidNS, 4026532400, 4026532401
+	if got := formatEvent(ev); !strings.Contains(got, fmt.Sprintf(" pidns=%d userns=4026532400 mntns=4026532401", event.InitPidNS)) {
+		t.Errorf("%q does not name the namespaces of a caller outside the host's", got)
+	}
+	ev.HostNS = true
+	if got := formatEvent(ev); strings.Contains(got, "pidns=") {
+		t.Errorf("%q names the namespaces of a caller on the host", got)
+	}
 	if got := formatRes(bpf.ResUnknown); got != "res=?" {
 		t.Errorf("unknown result: %q", got)
 	}

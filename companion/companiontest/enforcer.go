@@ -20,6 +20,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/kmod"
 )
 
@@ -39,7 +40,15 @@ var _ companion.Enforcer = (*Enforcer)(nil)
 // New returns an Enforcer with no allowlist: like the guard, it refuses
 // every load until Apply.
 func New() *Enforcer {
-	return &Enforcer{subs: map[int]chan companion.Decision{}}
+	return &Enforcer{subs: map[int]chan companion.Decision{}, st: companion.Status{Version: version.Get().Version}}
+}
+
+// SetVersion sets the build version Status reports (by default this
+// build's), to stand for a companion of another build.
+func (e *Enforcer) SetVersion(v string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.st.Version = v
 }
 
 // Apply puts a in force.

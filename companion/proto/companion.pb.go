@@ -205,8 +205,13 @@ type StatusResponse struct {
 	// Decision records another process consumed from the guard's ring buffer
 	// before the enforcer could read them.
 	MissingDecisions uint64 `protobuf:"varint,13,opt,name=missing_decisions,json=missingDecisions,proto3" json:"missing_decisions,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The enforcer's build version (`kmodguard version`): a semantic
+	// version, the source tree's release with the commit as build metadata
+	// unless built at a release tag. Empty from an enforcer built before it
+	// was reported.
+	Version       string `protobuf:"bytes,14,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -328,6 +333,13 @@ func (x *StatusResponse) GetMissingDecisions() uint64 {
 		return x.MissingDecisions
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type DecisionsRequest struct {
@@ -574,7 +586,7 @@ const file_companion_proto_rawDesc = "" +
 	"generation\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\tR\x04mode\"\x0f\n" +
-	"\rStatusRequest\"\xf9\x02\n" +
+	"\rStatusRequest\"\x93\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1e\n" +
 	"\n" +
@@ -592,7 +604,8 @@ const file_companion_proto_rawDesc = "" +
 	"\vlost_events\x18\v \x01(\x04R\n" +
 	"lostEvents\x12\x1c\n" +
 	"\tallowlist\x18\f \x01(\tR\tallowlist\x12+\n" +
-	"\x11missing_decisions\x18\r \x01(\x04R\x10missingDecisions\"\x12\n" +
+	"\x11missing_decisions\x18\r \x01(\x04R\x10missingDecisions\x12\x18\n" +
+	"\aversion\x18\x0e \x01(\tR\aversion\"\x12\n" +
 	"\x10DecisionsRequest\"\xe3\x03\n" +
 	"\bDecision\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x0e\n" +

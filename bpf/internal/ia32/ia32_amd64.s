@@ -11,3 +11,8 @@ TEXT ·int80(SB), NOSPLIT, $0-40
 	INT $0x80
 	MOVQ AX, ret+32(FP)
 	RET
+
+// func int81()
+TEXT ·int81(SB), NOSPLIT, $0-0
+	INT $0x81
+	RET

@@ -13,6 +13,7 @@ import (
 
 	"github.com/falcosecurity/plugin-sdk-go/pkg/loader"
 
+	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/plugin"
 )
 
@@ -37,7 +38,11 @@ func buildPlugin(t *testing.T) string {
 			return
 		}
 		soPath = filepath.Join(buildDir, "libkmodguard.so")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", soPath, "github.com/kmodguard/kmodguard/cmd/plugin")
+		// Stamped as the Makefile stamps it, with a made-up commit: Falco
+		// must see it in the plugin's version.
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", soPath,
+			"-ldflags=-X "+versionPkg+".commit="+stampedCommit+" -X "+versionPkg+".modified=true",
+			"github.com/kmodguard/kmodguard/cmd/plugin")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = &buildError{err: err, out: string(out)}
@@ -80,14 +85,25 @@ func loadPlugin(t *testing.T) *loader.Plugin {
 	return p
 }
 
+// The version stamp of the test's build of the plugin.
+const (
+	versionPkg    = "github.com/kmodguard/kmodguard/internal/version"
+	stampedCommit = "0123456789abcdef0123456789abcdef01234567"
+)
+
 var keep []*loader.Plugin // handles never unloaded; see loadPlugin
 
 func TestSharedObjectInfo(t *testing.T) {
 	p := loadPlugin(t)
 	keep = append(keep, p)
 	info := p.Info()
-	if info.Name != "kmodguard" || info.ID != 999 || info.EventSource != "kmodguard" || info.Version != plugin.Version {
+	if info.Name != "kmodguard" || info.ID != 999 || info.EventSource != "kmodguard" {
 		t.Errorf("info = %+v", info)
+	}
+	// The build's version, a semantic version whose core is the one the
+	// rules require (Falco reads major.minor.patch and compares those).
+	if want := plugin.Version + "+g" + stampedCommit[:12] + ".dirty"; info.Version != want || !version.IsSemver(info.Version) {
+		t.Errorf("version %q, want %q (the stamped commit, as semver build metadata)", info.Version, want)
 	}
 	if info.Description == "" || info.Contact == "" {
 		t.Errorf("info lacks a description or contact: %+v", info)
@@ -108,7 +124,7 @@ func TestSharedObjectFields(t *testing.T) {
 	for _, name := range []string{"syscall", "res", "ok", "name", "this_module_name", "name_mismatch", "sha256", "elf_sha256",
 		"size", "params", "path", "flags", "vermagic", "srcversion", "depends", "signed", "signer", "truncated", "unreadable", "image_at_exit",
 		"params_at_exit", "file_changed", "allowed", "allowlist_entry", "verdict", "toctou", "pid", "tid", "ppid", "comm", "exe", "cmdline",
-		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "cap_effective"} {
+		"uid", "gid", "loginuid", "cgroup", "container_id", "host_ns", "host_mntns", "pidns", "mntns", "userns", "cap_effective"} {
 		found := false
 		for _, f := range got {
 			if f.Name == "kmod."+name {
