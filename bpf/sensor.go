@@ -581,9 +581,9 @@ func (s *Sensor) Stats() Stats {
 	st := Stats{
 		UnrelatedPrograms: s.UnrelatedPrograms(),
 		Discarded:         s.discarded.Load(),
-		Delivered: s.delivered.Load(),
-		Orphans:   s.orphans.Load(),
-		Malformed: s.malformed.Load(),
+		Delivered:         s.delivered.Load(),
+		Orphans:           s.orphans.Load(),
+		Malformed:         s.malformed.Load(),
 	}
 	if s.counters == nil {
 		return st
