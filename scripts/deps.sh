@@ -3,7 +3,9 @@
 # already there. Groups:
 #   build    Go modules (through the Go module proxy)
 #   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
-#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness
+#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod: the QEMU
+#            harness; mmdebstrap and e2fsprogs: its systemd guest (a Debian 12
+#            root file system on an ext4 image)
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
@@ -13,7 +15,7 @@ set -euo pipefail
 
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
-	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod"
+	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 )
