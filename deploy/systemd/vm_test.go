@@ -56,6 +56,48 @@ func TestVMSystemd(t *testing.T) {
 	})
 }
 
+// TestVMSystemdNoAllowlist boots the systemd guest on 6.12 with the unit
+// enabled but no allowlist installed, and modules-load made to require the
+// guard (the operator guide's fail-closed drop-in, on the unit whose
+// failure does not stop the boot); the TestGuestNoAllowlist tests check
+// the boot policy.
+func TestVMSystemdNoAllowlist(t *testing.T) {
+	unitFile, err := filepath.Abs("kmodguard-enforcer.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := t.TempDir()
+	vmtest.Run(t, vmtest.Spec{
+		Kernels:    []debkernel.Series{debkernel.Series612},
+		Run:        "^TestGuestNoAllowlist",
+		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
+		FailOnSkip: true,
+		Timeout:    8 * time.Minute,
+		System: &vmtest.System{Install: func(k *debkernel.Kernel, root string) error {
+			if err := install(k, root, unitFile, keys); err != nil {
+				return err
+			}
+			for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
+				if err := os.Remove(filepath.Join(root, "etc/kmodguard", f)); err != nil {
+					return err
+				}
+			}
+			dropIn := filepath.Join(root, "etc/systemd/system/systemd-modules-load.service.d")
+			if err := os.MkdirAll(dropIn, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dropIn, "kmodguard.conf"), []byte(failClosedDropIn), 0o644)
+		}},
+	})
+}
+
+// failClosedDropIn is the operator guide's drop-in that makes a unit need
+// the guard.
+const failClosedDropIn = `[Unit]
+Requires=kmodguard-enforcer.service
+After=kmodguard-enforcer.service
+`
+
 // install does what the operator guide says, on the guest's root file
 // system: the static CLI (built for the guest, and it runs here too) in
 // /usr/bin, the allowlist of the kernel's modules in enforce mode without
@@ -534,5 +576,74 @@ func TestGuestSystemdBrokenAllowlist(t *testing.T) {
 	}
 	if state, _ := sh("systemctl", "is-system-running"); state != "degraded" {
 		t.Errorf("is-system-running %q, want degraded", state)
+	}
+}
+
+// TestGuestNoAllowlistBoot: with no allowlist the unit ends failed after
+// its bounded restarts, where systemctl --failed and is-system-running
+// show it; the journal says why; the boot goes on without the guard (udev
+// loads drivers), except for the unit made to require it (modules-load:
+// nothing of modules-load.d is loaded).
+func TestGuestNoAllowlistBoot(t *testing.T) {
+	requireSystemdGuest(t)
+	sh("systemctl", "is-system-running", "--wait")
+	if got := prop(t, "multi-user.target", "ActiveState"); got != "active" {
+		t.Errorf("multi-user.target is %s", got)
+	}
+	// The boot's jobs end with the unit's first failed start; its restarts
+	// go on in the background until the start limit.
+	waitFailed(t, enforcerUnit)
+	state, _ := sh("systemctl", "is-system-running")
+	if state != "degraded" {
+		t.Errorf("is-system-running %q, want degraded", state)
+	}
+	failed := failedUnits(t)
+	t.Logf("is-system-running: %s; failed units: %v", state, failed)
+	if !slices.Equal(failed, []string{enforcerUnit}) {
+		t.Errorf("failed units %v, want only %s", failed, enforcerUnit)
+	}
+	gaveUp, _ := strconv.ParseUint(prop(t, enforcerUnit, "InactiveEnterTimestampMonotonic"), 10, 64)
+	t.Logf("%s: %s, Result=%s, NRestarts=%s, failed for good at %.3f s (uptime)", enforcerUnit, prop(t, enforcerUnit, "ActiveState"),
+		prop(t, enforcerUnit, "Result"), prop(t, enforcerUnit, "NRestarts"), float64(gaveUp)/1e6)
+	if n := prop(t, enforcerUnit, "NRestarts"); n != "4" && n != "5" {
+		t.Errorf("NRestarts=%s: StartLimitBurst=5 allows 5 starts", n)
+	}
+	log, _ := sh("journalctl", "-b", "-u", enforcerUnit, "-o", "short-monotonic", "--no-pager")
+	want := "guard not loaded: read allowlist: open " + guestAllowlist + ": no such file or directory"
+	if !strings.Contains(log, want) {
+		t.Fatalf("the journal does not say %q:\n%s", want, log)
+	}
+	if out, err := sh("kmodguard", "enforcer", "status"); err == nil {
+		t.Errorf("enforcer status succeeded with no guard: %s", out)
+	}
+
+	// The boot did not wait for the restarts: udev started once the first
+	// start had failed.
+	var firstFail float64
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, want) {
+			if _, err := fmt.Sscanf(strings.TrimLeft(line, "[ "), "%f]", &firstFail); err != nil {
+				t.Fatalf("journal line %q: %v", line, err)
+			}
+			break
+		}
+	}
+	udevd, _ := strconv.ParseUint(prop(t, "systemd-udevd.service", "ExecMainStartTimestampMonotonic"), 10, 64)
+	t.Logf("first failed start at %.3f s; systemd-udevd started at %.3f s; the unit gave up at %.3f s", firstFail, float64(udevd)/1e6, float64(gaveUp)/1e6)
+	if float64(udevd)/1e6 < firstFail {
+		t.Errorf("systemd-udevd started before the unit's first start failed")
+	}
+
+	loaded := procModules(t)
+	if !loaded["virtio_net"] {
+		t.Error("udev did not load virtio_net: the boot should go on without the guard")
+	}
+	if start := prop(t, "systemd-modules-load.service", "ExecMainStartTimestampMonotonic"); start != "0" {
+		t.Errorf("systemd-modules-load ran (at %s µs) though it requires the guard", start)
+	}
+	for _, m := range []string{bootListed, unlisted} {
+		if loaded[m] {
+			t.Errorf("%s (modules-load.d) is loaded: modules-load requires the guard, which did not start", m)
+		}
 	}
 }
