@@ -144,7 +144,7 @@ func install(k *debkernel.Kernel, root, unitFile, keys string) error {
 	}
 	systemctl, err := exec.LookPath("systemctl")
 	if err != nil {
-		return fmt.Errorf("systemctl is not installed on the host (it enables the unit in the guest's root)")
+		return fmt.Errorf("systemctl is not installed on the host (scripts/deps.sh vm): it enables the unit in the guest's root")
 	}
 	if err := run(systemctl, "--root="+root, "enable", enforcerUnit); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 )
@@ -53,6 +54,23 @@ type System struct {
 	// install files, enable units (systemctl --root=ROOT enable). The
 	// Spec's Binaries are already in ROOT/vmtest/bin.
 	Install func(k *debkernel.Kernel, root string) error
+}
+
+// skipUnlessSystem skips a systemd guest's run on a host that cannot
+// build its disk, and says what is missing.
+func skipUnlessSystem(t testing.TB, spec Spec) {
+	t.Helper()
+	if spec.System == nil {
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the systemd guest needs root: its root file system's files must belong to root (mmdebstrap, mkfs.ext4 -d)")
+	}
+	for _, tool := range []string{"mmdebstrap", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the systemd guest needs %s (scripts/deps.sh vm)", tool)
+		}
+	}
 }
 
 // systemInit is where a systemd guest keeps vminit, which its

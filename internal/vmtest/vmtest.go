@@ -194,6 +194,7 @@ func skipUnlessEnabled(t testing.TB) {
 func Run(t *testing.T, spec Spec) []*Result {
 	t.Helper()
 	skipUnlessEnabled(t)
+	skipUnlessSystem(t, spec)
 	spec.defaults()
 	if len(spec.Kernels) == 0 {
 		t.Skipf("no kernel of the spec is in %s=%s", EnvKernels, os.Getenv(EnvKernels))
@@ -253,6 +254,7 @@ func Run(t *testing.T, spec Spec) []*Result {
 func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	t.Helper()
 	skipUnlessEnabled(t)
+	skipUnlessSystem(t, spec)
 	spec.defaults()
 	spec.Kernels = []debkernel.Series{series}
 	ctx := context.Background()
