@@ -6,6 +6,7 @@ package systemd_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -645,5 +646,192 @@ func TestGuestNoAllowlistBoot(t *testing.T) {
 		if loaded[m] {
 			t.Errorf("%s (modules-load.d) is loaded: modules-load requires the guard, which did not start", m)
 		}
+	}
+}
+
+// EnvUpgradeRelease names, in the guest, the kernel the upgrade test
+// installs.
+const EnvUpgradeRelease = "KMODGUARD_VMTEST_UPGRADE_RELEASE"
+
+// TestVMSystemdUpgrade upgrades the kernel of a host with a local
+// (unsigned) allowlist: booted on 6.1 with the kernel hook installed, the
+// guest installs Debian's 6.12 image package with dpkg (whose postinst
+// runs the hook), then the same disk boots 6.12, where every driver udev
+// loads must be allowed.
+func TestVMSystemdUpgrade(t *testing.T) {
+	unitFile, err := filepath.Abs("kmodguard-enforcer.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook, err := filepath.Abs("../kernel/postinst.d/kmodguard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vmtest.Enabled() || vmtest.InGuest() {
+		vmtest.Run(t, vmtest.Spec{System: &vmtest.System{}}) // skips, and says why
+		return
+	}
+	ctx := context.Background()
+	next, err := debkernel.Get(ctx, debkernel.Series612)
+	if err != nil {
+		t.Fatalf("the 6.12 kernel: %v", err)
+	}
+	deb, err := next.Deb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := t.TempDir()
+	disk := filepath.Join(t.TempDir(), "root.img")
+	vmtest.Run(t, vmtest.Spec{
+		Kernels:    []debkernel.Series{debkernel.Series61},
+		Run:        "^TestGuestUpgradeInstall$",
+		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
+		Files:      map[string]string{"linux-image.deb": deb},
+		Env:        []string{EnvUpgradeRelease + "=" + next.Release},
+		FailOnSkip: true,
+		Timeout:    10 * time.Minute,
+		System: &vmtest.System{Disk: disk, Install: func(k *debkernel.Kernel, root string) error {
+			return installLocal(k, root, unitFile, hook, keys)
+		}},
+	})
+	if t.Failed() {
+		return
+	}
+	vmtest.Run(t, vmtest.Spec{
+		Kernels:    []debkernel.Series{debkernel.Series612},
+		Run:        "^TestGuestUpgradeBoot$",
+		FailOnSkip: true,
+		Timeout:    8 * time.Minute,
+		System:     &vmtest.System{Disk: disk},
+	})
+}
+
+// installLocal installs kmodguard with a local allowlist: unsigned, the
+// unit told so with a drop-in, nothing in modules-load.d, and the kernel
+// hook in /etc/kernel/postinst.d.
+func installLocal(k *debkernel.Kernel, root, unitFile, hook, keys string) error {
+	if err := install(k, root, unitFile, keys); err != nil {
+		return err
+	}
+	for _, f := range []string{"etc/kmodguard/allowlist.yaml.sig", "etc/kmodguard/allowlist.pub", "etc/modules-load.d/kmodguard-vmtest.conf"} {
+		if err := os.Remove(filepath.Join(root, f)); err != nil {
+			return err
+		}
+	}
+	dropIn := `[Service]
+ExecStart=
+ExecStart=/usr/bin/kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml --log-format json --companion-socket /run/kmodguard/companion.sock
+`
+	dir := filepath.Join(root, "etc/systemd/system", enforcerUnit+".d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "local-allowlist.conf"), []byte(dropIn), 0o644); err != nil {
+		return err
+	}
+	return copyFile(hook, filepath.Join(root, "etc/kernel/postinst.d/kmodguard"), 0o755)
+}
+
+type status struct {
+	Generation uint64 `json:"generation"`
+	Entries    uint64 `json:"entries"`
+}
+
+func enforcerStatus(t *testing.T) status {
+	t.Helper()
+	out, err := sh("kmodguard", "enforcer", "status", "--json")
+	if err != nil {
+		t.Fatalf("enforcer status: %v: %s", err, out)
+	}
+	var st status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("enforcer status: %v: %s", err, out)
+	}
+	return st
+}
+
+// TestGuestUpgradeInstall: dpkg -i of the next kernel runs the hook, which
+// adds the release's modules to the local allowlist, which the running
+// guard applies.
+func TestGuestUpgradeInstall(t *testing.T) {
+	requireSystemdGuest(t)
+	release := os.Getenv(EnvUpgradeRelease)
+	if release == "" {
+		t.Skip("needs " + EnvUpgradeRelease + ": TestVMSystemdUpgrade sets it")
+	}
+	if state, _ := sh("systemctl", "is-system-running", "--wait"); state != "running" {
+		t.Errorf("is-system-running %q before the upgrade, failed: %v", state, failedUnits(t))
+	}
+	before := enforcerStatus(t)
+	start := time.Now()
+	out, err := sh("dpkg", "-i", "--force-depends", vmtest.File(t, "linux-image.deb"))
+	t.Logf("dpkg -i (%s):\n%s", time.Since(start).Round(100*time.Millisecond), out)
+	if err != nil {
+		t.Fatalf("dpkg -i: %v", err)
+	}
+	if !strings.Contains(out, "modules added") {
+		t.Errorf("dpkg's output does not show the hook adding modules")
+	}
+	veth, err := filepath.Glob("/usr/lib/modules/" + release + "/kernel/drivers/net/veth.ko*")
+	if err != nil || len(veth) != 1 {
+		t.Fatalf("no veth in the installed kernel: %v %v", veth, err)
+	}
+	if out, err := sh("kmodguard", "allowlist", "check", "-a", guestAllowlist, veth[0]); err != nil {
+		t.Errorf("the new kernel's veth is not allowed after the hook: %v: %s", err, out)
+	}
+	var after status
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if after = enforcerStatus(t); after.Generation > before.Generation {
+			break
+		}
+	}
+	t.Logf("guard: generation %d -> %d, entries %d -> %d", before.Generation, after.Generation, before.Entries, after.Entries)
+	if after.Generation <= before.Generation || after.Entries <= before.Entries {
+		t.Errorf("the daemon did not apply the extended allowlist")
+	}
+	sh("sync")
+}
+
+// TestGuestUpgradeBoot: the disk booted on the new kernel, with the list
+// the hook extended: a clean boot, every driver udev loaded allowed, every
+// module decided or loaded before the guard.
+func TestGuestUpgradeBoot(t *testing.T) {
+	requireSystemdGuest(t)
+	rel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	t.Logf("booted %s", strings.TrimSpace(string(rel)))
+	state, _ := sh("systemctl", "is-system-running", "--wait")
+	if state != "running" {
+		t.Errorf("is-system-running %q, failed units %v", state, failedUnits(t))
+	}
+	if got := prop(t, enforcerUnit, "ActiveState"); got != "active" {
+		t.Fatalf("%s is %s", enforcerUnit, got)
+	}
+	sh("udevadm", "settle", "--timeout=60")
+	var lines []logLine
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		lines = enforcerLog(t)
+		if len(undecided(lines, procModules(t))) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	var udev []string
+	for _, l := range lines {
+		if l.Op != "init_module" && l.Op != "finit_module" {
+			continue
+		}
+		if l.Verdict != "allowed" {
+			t.Errorf("%s by %s: %s", l.Module, l.Comm, l.Verdict)
+		}
+		if strings.Contains(l.Comm, "udev") && !slices.Contains(udev, l.Module) {
+			udev = append(udev, l.Module)
+		}
+	}
+	sort.Strings(udev)
+	t.Logf("udev loaded %d drivers on the new kernel, each allowed: %s", len(udev), strings.Join(udev, " "))
+	if len(udev) < 5 {
+		t.Errorf("udev loaded only %d drivers", len(udev))
+	}
+	if u := undecided(lines, procModules(t)); len(u) > 0 {
+		t.Errorf("in /proc/modules with no allowing decision and not loaded before the guard: %v", u)
 	}
 }

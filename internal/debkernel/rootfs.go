@@ -15,8 +15,10 @@ import (
 )
 
 // SystemdRootfsPackages are what SystemdRootfs adds to Debian's minbase
-// variant: systemd as init, udev to load drivers, and kmod (modprobe).
-var SystemdRootfsPackages = []string{"systemd", "systemd-sysv", "udev", "kmod"}
+// variant: systemd as init, udev to load drivers, kmod (modprobe), and
+// linux-base, whose tools a kernel package's maintainer scripts run
+// (linux-update-symlinks, linux-run-hooks for /etc/kernel/postinst.d).
+var SystemdRootfsPackages = []string{"systemd", "systemd-sysv", "udev", "kmod", "linux-base"}
 
 // RootfsMaxAge is how long a cached root file system serves before it is
 // built again, so that it follows Debian's point releases and security

@@ -54,6 +54,13 @@ type System struct {
 	// install files, enable units (systemctl --root=ROOT enable). The
 	// Spec's Binaries are already in ROOT/vmtest/bin.
 	Install func(k *debkernel.Kernel, root string) error
+	// Disk, when set, is a host path where the root disk is kept. A boot
+	// makes it (root file system, Install) only when it does not exist;
+	// otherwise it boots the disk as the last boot left it, on the Spec's
+	// kernel, with this run's harness files (/vmtest) copied onto it by
+	// the stage-1 initramfs. Two Runs on one Disk are a reboot: into the
+	// kernel a guest test installed, say.
+	Disk string
 }
 
 // skipUnlessSystem skips a systemd guest's run on a host that cannot
@@ -116,6 +123,10 @@ if ! mount -t ext4 /dev/vda /newroot; then
 	echo "stage1: cannot mount the root disk /dev/vda"
 	poweroff -f
 fi
+if [ -d /vmtest ]; then
+	rm -rf /newroot/vmtest
+	cp -a /vmtest /newroot/
+fi
 mount --move /dev /newroot/dev
 umount /proc /sys
 exec switch_root /newroot /sbin/init
@@ -141,7 +152,8 @@ type system struct {
 	dir    string
 	k      *debkernel.Kernel
 	spec   Spec
-	root   string // the root file system's folder
+	root   string // the root file system's folder; "" to boot an existing disk
+	disk   string // the root disk
 	initrd string
 }
 
@@ -168,59 +180,23 @@ func prepareSystem(ctx context.Context, dir string, k *debkernel.Kernel, harness
 	if _, err := k.ModulesDep(); err != nil {
 		return nil, err
 	}
-	s := &system{ctx: ctx, dir: dir, k: k, spec: spec, root: filepath.Join(dir, "root")}
-	if err := os.RemoveAll(s.root); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(s.root, 0o755); err != nil {
-		return nil, err
-	}
-	if out, err := exec.CommandContext(ctx, "tar", "-x", "--numeric-owner", "-p", "-f", tarball, "-C", s.root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("unpack %s: %w\n%s", tarball, err, out)
-	}
-	mods := filepath.Join(s.root, "usr", "lib", "modules")
-	if err := os.MkdirAll(mods, 0o755); err != nil {
-		return nil, err
-	}
-	// Hard links where the cache is on the same file system, a copy where
-	// not: mkfs.ext4 reads the files either way.
-	if _, err := exec.Command("cp", "-al", k.ModulesDir(), mods).CombinedOutput(); err != nil {
-		if out, err := exec.Command("cp", "-a", k.ModulesDir(), mods).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("copy the modules of %s: %w\n%s", k.Release, err, out)
+	s := &system{ctx: ctx, dir: dir, k: k, spec: spec, root: filepath.Join(dir, "root"), disk: filepath.Join(dir, "root.img")}
+	// Stage 1: busybox and the root disk's drivers that are modules.
+	rfs := newInitramfs()
+	if d := spec.System.Disk; d != "" {
+		s.disk = d
+		if fileExists(d) {
+			// A disk of an earlier boot: this run's harness files ride in
+			// stage 1, which copies them onto it.
+			s.root = ""
+			rfs = harness
 		}
 	}
-	id := make([]byte, 16)
-	rand.Read(id)
-	files := map[string]string{
-		// A machine id: not a first boot, so no presets are applied.
-		"etc/machine-id":                   hex.EncodeToString(id) + "\n",
-		"etc/hostname":                     "vmtest\n",
-		"etc/fstab":                        "/dev/vda / ext4 rw,errors=remount-ro 0 1\n",
-		"etc/systemd/system/" + SystemUnit: systemUnitText,
-	}
-	for rel, text := range files {
-		if err := os.WriteFile(filepath.Join(s.root, rel), []byte(text), 0o644); err != nil {
+	if s.root != "" {
+		if err := s.makeRoot(tarball, harness); err != nil {
 			return nil, err
 		}
 	}
-	wants := filepath.Join(s.root, "etc/systemd/system/multi-user.target.wants")
-	if err := os.MkdirAll(wants, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Symlink("../"+SystemUnit, filepath.Join(wants, SystemUnit)); err != nil {
-		return nil, err
-	}
-	if err := harness.writeDir(s.root); err != nil {
-		return nil, fmt.Errorf("write the harness's files: %w", err)
-	}
-	if spec.System.Install != nil {
-		if err := spec.System.Install(k, s.root); err != nil {
-			return nil, fmt.Errorf("Spec.System.Install: %w", err)
-		}
-	}
-
-	// Stage 1: busybox and the root disk's drivers that are modules.
-	rfs := newInitramfs()
 	rfs.addData("init", []byte(strings.Replace(stage1, "MODULES", strings.Join(s.rootModules(), " "), 1)), 0o755)
 	if err := addBusybox(rfs); err != nil {
 		return nil, err
@@ -244,6 +220,62 @@ func prepareSystem(ctx context.Context, dir string, k *debkernel.Kernel, harness
 	return s, f.Close()
 }
 
+// makeRoot builds the root file system's folder: Debian's tarball, the
+// kernel's modules, the harness's files and unit, and Install's.
+func (s *system) makeRoot(tarball string, harness *initramfs) error {
+	ctx, k, spec := s.ctx, s.k, s.spec
+	if err := os.RemoveAll(s.root); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, "tar", "-x", "--numeric-owner", "-p", "-f", tarball, "-C", s.root).CombinedOutput(); err != nil {
+		return fmt.Errorf("unpack %s: %w\n%s", tarball, err, out)
+	}
+	mods := filepath.Join(s.root, "usr", "lib", "modules")
+	if err := os.MkdirAll(mods, 0o755); err != nil {
+		return err
+	}
+	// Hard links where the cache is on the same file system, a copy where
+	// not: mkfs.ext4 reads the files either way.
+	if _, err := exec.Command("cp", "-al", k.ModulesDir(), mods).CombinedOutput(); err != nil {
+		if out, err := exec.Command("cp", "-a", k.ModulesDir(), mods).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy the modules of %s: %w\n%s", k.Release, err, out)
+		}
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	files := map[string]string{
+		// A machine id: not a first boot, so no presets are applied.
+		"etc/machine-id":                   hex.EncodeToString(id) + "\n",
+		"etc/hostname":                     "vmtest\n",
+		"etc/fstab":                        "/dev/vda / ext4 rw,errors=remount-ro 0 1\n",
+		"etc/systemd/system/" + SystemUnit: systemUnitText,
+	}
+	for rel, text := range files {
+		if err := os.WriteFile(filepath.Join(s.root, rel), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	wants := filepath.Join(s.root, "etc/systemd/system/multi-user.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("../"+SystemUnit, filepath.Join(wants, SystemUnit)); err != nil {
+		return err
+	}
+	if err := harness.writeDir(s.root); err != nil {
+		return fmt.Errorf("write the harness's files: %w", err)
+	}
+	if spec.System.Install != nil {
+		if err := spec.System.Install(k, s.root); err != nil {
+			return fmt.Errorf("Spec.System.Install: %w", err)
+		}
+	}
+	return nil
+}
+
 // rootModules are the root disk's drivers that this kernel has as modules.
 func (s *system) rootModules() []string {
 	var out []string
@@ -257,16 +289,19 @@ func (s *system) rootModules() []string {
 
 // run makes fresh disks from the root folder and boots them.
 func (s *system) run() (*Result, error) {
-	disk := filepath.Join(s.dir, "root.img")
-	os.Remove(disk)
-	size, err := treeSize(s.root)
-	if err != nil {
-		return nil, err
-	}
-	// Room for the journal, the tests' files and ext4's own.
-	mib := size>>20*5/4 + 256
-	if out, err := exec.CommandContext(s.ctx, "mkfs.ext4", "-q", "-F", "-L", "root", "-d", s.root, disk, strconv.FormatInt(mib, 10)+"M").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("mkfs.ext4 -d %s: %w\n%s", s.root, err, out)
+	disk := s.disk
+	if s.root != "" {
+		os.Remove(disk)
+		size, err := treeSize(s.root)
+		if err != nil {
+			return nil, err
+		}
+		// Room for the journal, the tests' files, a kernel package to
+		// install, and ext4's own.
+		mib := size>>20*5/4 + 512
+		if out, err := exec.CommandContext(s.ctx, "mkfs.ext4", "-q", "-F", "-L", "root", "-d", s.root, disk, strconv.FormatInt(mib, 10)+"M").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("mkfs.ext4 -d %s: %w\n%s", s.root, err, out)
+		}
 	}
 	data := filepath.Join(s.dir, "data.img")
 	if err := os.WriteFile(data, nil, 0o644); err != nil {
