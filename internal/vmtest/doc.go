@@ -112,9 +112,11 @@
 // needs into the root folder on the host before the disk is made; the guest
 // tests run as vmtest.service once multi-user.target is reached, with the
 // fixtures, Spec.Binaries and testdata under /vmtest as usual. The System
-// type's comment has the details. amd64 only; building the disk needs root,
-// mmdebstrap and mkfs.ext4 (scripts/deps.sh vm). deploy/systemd's
-// TestVMSystemd uses it.
+// type's comment has the details. System.Disk keeps the root disk between
+// Runs, so that a second Run on another kernel is a reboot of the same host
+// (a kernel upgrade). amd64 only; building the disk needs root, mmdebstrap
+// and mkfs.ext4 (scripts/deps.sh vm), and a host without them skips.
+// deploy/systemd's TestVMSystemd... tests use it.
 //
 // # arm64
 //
