@@ -21,11 +21,12 @@ import (
 // file system on a disk.
 //
 // The root file system is Debian's own (debkernel.SystemdRootfs: mmdebstrap
-// --variant=minbase with systemd, systemd-sysv, udev and kmod, cached). For
-// each kernel the host unpacks it into a folder, adds the kernel's whole
-// modules tree (/usr/lib/modules/<release>, with depmod's indexes), a
-// machine id, the harness's files under /vmtest, and a unit that runs the
-// guest tests once the boot reached multi-user.target; then Install adds
+// --variant=minbase with systemd, systemd-sysv, udev, kmod and linux-base,
+// cached). For each kernel the host unpacks it into a folder, adds the
+// kernel's whole modules tree (/usr/lib/modules/<release>, with depmod's
+// indexes), a machine id, the harness's files under /vmtest, and a unit
+// that runs the guest tests once the boot reached multi-user.target; then
+// Install adds
 // what the test installs, and mkfs.ext4 -d turns the folder into the root
 // disk (no loop mount). The kernel boots a small initramfs (busybox) that
 // loads the root disk's drivers where they are modules (virtio_blk, ext4
