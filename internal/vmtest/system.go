@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,11 +203,7 @@ func prepareSystem(ctx context.Context, dir string, k *debkernel.Kernel, harness
 	if err := addBusybox(rfs); err != nil {
 		return nil, err
 	}
-	scratch := filepath.Join(dir, "stage1-fixtures")
-	if err := os.MkdirAll(scratch, 0o755); err != nil {
-		return nil, err
-	}
-	if err := stageModules(rfs, k, s.rootModules(), scratch); err != nil {
+	if err := stagePlainModules(rfs, k, s.rootModules()); err != nil {
 		return nil, err
 	}
 	s.initrd = filepath.Join(dir, "stage1.cpio.gz")
@@ -274,6 +271,61 @@ func (s *system) makeRoot(tarball string, harness *initramfs) error {
 			return fmt.Errorf("Spec.System.Install: %w", err)
 		}
 	}
+	return nil
+}
+
+// stagePlainModules puts the named modules and their dependencies under
+// /lib/modules/<release> in rfs as plain ELF images, with a modules.dep
+// for busybox modprobe. Plain, because busybox first hands a compressed
+// file to finit_module as it is, which the kernel refuses with "Invalid
+// ELF header magic" on the console before busybox decompresses it itself.
+func stagePlainModules(rfs *initramfs, k *debkernel.Kernel, names []string) error {
+	deps, err := k.ModulesDep()
+	if err != nil {
+		return err
+	}
+	plain := func(rel string) string { return strings.TrimSuffix(rel, compressedExt(rel)) + ".ko" }
+	want := map[string]bool{}
+	var add func(rel string)
+	add = func(rel string) {
+		if want[rel] {
+			return
+		}
+		want[rel] = true
+		for _, d := range deps[rel] {
+			add(d)
+		}
+	}
+	for _, n := range names {
+		src, err := k.Module(n)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(k.ModulesDir(), src)
+		if err != nil {
+			return err
+		}
+		add(filepath.ToSlash(rel))
+	}
+	dir := "lib/modules/" + k.Release
+	var lines []string
+	for rel := range want {
+		b, err := os.ReadFile(filepath.Join(k.ModulesDir(), rel))
+		if err != nil {
+			return err
+		}
+		if b, err = Decompress(b); err != nil {
+			return fmt.Errorf("decompress %s: %w", rel, err)
+		}
+		rfs.addData(dir+"/"+plain(rel), b, 0o644)
+		line := plain(rel) + ":"
+		for _, d := range deps[rel] {
+			line += " " + plain(d)
+		}
+		lines = append(lines, line)
+	}
+	sort.Strings(lines)
+	rfs.addData(dir+"/modules.dep", []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	return nil
 }
 
