@@ -337,6 +337,30 @@ func TestSystemdUnit(t *testing.T) {
 			}
 		}
 	}
+	// What the systemd guest (TestVMSystemd) found under systemd 252: each
+	// of these left the guard unable to start, started it too late, or hid
+	// its failure.
+	for sec, keys := range map[string][]string{
+		// mounts /sys/fs/bpf read-only; ReadWritePaths= does not reopen it
+		"Service": {"ProtectKernelTunables", "PrivateTmp"},
+		// PrivateTmp= orders the unit after local-fs.target, past udev.
+		// A Condition skips the unit quietly; a failed Assert leaves it
+		// inactive, not failed.
+		"Unit": {"ConditionPathExists", "AssertPathExists"},
+	} {
+		for _, k := range keys {
+			if v, ok := u[sec][k]; ok {
+				t.Errorf("[%s] %s = %v: see the unit's comments", sec, k, v)
+			}
+		}
+	}
+	if ro := strings.Fields(strings.Join(u["Service"]["ReadOnlyPaths"], " ")); !slices.Contains(ro, "/sys") || !slices.Contains(ro, "/proc/sys") {
+		t.Errorf("ReadOnlyPaths %v: /sys and /proc/sys stay read-only (ProtectKernelTunables= is not used)", ro)
+	}
+	// Bounded restarts: a guard that cannot start ends failed, visibly.
+	if u["Unit"]["StartLimitBurst"] == nil || u["Unit"]["StartLimitIntervalSec"] == nil {
+		t.Error("no StartLimitBurst/StartLimitIntervalSec: a guard that cannot start would restart for ever, never failed")
+	}
 	before := strings.Join(u["Unit"]["Before"], " ")
 	for _, s := range []string{"systemd-modules-load.service", "systemd-udevd.service", "sysinit.target"} {
 		if !strings.Contains(before, s) {

@@ -135,7 +135,7 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 	e.wg.Add(2)
 	go e.serve()
 	go e.watchOverrides()
-	e.reconcile(a)
+	e.reconcile(a, adopted)
 	return e, nil
 }
 

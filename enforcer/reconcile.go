@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -33,14 +34,26 @@ func Unlisted(a *allowlist.Allowlist, r io.Reader) ([]string, error) {
 }
 
 // reconcile warns about each loaded module the allowlist does not name.
-func (e *Enforcer) reconcile(a *allowlist.Allowlist) {
-	f, err := os.Open("/proc/modules")
+// On a guard it has just loaded (not adopted), it also lists every module
+// loaded before it: those it never decided (an initramfs's drivers, those
+// PID 1 loads itself), so that its decisions plus this list account for
+// every module in /proc/modules.
+func (e *Enforcer) reconcile(a *allowlist.Allowlist, adopted bool) {
+	b, err := os.ReadFile("/proc/modules")
 	if err != nil {
 		e.log.WithError(err).Warn("cannot compare loaded modules with the allowlist")
 		return
 	}
-	defer f.Close()
-	names, err := Unlisted(a, f)
+	if !adopted {
+		var before []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if name, _, _ := strings.Cut(line, " "); name != "" {
+				before = append(before, name)
+			}
+		}
+		e.log.WithField("modules", before).Infof("%d modules were loaded before the guard: it did not decide them", len(before))
+	}
+	names, err := Unlisted(a, bytes.NewReader(b))
 	if err != nil {
 		e.log.WithError(err).Warn("cannot compare loaded modules with the allowlist")
 		return

@@ -3,7 +3,10 @@
 # already there. Groups:
 #   build    Go modules (through the Go module proxy)
 #   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
-#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness
+#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod: the QEMU
+#            harness; mmdebstrap, e2fsprogs and systemd: its systemd guest (a
+#            Debian 12 root file system on an ext4 image, units enabled in it
+#            with systemctl --root)
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
@@ -13,7 +16,7 @@ set -euo pipefail
 
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
-	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod"
+	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 )

@@ -5,48 +5,89 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kmodguard/kmodguard/allowlist"
-	"github.com/kmodguard/kmodguard/kmod"
 )
 
 func newAllowlistAddCmd() *cobra.Command {
 	var (
-		path, kernel, comment, key string
-		trust                      trustFlags
+		path, kernel, comment, key, modulesDir string
+		jobs                                   int
+		trust                                  trustFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "add FILE...",
+		Use:   "add (FILE... | --modules-dir DIR)",
 		Short: "Allow module files: add their names and digests to the allowlist",
 		Long: `Inspect module files and add each one's file and ELF digests to the entry of
 its name (an entry is created when there is none for that name and kernel).
 A name-only entry stays name-only. A module whose two names differ is
-refused. The allowlist is saved atomically; give --key to re-sign it.`,
+refused, and so is a file that is not a module: nothing is saved unless
+every file was read. The allowlist is saved atomically; give --key to
+re-sign it.
+
+  --modules-dir DIR  adds every .ko* file under DIR as well: a whole kernel
+                     release (/lib/modules/RELEASE), before rebooting into
+                     it. Its entries record the release from each module's
+                     vermagic (or --kernel), beside those of the releases
+                     already listed.`,
 		Example: `  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml ./mydriver.ko
-  kmodguard allowlist add --comment "vendor NIC" --key signing.key /opt/vendor/*.ko.xz`,
-		Args: cobra.MinimumNArgs(1),
+  kmodguard allowlist add --comment "vendor NIC" --key signing.key /opt/vendor/*.ko.xz
+
+  # a new kernel's modules, before rebooting into it
+  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml --modules-dir /lib/modules/6.1.0-57-amd64`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && modulesDir == "" {
+				return errors.New("give module files, or --modules-dir DIR")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := trust.load(path)
 			if err != nil {
 				return err
 			}
-			var mods []*kmod.Module
-			for _, p := range args {
-				m, err := kmod.Inspect(p)
+			paths := slices.Clone(args)
+			if modulesDir != "" {
+				found, err := findModules(modulesDir)
 				if err != nil {
 					return withCode(exitError, err)
 				}
-				if m.NameMismatch {
-					return withCode(exitError, fmt.Errorf("%s: name mismatch: .modinfo name=%q but struct module.name=%q; refusing to allow a forged module", p, m.Name, m.ThisModuleName))
+				if len(found) == 0 {
+					return withCode(exitError, fmt.Errorf("no module files under %s", modulesDir))
 				}
-				mods = append(mods, m)
+				paths = append(paths, found...)
+			}
+			if jobs < 1 {
+				jobs = 1
+			}
+			bar := newProgress(cmd.ErrOrStderr(), "modules", len(paths))
+			results := inspectAll(paths, jobs, bar)
+			bar.finish()
+			var problems []string
+			for _, r := range results {
+				switch {
+				case r.err != nil:
+					problems = append(problems, r.err.Error())
+				case r.mod.NameMismatch:
+					problems = append(problems, fmt.Sprintf("%s: name mismatch: .modinfo name=%q but struct module.name=%q; refusing to allow a forged module", r.path, r.mod.Name, r.mod.ThisModuleName))
+				}
+			}
+			if len(problems) > 0 {
+				return withCode(exitError, fmt.Errorf("nothing saved:\n  %s", strings.Join(problems, "\n  ")))
 			}
 			out := cmd.OutOrStdout()
-			for _, m := range mods {
+			// Each file named on the command line gets a line; a tree, a
+			// summary.
+			verbose := len(args)
+			var added, already int
+			for i, r := range results {
+				m := r.mod
 				k := kernel
 				if k == "" {
 					if f := strings.Fields(m.Vermagic); len(f) > 0 {
@@ -57,11 +98,19 @@ refused. The allowlist is saved atomically; give --key to re-sign it.`,
 				if err != nil {
 					return withCode(exitError, fmt.Errorf("%s: %w", m.Path, err))
 				}
-				if changed {
+				switch {
+				case changed && i < verbose:
 					fmt.Fprintf(out, "added %s (%s)\n", m.Name, m.Path)
-				} else {
+				case i < verbose:
 					fmt.Fprintf(out, "%s is already allowed (%s)\n", m.Name, m.Path)
+				case changed:
+					added++
+				default:
+					already++
 				}
+			}
+			if modulesDir != "" {
+				fmt.Fprintf(out, "%s: %d modules added, %d already allowed\n", modulesDir, added, already)
 			}
 			return saveList(cmd.ErrOrStderr(), path, a, key)
 		},
@@ -70,6 +119,8 @@ refused. The allowlist is saved atomically; give --key to re-sign it.`,
 	cmd.Flags().StringVar(&kernel, "kernel", "", "kernel release to record (default: the module's vermagic)")
 	cmd.Flags().StringVar(&comment, "comment", "", "comment for the entries")
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
+	cmd.Flags().StringVar(&modulesDir, "modules-dir", "", "also add every .ko* file under this tree (a kernel release)")
+	cmd.Flags().IntVarP(&jobs, "jobs", "j", runtime.GOMAXPROCS(0), "files inspected in parallel")
 	trust.bind(cmd)
 	return cmd
 }

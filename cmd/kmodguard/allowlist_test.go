@@ -478,3 +478,62 @@ func TestBuildEntriesFoldsNames(t *testing.T) {
 		t.Errorf("a bad file was not reported: %v", err)
 	}
 }
+
+// TestAllowlistAddModulesDir merges a second kernel release's tree into a
+// list: each module gets an entry for the new release beside the old one,
+// both releases' files check as allowed, and a tree holding a forged
+// module saves nothing.
+func TestAllowlistAddModulesDir(t *testing.T) {
+	k61 := kernel61(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k612, err := debkernel.Get(ctx, debkernel.Series612)
+	if err != nil {
+		t.Skipf("needs the Debian 6.12 kernel package: %v", err)
+	}
+	oldDir, oldPaths := smallTree(t, k61, false, "dummy")
+	list := filepath.Join(t.TempDir(), "allow.yaml")
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", oldDir, "-o", list); code != exitOK {
+		t.Fatalf("init: %s", stderr)
+	}
+	newDir, newPaths := smallTree(t, k612, false, "dummy", "veth")
+	if _, _, code := kg(t, "allowlist", "check", "-a", list, newPaths["dummy"]); code != exitDenied {
+		t.Fatalf("the new release's dummy is allowed before it was added: exit %d", code)
+	}
+	stdout, stderr, code := kg(t, "allowlist", "add", "-a", list, "--modules-dir", newDir)
+	if code != exitOK || !strings.Contains(stdout, newDir+": 2 modules added, 0 already allowed") {
+		t.Fatalf("add --modules-dir: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, p := range []string{oldPaths["dummy"], newPaths["dummy"], newPaths["veth"]} {
+		if stdout, _, code := kg(t, "allowlist", "check", "-a", list, p); code != exitOK {
+			t.Errorf("%s after add --modules-dir: exit %d %s", p, code, stdout)
+		}
+	}
+	a, err := allowlist.Load(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases := map[string]bool{}
+	for _, e := range a.Spec.Modules {
+		releases[e.Kernel] = true
+	}
+	if !releases[k61.Release] || !releases[k612.Release] {
+		t.Errorf("entries record releases %v, want %s and %s", releases, k61.Release, k612.Release)
+	}
+	// Again: nothing new.
+	if stdout, _, code := kg(t, "allowlist", "add", "-a", list, "--modules-dir", newDir); code != exitOK || !strings.Contains(stdout, "0 modules added, 2 already allowed") {
+		t.Errorf("second add --modules-dir: exit %d %s", code, stdout)
+	}
+	// A forged module in the tree: refused, and the list is untouched.
+	before, _ := os.ReadFile(list)
+	forgedDir, _ := smallTree(t, k61, true, "veth")
+	if _, stderr, code := kg(t, "allowlist", "add", "-a", list, "--modules-dir", forgedDir); code != exitError || !strings.Contains(stderr, "name mismatch") {
+		t.Errorf("a tree with a forged module: exit %d %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(list); !bytes.Equal(before, after) {
+		t.Error("a refused add --modules-dir changed the list")
+	}
+	if _, stderr, code := kg(t, "allowlist", "add", "-a", list); code != exitError || !strings.Contains(stderr, "--modules-dir") {
+		t.Errorf("add with neither files nor a tree: exit %d %s", code, stderr)
+	}
+}

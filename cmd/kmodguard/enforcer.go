@@ -178,7 +178,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	}
 	a, err := r.trust.load(r.path)
 	if err != nil {
-		return err
+		return withCode(exitError, fmt.Errorf("guard not loaded: %w", err))
 	}
 	enf, err := enforcer.Load(enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log}, a)
 	if err != nil {

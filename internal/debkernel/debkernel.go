@@ -74,6 +74,11 @@ type Kernel struct {
 // a plain, uncompressed Image, which QEMU's -kernel boots as it is.
 func (k *Kernel) Vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
 
+// Deb returns the kernel's package file, as downloaded into the cache.
+func (k *Kernel) Deb() (string, error) {
+	return findDeb(filepath.Join(CacheDir(), "debs"), k.Package, k.Arch)
+}
+
 // ModulesDir is lib/modules/<release> inside the unpacked package.
 func (k *Kernel) ModulesDir() string {
 	return filepath.Join(k.Root, "lib", "modules", k.Release)

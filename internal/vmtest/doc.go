@@ -102,6 +102,22 @@
 // status; the host times the boot and the tests on its own clock as the
 // markers arrive, and puts it all in Result.
 //
+// # A systemd guest
+//
+// Spec.System boots a real host instead of the busybox initramfs: Debian
+// 12's systemd as PID 1 and udev loading the drivers of QEMU devices whose
+// drivers are modules, from an ext4 root disk that holds Debian's own root
+// file system (debkernel.SystemdRootfs, built by mmdebstrap and cached) and
+// the kernel's whole modules tree. System.Install installs what the test
+// needs into the root folder on the host before the disk is made; the guest
+// tests run as vmtest.service once multi-user.target is reached, with the
+// fixtures, Spec.Binaries and testdata under /vmtest as usual. The System
+// type's comment has the details. System.Disk keeps the root disk between
+// Runs, so that a second Run on another kernel is a reboot of the same host
+// (a kernel upgrade). amd64 only; building the disk needs root, mmdebstrap
+// and mkfs.ext4 (scripts/deps.sh vm), and a host without them skips.
+// deploy/systemd's TestVMSystemd... tests use it.
+//
 // # arm64
 //
 // Spec.Arch = "arm64" boots Debian's arm64 kernels of the same series

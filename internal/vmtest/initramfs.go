@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -206,6 +207,49 @@ func (c *cpioWriter) trailer() error {
 	// The kernel does not need it, but cpio(1) likes 512-byte blocks.
 	if r := c.n % 512; r != 0 {
 		return c.put(make([]byte, 512-r))
+	}
+	return nil
+}
+
+// writeDir writes the collected files into the host folder dir, as the
+// kernel would unpack them: the systemd guest's root file system gets the
+// harness's files this way.
+func (r *initramfs) writeDir(dir string) error {
+	names := make([]string, 0, len(r.entries))
+	for n := range r.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		e := r.entries[n]
+		p := filepath.Join(dir, filepath.FromSlash(n))
+		switch e.mode & 0o170000 {
+		case cpioDir:
+			if err := os.MkdirAll(p, fs.FileMode(e.mode&0o777)); err != nil {
+				return err
+			}
+			continue
+		case cpioSymlink:
+			os.Remove(p)
+			if err := os.Symlink(e.target, p); err != nil {
+				return err
+			}
+			continue
+		}
+		data := e.data
+		if e.source != "" {
+			b, err := os.ReadFile(e.source)
+			if err != nil {
+				return err
+			}
+			data = b
+		}
+		if err := os.WriteFile(p, data, fs.FileMode(e.mode&0o777)); err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		if err := os.Chmod(p, fs.FileMode(e.mode&0o777)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -61,8 +61,9 @@ var machines = map[string]machine{
 }
 
 // qemu boots k with initrd and waits for it to power off, or kills it at
-// spec.Timeout. The console and the result port go to files in dir.
-func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, spec Spec) (*Result, error) {
+// spec.Timeout. The console and the result port go to files in dir. extra
+// are more QEMU arguments (the systemd guest's disks and devices).
+func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, spec Spec, extra ...string) (*Result, error) {
 	console := filepath.Join(dir, "console.log")
 	results := filepath.Join(dir, "results.log")
 	m := machines[spec.Arch]
@@ -85,6 +86,7 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 		"-append", cmdline,
 	}
 	args = append(args, m.args(console, results)...)
+	args = append(args, extra...)
 	if os.Getenv(EnvAccel) == "kvm" && spec.Arch == debkernel.AMD64 {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {

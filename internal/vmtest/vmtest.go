@@ -110,6 +110,10 @@ type Spec struct {
 	// must really run on every kernel.
 	FailOnSkip bool
 
+	// System, when set, boots a Debian 12 root file system with systemd
+	// and udev from a disk, instead of the busybox initramfs (see System).
+	System *System
+
 	// Script, when set, is a busybox sh script the guest runs instead of a
 	// test binary (Exec only; Run and Boot always run tests). Its exit
 	// status is Result.ExitCode.
@@ -190,6 +194,7 @@ func skipUnlessEnabled(t testing.TB) {
 func Run(t *testing.T, spec Spec) []*Result {
 	t.Helper()
 	skipUnlessEnabled(t)
+	skipUnlessSystem(t, spec)
 	spec.defaults()
 	if len(spec.Kernels) == 0 {
 		t.Skipf("no kernel of the spec is in %s=%s", EnvKernels, os.Getenv(EnvKernels))
@@ -249,6 +254,7 @@ func Run(t *testing.T, spec Spec) []*Result {
 func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	t.Helper()
 	skipUnlessEnabled(t)
+	skipUnlessSystem(t, spec)
 	spec.defaults()
 	spec.Kernels = []debkernel.Series{series}
 	ctx := context.Background()
@@ -403,18 +409,26 @@ func goCmd(dir, goarch string, cgo bool, args ...string) error {
 func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Result, error) {
 	spec := b.spec
 	rfs := newInitramfs()
-	rfs.addFile("init", b.initBin, 0o755)
-	if spec.Arch == debkernel.AMD64 {
-		if err := addBusybox(rfs); err != nil {
+	// modRFS receives the fixtures' /lib/modules tree: the initramfs's own,
+	// or, for a systemd guest, which has the kernel's whole tree, nowhere.
+	modRFS := rfs
+	if spec.System != nil {
+		rfs.addFile(systemInit, b.initBin, 0o755)
+		modRFS = newInitramfs()
+	} else {
+		rfs.addFile("init", b.initBin, 0o755)
+		if spec.Arch == debkernel.AMD64 {
+			if err := addBusybox(rfs); err != nil {
+				return nil, err
+			}
+		} else if err := addForeignBusybox(ctx, rfs, spec.Arch); err != nil {
 			return nil, err
 		}
-	} else if err := addForeignBusybox(ctx, rfs, spec.Arch); err != nil {
-		return nil, err
+		rfs.mkdirAll("root")
+		rfs.mkdirAll("etc")
+		rfs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+		rfs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
 	}
-	rfs.mkdirAll("root")
-	rfs.mkdirAll("etc")
-	rfs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
-	rfs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
 	if cfg := filepath.Join(k.Root, "boot", "config-"+k.Release); fileExists(cfg) {
 		rfs.addFile("boot/config-"+k.Release, cfg, 0o644)
 	}
@@ -426,7 +440,7 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	if err := os.MkdirAll(fixtures, 0o755); err != nil {
 		return nil, err
 	}
-	if err := stageModules(rfs, k, spec.Modules, fixtures); err != nil {
+	if err := stageModules(modRFS, k, spec.Modules, fixtures); err != nil {
 		return nil, fmt.Errorf("kernel %s: %w", k.Release, err)
 	}
 	if err := writeCrafted(fixtures, spec.Crafted); err != nil {
@@ -495,25 +509,37 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	initrd := filepath.Join(dir, "initramfs.cpio.gz")
-	f, err := os.Create(initrd)
-	if err != nil {
-		return nil, err
+	var run func() (*Result, error)
+	if spec.System != nil {
+		sys, err := prepareSystem(ctx, dir, k, rfs, spec)
+		if err != nil {
+			return nil, fmt.Errorf("kernel %s: systemd guest: %w", k.Release, err)
+		}
+		run = sys.run
+	} else {
+		initrd := filepath.Join(dir, "initramfs.cpio.gz")
+		f, err := os.Create(initrd)
+		if err != nil {
+			return nil, err
+		}
+		if err := rfs.writeTo(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write initramfs: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		run = func() (*Result, error) { return qemu(ctx, dir, k, initrd, spec) }
 	}
-	if err := rfs.writeTo(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write initramfs: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	r, err := qemu(ctx, dir, k, initrd, spec)
-	if err == nil && !r.Started && !r.TimedOut && ctx.Err() == nil {
+	r, err := run()
+	if err == nil && !r.Started && !r.TimedOut && ctx.Err() == nil && spec.System == nil {
 		// The guest died before /init ran anything: nothing under test ran
 		// yet, so this is the emulator's trouble (a starved TCG timer, say).
-		// One more try, and the second result stands.
+		// One more try, and the second result stands. (A systemd guest that
+		// never reached its tests may have failed to boot for real: its
+		// result stands.)
 		logf(spec, "kernel %s died before the tests began (%s); booting once more", k.Release, deathReason(r.Console))
-		r, err = qemu(ctx, dir, k, initrd, spec)
+		r, err = run()
 		if r != nil {
 			r.Attempts = 2
 		}
@@ -526,7 +552,7 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		// kept in the log so that a real kernel bug stays visible.
 		logf(spec, "kernel %s: SOFT LOCKUP while testing; booting once more. First boot's console:\n%s",
 			k.Release, crashExcerpt(r.Console))
-		r, err = qemu(ctx, dir, k, initrd, spec)
+		r, err = run()
 		if r != nil {
 			r.Attempts = 2
 		}

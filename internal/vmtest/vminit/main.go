@@ -1,7 +1,9 @@
 //go:build linux
 
 // Command vminit is /init of the vmtest initramfs. The host builds it
-// statically and boots it as PID 1 in a QEMU guest. It mounts the pseudo
+// statically and boots it as PID 1 in a QEMU guest; in a systemd guest,
+// systemd runs it as a service once the boot is done (and it then mounts
+// nothing). It mounts the pseudo
 // filesystems the tests need, runs the steps of /vmtest/plan.json with their
 // output on the result port (the second serial port, /dev/ttyS1, unless the
 // plan names another: /dev/ttyS0 on arm64), writes marker lines the host
@@ -100,8 +102,12 @@ func setup() error {
 func run() error {
 	os.Setenv("PATH", proto.BinDir+":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
 	os.Setenv("HOME", "/root")
-	if err := setup(); err != nil {
-		return err
+	// As PID 1 (the busybox guest) it sets up the system itself; run by
+	// systemd (the systemd guest's vmtest.service), it finds it set up.
+	if os.Getpid() == 1 {
+		if err := setup(); err != nil {
+			return err
+		}
 	}
 	plan, err := readPlan()
 	if err != nil {
