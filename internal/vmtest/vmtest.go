@@ -209,6 +209,7 @@ func Run(t *testing.T, spec Spec) []*Result {
 		t.Fatalf("vmtest: %v", err)
 	}
 	var results []*Result
+	name := t.Name()
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
 			// Debian moves its kernels without a commit here: say exactly
@@ -228,6 +229,9 @@ func Run(t *testing.T, spec Spec) []*Result {
 				t.Fatalf("vmtest: %v", err)
 			}
 			results = append(results, r)
+			if err := record(name, r, kb.spec); err != nil {
+				t.Logf("vmtest: results not recorded: %v", err)
+			}
 			t.Logf("kernel %s (%s): boot %s, tests %s, wall %s (timeout %s, boot attempts %d)", k.Release, k,
 				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout, r.Attempts)
 			if !live {
