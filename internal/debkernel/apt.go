@@ -13,7 +13,7 @@ import (
 
 // aptConfig is what apt-get and apt-cache are given besides their
 // arguments: nothing for the host's own configuration, or the -o options of
-// a private one (sidApt).
+// a private one (suiteApt).
 type aptConfig []string
 
 // command is exec.CommandContext for an apt tool under the configuration.
@@ -30,12 +30,15 @@ func (a aptConfig) update(ctx context.Context) error {
 }
 
 // aptFor returns the apt configuration that serves a series: the host's
-// for bookworm's kernels, a private one for sid's.
+// for bookworm's kernels, a private one for sid's and bullseye's.
 func aptFor(ctx context.Context, s Series) (aptConfig, error) {
-	if s != SeriesSid {
-		return nil, nil
+	switch s {
+	case SeriesSid:
+		return suiteApt(ctx, "sid", sidRefresh)
+	case Series510:
+		return suiteApt(ctx, "bullseye", stableRefresh)
 	}
-	return sidApt(ctx)
+	return nil, nil
 }
 
 // Where sidApt takes the archive from when the host's sources name no
@@ -45,20 +48,25 @@ const (
 	defaultKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 )
 
-// sidRefresh is how old sid's package lists may be before sidApt fetches
-// them again: unstable moves every day, and the archive keeps only the
-// current build of each kernel.
-const sidRefresh = 6 * time.Hour
+// How old a private configuration's package lists may be before suiteApt
+// fetches them again: unstable moves every day, and the archive keeps only
+// the current build of each kernel; a released suite moves with its point
+// releases and security updates.
+const (
+	sidRefresh    = 6 * time.Hour
+	stableRefresh = 24 * time.Hour
+)
 
-// sidApt returns a private apt configuration for Debian unstable, used only
-// to fetch packages: a sources.list with one sid line for the host's Debian
-// mirror and keyring, and its own package lists and cache under
-// CacheDir()/apt/sid. The host's sources.list.d and preferences are left
-// out (Dir::Etc::sourceparts=-), and nothing of the host's apt is changed.
-// The lists are fetched when missing or older than sidRefresh; a failed
-// refresh keeps the lists there are, if any.
-func sidApt(ctx context.Context) (aptConfig, error) {
-	dir := filepath.Join(CacheDir(), "apt", "sid")
+// suiteApt returns a private apt configuration for one Debian suite (sid,
+// bullseye), used only to fetch packages: a sources.list with one line for
+// that suite on the host's Debian mirror, checked with the host's keyring,
+// and its own package lists and cache under CacheDir()/apt/<suite>. The
+// host's sources.list.d and preferences are left out
+// (Dir::Etc::sourceparts=-), and nothing of the host's apt is changed. The
+// lists are fetched when missing or older than refresh; a failed refresh
+// keeps the lists there are, if any.
+func suiteApt(ctx context.Context, suite string, refresh time.Duration) (aptConfig, error) {
+	dir := filepath.Join(CacheDir(), "apt", suite)
 	for _, d := range []string{"etc", "lists/partial", "cache/archives/partial"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("debkernel: %w", err)
@@ -66,7 +74,7 @@ func sidApt(ctx context.Context) (aptConfig, error) {
 	}
 	mirror, keyring := hostMirror()
 	sources := filepath.Join(dir, "etc", "sources.list")
-	line := fmt.Sprintf("deb [signed-by=%s] %s sid main\n", keyring, mirror)
+	line := fmt.Sprintf("deb [signed-by=%s] %s %s main\n", keyring, mirror, suite)
 	if b, err := os.ReadFile(sources); err != nil || string(b) != line {
 		if err := os.WriteFile(sources, []byte(line), 0o644); err != nil {
 			return nil, fmt.Errorf("debkernel: %w", err)
@@ -90,7 +98,7 @@ func sidApt(ctx context.Context) (aptConfig, error) {
 		// root's home: it then warns and goes on as root anyway.
 		a = append(a, "-o", "APT::Sandbox::User=root")
 	}
-	if fresh(filepath.Join(dir, "lists"), sidRefresh) {
+	if fresh(filepath.Join(dir, "lists"), refresh) {
 		return a, nil
 	}
 	unlock, err := lockCache()
@@ -98,11 +106,11 @@ func sidApt(ctx context.Context) (aptConfig, error) {
 		return nil, err
 	}
 	defer unlock()
-	if fresh(filepath.Join(dir, "lists"), sidRefresh) {
+	if fresh(filepath.Join(dir, "lists"), refresh) {
 		return a, nil
 	}
 	if err := a.update(ctx); err != nil && !fresh(filepath.Join(dir, "lists"), 0) {
-		return nil, fmt.Errorf("%w (sid's lists, fetched through %s)", err, sources)
+		return nil, fmt.Errorf("%w (%s's lists, fetched through %s)", err, suite, sources)
 	}
 	return a, nil
 }

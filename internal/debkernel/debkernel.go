@@ -66,6 +66,10 @@ const (
 	// SeriesSid is the kernel that Debian unstable's linux-image-cloud-<arch>
 	// depends on: the newest kernel Debian builds.
 	SeriesSid Series = "sid"
+	// Series510 is the kernel that bullseye's linux-image-<arch> depends
+	// on. It is below the project's kernel floor: not in AllSeries, only
+	// booted to check that the guard and the sensor refuse it plainly.
+	Series510 Series = "5.10"
 )
 
 // AllSeries lists the series the test matrix covers, oldest first.
@@ -279,6 +283,7 @@ func resolve(ctx context.Context, apt aptConfig, s Series, arch string) (string,
 		return p, nil
 	}
 	reDep61 := regexp.MustCompile(`Depends: (linux-image-6\.1\.0-\d+-` + arch + `)\b`)
+	reDep510 := regexp.MustCompile(`Depends: (linux-image-5\.10\.0-\d+-` + arch + `)\b`)
 	// The trailing space leaves out the -16k and -rt flavours.
 	re612 := regexp.MustCompile(`^linux-image-(6\.12\.(\d+)\+deb12-(cloud-)?` + arch + `)(-unsigned)? `)
 	var pkg string
@@ -292,6 +297,17 @@ func resolve(ctx context.Context, apt aptConfig, s Series, arch string) (string,
 		m := reDep61.FindSubmatch(out)
 		if m == nil {
 			return "", fmt.Errorf("debkernel: %s does not depend on a 6.1 kernel here:\n%s", meta, out)
+		}
+		pkg = string(m[1])
+	case Series510:
+		meta := qualified("linux-image-"+arch, arch)
+		out, err := apt.command(ctx, "apt-cache", "depends", meta).Output()
+		if err != nil {
+			return "", fmt.Errorf("debkernel: apt-cache depends %s (bullseye): %w", meta, err)
+		}
+		m := reDep510.FindSubmatch(out)
+		if m == nil {
+			return "", fmt.Errorf("debkernel: bullseye's %s does not depend on a 5.10 kernel:\n%s", meta, out)
 		}
 		pkg = string(m[1])
 	case SeriesSid:
@@ -656,6 +672,7 @@ func fileExists(p string) bool {
 // the cache; ARCH stands for the architecture. A kernel unpacked with its
 // metadata is known by that instead.
 var cachedRelease = map[Series]string{
+	Series510: `^5\.10\.0-(\d+)-ARCH$`,
 	Series61:  `^6\.1\.0-(\d+)-ARCH$`,
 	Series612: `^6\.12\.(\d+)\+deb12-(cloud-)?ARCH$`,
 }
