@@ -241,6 +241,16 @@ func guard(recs []vmtest.Record) cell {
 	return verdict(recs, "TestGuestListedLoads")
 }
 
+// refusal is the cell of a kernel below the floor: the refusal test of
+// what passed, which must have refused with a clear reason.
+func refusal(recs []vmtest.Record, what string) cell {
+	c := verdict(recs, "TestBelowFloorRefused/"+what)
+	if c.state == "ok" {
+		return cell{"na", "refused (below the floor): " + c.text}
+	}
+	return c
+}
+
 // compressed joins the guard's compressed-load test and the harness's
 // plain compressed finit_module (no guard).
 func compressed(r *row) cell {
@@ -274,19 +284,30 @@ Debian kernel build under QEMU. Do not edit by hand.
 
 🟢 works · 🟡 not available on that kernel (the code says so and falls back or refuses) · 🔴 broken · ⚪ not run
 
+Kernels below the floor (Debian 11's 5.10, booted with ` + "`bpf`" + ` added to ` + "`lsm=`" + `) are
+listed for their refusal: ` + "`enforcer.TestBelowFloorRefused`" + ` runs ` + "`kmodguard enforcer run`" + `
+and ` + "`kmodguard watch`" + ` there, and each must exit naming the kernel it needs.
+
 | kernel | Debian package | sensor tp_btf | sensor raw_tp | sensor fentry | guard | seal | compressed finit_module | run |
 |---|---|---|---|---|---|---|---|---|
 `)
 	for _, r := range rs {
 		sensor := r.pkg("bpf")
 		enf := r.pkg("enforcer")
-		cells := []cell{
-			verdict(sensor, "TestGuestSensorLoadUnload/tp_btf"),
-			verdict(sensor, "TestGuestSensorLoadUnload/raw_tracepoint"),
-			verdict(sensor, "TestGuestSensorLoadUnload/fentry"),
-			guard(enf),
-			verdict(enf, "TestGuestZSealed"),
-			compressed(r),
+		var cells []cell
+		if !slices.Contains(debkernel.AllSeries, debkernel.Series(r.series)) {
+			// Below the floor: what matters is that both refuse, and say why.
+			s, g := refusal(enf, "sensor"), refusal(enf, "guard")
+			cells = []cell{s, s, s, g, g, {"none", "—"}}
+		} else {
+			cells = []cell{
+				verdict(sensor, "TestGuestSensorLoadUnload/tp_btf"),
+				verdict(sensor, "TestGuestSensorLoadUnload/raw_tracepoint"),
+				verdict(sensor, "TestGuestSensorLoadUnload/fentry"),
+				guard(enf),
+				verdict(enf, "TestGuestZSealed"),
+				compressed(r),
+			}
 		}
 		fmt.Fprintf(&b, "| %s %s (%s) | `%s` |", r.series, r.arch, r.release, r.kernel)
 		for _, c := range cells {
