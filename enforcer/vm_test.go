@@ -64,14 +64,14 @@ func vmSpec() vmtest.Spec {
 	}
 }
 
-// TestVMArm64 runs the guard's tests on Debian's arm64 6.12, so that the
-// committed guard_arm64_bpfel.o enforces in a real kernel. Not on arm64
-// 6.1: it loads LSM programs but cannot attach them (no ftrace direct
-// calls; internal/vmtest's TestGuestBPFLSM checks that refusal).
+// TestVMArm64 runs the guard's tests on Debian's arm64 6.12 and sid, so
+// that the committed guard_arm64_bpfel.o enforces in a real kernel. Not on
+// arm64 6.1: it loads LSM programs but cannot attach them (no ftrace
+// direct calls; internal/vmtest's TestGuestBPFLSM checks that refusal).
 func TestVMArm64(t *testing.T) {
 	spec := vmSpec()
 	spec.Arch = "arm64"
-	spec.Kernels = []debkernel.Series{debkernel.Series612}
+	spec.Kernels = []debkernel.Series{debkernel.Series612, debkernel.SeriesSid}
 	vmtest.Run(t, spec)
 	// On 6.1, only that the guard is refused, and why.
 	vmtest.Run(t, vmtest.Spec{
