@@ -3,7 +3,10 @@
 # already there. Groups:
 #   build    Go modules (through the Go module proxy)
 #   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
-#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness
+#   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd: the QEMU harness;
+#            debian-archive-keyring: the keys that check sid's and bullseye's
+#            package lists, fetched through the harness's private apt
+#            configurations (internal/debkernel)
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
@@ -13,7 +16,7 @@ set -euo pipefail
 
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
-	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod"
+	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 )
