@@ -183,7 +183,14 @@ func verdict(recs []vmtest.Record, test string) cell {
 	for _, rec := range recs {
 		switch {
 		case slices.Contains(rec.Failed, test):
-			return cell{"fail", "FAIL: " + msg(rec, test)}
+			text := "FAIL: " + msg(rec, test)
+			for _, m := range rec.Messages[test] {
+				if why, ok := strings.CutPrefix(m, "log: "); ok {
+					text += " (" + strings.ReplaceAll(why, `\"`, `"`) + ")"
+					break
+				}
+			}
+			return cell{"fail", text}
 		case slices.Contains(rec.Skipped, test):
 			return cell{"na", "skipped: " + msg(rec, test)}
 		case slices.Contains(rec.Passed, test):
@@ -298,7 +305,8 @@ and ` + "`kmodguard watch`" + ` there, and each must exit naming the kernel it n
 		if !slices.Contains(debkernel.AllSeries, debkernel.Series(r.series)) {
 			// Below the floor: what matters is that both refuse, and say why.
 			s, g := refusal(enf, "sensor"), refusal(enf, "guard")
-			cells = []cell{s, s, s, g, g, {"none", "—"}}
+			same := cell{s.state, "as tp_btf"}
+			cells = []cell{s, same, same, g, {"none", "— (no guard)"}, {"none", "—"}}
 		} else {
 			cells = []cell{
 				verdict(sensor, "TestGuestSensorLoadUnload/tp_btf"),

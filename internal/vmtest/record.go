@@ -135,6 +135,7 @@ var (
 	runRE     = regexp.MustCompile(`^\s*=== (RUN|CONT|PAUSE)\s+(\S+)`)
 	logRE     = regexp.MustCompile(`^\s+(\S+\.go:\d+: .*)$`)
 	notAvail  = regexp.MustCompile(`\b[A-Z]+ NOT AVAILABLE\b|` + SupportPrefix)
+	logrusRE  = regexp.MustCompile(`level=(?:warning|error|fatal) msg="((?:[^"\\]|\\.)*)" error="((?:[^"\\]|\\.)*)"`)
 	verdictLn = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(`)
 )
 
@@ -162,6 +163,13 @@ func (r *Result) messages() map[string][]string {
 			continue
 		}
 		m := logRE.FindStringSubmatch(line)
+		if m == nil && bad[cur] {
+			// A library's own warning (logrus) often says why: keep its
+			// message and error.
+			if w := logrusRE.FindStringSubmatch(line); w != nil {
+				m = []string{line, "log: " + w[1] + ": " + w[2]}
+			}
+		}
 		if m == nil || cur == "" {
 			continue
 		}

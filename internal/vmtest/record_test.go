@@ -23,6 +23,7 @@ func TestRecord(t *testing.T) {
 === RUN   TestGuestB
 === RUN   TestGuestB/fentry
     b_test.go:20: loading
+time="2026-12-06T01:44:51Z" level=warning msg="sensor: hook refused" error="attach: ambiguous \"x\" symbol" hook=fentry
     b_test.go:21: attach: ambiguous kernel symbol
 --- FAIL: TestGuestB (0.20s)
     --- FAIL: TestGuestB/fentry (0.20s)
@@ -57,7 +58,7 @@ FAIL
 	}
 	want := map[string][]string{
 		"TestGuestA":        {"a_test.go:11: SUPPORT: decided on the ELF"},
-		"TestGuestB/fentry": {"b_test.go:20: loading", "b_test.go:21: attach: ambiguous kernel symbol"},
+		"TestGuestB/fentry": {"b_test.go:20: loading", `log: sensor: hook refused: attach: ambiguous \"x\" symbol`, "b_test.go:21: attach: ambiguous kernel symbol"},
 		"TestGuestC":        {"c_test.go:5: FENTRY NOT AVAILABLE on arm64 6.1: fell back"},
 		"TestGuestD":        {"d_test.go:7: needs a thing"},
 	}
