@@ -127,11 +127,11 @@
 // What runs there: the sensor's guest tests (bpf.TestVMArm64: the committed
 // sensor_arm64_bpfel.o watching real init_module, finit_module and
 // delete_module calls, in tp_btf, raw_tracepoint and fentry mode where the
-// kernel has ftrace direct calls: 6.12, not 6.1, where the test says so),
+// kernel has ftrace direct calls: 6.12 and sid, not 6.1, where the test says so),
 // this package's own (TestVMArm64: on 6.1, where no BPF trampoline can be
 // entered, TestGuestBPFLSM checks that an LSM program loads and its attach
 // is refused), and the guard's (enforcer.TestVMArm64: every guard test on
-// 6.12, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
+// 6.12 and sid, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
 // refuses to load and says why). For 32-bit (aarch32) callers,
 // bpf.TestVMArm64 builds a static GOARCH=arm program on the host and ships
 // it with Spec.Files; the guest runs it through the kernel's compat support.
