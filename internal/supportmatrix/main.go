@@ -316,6 +316,10 @@ and ` + "`kmodguard watch`" + ` there, and each must exit naming the kernel it n
 				verdict(enf, "TestGuestZSealed"),
 				compressed(r),
 			}
+			if cells[3].state == "na" {
+				// The guard refuses this kernel: nothing to seal or decide.
+				cells[4], cells[5] = cell{"none", "— (no guard)"}, cell{"none", "— (no guard)"}
+			}
 		}
 		fmt.Fprintf(&b, "| %s %s (%s) | `%s` |", r.series, r.arch, r.release, r.kernel)
 		for _, c := range cells {
