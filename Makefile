@@ -74,9 +74,13 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	@scripts/fuzz.sh $(FUZZTIME)
 
 .PHONY: vmtest
-vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1 and 6.12 (amd64; arm64 too where a TestVMArm64 is)
+vmtest: ## Run the real-kernel tests in QEMU on Debian 6.1, 6.12 and sid's newest (amd64; arm64 too where a TestVMArm64 is)
 	@scripts/deps.sh build vm vm-arm64
 	KMODGUARD_VMTEST=1 $(GO) test -count=1 -p 1 -timeout 60m -run '^TestVM' -v $(VM_PKGS)
+
+.PHONY: matrix
+matrix: ## Regenerate docs/support-matrix.md from the last vmtest run's records
+	$(GO) run ./internal/supportmatrix -o docs/support-matrix.md
 
 .PHONY: test
 test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, vmtest

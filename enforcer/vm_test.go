@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -63,14 +64,14 @@ func vmSpec() vmtest.Spec {
 	}
 }
 
-// TestVMArm64 runs the guard's tests on Debian's arm64 6.12, so that the
-// committed guard_arm64_bpfel.o enforces in a real kernel. Not on arm64
-// 6.1: it loads LSM programs but cannot attach them (no ftrace direct
-// calls; internal/vmtest's TestGuestBPFLSM checks that refusal).
+// TestVMArm64 runs the guard's tests on Debian's arm64 6.12 and sid, so
+// that the committed guard_arm64_bpfel.o enforces in a real kernel. Not on
+// arm64 6.1: it loads LSM programs but cannot attach them (no ftrace
+// direct calls; internal/vmtest's TestGuestBPFLSM checks that refusal).
 func TestVMArm64(t *testing.T) {
 	spec := vmSpec()
 	spec.Arch = "arm64"
-	spec.Kernels = []debkernel.Series{debkernel.Series612}
+	spec.Kernels = []debkernel.Series{debkernel.Series612, debkernel.SeriesSid}
 	vmtest.Run(t, spec)
 	// On 6.1, only that the guard is refused, and why.
 	vmtest.Run(t, vmtest.Spec{
@@ -753,8 +754,22 @@ func TestGuestModifiedCopyRefused(t *testing.T) {
 	unload(t, "dummy")
 }
 
+// TestGuestCompressed: finit_module with MODULE_INIT_COMPRESSED_FILE. Up to
+// 6.12 the kernel shows the guard only the compressed file (id
+// READING_MODULE), so the file's digest binds the entry. Newer kernels
+// (Debian's 7.2) read it under READING_MODULE_COMPRESSED, decompress it, and
+// then call kernel_post_read_file with the decompressed image under
+// READING_MODULE: the guard decides there, on the bytes that will run, with
+// both names, and only once (compressedReadApart says which kernel this is,
+// from its BTF; guestCompressedApart checks it). Either way a user-space
+// decompression (kmod, busybox) ends in init_module with the ELF.
 func TestGuestCompressed(t *testing.T) {
 	vmtest.RequireGuest(t)
+	if id, ok := compressedReadApart(t); ok {
+		guestCompressedApart(t)
+		vmtest.SupportNote(t, "decided once, on the decompressed image (READING_MODULE_COMPRESSED=%d, then READING_MODULE): its ELF digest and both names; the file's digest alone is refused", id)
+		return
+	}
 	elf := readFixture(t, "dummy")
 	xzPath := compressed(t, "dummy")
 	file, err := os.ReadFile(xzPath)
@@ -776,9 +791,11 @@ func TestGuestCompressed(t *testing.T) {
 	switch {
 	case err == nil:
 		t.Logf("%s decompresses modules in the kernel: loaded %s", vmtest.Release(), filepath.Base(xzPath))
+		vmtest.SupportNote(t, "decided on the compressed file's digest (READING_MODULE; no names in compressed bytes), then decompressed by the kernel")
 		unload(t, "dummy")
 	case errors.Is(err, unix.EOPNOTSUPP):
 		t.Logf("%s cannot decompress modules (EOPNOTSUPP) after the guard allowed it: using the user-space path", vmtest.Release())
+		vmtest.SupportNote(t, "decided on the compressed file's digest; no in-kernel decompression (EOPNOTSUPP): kmod's init_module of the ELF is decided on its digest and names")
 	default:
 		t.Fatalf("finit_module(%s, COMPRESSED_FILE): %v", xzPath, err)
 	}
@@ -798,6 +815,149 @@ func TestGuestCompressed(t *testing.T) {
 	if !d.Compressed || !strings.Contains(d.Reason, "compressed") {
 		t.Fatalf("decision %+v: want a compressed-file refusal", d)
 	}
+}
+
+// compressedReadApart reports whether the running kernel reads a
+// MODULE_INIT_COMPRESSED_FILE module under its own id,
+// READING_MODULE_COMPRESSED of enum kernel_read_file_id (in its BTF), and
+// then shows the decompressed image to kernel_post_read_file as
+// READING_MODULE.
+func compressedReadApart(t *testing.T) (uint64, bool) {
+	t.Helper()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatalf("kernel BTF: %v", err)
+	}
+	var ids *btf.Enum
+	if err := spec.TypeByName("kernel_read_file_id", &ids); err != nil {
+		t.Fatalf("kernel BTF: enum kernel_read_file_id: %v", err)
+	}
+	for _, v := range ids.Values {
+		if v.Name == "READING_MODULE_COMPRESSED" {
+			t.Logf("%s reads compressed modules as READING_MODULE_COMPRESSED (%d), then decompresses them", vmtest.Release(), v.Value)
+			return v.Value, true
+		}
+	}
+	t.Logf("%s has no READING_MODULE_COMPRESSED: the guard sees compressed files as READING_MODULE", vmtest.Release())
+	return 0, false
+}
+
+// guestCompressedApart pins down the guard on a kernel with
+// READING_MODULE_COMPRESSED: every compressed finit_module is decided once,
+// on the decompressed image (its digest and both names), whatever the
+// compressed file's digest says.
+func guestCompressedApart(t *testing.T) {
+	elf, vethELF := readFixture(t, "dummy"), readFixture(t, "veth")
+	xzPath, vethXZ := compressed(t, "dummy"), compressed(t, "veth")
+	file, err := os.ReadFile(xzPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The forged module of DESIGN.md, compressed: its file digest listed
+	// under the name its .modinfo claims.
+	dumboXZ := filepath.Join(t.TempDir(), "dumbo.ko.xz")
+	dumbo := readFixture(t, "dumbo")
+	xzFile(t, dumbo, dumboXZ)
+	dumboFile, err := os.ReadFile(dumboXZ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf := start(t, list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(elf), sum(file)}}), enforcer.Config{})
+
+	// nextOnly returns the next decision of any kind, and fails on a
+	// second decision about the same load: each load below is followed
+	// by an init_module of an unlisted veth, whose refusal must come next.
+	nextOnly := func(what string) enforcer.Decision {
+		t.Helper()
+		d := next(t, enf, lsm.OpFinitModule, lsm.OpInitModule)
+		if err := initModule(vethELF); !errors.Is(err, unix.EPERM) {
+			t.Fatalf("init_module(unlisted veth) after %s = %v, want EPERM", what, err)
+		}
+		after := next(t, enf, lsm.OpFinitModule, lsm.OpInitModule)
+		if after.Op != lsm.OpInitModule || after.SHA256 != sum(vethELF) {
+			t.Fatalf("%s was decided twice: %+v\nthen %+v", what, d, after)
+		}
+		return d
+	}
+
+	// Listed (both digests): allowed, decided on the ELF with both names.
+	if err := finitModule(t, xzPath, moduleInitCompressedFile); err != nil {
+		t.Fatalf("finit_module(%s, COMPRESSED_FILE), listed: %v", xzPath, err)
+	}
+	d := nextOnly("the listed compressed dummy")
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Allowed, sum(elf), "dummy")
+	if d.Compressed || d.ThisModuleName != "dummy" || d.Entry != "dummy" || d.Size != uint64(len(elf)) ||
+		!strings.Contains(d.Reason, "both names match") {
+		t.Fatalf("decision %+v: want the decompressed image (%d bytes, both names dummy) matched on its digest", d, len(elf))
+	}
+	t.Logf("compressed dummy (%d bytes) decided on its decompressed image: %d bytes, sha256 %s, names %s/%s", len(file), d.Size, d.SHA256, d.Name, d.ThisModuleName)
+	if !loaded("dummy") {
+		t.Fatal("dummy is not loaded")
+	}
+	unload(t, "dummy")
+
+	// Unlisted: refused on the ELF, not as an unreadable compressed file.
+	if err := finitModule(t, vethXZ, moduleInitCompressedFile); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(unlisted compressed veth) = %v, want EPERM", err)
+	}
+	d = nextOnly("the unlisted compressed veth")
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Blocked, sum(vethELF), "veth")
+	if d.Compressed || !strings.Contains(d.Reason, "not on the allowlist") {
+		t.Fatalf("decision %+v: want the decompressed veth refused as not listed", d)
+	}
+
+	// Only the compressed file's digest listed: not the bytes that run,
+	// so refused on this kernel (up to 6.12 it admits the file).
+	if err := enf.Apply(list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(file)}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := finitModule(t, xzPath, moduleInitCompressedFile); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(compressed dummy), only its file digest %s listed = %v, want EPERM", sum(file), err)
+	}
+	d = nextOnly("the compressed dummy listed by its file digest")
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Blocked, sum(elf), "dummy")
+	if d.Compressed || !strings.Contains(d.Reason, "not on the allowlist") {
+		t.Fatalf("decision %+v: want the decompressed dummy refused as not listed", d)
+	}
+	if loaded("dummy") {
+		t.Fatal("dummy loaded with only its compressed file's digest listed")
+	}
+
+	// Only the ELF digest listed: the compressed file loads.
+	if err := enf.Apply(list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(elf)}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := finitModule(t, xzPath, moduleInitCompressedFile); err != nil {
+		t.Fatalf("finit_module(compressed dummy), its ELF digest listed: %v", err)
+	}
+	wantDecision(t, nextOnly("the compressed dummy listed by its ELF digest"), lsm.OpFinitModule, lsm.Allowed, sum(elf), "dummy")
+	unload(t, "dummy")
+
+	// The forgery, compressed, its file digest listed as "dumbo": the names
+	// come from the decompressed image, and they differ.
+	if err := enf.Apply(list(t, allowlist.ModeEnforce, entry{"dumbo", []string{sum(dumboFile)}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := finitModule(t, dumboXZ, moduleInitCompressedFile); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("finit_module(compressed forged dumbo) = %v, want EPERM", err)
+	}
+	d = nextOnly("the compressed forged dumbo")
+	wantDecision(t, d, lsm.OpFinitModule, lsm.Blocked, sum(dumbo), "dumbo")
+	if d.ThisModuleName != "dummy" || !d.NameMismatch || d.Compressed {
+		t.Fatalf("decision %+v: want the forgery's two names dumbo/dummy read from the decompressed image", d)
+	}
+	if loaded("dummy") {
+		t.Fatal("the forged dumbo loaded")
+	}
+	// kmod's own path still works: the ELF through init_module.
+	if err := enf.Apply(list(t, allowlist.ModeEnforce, entry{"dummy", []string{sum(elf)}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := initModule(elf); err != nil {
+		t.Fatalf("init_module(decompressed dummy): %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(elf), "dummy")
+	unload(t, "dummy")
 }
 
 func TestGuestApplyBrokenKeepsOld(t *testing.T) {

@@ -6,7 +6,9 @@
 #   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod: the QEMU
 #            harness; mmdebstrap, e2fsprogs and systemd: its systemd guest (a
 #            Debian 12 root file system on an ext4 image, units enabled in it
-#            with systemctl --root)
+#            with systemctl --root); debian-archive-keyring: the keys that check
+#            sid's and bullseye's package lists, fetched through the harness's
+#            private apt configurations (internal/debkernel)
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
@@ -16,7 +18,7 @@ set -euo pipefail
 
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool"
-	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd"
+	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd debian-archive-keyring"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 )

@@ -537,3 +537,49 @@ func TestAllowlistAddModulesDir(t *testing.T) {
 		t.Errorf("add with neither files nor a tree: exit %d %s", code, stderr)
 	}
 }
+
+// TestAllowlistMergedUsrTree builds an allowlist from Debian sid's kernel,
+// whose split packages put every module (.ko.xz) under
+// /usr/lib/modules/<release> (merged /usr): each name gets one entry with
+// the release, the file's digest and the decompressed ELF's, so that it
+// matches whether the kernel or kmod decompresses.
+func TestAllowlistMergedUsrTree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a Debian kernel package: skipped in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	k, err := debkernel.Get(ctx, debkernel.SeriesSid)
+	if err != nil {
+		t.Skipf("needs Debian sid's kernel packages: %v", err)
+	}
+	dir := k.ModulesDir()
+	if !strings.HasSuffix(dir, filepath.Join("usr", "lib", "modules", k.Release)) {
+		t.Fatalf("sid's modules are at %s, not under usr/lib/modules", dir)
+	}
+	out := filepath.Join(t.TempDir(), "allow.yaml")
+	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--mode", "enforce", "--name", "debian-sid", "-o", out)
+	if code != exitOK {
+		t.Fatalf("init: exit %d\n%s", code, stderr)
+	}
+	a, err := allowlist.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Spec.Modules) < 500 {
+		t.Fatalf("only %d entries from %s", len(a.Spec.Modules), dir)
+	}
+	dummy, err := k.Module("dummy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := a.Lookup("dummy")
+	if len(es) != 1 || es[0].Kernel != k.Release || len(es[0].SHA256) != 2 || !slices.Contains(es[0].SHA256, fileDigest(t, dummy)) {
+		t.Fatalf("dummy entries %+v: want one for %s with the file's digest %s and the ELF's", es, k.Release, fileDigest(t, dummy))
+	}
+	stdout, stderr, code := kg(t, "allowlist", "check", "-a", out, dummy)
+	if code != exitOK || !strings.Contains(stdout, "allowed") {
+		t.Errorf("check %s: exit %d\n%s%s", dummy, code, stdout, stderr)
+	}
+	t.Logf("%s (%s): %d entries from %s", k.Release, k, len(a.Spec.Modules), dir)
+}

@@ -26,7 +26,13 @@ func TestGet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: %s, dummy at %s", s, k.Release, p)
+			t.Logf("%s: %s (%s), dummy at %s", s, k.Release, k, p)
+			if k.Version == "" || len(k.Parts) == 0 {
+				t.Errorf("%s: no package version (%q) or parts (%q)", k.Release, k.Version, k.Parts)
+			}
+			if s == SeriesSid && (!strings.Contains(p, "/usr/lib/modules/") || !strings.HasSuffix(k.Vmlinuz(), "/vmlinuz")) {
+				t.Errorf("sid's kernel is not in the merged-/usr layout: vmlinuz %s, dummy %s", k.Vmlinuz(), p)
+			}
 			// A second call must come from the cache.
 			k2, err := Get(context.Background(), s)
 			if err != nil || k2.Root != k.Root {
@@ -179,5 +185,115 @@ func TestCached(t *testing.T) {
 	}
 	if k := cached(Series612, ARM64); k == nil || k.Release != "6.12.100+deb12-cloud-arm64" {
 		t.Errorf("cached(6.12, arm64) = %+v", k)
+	}
+}
+
+// TestLayouts: a bookworm package keeps its kernel and config in /boot and
+// its modules in /lib/modules; sid's split packages keep all of them under
+// /usr/lib/modules/<release>. Both must be found, and the cache must find
+// the newest sid kernel by its metadata.
+func TestLayouts(t *testing.T) {
+	t.Setenv("KMODGUARD_CACHE", t.TempDir())
+	write := func(p, data string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kernels := filepath.Join(CacheDir(), "kernels")
+	old := &Kernel{Release: "6.1.0-57-amd64", Root: filepath.Join(kernels, "6.1.0-57-amd64")}
+	write(filepath.Join(old.Root, "boot", "vmlinuz-"+old.Release), "")
+	write(filepath.Join(old.Root, "boot", "config-"+old.Release), "CONFIG_X=y\n")
+	write(filepath.Join(old.Root, "lib", "modules", old.Release, "kernel", "dummy.ko"), "")
+	for _, rel := range []string{"7.2.13+deb14-cloud-amd64", "7.10.1+deb14-cloud-amd64", "7.3.1+deb14-cloud-arm64"} {
+		k := &Kernel{Series: SeriesSid, Arch: AMD64, Package: "linux-image-" + rel, Version: "v-" + rel, Release: rel, Root: filepath.Join(kernels, rel)}
+		if strings.HasSuffix(rel, "arm64") {
+			k.Arch = ARM64
+		}
+		mods := filepath.Join(k.Root, "usr", "lib", "modules", rel)
+		write(filepath.Join(mods, "vmlinuz"), "")
+		write(filepath.Join(mods, "config"), "CONFIG_X=\"sid\"\n")
+		write(filepath.Join(mods, "System.map"), "")
+		write(filepath.Join(mods, "kernel", "dummy.ko.xz"), "")
+		if err := k.writeMeta(k.Root); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if got := old.Vmlinuz(); got != filepath.Join(old.Root, "boot", "vmlinuz-6.1.0-57-amd64") {
+		t.Errorf("bookworm vmlinuz %s", got)
+	}
+	if got := old.ModulesDir(); got != filepath.Join(old.Root, "lib", "modules", old.Release) {
+		t.Errorf("bookworm modules %s", got)
+	}
+	if v, err := old.Config("CONFIG_X"); v != "y" || err != nil {
+		t.Errorf("bookworm config: %q, %v", v, err)
+	}
+
+	k := cached(SeriesSid, AMD64)
+	if k == nil || k.Release != "7.10.1+deb14-cloud-amd64" || k.Version != "v-7.10.1+deb14-cloud-amd64" {
+		t.Fatalf("cached(sid) = %+v, want 7.10.1 with its version", k)
+	}
+	mods := filepath.Join(k.Root, "usr", "lib", "modules", k.Release)
+	if k.Vmlinuz() != filepath.Join(mods, "vmlinuz") || k.ModulesDir() != mods || k.ConfigPath() != filepath.Join(mods, "config") ||
+		k.SystemMap() != filepath.Join(mods, "System.map") {
+		t.Errorf("sid layout: vmlinuz %s, modules %s, config %s, System.map %s", k.Vmlinuz(), k.ModulesDir(), k.ConfigPath(), k.SystemMap())
+	}
+	if v, err := k.Config("CONFIG_X"); v != "sid" || err != nil {
+		t.Errorf("sid config: %q, %v", v, err)
+	}
+	if p, err := k.Module("dummy"); err != nil || p != filepath.Join(mods, "kernel", "dummy.ko.xz") {
+		t.Errorf("sid dummy: %s, %v", p, err)
+	}
+	if k := cached(SeriesSid, ARM64); k == nil || k.Release != "7.3.1+deb14-cloud-arm64" {
+		t.Errorf("cached(sid, arm64) = %+v", k)
+	}
+	// The sid kernels carry metadata: no bookworm series takes them.
+	if k := cached(Series612, AMD64); k != nil {
+		t.Errorf("cached(6.12) = %+v, want none", k)
+	}
+	if k := cached(Series61, AMD64); k == nil || k.Release != old.Release {
+		t.Errorf("cached(6.1) = %+v", k)
+	}
+}
+
+func TestHostMirror(t *testing.T) {
+	oneLine := parseOneLine(`# a comment
+deb-src http://deb.debian.org/debian bookworm main
+deb [arch=amd64 signed-by=/etc/k.gpg] http://mirror.example/debian/ bookworm main contrib
+deb http://security.debian.org/debian-security bookworm-security main
+`)
+	if len(oneLine) != 3 || oneLine[0].debianArchive() || !oneLine[1].debianArchive() || oneLine[2].debianArchive() ||
+		oneLine[1].uri != "http://mirror.example/debian/" || oneLine[1].signedBy != "/etc/k.gpg" {
+		t.Errorf("one-line entries: %+v", oneLine)
+	}
+	deb822 := parseDeb822(`Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb deb-src
+# a comment
+URIs: http://deb.example/debian
+Suites: bookworm-updates bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+Enabled: no
+URIs: http://off.example/debian
+Suites: trixie
+`)
+	if len(deb822) != 3 || deb822[0].debianArchive() || !deb822[1].debianArchive() || deb822[2].debianArchive() ||
+		deb822[1].uri != "http://deb.example/debian" || deb822[1].signedBy != "/usr/share/keyrings/debian-archive-keyring.gpg" {
+		t.Errorf("deb822 entries: %+v", deb822)
+	}
+	m, k := hostMirror()
+	t.Logf("this host's Debian mirror: %s, keyring %s", m, k)
+	if !strings.HasSuffix(m, "/debian") || !strings.HasPrefix(k, "/") {
+		t.Errorf("hostMirror() = %q, %q", m, k)
 	}
 }

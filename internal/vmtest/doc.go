@@ -32,8 +32,8 @@
 //	}
 //
 // Run builds the calling package's test binary (go test -c, CGO_ENABLED=0,
-// so static; Spec.CGO links a cgo package statically instead), then for each kernel of Spec.Kernels (default: Debian 6.1 and
-// 6.12, see internal/debkernel) builds an initramfs, boots it, runs the
+// so static; Spec.CGO links a cgo package statically instead), then for each kernel of Spec.Kernels (default: Debian 6.1,
+// 6.12 and sid's newest, see internal/debkernel) builds an initramfs, boots it, runs the
 // guest tests matching Spec.Run (default "^TestGuest") with -test.v, and
 // reports one subtest per kernel, named after its release, that carries the
 // guest's output. A failed guest test, a guest test binary that exits
@@ -41,6 +41,11 @@
 // which no test ran all fail the subtest with the kernel's name, the failed
 // tests' names, and (when the guest died) the tail of its console.
 // Spec.FailOnSkip also fails it when a guest test skipped.
+//
+// Every run logs the exact Debian package and version it booted, and
+// records each boot's outcome as a Record in ResultsDir
+// (KMODGUARD_VMTEST_RESULTS), from which `make matrix` generates
+// docs/support-matrix.md; guest tests add to their cell with SupportNote.
 //
 // Boot does the same for one kernel and returns the Result without judging
 // it, for tests of the harness itself. Exec boots one kernel for a program
@@ -138,11 +143,11 @@
 // What runs there: the sensor's guest tests (bpf.TestVMArm64: the committed
 // sensor_arm64_bpfel.o watching real init_module, finit_module and
 // delete_module calls, in tp_btf, raw_tracepoint and fentry mode where the
-// kernel has ftrace direct calls: 6.12, not 6.1, where the test says so),
+// kernel has ftrace direct calls: 6.12 and sid, not 6.1, where the test says so),
 // this package's own (TestVMArm64: on 6.1, where no BPF trampoline can be
 // entered, TestGuestBPFLSM checks that an LSM program loads and its attach
 // is refused), and the guard's (enforcer.TestVMArm64: every guard test on
-// 6.12, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
+// 6.12 and sid, with guard_arm64_bpfel.o enforcing; on 6.1 only that the guard
 // refuses to load and says why). For 32-bit (aarch32) callers,
 // bpf.TestVMArm64 builds a static GOARCH=arm program on the host and ships
 // it with Spec.Files; the guest runs it through the kernel's compat support.

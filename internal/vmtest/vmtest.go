@@ -214,8 +214,12 @@ func Run(t *testing.T, spec Spec) []*Result {
 		t.Fatalf("vmtest: %v", err)
 	}
 	var results []*Result
+	name := t.Name()
 	for _, k := range kernels {
 		t.Run(k.Release, func(t *testing.T) {
+			// Debian moves its kernels without a commit here: say exactly
+			// which build this run booted.
+			t.Logf("kernel %s: package %s", k.Release, k)
 			kb := b.withTimeout(t)
 			// With -v the guest's lines are logged as they arrive, which
 			// shows where a slow guest is; otherwise all at once at the end.
@@ -230,7 +234,10 @@ func Run(t *testing.T, spec Spec) []*Result {
 				t.Fatalf("vmtest: %v", err)
 			}
 			results = append(results, r)
-			t.Logf("kernel %s: boot %s, tests %s, wall %s (timeout %s, boot attempts %d)", k.Release,
+			if err := record(name, r, kb.spec); err != nil {
+				t.Logf("vmtest: results not recorded: %v", err)
+			}
+			t.Logf("kernel %s (%s): boot %s, tests %s, wall %s (timeout %s, boot attempts %d)", k.Release, k,
 				r.Boot.Round(10*time.Millisecond), r.Tests.Round(10*time.Millisecond), r.Wall.Round(10*time.Millisecond), r.Timeout, r.Attempts)
 			if !live {
 				t.Logf("guest output:\n%s", indent(r.Output))
@@ -267,6 +274,7 @@ func Boot(t *testing.T, spec Spec, series debkernel.Series) *Result {
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
 	}
+	t.Logf("kernel %s: package %s", k.Release, k)
 	r, err := b.withTimeout(t).boot(ctx, t.TempDir(), k)
 	if err != nil {
 		t.Fatalf("vmtest: %v", err)
@@ -311,6 +319,7 @@ func Exec(ctx context.Context, spec Spec, series debkernel.Series, dir string) (
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}
+	logf(spec, "kernel %s: package %s", k.Release, k)
 	r, err := b.boot(ctx, filepath.Join(dir, "boot"), k)
 	if err != nil {
 		return nil, fmt.Errorf("vmtest: %w", err)
@@ -429,7 +438,7 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		rfs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 		rfs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
 	}
-	if cfg := filepath.Join(k.Root, "boot", "config-"+k.Release); fileExists(cfg) {
+	if cfg := k.ConfigPath(); fileExists(cfg) {
 		rfs.addFile("boot/config-"+k.Release, cfg, 0o644)
 	}
 
