@@ -518,7 +518,11 @@ func (g *Guard) Seal() error {
 	if len(g.links) != len(hooks) {
 		return fmt.Errorf("seal: only %d of %d links are attached", len(g.links), len(hooks))
 	}
-	put := func(kind uint32, dev uint32, id uint64) error {
+	hostNS, err := hostMountNS()
+	if err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	put := func(kind, dev uint32, id uint64) error {
 		k := guardKgProtectKey{Kind: kind, Dev: dev, Id: id}
 		return g.protect.Update(&k, uint8(1), ebpf.UpdateAny)
 	}
@@ -605,49 +609,15 @@ func (g *Guard) Seal() error {
 			return fmt.Errorf("seal: protect %s: %w", p, err)
 		}
 	}
-	// The mounts that hold the pins: the bpffs mount and every mount on
-	// the path above it (sb_umount sees only the mount named: a lazy
-	// umount of /sys or / would detach the bpffs below it unseen, and the
-	// pins would go with the last reference). By mount id, so that other
-	// mounts of the same file systems unmount as usual.
-	mounts, err := pinMounts(g.pinDir)
-	if err != nil {
+	if err := g.protectMounts(put, fsDev); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	if mounts[0].Dev != fsDev {
-		return fmt.Errorf("seal: the mount of %s in mountinfo (id %d, device %#x) is not the pins' file system (device %#x)",
-			g.pinDir, mounts[0].ID, mounts[0].Dev, fsDev)
-	}
-	for i, m := range mounts {
-		if err := put(protMount, 0, uint64(m.ID)); err != nil {
-			return fmt.Errorf("seal: protect mount %d (%s): %w", m.ID, m.Point, err)
-		}
-		if i+1 == len(mounts) {
-			break // the root mount: its parent is outside the namespace
-		}
-		dev, ino, ok, err := mountpointInode(mounts[i+1].Point, m.Point)
-		if err != nil {
-			return fmt.Errorf("seal: the inode under mount %d (%s): %w", m.ID, m.Point, err)
-		}
-		if !ok {
-			continue // stacked on its parent's root, hidden: see Seal
-		}
-		if err := put(protMountpoint, dev, ino); err != nil {
-			return fmt.Errorf("seal: protect the inode under mount %d (%s): %w", m.ID, m.Point, err)
-		}
-	}
-	// Every directory from the pins up to /, as a lookup of it ends (on
-	// the top mount's root): a mount on any of them would hide the pins.
-	for dir := g.pinDir; ; dir = filepath.Dir(dir) {
-		var st unix.Stat_t
-		if err := unix.Stat(dir, &st); err != nil {
-			return fmt.Errorf("seal: stat %s: %w", dir, err)
-		}
-		if err := put(protPath, kernelDev(st.Dev), st.Ino); err != nil {
-			return fmt.Errorf("seal: protect the path %s: %w", dir, err)
-		}
-		if dir == "/" || dir == "." {
-			break
+	// A sandboxed service, or a container sharing the host's PID namespace,
+	// has mounts of its own: copies whose ids protect nothing the host's
+	// root cannot unmount in the host's namespace. Those are recorded too.
+	if hostNS != "" {
+		if err := inMountNS(hostNS, func() error { return g.protectMounts(put, fsDev) }); err != nil {
+			return fmt.Errorf("seal: in the host's mount namespace (PID 1's): %w", err)
 		}
 	}
 	// The mount namespaces those mounts are in, this process's and, when
@@ -672,6 +642,58 @@ func (g *Guard) Seal() error {
 	c.Sealed = 1
 	if err := g.config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("seal: write config: %w", err)
+	}
+	return nil
+}
+
+// protectMounts records, in the calling thread's mount namespace, the
+// mounts that hold the pins (fsDev is the pins' file system), the inodes
+// they sit on and every directory from the pins up to /.
+func (g *Guard) protectMounts(put func(kind, dev uint32, id uint64) error, fsDev uint32) error {
+	// The mounts that hold the pins: the bpffs mount and every mount on
+	// the path above it (sb_umount sees only the mount named: a lazy
+	// umount of /sys or / would detach the bpffs below it unseen, and the
+	// pins would go with the last reference). By mount id, so that other
+	// mounts of the same file systems unmount as usual.
+	mounts, err := pinMounts(g.pinDir)
+	if err != nil {
+		return err
+	}
+	if mounts[0].Dev != fsDev {
+		return fmt.Errorf("the mount of %s in mountinfo (id %d, device %#x) is not the pins' file system (device %#x)",
+			g.pinDir, mounts[0].ID, mounts[0].Dev, fsDev)
+	}
+	for i, m := range mounts {
+		if err := put(protMount, 0, uint64(m.ID)); err != nil {
+			return fmt.Errorf("protect mount %d (%s): %w", m.ID, m.Point, err)
+		}
+		if i+1 == len(mounts) {
+			break // the root mount: its parent is outside the namespace
+		}
+		dev, ino, ok, err := mountpointInode(mounts[i+1].Point, m.Point)
+		if err != nil {
+			return fmt.Errorf("the inode under mount %d (%s): %w", m.ID, m.Point, err)
+		}
+		if !ok {
+			continue // stacked on its parent's root, hidden: see Seal
+		}
+		if err := put(protMountpoint, dev, ino); err != nil {
+			return fmt.Errorf("protect the inode under mount %d (%s): %w", m.ID, m.Point, err)
+		}
+	}
+	// Every directory from the pins up to /, as a lookup of it ends (on
+	// the top mount's root): a mount on any of them would hide the pins.
+	for dir := g.pinDir; ; dir = filepath.Dir(dir) {
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			return fmt.Errorf("stat %s: %w", dir, err)
+		}
+		if err := put(protPath, kernelDev(st.Dev), st.Ino); err != nil {
+			return fmt.Errorf("protect the path %s: %w", dir, err)
+		}
+		if dir == "/" || dir == "." {
+			break
+		}
 	}
 	return nil
 }

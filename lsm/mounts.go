@@ -189,8 +189,9 @@ func unescapeMountPath(s string) (string, error) {
 	return b.String(), nil
 }
 
-// pinMounts reads /proc/self/mountinfo for the mounts from the one holding
-// the pin directory dir (symlinks resolved) up to /.
+// pinMounts reads the calling thread's mountinfo for the mounts from the one
+// holding the pin directory dir (symlinks resolved) up to /. The thread's:
+// Seal reads it again from a thread in the host's mount namespace.
 func pinMounts(dir string) ([]mountInfo, error) {
 	resolved, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -199,7 +200,7 @@ func pinMounts(dir string) ([]mountInfo, error) {
 	if resolved, err = filepath.Abs(resolved); err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", dir, err)
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)
 	}

@@ -58,7 +58,8 @@ The kernel must run BPF LSM: 'bpf' must be in /sys/kernel/security/lsm
   kmodguard enforcer stop`,
 	}
 	cmd.PersistentFlags().StringVar(&pinDir, "pin-dir", lsm.DefaultPinDir, "bpffs directory holding the guard's pins")
-	cmd.AddCommand(newEnforcerRunCmd(&pinDir), newEnforcerStatusCmd(&pinDir), newEnforcerApplyCmd(&pinDir), newEnforcerStopCmd(&pinDir))
+	cmd.AddCommand(newEnforcerRunCmd(&pinDir), newEnforcerStatusCmd(&pinDir), newEnforcerApplyCmd(&pinDir), newEnforcerStopCmd(&pinDir),
+		newEnforcerSealCmd(&pinDir))
 	cmd.AddCommand(newEnforcerServeCompanionCmd(&pinDir)) // hidden: companion.go
 	return cmd
 }
