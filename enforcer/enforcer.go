@@ -5,6 +5,11 @@
 // guard or adopts a pinned one, swaps policies atomically, seals, and
 // serves the guard's decisions.
 //
+// [Daemon] is `kmodguard enforcer run`: reload on SIGHUP and on file
+// changes, systemd notification, metrics, and decisions published to the
+// Falco plugin. [Companion] serves the enforcer as a companion.Enforcer
+// (go-plugin or a Unix socket, [ServeCompanion]).
+//
 // The guard outlives the enforcer: Close leaves it pinned and enforcing,
 // and the next Load adopts it. Only Stop (or a reboot) removes it, and a
 // sealed guard refuses even that.
