@@ -82,7 +82,7 @@ type Companion struct {
 
 	mu     sync.Mutex
 	enf    engine
-	subs   map[int]chan companion.Decision
+	subs   map[int]chan Message
 	nextID int
 	// unavailable is why the guard cannot run here, or nil.
 	unavailable error
@@ -111,7 +111,7 @@ func newCompanion(cfg Config, initial *allowlist.Allowlist, unsupported error, l
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	c := &Companion{cfg: cfg, log: cfg.Logger, load: load, subs: map[int]chan companion.Decision{}}
+	c := &Companion{cfg: cfg, log: cfg.Logger, load: load, subs: map[int]chan Message{}}
 	if unsupported != nil {
 		c.log.WithError(unsupported).Error("the guard cannot run on this kernel: serving the reason to the client")
 		c.unavailable = unsupported
@@ -129,15 +129,15 @@ func newCompanion(cfg Config, initial *allowlist.Allowlist, unsupported error, l
 // ends. The daemon passes each decision to publish. The enforcer keeps the
 // allowlist it was given: Apply through the socket is refused, so that only
 // the verified file sets the policy.
-func serveRunning(ctx context.Context, log logrus.FieldLogger, socket string, enf engine) (publish func(Decision)) {
-	c := &Companion{log: log, enf: enf, subs: map[int]chan companion.Decision{}, readOnly: true}
+func serveRunning(ctx context.Context, log logrus.FieldLogger, socket string, enf engine) (publish func(Message)) {
+	c := &Companion{log: log, enf: enf, subs: map[int]chan Message{}, readOnly: true}
 	go func() {
 		if err := companion.ServeSocket(ctx, socket, c); err != nil {
 			log.WithError(err).Error("companion socket stopped")
 		}
 	}()
 	log.WithField("socket", socket).Info("serving decisions to the Falco plugin")
-	return func(d Decision) { c.publish(companionDecision(d)) }
+	return c.publish
 }
 
 func (c *Companion) unavail() error {
@@ -213,13 +213,13 @@ func (c *Companion) Status(context.Context) (companion.Status, error) {
 }
 
 // Decisions streams the guard's decisions until ctx ends.
-func (c *Companion) Decisions(ctx context.Context) (<-chan companion.Decision, error) {
+func (c *Companion) Decisions(ctx context.Context) (<-chan Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.unavailable != nil {
 		return nil, c.unavail()
 	}
-	ch := make(chan companion.Decision, 256)
+	ch := make(chan Message, 256)
 	id := c.nextID
 	c.nextID++
 	c.subs[id] = ch
@@ -239,8 +239,8 @@ func (c *Companion) Decisions(ctx context.Context) (<-chan companion.Decision, e
 // that does not keep up loses decisions (logged) rather than stalling the
 // guard's ring buffer for everyone.
 func (c *Companion) fanout(enf engine) {
-	for d := range enf.Decisions() {
-		c.publish(companionDecision(d))
+	for m := range enf.Decisions() {
+		c.publish(m)
 	}
 	c.mu.Lock()
 	for id, ch := range c.subs {
@@ -250,25 +250,16 @@ func (c *Companion) fanout(enf engine) {
 	c.mu.Unlock()
 }
 
-// publish sends d to every subscriber.
-func (c *Companion) publish(d companion.Decision) {
+// publish sends m to every subscriber.
+func (c *Companion) publish(m Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, ch := range c.subs {
 		select {
-		case ch <- d:
+		case ch <- m:
 		default:
-			c.log.WithField("op", d.Op).Warn("a companion client is not keeping up: decision dropped for it")
+			c.log.WithField("message", fmt.Sprintf("%T", m)).Warn("a companion client is not keeping up: decision dropped for it")
 		}
-	}
-}
-
-func companionDecision(d Decision) companion.Decision {
-	return companion.Decision{
-		Time: d.Time, Op: string(d.Op), Verdict: string(d.Verdict), Reason: d.Reason, Ret: d.Ret,
-		SHA256: d.SHA256, Name: d.Name, ThisModuleName: d.ThisModuleName, NameMismatch: d.NameMismatch,
-		Compressed: d.Compressed, Entry: d.Entry, Size: d.Size, Generation: d.Generation,
-		Object: d.Object, Sealed: d.Sealed, Pid: d.Pid, Tid: d.Tid, UID: d.UID, Comm: d.Comm,
 	}
 }
 

@@ -37,7 +37,7 @@ type engine interface {
 	Apply(a *allowlist.Allowlist) error
 	Status() (Status, error)
 	Allowlist() *allowlist.Allowlist
-	Decisions() <-chan Decision
+	Decisions() <-chan Message
 	Close() error
 }
 
@@ -121,7 +121,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	publish := func(Decision) {}
+	publish := func(Message) {}
 	if d.cfg.CompanionSocket != "" {
 		publish = serveRunning(ctx, d.log, d.cfg.CompanionSocket, d.enf)
 	}
@@ -146,15 +146,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if d.changed() {
 				d.Reload("file changed")
 			}
-		case dec, ok := <-d.enf.Decisions():
+		case m, ok := <-d.enf.Decisions():
 			if !ok {
 				return errors.New("the decision stream ended")
 			}
-			logDecision(d.log, dec)
-			if metrics != nil {
-				metrics.Observe(dec)
+			if dec, ok := m.(Decision); ok {
+				// Reports are not: the enforcer logged them, at error level.
+				logDecision(d.log, dec)
 			}
-			publish(dec)
+			if metrics != nil {
+				metrics.Observe(m)
+			}
+			publish(m)
 		}
 	}
 }
@@ -241,17 +244,13 @@ func startMetrics(ctx context.Context, log logrus.FieldLogger, addr string, enf 
 }
 
 // logDecision logs a decision of the guard: allowed at info level, the
-// rest at warning level. Reports (missing decisions, overrides) are not
-// logged here: the enforcer logged them, at error level.
+// rest at warning level.
 func logDecision(log logrus.FieldLogger, d Decision) {
-	if d.Op == lsm.OpMissing || d.Op == lsm.OpOverride {
-		return
-	}
 	f := logrus.Fields{
 		"op": d.Op, "verdict": d.Verdict, "pid": d.Pid, "tid": d.Tid, "comm": d.Comm,
 		"uid": d.UID, "generation": d.Generation,
 	}
-	if d.Op == lsm.OpInitModule || d.Op == lsm.OpFinitModule {
+	if d.IsLoad() {
 		f["module"] = d.Name
 		f["this_module"] = d.ThisModuleName
 		f["sha256"] = d.SHA256

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -28,11 +29,11 @@ type fakeEngine struct {
 	applied  []*allowlist.Allowlist
 	applyErr error
 	gen      uint64
-	ch       chan Decision
+	ch       chan Message
 	closed   bool
 }
 
-func newFake() *fakeEngine { return &fakeEngine{ch: make(chan Decision, 16), gen: 1} }
+func newFake() *fakeEngine { return &fakeEngine{ch: make(chan Message, 16), gen: 1} }
 
 func (f *fakeEngine) Apply(a *allowlist.Allowlist) error {
 	f.mu.Lock()
@@ -61,7 +62,7 @@ func (f *fakeEngine) Allowlist() *allowlist.Allowlist {
 	return f.applied[len(f.applied)-1]
 }
 
-func (f *fakeEngine) Decisions() <-chan Decision { return f.ch }
+func (f *fakeEngine) Decisions() <-chan Message { return f.ch }
 
 func (f *fakeEngine) Close() error {
 	f.mu.Lock()
@@ -148,7 +149,7 @@ func TestDaemonRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	f.ch <- Decision{Op: lsm.OpFinitModule, Verdict: lsm.Blocked, Reason: "not on the allowlist", Name: "dummy"}
-	f.ch <- Decision{Op: lsm.OpMissing, Verdict: lsm.NoVerdict, Object: 2}
+	f.ch <- Report{Kind: event.ReportMissing, Count: 2}
 	f.ch <- Decision{Op: lsm.OpUnlink, Verdict: lsm.Blocked, Reason: "refused: the guard is sealed", Object: 7}
 	time.Sleep(20 * time.Millisecond)
 	writeList(t, d.cfg.Path, listYAML+"    - name: dummy\n")
@@ -271,8 +272,9 @@ func TestCompanion(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
-		case d := <-ch:
-			if d.Op != "finit_module" || d.Verdict != "blocked" || d.Name != "dummy" || d.Tid != 9 || !d.Time.Equal(want.Time) {
+		case m := <-ch:
+			d, ok := m.(event.Decision)
+			if !ok || d.Op != "finit_module" || d.Verdict != "blocked" || d.Name != "dummy" || d.Tid != 9 || !d.Time.Equal(want.Time) {
 				t.Errorf("decision %+v", d)
 			}
 			return
@@ -291,7 +293,7 @@ func TestCompanionRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readOnly := &Companion{log: log, enf: newFake(), subs: map[int]chan companion.Decision{}, readOnly: true}
+	readOnly := &Companion{log: log, enf: newFake(), subs: map[int]chan Message{}, readOnly: true}
 	a := allowlist.New("test", allowlist.ModeEnforce)
 	for _, tc := range []struct {
 		name        string
