@@ -47,9 +47,8 @@ var _ engine = (*Enforcer)(nil)
 type DaemonConfig struct {
 	// Config configures the enforcer (pins, mode, seal, logger).
 	Config
-	// Path is the allowlist file; Load reads and verifies it.
-	Path string
-	Load func(path string) (*allowlist.Allowlist, error)
+	// Allowlist is the allowlist file, loaded and verified.
+	Allowlist *allowlist.Source
 	// Poll is how often the daemon looks for changes to the file (and its
 	// signature); one second when zero.
 	Poll time.Duration
@@ -69,24 +68,19 @@ type Daemon struct {
 	log    logrus.FieldLogger
 	enf    engine
 	notify func(state string) (bool, error)
-	last   fileStamp
 }
 
-// NewDaemon loads the allowlist file and the guard with it (or adopts the
-// pinned guard and applies the file to it). Close releases it; the guard
-// stays pinned and enforcing.
+// NewDaemon loads the guard with the allowlist (or adopts the pinned guard
+// and applies the allowlist to it). Close releases it; the guard stays
+// pinned and enforcing.
 func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
+	if cfg.Allowlist == nil {
+		return nil, errors.New("enforcer daemon: no allowlist")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	if cfg.Load == nil {
-		cfg.Load = allowlist.Load
-	}
-	a, err := cfg.Load(cfg.Path)
-	if err != nil {
-		return nil, err
-	}
-	enf, err := Load(cfg.Config, a)
+	enf, err := Load(cfg.Config, cfg.Allowlist.Current())
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +91,7 @@ func newDaemon(cfg DaemonConfig, enf engine) *Daemon {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
-	return &Daemon{cfg: cfg, log: cfg.Logger, enf: enf, notify: sdnotify.Notify, last: stamp(cfg.Path)}
+	return &Daemon{cfg: cfg, log: cfg.Logger, enf: enf, notify: sdnotify.Notify}
 }
 
 // Close releases the enforcer; the guard stays pinned and enforcing.
@@ -111,7 +105,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.log.WithFields(logrus.Fields{
-		"allowlist": d.cfg.Path, "mode": st.Mode, "generation": st.Generation,
+		"allowlist": d.cfg.Allowlist.Path(), "mode": st.Mode, "generation": st.Generation,
 		"entries": st.Entries, "sealed": st.Sealed, "pin_dir": st.PinDir, "version": version.Get().Version,
 	}).Info("guard enforcing")
 
@@ -143,7 +137,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-hup:
 			d.Reload("SIGHUP")
 		case <-tick.C:
-			if d.changed() {
+			if d.cfg.Allowlist.Changed() {
 				d.Reload("file changed")
 			}
 		case m, ok := <-d.enf.Decisions():
@@ -162,17 +156,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-// changed reports whether the allowlist file or its signature changed
-// since the last reload.
-func (d *Daemon) changed() bool { return stamp(d.cfg.Path) != d.last }
-
 // Reload reads the allowlist file again and applies it. A file that does
 // not load (parse, validate, verify) or does not apply leaves the one in
 // force: the error is logged, why names the trigger.
 func (d *Daemon) Reload(why string) {
-	d.last = stamp(d.cfg.Path)
-	l := d.log.WithFields(logrus.Fields{"allowlist": d.cfg.Path, "trigger": why})
-	a, err := d.cfg.Load(d.cfg.Path)
+	l := d.log.WithFields(logrus.Fields{"allowlist": d.cfg.Allowlist.Path(), "trigger": why})
+	a, err := d.cfg.Allowlist.Reload()
 	if err != nil {
 		l.WithError(err).Error("allowlist not reloaded: the one in force stays")
 		return
@@ -196,30 +185,6 @@ func (d *Daemon) sdNotify(state string) {
 
 func statusLine(st Status) string {
 	return fmt.Sprintf("STATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed)
-}
-
-// fileStamp identifies a version of the allowlist file and its signature.
-type fileStamp struct {
-	ino, sigIno     uint64
-	size, sigSize   int64
-	mtime, sigMtime time.Time
-}
-
-func stamp(path string) fileStamp {
-	var s fileStamp
-	if fi, err := os.Stat(path); err == nil {
-		s.size, s.mtime = fi.Size(), fi.ModTime()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			s.ino = st.Ino
-		}
-	}
-	if fi, err := os.Stat(path + allowlist.SigSuffix); err == nil {
-		s.sigSize, s.sigMtime = fi.Size(), fi.ModTime()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			s.sigIno = st.Ino
-		}
-	}
-	return s
 }
 
 // startMetrics serves the enforcer's Prometheus metrics on addr until ctx

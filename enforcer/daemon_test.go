@@ -91,9 +91,13 @@ func testDaemon(t *testing.T) (*Daemon, *fakeEngine, *logtest.Hook, *[]string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "allowlist.yaml")
 	writeList(t, path, listYAML)
+	src, err := allowlist.NewSource(path, allowlist.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	log, hook := logtest.NewNullLogger()
 	f := newFake()
-	d := newDaemon(DaemonConfig{Config: Config{Logger: log}, Path: path, Load: allowlist.Load, Poll: 10 * time.Millisecond}, f)
+	d := newDaemon(DaemonConfig{Config: Config{Logger: log}, Allowlist: src, Poll: 10 * time.Millisecond}, f)
 	var (
 		mu    sync.Mutex
 		notes []string
@@ -123,7 +127,7 @@ func TestDaemonReload(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, f, hook, notes := testDaemon(t)
 			f.applyErr = tc.applyErr
-			writeList(t, d.cfg.Path, tc.content)
+			writeList(t, d.cfg.Allowlist.Path(), tc.content)
 			d.Reload("SIGHUP")
 			if got := f.appliedCount(); got != tc.applied {
 				t.Errorf("applied %d allowlists, want %d", got, tc.applied)
@@ -134,7 +138,7 @@ func TestDaemonReload(t *testing.T) {
 			if tc.applied > 0 && (len(*notes) != 1 || !strings.HasPrefix((*notes)[0], "STATUS=enforcing: generation 2")) {
 				t.Errorf("notifications %q, want the new generation's status", *notes)
 			}
-			if d.changed() {
+			if d.cfg.Allowlist.Changed() {
 				t.Error("the file counts as changed right after a reload")
 			}
 		})
@@ -152,7 +156,7 @@ func TestDaemonRun(t *testing.T) {
 	f.ch <- Report{Kind: event.ReportMissing, Count: 2}
 	f.ch <- Decision{Op: lsm.OpUnlink, Verdict: lsm.Blocked, Reason: "refused: the guard is sealed", Object: 7}
 	time.Sleep(20 * time.Millisecond)
-	writeList(t, d.cfg.Path, listYAML+"    - name: dummy\n")
+	writeList(t, d.cfg.Allowlist.Path(), listYAML+"    - name: dummy\n")
 	deadline := time.Now().Add(5 * time.Second)
 	for f.appliedCount() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -147,9 +147,13 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	src, err := r.trust.source(r.path)
+	if err != nil {
+		return err
+	}
 	d, err := enforcer.NewDaemon(enforcer.DaemonConfig{
-		Config: enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log},
-		Path:   r.path, Load: r.trust.load, Poll: r.poll,
+		Config:    enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log},
+		Allowlist: src, Poll: r.poll,
 		MetricsAddr: r.metricsAddr, CompanionSocket: r.companionSocket,
 	})
 	if err != nil {
