@@ -88,24 +88,8 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// grpcPair connects impl and a client through go-plugin's test connection:
-// the real gRPC adapters on both sides, in one process.
-func grpcPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
-	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
-		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
-	})
-	t.Cleanup(func() { client.Close(); server.Stop() })
-	raw, err := client.Dispense(companion.PluginName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, ok := raw.(companion.Enforcer)
-	if !ok {
-		t.Fatalf("dispensed %T", raw)
-	}
-	return e, client
-}
+// grpcPair is companiontest.GRPCPair.
+var grpcPair = companiontest.GRPCPair
 
 func list(t *testing.T, mode allowlist.Mode, entries ...allowlist.Entry) *allowlist.Allowlist {
 	t.Helper()

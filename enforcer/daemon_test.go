@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/companion/companiontest"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
@@ -222,15 +222,8 @@ func TestLogDecision(t *testing.T) {
 // gRPC adapters on both sides.
 func companionPair(t *testing.T, c *Companion) companion.Enforcer {
 	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
-		companion.PluginName: &companion.EnforcerPlugin{Impl: c},
-	})
-	t.Cleanup(func() { client.Close(); server.Stop() })
-	raw, err := client.Dispense(companion.PluginName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw.(companion.Enforcer)
+	e, _ := companiontest.GRPCPair(t, c)
+	return e
 }
 
 func TestCompanion(t *testing.T) {

@@ -171,17 +171,6 @@ func (Report) guardMessage() {}
 // Event is the event that carries r to Falco: kmod.syscall "guard",
 // kmod.verdict "none", and r's reason.
 func (r Report) Event() *Event {
-	e := &Event{
-		Syscall:     Guard,
-		Verdict:     VerdictNone,
-		GuardReason: r.Reason,
-		Pid:         r.Pid,
-		Tid:         r.Pid,
-		UID:         r.UID,
-		Comm:        r.Comm,
-	}
-	if !r.Time.IsZero() {
-		e.TS = uint64(r.Time.UnixNano())
-	}
-	return e
+	// As a decision on no module, with no verdict, would be.
+	return Decision{Time: r.Time, Reason: r.Reason, Pid: r.Pid, Tid: r.Pid, UID: r.UID, Comm: r.Comm}.Event()
 }

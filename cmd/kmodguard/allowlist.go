@@ -94,37 +94,24 @@ func (t *trustFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&t.require, "require-signature", false, "refuse to run without --pubkey")
 }
 
-// options are the load options of the flags: with --pubkey, a valid
-// signature is required.
-func (t *trustFlags) options() (allowlist.LoadOptions, error) {
-	opts := allowlist.LoadOptions{RequireSignature: t.require}
-	if t.pubkey != "" {
-		k, err := allowlist.LoadPublicKey(t.pubkey)
-		if err != nil {
-			return opts, withCode(exitError, err)
-		}
-		opts.PublicKey = k
-	}
-	return opts, nil
-}
-
+// load loads the allowlist at path under the flags.
 func (t *trustFlags) load(path string) (*allowlist.Allowlist, error) {
-	opts, err := t.options()
+	s, err := t.source(path)
 	if err != nil {
 		return nil, err
 	}
-	a, err := allowlist.LoadWith(path, opts)
-	if err != nil {
-		return nil, withCode(exitError, err)
-	}
-	return a, nil
+	return s.Current(), nil
 }
 
 // source loads path as an allowlist.Source, for commands that reload it.
 func (t *trustFlags) source(path string) (*allowlist.Source, error) {
-	opts, err := t.options()
-	if err != nil {
-		return nil, err
+	opts := allowlist.LoadOptions{RequireSignature: t.require}
+	if t.pubkey != "" {
+		k, err := allowlist.LoadPublicKey(t.pubkey)
+		if err != nil {
+			return nil, withCode(exitError, err)
+		}
+		opts.PublicKey = k
 	}
 	s, err := allowlist.NewSource(path, opts)
 	if err != nil {

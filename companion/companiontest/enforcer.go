@@ -16,7 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/hashicorp/go-plugin"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
@@ -167,6 +170,26 @@ func (e *Enforcer) Report(r event.Report) {
 		default:
 		}
 	}
+}
+
+// GRPCPair connects impl and a client through go-plugin's test connection:
+// the real gRPC adapters on both sides, in one process. The pair closes
+// when the test ends.
+func GRPCPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
+	t.Helper()
+	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
+		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
+	})
+	t.Cleanup(func() { client.Close(); server.Stop() })
+	raw, err := client.Dispense(companion.PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := raw.(companion.Enforcer)
+	if !ok {
+		t.Fatalf("dispensed %T", raw)
+	}
+	return e, client
 }
 
 // ErrNoLSM is a reason worded like the one the real companion gives on a
