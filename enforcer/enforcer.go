@@ -205,7 +205,7 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 		return 0
 	}
 	for sum, ent := range a.Digests() {
-		if err := validName(ent.Name); err != nil {
+		if err := allowlist.ValidateName(ent.Name); err != nil {
 			return nil, err
 		}
 		if prev, ok := p.Digests[sum]; ok && lsm.Fold(prev.Name) != lsm.Fold(ent.Name) {
@@ -214,7 +214,7 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 		p.Digests[sum] = lsm.Entry{Name: ent.Name, Index: index(ent)}
 	}
 	for ent := range a.NameOnlyEntries() {
-		if err := validName(ent.Name); err != nil {
+		if err := allowlist.ValidateName(ent.Name); err != nil {
 			return nil, err
 		}
 		p.Names[lsm.Fold(ent.Name)] = lsm.Entry{Name: ent.Name, Index: index(ent)}
@@ -222,12 +222,9 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 	return p, nil
 }
 
-func validName(name string) error {
-	if name == "" || len(name) >= lsm.NameLen {
-		return fmt.Errorf("module name %q must be 1 to %d bytes", name, lsm.NameLen-1)
-	}
-	return nil
-}
+// Every name the allowlist accepts fits the guard's maps (with its NUL):
+// this does not compile the day it would not.
+var _ [lsm.NameLen - 1 - allowlist.MaxNameLen]struct{}
 
 // Apply replaces the policy in force with the allowlist a, atomically: a
 // load in flight sees the old allowlist or the new one, never a mix. An
