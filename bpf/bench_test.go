@@ -4,10 +4,8 @@ import (
 	"context"
 	"io"
 	"os"
-	"regexp"
 	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -218,15 +216,7 @@ func TestVMBench(t *testing.T) {
 		Args:    []string{"-test.bench=^BenchmarkGetppidInterleaved$", "-test.benchtime=10x"},
 		Timeout: 15 * time.Minute,
 	})
-	line := regexp.MustCompile(`(?m)^BenchmarkGetppidInterleaved\s+\d.*$`)
-	for _, r := range results {
-		if r == nil || r.Kernel == nil {
-			continue
-		}
-		for _, l := range line.FindAllString(r.Output, -1) {
-			t.Logf("%s: %s", r.Kernel.Release, strings.Join(strings.Fields(l), " "))
-		}
-	}
+	vmtest.LogLines(t, results, `BenchmarkGetppidInterleaved\s+\d.*`)
 }
 
 // TestGuestBenchReady checks that the guest can load the sensor, so that a

@@ -175,21 +175,9 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		ev.Signed = mod.Signature.Present
 		ev.Signer = mod.Signature.Signer
 	}
-	if ev.Syscall != event.DeleteModule && n.allowlist != nil {
-		if list := n.allowlist(); list != nil {
-			allowed := false
-			// An image read only at sys_exit may have been rewritten by the
-			// loaded module's own init: never shown allowed.
-			if mod != nil && !ev.ImageAtExit {
-				d := list.Match(mod)
-				allowed = d.Allowed
-				if d.Entry != nil {
-					ev.AllowlistEntry = d.Entry.Name
-				}
-			}
-			// A module the sensor could not read cannot be shown allowed.
-			ev.Allowed = &allowed
-		}
+	if n.allowlist != nil {
+		// A module the sensor could not read has no names: not allowed.
+		n.allowlist().Judge(ev)
 	}
 	return ev
 }

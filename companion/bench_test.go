@@ -6,6 +6,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/companion/companiontest"
+	"github.com/kmodguard/kmodguard/event"
 )
 
 // BenchmarkDecisionStream measures a decision's trip from the enforcer to
@@ -25,7 +26,7 @@ func BenchmarkDecisionStream(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, err := impl.Load(companion.OpInitModule, img, 1, uint32(i), "bench"); err != nil {
+			if _, err := impl.Load(event.OpInitModule, img, 1, uint32(i), "bench"); err != nil {
 				b.Fatal(err)
 			}
 			if _, ok := <-ch; !ok {

@@ -23,11 +23,11 @@ package companion
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
 )
 
 // ProtocolVersion is the version of the companion protocol. Bump it on any
@@ -57,9 +57,11 @@ type Enforcer interface {
 	Apply(ctx context.Context, a *allowlist.Allowlist) (Applied, error)
 	// Status reports the guard's state.
 	Status(ctx context.Context) (Status, error)
-	// Decisions streams the guard's decisions made from the time of the call
-	// on. The channel is closed when ctx ends or the enforcer stops.
-	Decisions(ctx context.Context) (<-chan Decision, error)
+	// Decisions streams the guard's decisions (event.Decision) made from
+	// the time of the call on, and the enforcer's reports about the guard
+	// (event.Report). The channel is closed when ctx ends or the enforcer
+	// stops.
+	Decisions(ctx context.Context) (<-chan event.GuardMessage, error)
 }
 
 // ErrUnavailable is wrapped by every error of an enforcer that could not load
@@ -112,53 +114,3 @@ type Status struct {
 	// from an enforcer built before it was reported.
 	Version string `json:"version,omitempty"`
 }
-
-// Verdicts of Decision.Verdict.
-const (
-	VerdictAllowed = "allowed"
-	VerdictBlocked = "blocked"
-	VerdictAudit   = "audit" // enforce mode would have blocked it
-)
-
-// Ops of Decision.Op for module loads.
-const (
-	OpInitModule  = "init_module"
-	OpFinitModule = "finit_module"
-)
-
-// Decision is one decision of the guard.
-type Decision struct {
-	Time time.Time `json:"time"`
-	// Op is init_module or finit_module, or a seal refusal (bpf, unlink, ...).
-	Op      string `json:"op"`
-	Verdict string `json:"verdict"`
-	Reason  string `json:"reason"`
-	// Ret is what the hook returned: 0 or -EPERM.
-	Ret int32 `json:"ret"`
-
-	// SHA256 is the digest of the kernel's own copy of the image (init_module)
-	// or of the file as read (finit_module; compressed when the kernel
-	// decompresses).
-	SHA256         string `json:"sha256,omitempty"`
-	Name           string `json:"name,omitempty"`
-	ThisModuleName string `json:"this_module_name,omitempty"`
-	NameMismatch   bool   `json:"name_mismatch,omitempty"`
-	Compressed     bool   `json:"compressed,omitempty"`
-	// Entry names the allowlist entry that admitted the module.
-	Entry      string `json:"entry,omitempty"`
-	Size       uint64 `json:"size,omitempty"`
-	Generation uint64 `json:"generation"`
-
-	// Object identifies what a seal refusal protected.
-	Object uint64 `json:"object,omitempty"`
-	Sealed bool   `json:"sealed"`
-
-	Pid  uint32 `json:"pid"`
-	Tid  uint32 `json:"tid"`
-	UID  uint32 `json:"uid"`
-	Comm string `json:"comm"`
-}
-
-// IsLoad reports whether d decides a module load (rather than a seal
-// refusal).
-func (d *Decision) IsLoad() bool { return d.Op == OpInitModule || d.Op == OpFinitModule }

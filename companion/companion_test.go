@@ -22,6 +22,7 @@ import (
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/companion/companiontest"
 	pb "github.com/kmodguard/kmodguard/companion/proto"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 	"github.com/kmodguard/kmodguard/kmod"
@@ -87,24 +88,8 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// grpcPair connects impl and a client through go-plugin's test connection:
-// the real gRPC adapters on both sides, in one process.
-func grpcPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
-	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
-		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
-	})
-	t.Cleanup(func() { client.Close(); server.Stop() })
-	raw, err := client.Dispense(companion.PluginName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, ok := raw.(companion.Enforcer)
-	if !ok {
-		t.Fatalf("dispensed %T", raw)
-	}
-	return e, client
-}
+// grpcPair is companiontest.GRPCPair.
+var grpcPair = companiontest.GRPCPair
 
 func list(t *testing.T, mode allowlist.Mode, entries ...allowlist.Entry) *allowlist.Allowlist {
 	t.Helper()
@@ -117,18 +102,22 @@ func list(t *testing.T, mode allowlist.Mode, entries ...allowlist.Entry) *allowl
 	return a
 }
 
-func recv(t *testing.T, ch <-chan companion.Decision) companion.Decision {
+func recv(t *testing.T, ch <-chan event.GuardMessage) event.Decision {
 	t.Helper()
 	select {
-	case d, ok := <-ch:
+	case m, ok := <-ch:
 		if !ok {
 			t.Fatal("decision stream closed")
+		}
+		d, ok := m.(event.Decision)
+		if !ok {
+			t.Fatalf("a %T on the stream, want a decision", m)
 		}
 		return d
 	case <-time.After(10 * time.Second):
 		t.Fatal("no decision within 10s")
 	}
-	return companion.Decision{}
+	return event.Decision{}
 }
 
 // TestGRPCDecisions runs the service between go-plugin's test client and
@@ -165,18 +154,18 @@ func TestGRPCDecisions(t *testing.T) {
 	tests := []struct {
 		name     string
 		img      []byte
-		verdict  string
+		verdict  event.Verdict
 		entry    string
 		mismatch bool
 	}{
-		{"listed digest and names", dummy, companion.VerdictAllowed, "dummy", false},
-		{"not listed", veth, companion.VerdictBlocked, "", false},
-		{"digest listed but names forged", forged, companion.VerdictBlocked, "", true},
+		{"listed digest and names", dummy, event.VerdictAllowed, "dummy", false},
+		{"not listed", veth, event.VerdictBlocked, "", false},
+		{"digest listed but names forged", forged, event.VerdictBlocked, "", true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tid := uint32(1000 + i)
-			if _, err := impl.Load(companion.OpInitModule, tt.img, 42, tid, "insmod"); err != nil {
+			if _, err := impl.Load(event.OpInitModule, tt.img, 42, tid, "insmod"); err != nil {
 				t.Fatal(err)
 			}
 			d := recv(t, ch)
@@ -184,10 +173,10 @@ func TestGRPCDecisions(t *testing.T) {
 				t.Errorf("decision %+v: want verdict %s, entry %q, mismatch %v", d, tt.verdict, tt.entry, tt.mismatch)
 			}
 			if d.SHA256 != digest(tt.img) || d.Tid != tid || d.Pid != 42 || d.Comm != "insmod" ||
-				d.Op != companion.OpInitModule || d.Size != uint64(len(tt.img)) || d.Generation != 1 || d.Time.IsZero() {
+				d.Op != event.OpInitModule || d.Size != uint64(len(tt.img)) || d.Generation != 1 || d.Time.IsZero() {
 				t.Errorf("decision %+v does not carry the load's identity", d)
 			}
-			if (d.Verdict == companion.VerdictBlocked) != (d.Ret != 0) {
+			if (d.Verdict == event.VerdictBlocked) != (d.Ret != 0) {
 				t.Errorf("verdict %s with ret %d", d.Verdict, d.Ret)
 			}
 		})
@@ -214,12 +203,41 @@ func TestGRPCAuditMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := impl.Load(companion.OpFinitModule, veth, 1, 1, "modprobe"); err != nil {
+	if _, err := impl.Load(event.OpFinitModule, veth, 1, 1, "modprobe"); err != nil {
 		t.Fatal(err)
 	}
 	d := recv(t, ch)
-	if d.Verdict != companion.VerdictAudit || d.Ret != 0 || d.Op != companion.OpFinitModule || d.Name != "veth" {
+	if d.Verdict != event.VerdictAudit || d.Ret != 0 || d.Op != event.OpFinitModule || d.Name != "veth" {
 		t.Errorf("decision %+v: want an audit verdict for veth with ret 0", d)
+	}
+}
+
+// TestGRPCReports: the enforcer's reports about the guard cross the wire as
+// reports, in the form companions of protocol version 1 have always sent
+// (a Decision message whose op names the report).
+func TestGRPCReports(t *testing.T) {
+	impl := companiontest.New()
+	e, _ := grpcPair(t, impl)
+	ch, err := e.Decisions(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 7)
+	for _, want := range []event.Report{
+		{Time: at, Kind: event.ReportMissing, Reason: "3 guard decisions never reached the enforcer", Count: 3, Pid: 40, UID: 0, Comm: "kmodguard"},
+		{Time: at, Kind: event.ReportOverride, Reason: "override: fmod_ret on security_kernel_read_file", LinkID: 12},
+	} {
+		impl.Report(want)
+		select {
+		case m := <-ch:
+			got, ok := m.(event.Report)
+			if !ok || got.Kind != want.Kind || got.Reason != want.Reason || got.Count != want.Count ||
+				got.LinkID != want.LinkID || got.Pid != want.Pid || got.Comm != want.Comm || !got.Time.Equal(want.Time) {
+				t.Errorf("sent %+v, received %T %+v", want, m, m)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s report within 10s", want.Kind)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	pb "github.com/kmodguard/kmodguard/companion/proto"
+	"github.com/kmodguard/kmodguard/event"
 )
 
 // maxAllowlistBytes bounds the allowlist a client may send: far above any
@@ -118,43 +119,81 @@ func (s *grpcServer) Decisions(_ *pb.DecisionsRequest, stream pb.Enforcer_Decisi
 		select {
 		case <-ctx.Done():
 			return nil
-		case d, ok := <-ch:
+		case m, ok := <-ch:
 			if !ok {
 				return nil
 			}
-			if err := stream.Send(toProto(&d)); err != nil {
+			p := toProto(m)
+			if p == nil {
+				continue
+			}
+			if err := stream.Send(p); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func toProto(d *Decision) *pb.Decision {
-	var ts int64
-	if !d.Time.IsZero() {
-		ts = d.Time.UnixNano()
+// toProto puts m on the wire. A Report travels as a Decision message whose
+// op is the report's kind and whose verdict is "none" (Object its count or
+// link id): the form every companion of protocol version 1 has sent, so
+// that plugins and companions of different builds understand each other.
+func toProto(m event.GuardMessage) *pb.Decision {
+	var (
+		p  *pb.Decision
+		at time.Time
+	)
+	switch m := m.(type) {
+	case event.Decision:
+		at = m.Time
+		p = &pb.Decision{
+			Op: string(m.Op), Verdict: string(m.Verdict), Reason: m.Reason, Ret: m.Ret,
+			Sha256: m.SHA256, Name: m.Name, ThisModuleName: m.ThisModuleName,
+			NameMismatch: m.NameMismatch, Compressed: m.Compressed, Entry: m.Entry,
+			Size: m.Size, Generation: m.Generation, Object: m.Object, Sealed: m.Sealed,
+			Pid: m.Pid, Tid: m.Tid, Uid: m.UID, Comm: m.Comm,
+		}
+	case event.Report:
+		at = m.Time
+		p = &pb.Decision{
+			Op: string(m.Kind), Verdict: event.VerdictNone, Reason: m.Reason, Object: m.Count,
+			Pid: m.Pid, Tid: m.Pid, Uid: m.UID, Comm: m.Comm,
+		}
+		if m.Kind == event.ReportOverride {
+			p.Object = uint64(m.LinkID)
+		}
+	default:
+		return nil
 	}
-	return &pb.Decision{
-		TimeUnixNano: ts, Op: d.Op, Verdict: d.Verdict, Reason: d.Reason, Ret: d.Ret,
-		Sha256: d.SHA256, Name: d.Name, ThisModuleName: d.ThisModuleName,
-		NameMismatch: d.NameMismatch, Compressed: d.Compressed, Entry: d.Entry,
-		Size: d.Size, Generation: d.Generation, Object: d.Object, Sealed: d.Sealed,
-		Pid: d.Pid, Tid: d.Tid, Uid: d.UID, Comm: d.Comm,
+	if !at.IsZero() {
+		p.TimeUnixNano = at.UnixNano()
 	}
+	return p
 }
 
-func fromProto(p *pb.Decision) Decision {
-	d := Decision{
-		Op: p.GetOp(), Verdict: p.GetVerdict(), Reason: p.GetReason(), Ret: p.GetRet(),
+// fromProto reads a message of the stream back (see toProto).
+func fromProto(p *pb.Decision) event.GuardMessage {
+	var at time.Time
+	if ns := p.GetTimeUnixNano(); ns != 0 {
+		at = time.Unix(0, ns)
+	}
+	switch kind := event.ReportKind(p.GetOp()); kind {
+	case event.ReportMissing, event.ReportOverride:
+		r := event.Report{Time: at, Kind: kind, Reason: p.GetReason(), Pid: p.GetPid(), UID: p.GetUid(), Comm: p.GetComm()}
+		if kind == event.ReportMissing {
+			r.Count = p.GetObject()
+		} else {
+			r.LinkID = uint32(p.GetObject())
+		}
+		return r
+	}
+	return event.Decision{
+		Time: at, Op: event.Op(p.GetOp()), Verdict: event.Verdict(p.GetVerdict()), Reason: p.GetReason(), Ret: p.GetRet(),
 		SHA256: p.GetSha256(), Name: p.GetName(), ThisModuleName: p.GetThisModuleName(),
 		NameMismatch: p.GetNameMismatch(), Compressed: p.GetCompressed(), Entry: p.GetEntry(),
 		Size: p.GetSize(), Generation: p.GetGeneration(), Object: p.GetObject(), Sealed: p.GetSealed(),
 		Pid: p.GetPid(), Tid: p.GetTid(), UID: p.GetUid(), Comm: p.GetComm(),
 	}
-	if ns := p.GetTimeUnixNano(); ns != 0 {
-		d.Time = time.Unix(0, ns)
-	}
-	return d
 }
 
 // GRPCClient is an Enforcer that calls a companion over gRPC.
@@ -235,7 +274,7 @@ func (c *GRPCClient) Status(ctx context.Context) (Status, error) {
 // The channel is closed when ctx ends or the stream breaks (the companion
 // exited, or its enforcer stopped): a closed channel is the signal to
 // reconnect.
-func (c *GRPCClient) Decisions(ctx context.Context) (<-chan Decision, error) {
+func (c *GRPCClient) Decisions(ctx context.Context) (<-chan event.GuardMessage, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := c.c.Decisions(ctx, &pb.DecisionsRequest{})
 	if err != nil {
@@ -256,7 +295,7 @@ func (c *GRPCClient) Decisions(ctx context.Context) (<-chan Decision, error) {
 		}
 		return nil, clientError("decisions", err)
 	}
-	ch := make(chan Decision, 64)
+	ch := make(chan event.GuardMessage, 64)
 	go func() {
 		defer cancel()
 		defer close(ch)

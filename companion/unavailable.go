@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
 )
 
 // Unavailable returns the Enforcer a companion serves when its guard could
@@ -28,4 +29,6 @@ func (u unavailable) Apply(context.Context, *allowlist.Allowlist) (Applied, erro
 
 func (u unavailable) Status(context.Context) (Status, error) { return Status{}, u.err() }
 
-func (u unavailable) Decisions(context.Context) (<-chan Decision, error) { return nil, u.err() }
+func (u unavailable) Decisions(context.Context) (<-chan event.GuardMessage, error) {
+	return nil, u.err()
+}

@@ -5,9 +5,7 @@ package enforcer_test
 import (
 	"errors"
 	"os"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -34,15 +32,7 @@ func TestVMBench(t *testing.T) {
 		Args:    []string{"-test.bench=^BenchmarkGuestModuleLoad$", "-test.benchtime=100x"},
 		Timeout: 15 * time.Minute,
 	})
-	line := regexp.MustCompile(`(?m)^BenchmarkGuestModuleLoad/\S+.*$`)
-	for _, r := range results {
-		if r == nil || r.Kernel == nil {
-			continue
-		}
-		for _, l := range line.FindAllString(r.Output, -1) {
-			t.Logf("%s: %s", r.Kernel.Release, strings.Join(strings.Fields(l), " "))
-		}
-	}
+	vmtest.LogLines(t, results, `BenchmarkGuestModuleLoad/\S+.*`)
 }
 
 // TestGuestBenchReady checks what the benchmark needs, so that a guest run

@@ -5,6 +5,11 @@
 // guard or adopts a pinned one, swaps policies atomically, seals, and
 // serves the guard's decisions.
 //
+// [Daemon] is `kmodguard enforcer run`: reload on SIGHUP and on file
+// changes, systemd notification, metrics, and decisions published to the
+// Falco plugin. [Companion] serves the enforcer as a companion.Enforcer
+// (go-plugin or a Unix socket, [ServeCompanion]).
+//
 // The guard outlives the enforcer: Close leaves it pinned and enforcing,
 // and the next Load adopts it. Only Stop (or a reboot) removes it, and a
 // sealed guard refuses even that.
@@ -16,8 +21,10 @@
 //	enf, err := enforcer.Load(enforcer.Config{Logger: log}, al)
 //	...
 //	defer enf.Close()
-//	for d := range enf.Decisions() {
-//		log.WithField("verdict", d.Verdict).Info(d.Reason)
+//	for m := range enf.Decisions() {
+//		if d, ok := m.(enforcer.Decision); ok {
+//			log.WithField("verdict", d.Verdict).Info(d.Reason)
+//		}
 //	}
 package enforcer
 
@@ -32,11 +39,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
 // Decision is one decision of the guard.
-type Decision = lsm.Decision
+type Decision = event.Decision
+
+// Report is a report about the guard that is not one of its decisions:
+// decisions found missing, or a program that overrides the guard.
+type Report = event.Report
+
+// Message is one item of the decision stream: a Decision or a Report.
+type Message = event.GuardMessage
 
 // Status is the state of the guard.
 type Status = lsm.Status
@@ -73,7 +88,7 @@ type Enforcer struct {
 	current *allowlist.Allowlist
 	gen     uint64
 
-	decisions chan Decision
+	decisions chan Message
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -102,7 +117,7 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 	if err := lsm.Supported(); err != nil {
 		return nil, err
 	}
-	e := &Enforcer{cfg: cfg, log: cfg.Logger, decisions: make(chan Decision, 256), done: make(chan struct{})}
+	e := &Enforcer{cfg: cfg, log: cfg.Logger, decisions: make(chan Message, 256), done: make(chan struct{})}
 
 	p, err := e.policy(a, 1)
 	if err != nil {
@@ -190,7 +205,7 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 		return 0
 	}
 	for sum, ent := range a.Digests() {
-		if err := validName(ent.Name); err != nil {
+		if err := allowlist.ValidateName(ent.Name); err != nil {
 			return nil, err
 		}
 		if prev, ok := p.Digests[sum]; ok && lsm.Fold(prev.Name) != lsm.Fold(ent.Name) {
@@ -199,7 +214,7 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 		p.Digests[sum] = lsm.Entry{Name: ent.Name, Index: index(ent)}
 	}
 	for ent := range a.NameOnlyEntries() {
-		if err := validName(ent.Name); err != nil {
+		if err := allowlist.ValidateName(ent.Name); err != nil {
 			return nil, err
 		}
 		p.Names[lsm.Fold(ent.Name)] = lsm.Entry{Name: ent.Name, Index: index(ent)}
@@ -207,12 +222,9 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 	return p, nil
 }
 
-func validName(name string) error {
-	if name == "" || len(name) >= lsm.NameLen {
-		return fmt.Errorf("module name %q must be 1 to %d bytes", name, lsm.NameLen-1)
-	}
-	return nil
-}
+// Every name the allowlist accepts fits the guard's maps (with its NUL):
+// this does not compile the day it would not.
+var _ [lsm.NameLen - 1 - allowlist.MaxNameLen]struct{}
 
 // Apply replaces the policy in force with the allowlist a, atomically: a
 // load in flight sees the old allowlist or the new one, never a mix. An
@@ -267,17 +279,17 @@ func (e *Enforcer) Seal() error { return e.guard.Seal() }
 // is full, reading the ring buffer stalls and the kernel counts the
 // decisions it cannot queue as lost (Status.LostEvents).
 //
-// It also delivers a report with Op lsm.OpMissing (verdict "none", Object
-// the count) each time the enforcer finds decisions that another process
-// consumed from the guard's ring buffer (see lsm.Reader), and one with Op
-// lsm.OpOverride for each program it finds that can decide before the
-// guard (lsm.Override); the enforcer logs both at error level itself.
-func (e *Enforcer) Decisions() <-chan Decision { return e.decisions }
+// It also delivers a Report (event.ReportMissing) each time the enforcer
+// finds decisions that another process consumed from the guard's ring
+// buffer (see lsm.Reader), and one (event.ReportOverride) for each program
+// it finds that can decide before the guard (lsm.Override); the enforcer
+// logs both at error level itself.
+func (e *Enforcer) Decisions() <-chan Message { return e.decisions }
 
 func (e *Enforcer) serve() {
 	defer e.wg.Done()
 	for {
-		d, err := e.rd.Read()
+		m, err := e.rd.Read()
 		if errors.Is(err, lsm.ErrClosed) {
 			return
 		}
@@ -285,13 +297,13 @@ func (e *Enforcer) serve() {
 			e.log.WithError(err).Warn("reading a guard decision")
 			continue
 		}
-		if d.Op == lsm.OpMissing {
-			e.log.WithFields(logrus.Fields{"missing": d.Object, "missing_total": e.rd.Missing()}).
+		if r, ok := m.(Report); ok && r.Kind == event.ReportMissing {
+			e.log.WithFields(logrus.Fields{"missing": r.Count, "missing_total": e.rd.Missing()}).
 				Error("guard decisions are missing: another process is consuming the guard's ring buffer, " +
 					"refusals and audit records may be hidden from this enforcer")
 		}
 		select {
-		case e.decisions <- d:
+		case e.decisions <- m:
 		case <-e.done:
 			return
 		}

@@ -5,11 +5,9 @@ package enforcer_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
-	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -103,26 +101,6 @@ nf_tables 331776 0 - Live 0x0000000000000000
 	}
 	if strings.Join(got, ",") != "dummy,nf_tables" {
 		t.Fatalf("Unlisted = %v, want [dummy nf_tables]", got)
-	}
-}
-
-func TestEvent(t *testing.T) {
-	now := time.Unix(1_800_000_000, 42)
-	d := enforcer.Decision{Time: now, Op: lsm.OpFinitModule, Verdict: lsm.Blocked, Ret: -1, SHA256: "ab",
-		Name: "dumbo", ThisModuleName: "dummy", NameMismatch: true, Size: 9, Pid: 3, Tid: 4, UID: 5, Comm: "insmod"}
-	ev := enforcer.Event(d)
-	if ev.TS != uint64(now.UnixNano()) || ev.Syscall != event.FinitModule || ev.Verdict != event.VerdictBlocked ||
-		ev.GuardSHA256 != "ab" || ev.Name != "dumbo" || ev.ThisModuleName != "dummy" || !ev.NameMismatch ||
-		ev.Allowed == nil || *ev.Allowed || ev.Tid != 4 || ev.Res != -1 {
-		t.Fatalf("Event(%+v) = %+v", d, ev)
-	}
-	seal := enforcer.Event(enforcer.Decision{Op: lsm.OpUnlink, Verdict: lsm.Blocked})
-	if seal.Syscall != event.Guard || seal.Allowed != nil {
-		t.Fatalf("seal refusal event %+v: want syscall guard, no allowed field", seal)
-	}
-	audit := enforcer.Event(enforcer.Decision{Op: lsm.OpInitModule, Verdict: lsm.Audit})
-	if audit.Verdict != event.VerdictAudit || audit.Allowed == nil || *audit.Allowed {
-		t.Fatalf("audit event %+v: want verdict audit, allowed false", audit)
 	}
 }
 

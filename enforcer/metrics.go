@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/version"
-	"github.com/kmodguard/kmodguard/lsm"
 )
 
 // SensorStats are the sensor's loss counters, for the metrics of a process
@@ -101,18 +101,18 @@ func buildInfo(v version.Info) prometheus.Collector {
 }
 
 // Observe counts one decision, or adds the count of a report of missing
-// decisions (lsm.OpMissing) to kmodguard_decisions_missing_total. Reports
-// of overrides (lsm.OpOverride) are not counted: kmodguard_guard_overrides
-// reads them at scrape time.
-func (m *Metrics) Observe(d Decision) {
-	switch d.Op {
-	case lsm.OpMissing:
-		m.missing.Add(float64(d.Object))
-		return
-	case lsm.OpOverride:
-		return
+// decisions (event.ReportMissing) to kmodguard_decisions_missing_total.
+// Reports of overrides are not counted: kmodguard_guard_overrides reads
+// them at scrape time.
+func (m *Metrics) Observe(msg Message) {
+	switch msg := msg.(type) {
+	case Decision:
+		m.decisions.WithLabelValues(string(msg.Op), string(msg.Verdict)).Inc()
+	case Report:
+		if msg.Kind == event.ReportMissing {
+			m.missing.Add(float64(msg.Count))
+		}
 	}
-	m.decisions.WithLabelValues(string(d.Op), string(d.Verdict)).Inc()
 }
 
 // Registry is the registry the metrics are on, for adding more.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/kmodguard/kmodguard/allowlist"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/lsm"
 )
@@ -106,11 +107,12 @@ func TestMetricsScrape(t *testing.T) {
 	m.Observe(Decision{Op: lsm.OpBPF, Verdict: lsm.Blocked})
 	// Two reports of missing decisions: counted by their figure, and not
 	// as decisions.
-	m.Observe(Decision{Op: lsm.OpMissing, Verdict: lsm.NoVerdict, Object: 3})
-	m.Observe(Decision{Op: lsm.OpMissing, Verdict: lsm.NoVerdict, Object: 2})
+	m.Observe(Report{Kind: event.ReportMissing, Count: 3})
+	m.Observe(Report{Kind: event.ReportMissing, Count: 2})
+	m.Observe(Report{Kind: event.ReportOverride, LinkID: 7})
 
 	fams := scrape(t, url)
-	if _, ok := value(fams, "kmodguard_decisions_total", "op", string(lsm.OpMissing)); ok {
+	if _, ok := value(fams, "kmodguard_decisions_total", "op", string(event.ReportMissing)); ok {
 		t.Error("a report of missing decisions counted as a decision")
 	}
 	want := []struct {

@@ -8,14 +8,15 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
-// report delivers a report that is not a decision of the guard on the
-// Decisions channel, unless the enforcer is closing.
-func (e *Enforcer) report(d Decision) {
+// report delivers r on the Decisions channel, unless the enforcer is
+// closing.
+func (e *Enforcer) report(r Report) {
 	select {
-	case e.decisions <- d:
+	case e.decisions <- r:
 	case <-e.done:
 	}
 }
@@ -27,7 +28,7 @@ const overridesEvery = 10 * time.Second
 // watchOverrides logs, at start and then every overridesEvery, each
 // program that can decide a load before the guard does: an error, since
 // the guard can be bypassed while it is attached. Each is logged once (and
-// its removal), and reported on Decisions (lsm.OpOverride) at every check
+// its removal), and reported on Decisions (event.ReportOverride) at every check
 // while it is attached.
 func (e *Enforcer) watchOverrides() {
 	defer e.wg.Done()
@@ -49,8 +50,8 @@ func (e *Enforcer) watchOverrides() {
 			// Reported at every check, not once: a consumer that comes
 			// later (the Falco plugin's companion stream connects after
 			// the guard loads) must still hear of it.
-			e.report(Decision{
-				Time: time.Now(), Op: lsm.OpOverride, Verdict: lsm.NoVerdict, Object: uint64(o.LinkID),
+			e.report(Report{
+				Time: time.Now(), Kind: event.ReportOverride, LinkID: o.LinkID,
 				Reason: fmt.Sprintf("override: %s can decide module loads before the guard and admit what it refuses", o),
 			})
 		}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 	"github.com/kmodguard/kmodguard/lsm"
@@ -193,21 +195,43 @@ func (w testWriter) Write(p []byte) (int, error) {
 // next returns the next decision about one of ops.
 func next(t *testing.T, enf *enforcer.Enforcer, ops ...lsm.Op) enforcer.Decision {
 	t.Helper()
+	var d enforcer.Decision
+	nextMessage(t, enf, fmt.Sprint(ops), func(m enforcer.Message) bool {
+		var ok bool
+		d, ok = m.(enforcer.Decision)
+		return ok && slices.Contains(ops, d.Op)
+	})
+	return d
+}
+
+// nextReport returns the next report of the kind.
+func nextReport(t *testing.T, enf *enforcer.Enforcer, kind event.ReportKind) enforcer.Report {
+	t.Helper()
+	var r enforcer.Report
+	nextMessage(t, enf, string(kind), func(m enforcer.Message) bool {
+		var ok bool
+		r, ok = m.(enforcer.Report)
+		return ok && r.Kind == kind
+	})
+	return r
+}
+
+// nextMessage reads the decision stream until want takes a message.
+func nextMessage(t *testing.T, enf *enforcer.Enforcer, what string, want func(enforcer.Message) bool) {
+	t.Helper()
 	timeout := time.After(20 * time.Second)
 	for {
 		select {
-		case d, ok := <-enf.Decisions():
+		case m, ok := <-enf.Decisions():
 			if !ok {
 				t.Fatal("decision stream closed")
 			}
-			for _, op := range ops {
-				if d.Op == op {
-					return d
-				}
+			if want(m) {
+				return
 			}
-			t.Logf("skipping decision %+v", d)
+			t.Logf("skipping %T %+v", m, m)
 		case <-timeout:
-			t.Fatalf("no decision about %v within 20s", ops)
+			t.Fatalf("nothing about %s within 20s", what)
 		}
 	}
 }
@@ -597,13 +621,13 @@ func TestGuestOverrideFound(t *testing.T) {
 	}
 	// Each is reported on the decision stream too, for the Falco plugin.
 	for range overrides {
-		d := next(t, enf, lsm.OpOverride)
+		r := nextReport(t, enf, event.ReportOverride)
 		found := false
 		for _, o := range st.Overrides {
-			found = found || (d.Object == uint64(o.LinkID) && strings.HasPrefix(d.Reason, "override: "+o.String()))
+			found = found || (r.LinkID == o.LinkID && strings.HasPrefix(r.Reason, "override: "+o.String()))
 		}
-		if !found || d.Verdict != lsm.NoVerdict {
-			t.Fatalf("override report %+v does not name one of %+v", d, st.Overrides)
+		if !found {
+			t.Fatalf("override report %+v does not name one of %+v", r, st.Overrides)
 		}
 	}
 	// Logged by then: the log comes before the report.
@@ -1298,8 +1322,8 @@ func TestGuestZSealed(t *testing.T) {
 		}
 		for quiet := time.After(time.Second); ; {
 			select {
-			case d := <-enf.Decisions():
-				if d.Verdict == lsm.Blocked {
+			case m := <-enf.Decisions():
+				if d, ok := m.(enforcer.Decision); ok && d.Verdict == lsm.Blocked {
 					t.Fatalf("status under seal made the guard refuse something: %+v", d)
 				}
 				continue
@@ -1333,7 +1357,7 @@ func TestGuestZSealed(t *testing.T) {
 		for quiet := time.After(300 * time.Millisecond); ; {
 			select {
 			case extra := <-enf.Decisions():
-				t.Logf("  and reported again: %s %s %#x", extra.Op, extra.Verdict, extra.Object)
+				t.Logf("  and reported again: %+v", extra)
 				continue
 			case <-quiet:
 			}

@@ -16,44 +16,40 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmodguard/kmodguard/event"
 )
 
-// Op says what a decision is about.
-type Op string
+// Op, Verdict and Decision are package event's: one decision type from
+// the ring buffer to the Falco plugin.
+type (
+	Op       = event.Op
+	Verdict  = event.Verdict
+	Decision = event.Decision
+	// Report is what the Reader reports besides decisions: decisions found
+	// missing (event.ReportMissing).
+	Report = event.Report
+)
 
 const (
-	OpInitModule  Op = "init_module"
-	OpFinitModule Op = "finit_module"
-	OpBPF         Op = "bpf"
-	OpUnlink      Op = "unlink"
-	OpRename      Op = "rename"
-	OpUmount      Op = "umount"
-	OpKexec       Op = "kexec"
-	// OpMount is a mount (MS_MOVE, move_mount) refused by the seal.
-	OpMount Op = "mount"
-	// OpMissing is not a decision of the guard but the Reader's report of
-	// decisions another process consumed from the ring buffer (see
-	// Reader); Object is how many were found missing since the last report.
-	OpMissing Op = "decisions_missing"
-	// OpOverride is not a decision either but the enforcer's report of a
-	// program that can decide before the guard (see Override): Reason
-	// starts with "override: " and names it, Object is its link id.
-	OpOverride Op = "guard_overridden"
+	OpInitModule  = event.OpInitModule
+	OpFinitModule = event.OpFinitModule
+	OpBPF         = event.OpBPF
+	OpUnlink      = event.OpUnlink
+	OpRename      = event.OpRename
+	OpUmount      = event.OpUmount
+	OpKexec       = event.OpKexec
+	OpMount       = event.OpMount
 )
 
 var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec, 8: OpMount}
 
-// Verdict is the guard's answer.
-type Verdict string
-
+// Verdicts of Decision.Verdict.
 const (
-	Allowed Verdict = "allowed"
-	Blocked Verdict = "blocked"
+	Allowed Verdict = event.VerdictAllowed
+	Blocked Verdict = event.VerdictBlocked
 	// Audit is a load that enforce mode would have blocked.
-	Audit Verdict = "audit"
-	// NoVerdict is on reports that are not decisions (OpMissing,
-	// OpOverride).
-	NoVerdict Verdict = "none"
+	Audit Verdict = event.VerdictAudit
 )
 
 var verdicts = map[uint8]Verdict{1: Allowed, 2: Blocked, 3: Audit}
@@ -73,37 +69,6 @@ var reasons = map[uint8]string{
 	11: "no allowlist installed",
 	12: "refused: the guard is sealed",
 	13: "another decision held this CPU's scratch (preempted): refused, fail closed",
-}
-
-// Decision is one decision of the guard, as reported through its ring
-// buffer.
-type Decision struct {
-	Time    time.Time `json:"time"`
-	Op      Op        `json:"op"`
-	Verdict Verdict   `json:"verdict"`
-	Reason  string    `json:"reason"`
-	// Ret is what the hook returned: 0 or -EPERM.
-	Ret int32 `json:"ret"`
-
-	// Module loads.
-	SHA256         string `json:"sha256,omitempty"`
-	Name           string `json:"name,omitempty"`
-	ThisModuleName string `json:"this_module_name,omitempty"`
-	NameMismatch   bool   `json:"name_mismatch,omitempty"`
-	Compressed     bool   `json:"compressed,omitempty"`
-	Entry          string `json:"entry,omitempty"`
-	Size           uint64 `json:"size,omitempty"`
-	Generation     uint64 `json:"generation"`
-
-	// Seal refusals: the map or link id (with the bpf command in the high
-	// 32 bits), the inode, the bpffs device or the kexec id.
-	Object uint64 `json:"object,omitempty"`
-	Sealed bool   `json:"sealed"`
-
-	Pid  uint32 `json:"pid"`
-	Tid  uint32 `json:"tid"`
-	UID  uint32 `json:"uid"`
-	Comm string `json:"comm"`
 }
 
 const (
@@ -212,7 +177,7 @@ func bootOffset() int64 {
 // with the guard's counters (see accounting). When records are missing,
 // another process consumed them from the ring buffer (a writable descriptor
 // to it is all that takes, even under the seal); Read then returns an
-// OpMissing report, Missing counts them, and so does Status (through the
+// Report (event.ReportMissing), Missing counts them, and so does Status (through the
 // reader pin, for `kmodguard enforcer status` in another process). Records
 // the kernel could not write (ring buffer full) are counted as lost, not
 // missing.
@@ -227,7 +192,7 @@ type Reader struct {
 	nextCheck time.Time
 	deadline  time.Time // the caller's (SetDeadline)
 	received  uint64    // records read, undecodable ones included
-	pending   []Decision
+	pending   []Report
 	missing   atomic.Uint64
 	pid       uint32
 	uid       uint32
@@ -275,10 +240,9 @@ func (g *Guard) NewReader() (*Reader, error) {
 	return r, nil
 }
 
-// Read blocks for the next decision, or for the report of decisions found
-// missing (Op OpMissing). It returns ErrClosed after Close. Call it from
-// one goroutine.
-func (r *Reader) Read() (Decision, error) {
+// Read blocks for the next decision, or for the Report of decisions found
+// missing. It returns ErrClosed after Close. Call it from one goroutine.
+func (r *Reader) Read() (event.GuardMessage, error) {
 	for {
 		if len(r.pending) > 0 {
 			d := r.pending[0]
@@ -300,15 +264,19 @@ func (r *Reader) Read() (Decision, error) {
 		}
 		switch {
 		case err == nil:
-			return decode(rec.RawSample, r.offset)
+			d, err := decode(rec.RawSample, r.offset)
+			if err != nil {
+				return nil, err
+			}
+			return d, nil
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
-			return Decision{}, ErrClosed
+			return nil, ErrClosed
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if !r.deadline.IsZero() && !now.Before(r.deadline) && len(r.pending) == 0 {
-				return Decision{}, os.ErrDeadlineExceeded
+				return nil, os.ErrDeadlineExceeded
 			}
 		default:
-			return Decision{}, fmt.Errorf("read decision: %w", err)
+			return nil, fmt.Errorf("read decision: %w", err)
 		}
 	}
 }
@@ -332,17 +300,15 @@ func (r *Reader) check(now time.Time) {
 	total := r.acct.observe(now, written(n[0], n[1], n[2], n[3]), r.received, empty)
 	if prev := r.missing.Load(); total > prev {
 		r.missing.Store(total)
-		r.pending = append(r.pending, Decision{
-			Time:    now,
-			Op:      OpMissing,
-			Verdict: NoVerdict,
+		r.pending = append(r.pending, Report{
+			Time: now,
+			Kind: event.ReportMissing,
 			Reason: fmt.Sprintf("%d guard decisions never reached the enforcer: another process consumed them "+
 				"from the decision ring buffer (%d since the enforcer started reading)", total-prev, total),
-			Object: total - prev,
-			Pid:    r.pid,
-			Tid:    r.pid,
-			UID:    r.uid,
-			Comm:   "kmodguard",
+			Count: total - prev,
+			Pid:   r.pid,
+			UID:   r.uid,
+			Comm:  "kmodguard",
 		})
 	}
 	r.saveState(now)

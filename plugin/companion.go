@@ -159,7 +159,7 @@ func (c *companionSource) setState(connected bool, err error) {
 // link is one connection to the companion.
 type link struct {
 	client    *companion.Client
-	decisions <-chan companion.Decision
+	decisions <-chan event.GuardMessage
 	applied   *allowlist.Allowlist
 	cancel    context.CancelFunc
 	// version is the companion's build version, "" when it does not say.
@@ -312,7 +312,7 @@ func (c *companionSource) run(ctx context.Context) {
 	}
 
 	for {
-		var decisions <-chan companion.Decision
+		var decisions <-chan event.GuardMessage
 		if l != nil {
 			decisions = l.decisions
 		}
@@ -351,7 +351,7 @@ func (c *companionSource) run(ctx context.Context) {
 				return
 			}
 			if l == nil {
-				if opOf(e.Syscall) != "" {
+				if isLoad(e) {
 					e.Verdict = event.VerdictNone
 				}
 				if !c.emit(ctx, e) {
@@ -362,7 +362,7 @@ func (c *companionSource) run(ctx context.Context) {
 			if !c.emit(ctx, c.join.addEvent(e, time.Now())...) {
 				return
 			}
-		case d, ok := <-decisions:
+		case m, ok := <-decisions:
 			if !ok {
 				if !lost(fmt.Errorf("the decision stream ended: %w", companion.ErrDisconnected)) {
 					return
@@ -370,7 +370,11 @@ func (c *companionSource) run(ctx context.Context) {
 				continue
 			}
 			c.decisions.Add(1)
-			if !c.emit(ctx, c.join.addDecision(d, time.Now())...) {
+			evts := []*event.Event{m.Event()} // a report: no load to join
+			if d, ok := m.(event.Decision); ok {
+				evts = c.join.addDecision(d, time.Now())
+			}
+			if !c.emit(ctx, evts...) {
 				return
 			}
 		case <-tick.C:

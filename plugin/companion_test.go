@@ -192,11 +192,11 @@ func TestCompanionVerdicts(t *testing.T) {
 	// 501: blocked; the sensor's event comes before the decision.
 	sensor.ch <- load(501, "veth", veth, -1)
 	time.Sleep(50 * time.Millisecond)
-	if _, err := impl.Load(companion.OpInitModule, veth, 501, 501, "insmod"); err != nil {
+	if _, err := impl.Load(event.OpInitModule, veth, 501, 501, "insmod"); err != nil {
 		t.Fatal(err)
 	}
 	// 502: allowed; the decision comes first.
-	if _, err := impl.Load(companion.OpInitModule, dummy, 502, 502, "insmod"); err != nil {
+	if _, err := impl.Load(event.OpInitModule, dummy, 502, 502, "insmod"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -205,11 +205,11 @@ func TestCompanionVerdicts(t *testing.T) {
 	// buffer was rewritten before the kernel copied it: the kernel (and the
 	// guard) got veth.
 	sensor.ch <- load(503, "dummy", dummy, -1)
-	if _, err := impl.Load(companion.OpInitModule, veth, 503, 503, "insmod"); err != nil {
+	if _, err := impl.Load(event.OpInitModule, veth, 503, 503, "insmod"); err != nil {
 		t.Fatal(err)
 	}
 	// 504: a load the sensor missed.
-	if _, err := impl.Load(companion.OpInitModule, veth, 504, 504, "insmod"); err != nil {
+	if _, err := impl.Load(event.OpInitModule, veth, 504, 504, "insmod"); err != nil {
 		t.Fatal(err)
 	}
 	// 505: an unload, which the guard does not see.
@@ -298,7 +298,7 @@ func TestCompanionReconnects(t *testing.T) {
 	serveSocket(t, sock, impl)
 	waitConnected(t, src, true)
 	// Decisions flow again.
-	if _, err := impl.Load(companion.OpInitModule, []byte("not a module"), 78, 78, "insmod"); err != nil {
+	if _, err := impl.Load(event.OpInitModule, []byte("not a module"), 78, 78, "insmod"); err != nil {
 		t.Fatal(err)
 	}
 	evts = falcoLoop(t, p, inst, 3*JoinWindow, func(evts []map[string]any) bool { return byTid(evts, 78) != nil })

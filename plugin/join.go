@@ -3,7 +3,6 @@ package plugin
 import (
 	"time"
 
-	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/event"
 )
 
@@ -40,24 +39,14 @@ const JoinWindow = 2 * time.Second
 // concurrent use; its owner serializes calls.
 type joiner struct {
 	window    time.Duration
-	events    []*event.Event       // load events waiting for a decision
-	decisions []companion.Decision // decisions waiting for a load event
+	events    []*event.Event   // load events waiting for a decision
+	decisions []event.Decision // decisions waiting for a load event
 	// arrived records when each waiting item came in, by position.
 	eventAt    []time.Time
 	decisionAt []time.Time
 }
 
 func newJoiner(window time.Duration) *joiner { return &joiner{window: window} }
-
-func opOf(s event.Syscall) string {
-	switch s {
-	case event.InitModule:
-		return companion.OpInitModule
-	case event.FinitModule:
-		return companion.OpFinitModule
-	}
-	return ""
-}
 
 func absDur(d time.Duration) time.Duration {
 	if d < 0 {
@@ -68,8 +57,8 @@ func absDur(d time.Duration) time.Duration {
 
 // matches reports whether d is the guard's decision on e's load, and how far
 // apart they are in time.
-func (j *joiner) matches(e *event.Event, d *companion.Decision) (time.Duration, bool) {
-	if d.Tid != e.Tid || d.Op != opOf(e.Syscall) {
+func (j *joiner) matches(e *event.Event, d *event.Decision) (time.Duration, bool) {
+	if d.Tid != e.Tid || !d.IsLoad() || d.Syscall() != e.Syscall {
 		return 0, false
 	}
 	dist := absDur(d.Time.Sub(time.Unix(0, int64(e.TS))))
@@ -77,7 +66,7 @@ func (j *joiner) matches(e *event.Event, d *companion.Decision) (time.Duration, 
 }
 
 // sameImage reports whether the guard hashed the bytes the sensor saw.
-func sameImage(e *event.Event, d *companion.Decision) bool {
+func sameImage(e *event.Event, d *event.Decision) bool {
 	return d.SHA256 != "" && (d.SHA256 == e.SHA256 || d.SHA256 == e.ELFSHA256)
 }
 
@@ -102,7 +91,7 @@ func (c candidate) beats(o candidate) bool {
 // itself when it is not a load or its decision was waiting, else nothing
 // (e waits).
 func (j *joiner) addEvent(e *event.Event, now time.Time) []*event.Event {
-	if opOf(e.Syscall) == "" {
+	if !isLoad(e) {
 		return []*event.Event{e}
 	}
 	best := candidate{i: -1}
@@ -114,7 +103,7 @@ func (j *joiner) addEvent(e *event.Event, now time.Time) []*event.Event {
 		}
 	}
 	if best := best.i; best >= 0 {
-		apply(e, &j.decisions[best])
+		j.decisions[best].Join(e)
 		j.decisions = append(j.decisions[:best], j.decisions[best+1:]...)
 		j.decisionAt = append(j.decisionAt[:best], j.decisionAt[best+1:]...)
 		return []*event.Event{e}
@@ -126,7 +115,7 @@ func (j *joiner) addEvent(e *event.Event, now time.Time) []*event.Event {
 
 // addDecision takes a guard decision. It returns the event it completed, or
 // nothing (the decision waits).
-func (j *joiner) addDecision(d companion.Decision, now time.Time) []*event.Event {
+func (j *joiner) addDecision(d event.Decision, now time.Time) []*event.Event {
 	if d.IsLoad() {
 		best := candidate{i: -1}
 		for i, e := range j.events {
@@ -138,7 +127,7 @@ func (j *joiner) addDecision(d companion.Decision, now time.Time) []*event.Event
 		}
 		if best := best.i; best >= 0 {
 			e := j.events[best]
-			apply(e, &d)
+			d.Join(e)
 			j.events = append(j.events[:best], j.events[best+1:]...)
 			j.eventAt = append(j.eventAt[:best], j.eventAt[best+1:]...)
 			return []*event.Event{e}
@@ -169,7 +158,7 @@ func (j *joiner) expire(now time.Time) []*event.Event {
 	keep = 0
 	for i, d := range j.decisions {
 		if now.Sub(j.decisionAt[i]) >= j.window {
-			out = append(out, guardEvent(&d))
+			out = append(out, d.Event())
 			continue
 		}
 		j.decisions[keep], j.decisionAt[keep] = d, j.decisionAt[i]
@@ -192,61 +181,3 @@ func (j *joiner) flush() []*event.Event {
 
 // pending counts the waiting items.
 func (j *joiner) pending() int { return len(j.events) + len(j.decisions) }
-
-// verdictOf maps a guard verdict onto the event's vocabulary.
-func verdictOf(v string) string {
-	switch v {
-	case companion.VerdictAllowed:
-		return event.VerdictAllowed
-	case companion.VerdictBlocked:
-		return event.VerdictBlocked
-	case companion.VerdictAudit:
-		return event.VerdictAudit
-	}
-	return event.VerdictNone
-}
-
-// apply sets the guard's view on the sensor's event. kmod.toctou is set
-// when the guard's digest of the kernel's copy differs from the sensor's
-// digest of what user space passed (init_module) or what the file held
-// when the sensor read it (finit_module). The sensor sets its digest only
-// from a whole image (a truncated or partly unreadable capture has none), so
-// a missing digest is never taken for a swap. Other unreadable arguments
-// (kmod.unreadable also covers the parameters) do not matter here.
-func apply(e *event.Event, d *companion.Decision) {
-	e.Verdict = verdictOf(d.Verdict)
-	e.GuardSHA256 = d.SHA256
-	e.GuardReason = d.Reason
-	e.TOCTOU = d.SHA256 != "" && e.SHA256 != "" && d.SHA256 != e.SHA256 && d.SHA256 != e.ELFSHA256
-}
-
-// guardEvent is the event of a decision no load event was joined to.
-func guardEvent(d *companion.Decision) *event.Event {
-	e := &event.Event{
-		Syscall:        event.Guard,
-		Res:            int64(d.Ret),
-		Name:           d.Name,
-		ThisModuleName: d.ThisModuleName,
-		NameMismatch:   d.NameMismatch,
-		GuardSHA256:    d.SHA256,
-		// The kernel's copy is the only image there is: its digest also
-		// stands as the event's, so that kmod.allowed judges it.
-		SHA256:         d.SHA256,
-		Size:           d.Size,
-		AllowlistEntry: d.Entry,
-		Verdict:        verdictOf(d.Verdict),
-		GuardReason:    d.Reason,
-		Pid:            d.Pid,
-		Tid:            d.Tid,
-		UID:            d.UID,
-		Comm:           d.Comm,
-	}
-	if !d.Time.IsZero() {
-		e.TS = uint64(d.Time.UnixNano())
-	}
-	if d.IsLoad() {
-		allowed := d.Verdict == companion.VerdictAllowed
-		e.Allowed = &allowed
-	}
-	return e
-}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/event"
 )
 
@@ -20,34 +19,34 @@ func loadEvent(sc event.Syscall, tid uint32, at time.Time, sha string) *event.Ev
 	return &event.Event{Syscall: sc, Tid: tid, Pid: tid, TS: uint64(at.UnixNano()), SHA256: sha, Name: "dummy", ThisModuleName: "dummy"}
 }
 
-func decision(op string, tid uint32, at time.Time, verdict, sha string) companion.Decision {
-	return companion.Decision{Op: op, Tid: tid, Pid: tid, Time: at, Verdict: verdict, SHA256: sha, Name: "dummy", ThisModuleName: "dummy"}
+func decision(op event.Op, tid uint32, at time.Time, verdict event.Verdict, sha string) event.Decision {
+	return event.Decision{Op: op, Tid: tid, Pid: tid, Time: at, Verdict: verdict, SHA256: sha, Name: "dummy", ThisModuleName: "dummy"}
 }
 
 func TestJoinPairs(t *testing.T) {
 	tests := []struct {
 		name          string
 		ev            *event.Event
-		d             companion.Decision
+		d             event.Decision
 		decisionFirst bool
 		joined        bool
 		verdict       string
 		toctou        bool
 	}{
 		{"event first", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpInitModule, 7, t0.Add(time.Millisecond), companion.VerdictBlocked, digestA), false, true, event.VerdictBlocked, false},
+			decision(event.OpInitModule, 7, t0.Add(time.Millisecond), event.VerdictBlocked, digestA), false, true, event.VerdictBlocked, false},
 		{"decision first", loadEvent(event.FinitModule, 7, t0, digestA),
-			decision(companion.OpFinitModule, 7, t0.Add(time.Millisecond), companion.VerdictAllowed, digestA), true, true, event.VerdictAllowed, false},
+			decision(event.OpFinitModule, 7, t0.Add(time.Millisecond), event.VerdictAllowed, digestA), true, true, event.VerdictAllowed, false},
 		{"audit", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpInitModule, 7, t0, companion.VerdictAudit, digestA), false, true, event.VerdictAudit, false},
+			decision(event.OpInitModule, 7, t0, event.VerdictAudit, digestA), false, true, event.VerdictAudit, false},
 		{"kernel copy differs: toctou", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpInitModule, 7, t0, companion.VerdictBlocked, digestB), false, true, event.VerdictBlocked, true},
+			decision(event.OpInitModule, 7, t0, event.VerdictBlocked, digestB), false, true, event.VerdictBlocked, true},
 		{"other thread", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpInitModule, 8, t0, companion.VerdictBlocked, digestA), false, false, "", false},
+			decision(event.OpInitModule, 8, t0, event.VerdictBlocked, digestA), false, false, "", false},
 		{"other op", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpFinitModule, 7, t0, companion.VerdictBlocked, digestA), false, false, "", false},
+			decision(event.OpFinitModule, 7, t0, event.VerdictBlocked, digestA), false, false, "", false},
 		{"outside the window", loadEvent(event.InitModule, 7, t0, digestA),
-			decision(companion.OpInitModule, 7, t0.Add(JoinWindow+time.Millisecond), companion.VerdictBlocked, digestA), false, false, "", false},
+			decision(event.OpInitModule, 7, t0.Add(JoinWindow+time.Millisecond), event.VerdictBlocked, digestA), false, false, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,7 +103,7 @@ func TestJoinTOCTOUNeedsTheSensorsDigest(t *testing.T) {
 		e := loadEvent(event.InitModule, 1, t0, digestA)
 		tt.mod(e)
 		j.addEvent(e, t0)
-		out := j.addDecision(decision(companion.OpInitModule, 1, t0, companion.VerdictBlocked, digestB), t0)
+		out := j.addDecision(decision(event.OpInitModule, 1, t0, event.VerdictBlocked, digestB), t0)
 		if len(out) != 1 || out[0].TOCTOU != tt.toctou {
 			t.Errorf("%s: %+v, want toctou %v", tt.name, out, tt.toctou)
 		}
@@ -115,7 +114,7 @@ func TestJoinTOCTOUNeedsTheSensorsDigest(t *testing.T) {
 	e := loadEvent(event.FinitModule, 1, t0, digestA)
 	e.ELFSHA256 = digestB
 	j.addEvent(e, t0)
-	if out := j.addDecision(decision(companion.OpFinitModule, 1, t0, companion.VerdictAllowed, digestB), t0); len(out) != 1 || out[0].TOCTOU {
+	if out := j.addDecision(decision(event.OpFinitModule, 1, t0, event.VerdictAllowed, digestB), t0); len(out) != 1 || out[0].TOCTOU {
 		t.Errorf("%+v: toctou although the ELF digest matches", out)
 	}
 }
@@ -126,11 +125,11 @@ func TestJoinNearestWins(t *testing.T) {
 	second := loadEvent(event.InitModule, 3, t0.Add(time.Second), digestB)
 	j.addEvent(first, t0)
 	j.addEvent(second, t0)
-	out := j.addDecision(decision(companion.OpInitModule, 3, t0.Add(time.Second+time.Millisecond), companion.VerdictBlocked, digestB), t0)
+	out := j.addDecision(decision(event.OpInitModule, 3, t0.Add(time.Second+time.Millisecond), event.VerdictBlocked, digestB), t0)
 	if len(out) != 1 || out[0] != second {
 		t.Fatalf("decision joined %v, want the second load", out)
 	}
-	out = j.addDecision(decision(companion.OpInitModule, 3, t0.Add(time.Millisecond), companion.VerdictAllowed, digestA), t0)
+	out = j.addDecision(decision(event.OpInitModule, 3, t0.Add(time.Millisecond), event.VerdictAllowed, digestA), t0)
 	if len(out) != 1 || out[0] != first || first.Verdict != event.VerdictAllowed {
 		t.Fatalf("decision joined %v, want the first load", out)
 	}
@@ -142,7 +141,7 @@ func TestJoinPassThroughAndExpiry(t *testing.T) {
 	if out := j.addEvent(del, t0); len(out) != 1 || out[0] != del {
 		t.Fatal("delete_module did not pass straight through")
 	}
-	seal := companion.Decision{Op: "bpf", Tid: 9, Time: t0, Verdict: companion.VerdictBlocked, Sealed: true, Comm: "bpftool"}
+	seal := event.Decision{Op: "bpf", Tid: 9, Time: t0, Verdict: event.VerdictBlocked, Sealed: true, Comm: "bpftool"}
 	if out := j.addDecision(seal, t0); len(out) != 0 {
 		t.Fatal("a seal refusal joined a load")
 	}
@@ -178,7 +177,7 @@ func FuzzJoin(f *testing.F) {
 		now := t0
 		var in, out []*event.Event
 		decisions := 0
-		verdicts := []string{companion.VerdictAllowed, companion.VerdictBlocked, companion.VerdictAudit, "bogus"}
+		verdicts := []event.Verdict{event.VerdictAllowed, event.VerdictBlocked, event.VerdictAudit, "bogus"}
 		ops = ops[:min(len(ops), 512)]
 		for i, op := range ops {
 			tid := uint32(op & 0x03)
@@ -190,7 +189,7 @@ func FuzzJoin(f *testing.F) {
 				in = append(in, e)
 				out = append(out, j.addEvent(e, now)...)
 			case 2:
-				dop := []string{companion.OpInitModule, companion.OpFinitModule, "bpf", ""}[i%4]
+				dop := []event.Op{event.OpInitModule, event.OpFinitModule, "bpf", ""}[i%4]
 				decisions++
 				out = append(out, j.addDecision(decision(dop, tid, at, verdicts[int(op>>4)%4], digestB), now)...)
 			case 3:
@@ -238,12 +237,12 @@ func FuzzJoin(f *testing.F) {
 func TestJoinDigestBeatsTime(t *testing.T) {
 	e1 := func() *event.Event { return loadEvent(event.InitModule, 7, t0, digestA) }
 	e2 := func() *event.Event { return loadEvent(event.InitModule, 7, t0.Add(100*time.Millisecond), digestB) }
-	d1 := decision(companion.OpInitModule, 7, t0.Add(90*time.Millisecond), companion.VerdictBlocked, digestA)
-	d2 := decision(companion.OpInitModule, 7, t0.Add(190*time.Millisecond), companion.VerdictAllowed, digestB)
+	d1 := decision(event.OpInitModule, 7, t0.Add(90*time.Millisecond), event.VerdictBlocked, digestA)
+	d2 := decision(event.OpInitModule, 7, t0.Add(190*time.Millisecond), event.VerdictAllowed, digestB)
 	for _, order := range []string{"EEDD", "EDED", "DDEE", "DEDE", "EDDE", "DEED"} {
 		j := newJoiner(JoinWindow)
 		evs := []*event.Event{e1(), e2()}
-		ds := []companion.Decision{d1, d2}
+		ds := []event.Decision{d1, d2}
 		var out []*event.Event
 		for _, c := range order {
 			if c == 'E' {

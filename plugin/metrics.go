@@ -157,10 +157,10 @@ func (p *Plugin) MetricValues(dst []uint64) {
 	dst[metricEventsDelivered] = p.delivered.Load()
 	dst[metricAllowlistEntries], dst[metricAllowlistReloadFailures] = 0, 0
 	if p.policy != nil {
-		if a := p.policy.cur.Load(); a != nil {
+		if a := p.policy.src.Current(); a != nil {
 			dst[metricAllowlistEntries] = uint64(len(a.Spec.Modules))
 		}
-		dst[metricAllowlistReloadFailures] = p.policy.reloadFailures.Load()
+		dst[metricAllowlistReloadFailures] = p.policy.src.Failures()
 	}
 	dst[metricCompanionConnected] = connected
 	dst[metricGuardDecisions] = decisions

@@ -419,7 +419,7 @@ func TestAllowlistReload(t *testing.T) {
 	p.policy.now = func() time.Time { return clock }
 	allowed := func() any {
 		e := initEvent()
-		judge(p.policy.Current(), e)
+		p.policy.Current().Judge(e)
 		if e.Allowed == nil {
 			return nil
 		}
@@ -477,6 +477,12 @@ func TestSignedAllowlist(t *testing.T) {
 	if err := New().Init(cfg); err == nil || !strings.Contains(err.Error(), "init_config.allowlist: ") {
 		t.Fatalf("Init with an unsigned allowlist: %v", err)
 	}
+	// A configured key means a valid signature is required, with or
+	// without require_signature (the rule of allowlist.Source).
+	lenient := `{"allowlist": "` + list + `", "public_key": "` + keyFile + `"}`
+	if err := New().Init(lenient); err == nil || !strings.Contains(err.Error(), "init_config.allowlist: ") {
+		t.Fatalf("Init with a public key and an unsigned allowlist: %v", err)
+	}
 	if err := allowlist.SignFile(list, priv); err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +493,7 @@ func TestSignedAllowlist(t *testing.T) {
 	writeAllowlist(t, list, allowlist.Entry{Name: "veth"}, allowlist.Entry{Name: "dummy"})
 	clock = clock.Add(time.Second)
 	e := initEvent()
-	judge(p.policy.Current(), e)
+	p.policy.Current().Judge(e)
 	if e.Allowed == nil || *e.Allowed {
 		t.Fatalf("an allowlist with a stale signature took effect: %v", e.Allowed)
 	}
@@ -499,7 +505,7 @@ func TestSignedAllowlist(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock = clock.Add(time.Second)
-	judge(p.policy.Current(), e)
+	p.policy.Current().Judge(e)
 	if e.Allowed == nil || !*e.Allowed {
 		t.Fatal("the re-signed allowlist was not loaded")
 	}
@@ -634,13 +640,13 @@ func TestImageAtExitNeverAllowed(t *testing.T) {
 	e := initEvent()
 	writeAllowlist(t, list, allowlist.Entry{Name: "dummy", SHA256: []string{e.SHA256}})
 	p := newPlugin(t, `{"allowlist": "`+list+`"}`)
-	judge(p.policy.Current(), e)
+	p.policy.Current().Judge(e)
 	if e.Allowed == nil || !*e.Allowed || e.AllowlistEntry != "dummy" {
 		t.Fatalf("control: the listed image read at entry: allowed=%v entry=%q", e.Allowed, e.AllowlistEntry)
 	}
 	e = initEvent()
 	e.ImageAtExit = true
-	judge(p.policy.Current(), e)
+	p.policy.Current().Judge(e)
 	if e.Allowed == nil || *e.Allowed || e.AllowlistEntry != "" {
 		t.Fatalf("the same image read at exit: allowed=%v entry=%q, want false and no entry", e.Allowed, e.AllowlistEntry)
 	}

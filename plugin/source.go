@@ -245,7 +245,7 @@ func (r *replayInstance) one(evts sdk.EventWriters, i int, a *allowlist.Allowlis
 		if err := r.r.ReadInto(&r.e); err != nil {
 			return err
 		}
-		judge(a, &r.e)
+		a.Judge(&r.e)
 	}
 	return r.w.put(evts, i, &r.e)
 }
@@ -388,7 +388,7 @@ func (l *liveInstance) nextBatch(evts sdk.EventWriters) (int, error) {
 	a := l.p.policy.Current()
 	e := first
 	for {
-		judge(a, e)
+		a.Judge(e)
 		if err := l.w.put(evts, n, e); err != nil {
 			return 0, err
 		}

@@ -119,12 +119,12 @@ var scenarios = []struct {
 	{"enforcer companion lost", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Comm: "kmodguard",
 		GuardReason: "enforcer companion lost: companion apply: enforcer unavailable: BPF LSM is not active"}, []string{ruleVerdictsLost}},
 	// What the plugin makes of the enforcer's report of decisions another
-	// process consumed from the guard's ring buffer (lsm.OpMissing).
+	// process consumed from the guard's ring buffer (event.ReportMissing).
 	{"guard decisions missing", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone, Pid: 3, Tid: 3, Comm: "kmodguard",
 		GuardReason: "3 guard decisions never reached the enforcer: another process consumed them from the decision ring buffer (3 since the enforcer started reading)"},
 		[]string{ruleVerdictsLost}},
 	// The enforcer's report of a program that can decide before the guard
-	// (lsm.OpOverride).
+	// (event.ReportOverride).
 	{"guard overridden", &event.Event{Syscall: event.Guard, Verdict: event.VerdictNone,
 		GuardReason: `override: fmod_ret program 42 ("evil", link 38) on security_kernel_post_read_file can decide module loads before the guard and admit what it refuses`},
 		[]string{ruleOverridden}},

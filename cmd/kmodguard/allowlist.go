@@ -94,7 +94,17 @@ func (t *trustFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&t.require, "require-signature", false, "refuse to run without --pubkey")
 }
 
+// load loads the allowlist at path under the flags.
 func (t *trustFlags) load(path string) (*allowlist.Allowlist, error) {
+	s, err := t.source(path)
+	if err != nil {
+		return nil, err
+	}
+	return s.Current(), nil
+}
+
+// source loads path as an allowlist.Source, for commands that reload it.
+func (t *trustFlags) source(path string) (*allowlist.Source, error) {
 	opts := allowlist.LoadOptions{RequireSignature: t.require}
 	if t.pubkey != "" {
 		k, err := allowlist.LoadPublicKey(t.pubkey)
@@ -103,11 +113,11 @@ func (t *trustFlags) load(path string) (*allowlist.Allowlist, error) {
 		}
 		opts.PublicKey = k
 	}
-	a, err := allowlist.LoadWith(path, opts)
+	s, err := allowlist.NewSource(path, opts)
 	if err != nil {
 		return nil, withCode(exitError, err)
 	}
-	return a, nil
+	return s, nil
 }
 
 // saveList writes the allowlist atomically and, when key is set, signs it.

@@ -8,10 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -20,9 +17,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
-	"github.com/kmodguard/kmodguard/internal/sdnotify"
 	"github.com/kmodguard/kmodguard/internal/version"
-	"github.com/kmodguard/kmodguard/lsm"
 )
 
 func init() { register(newEnforcerCmd) }
@@ -57,7 +52,7 @@ The kernel must run BPF LSM: 'bpf' must be in /sys/kernel/security/lsm
   kmodguard enforcer apply /etc/kmodguard/allowlist.yaml
   kmodguard enforcer stop`,
 	}
-	cmd.PersistentFlags().StringVar(&pinDir, "pin-dir", lsm.DefaultPinDir, "bpffs directory holding the guard's pins")
+	cmd.PersistentFlags().StringVar(&pinDir, "pin-dir", enforcer.DefaultPinDir, "bpffs directory holding the guard's pins")
 	cmd.AddCommand(newEnforcerRunCmd(&pinDir), newEnforcerStatusCmd(&pinDir), newEnforcerApplyCmd(&pinDir), newEnforcerStopCmd(&pinDir),
 		newEnforcerSealCmd(&pinDir))
 	cmd.AddCommand(newEnforcerServeCompanionCmd(&pinDir)) // hidden: companion.go
@@ -145,159 +140,28 @@ type enforcerRun struct {
 	trust  trustFlags
 	// metricsAddr serves Prometheus metrics when set (enforcer/metrics.go).
 	metricsAddr string
-	// companionSocket serves decisions to the plugin when set (companion.go).
+	// companionSocket serves decisions to the plugin when set.
 	companionSocket string
-}
-
-// fileStamp identifies a version of the allowlist file and its signature.
-type fileStamp struct {
-	ino, sigIno     uint64
-	size, sigSize   int64
-	mtime, sigMtime time.Time
-}
-
-func stamp(path string) fileStamp {
-	var s fileStamp
-	if fi, err := os.Stat(path); err == nil {
-		s.size, s.mtime = fi.Size(), fi.ModTime()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			s.ino = st.Ino
-		}
-	}
-	if fi, err := os.Stat(path + ".sig"); err == nil {
-		s.sigSize, s.sigMtime = fi.Size(), fi.ModTime()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			s.sigIno = st.Ino
-		}
-	}
-	return s
 }
 
 func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	a, err := r.trust.load(r.path)
+	src, err := r.trust.source(r.path)
 	if err != nil {
 		return withCode(exitError, fmt.Errorf("guard not loaded: %w", err))
 	}
-	enf, err := enforcer.Load(enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log}, a)
+	d, err := enforcer.NewDaemon(enforcer.DaemonConfig{
+		Config:    enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log},
+		Allowlist: src, Poll: r.poll,
+		MetricsAddr: r.metricsAddr, CompanionSocket: r.companionSocket,
+	})
 	if err != nil {
 		return withCode(exitError, err)
 	}
-	defer enf.Close()
-	st, err := enf.Status()
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	log.WithFields(logrus.Fields{
-		"allowlist": r.path, "mode": st.Mode, "generation": st.Generation,
-		"entries": st.Entries, "sealed": st.Sealed, "pin_dir": st.PinDir, "version": version.Get().Version,
-	}).Info("guard enforcing")
-
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	metrics, err := startMetrics(ctx, log, r.metricsAddr, enf)
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	publish := func(enforcer.Decision) {}
-	if r.companionSocket != "" {
-		publish = serveRunningEnforcer(ctx, log, r.companionSocket, enf)
-	}
-	// Under systemd (Type=notify), READY=1 is what releases the units
-	// ordered after this one, modules-load and udev: every hook is
-	// attached by now. A failed notification is logged, not fatal: the
-	// guard is in force either way.
-	notify := func(state string) {
-		if _, err := sdnotify.Notify(state); err != nil {
-			log.WithError(err).Warn("could not notify the service manager")
-		}
-	}
-	status := func(st enforcer.Status) string {
-		return fmt.Sprintf("STATUS=enforcing: generation %d, %d entries, mode %s, sealed %v", st.Generation, st.Entries, st.Mode, st.Sealed)
-	}
-	notify("READY=1\n" + status(st))
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	tick := time.NewTicker(r.poll)
-	defer tick.Stop()
-	last := stamp(r.path)
-
-	reload := func(why string) {
-		last = stamp(r.path)
-		l := log.WithFields(logrus.Fields{"allowlist": r.path, "trigger": why})
-		a, err := r.trust.load(r.path)
-		if err != nil {
-			l.WithError(err).Error("allowlist not reloaded: the one in force stays")
-			return
-		}
-		if err := enf.Apply(a); err != nil {
-			l.WithError(err).Error("allowlist not applied: the one in force stays")
-			return
-		}
-		st, _ := enf.Status()
-		l.WithFields(logrus.Fields{"generation": st.Generation, "entries": st.Entries, "mode": st.Mode}).Info("allowlist applied")
-		notify(status(st))
-	}
-
-	for {
-		select {
-		case <-ctx.Done():
-			notify("STOPPING=1\nSTATUS=exiting: the guard stays pinned and enforcing")
-			log.Info("exiting: the guard stays pinned and enforcing")
-			return nil
-		case <-hup:
-			reload("SIGHUP")
-		case <-tick.C:
-			if s := stamp(r.path); s != last {
-				reload("file changed")
-			}
-		case d, ok := <-enf.Decisions():
-			if !ok {
-				return withCode(exitError, errors.New("the decision stream ended"))
-			}
-			logDecision(log, d)
-			if metrics != nil {
-				metrics.Observe(d)
-			}
-			publish(d)
-		}
-	}
-}
-
-func logDecision(log *logrus.Logger, d enforcer.Decision) {
-	if d.Op == lsm.OpMissing || d.Op == lsm.OpOverride {
-		return // the enforcer logged it, at error level
-	}
-	f := logrus.Fields{
-		"op": d.Op, "verdict": d.Verdict, "pid": d.Pid, "tid": d.Tid, "comm": d.Comm,
-		"uid": d.UID, "generation": d.Generation,
-	}
-	if d.Op == lsm.OpInitModule || d.Op == lsm.OpFinitModule {
-		f["module"] = d.Name
-		f["this_module"] = d.ThisModuleName
-		f["sha256"] = d.SHA256
-		f["size"] = d.Size
-		if d.Entry != "" {
-			f["entry"] = d.Entry
-		}
-		if d.NameMismatch {
-			f["name_mismatch"] = true
-		}
-		if d.Compressed {
-			f["compressed"] = true
-		}
-	} else {
-		f["object"] = d.Object
-	}
-	l := log.WithFields(f)
-	if d.Verdict == lsm.Allowed {
-		l.Info(d.Reason)
-		return
-	}
-	l.Warn(d.Reason)
+	defer d.Close()
+	return withCode(exitError, d.Run(ctx))
 }
 
 func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
@@ -392,7 +256,7 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 	if st.ReaderPid != 0 {
 		fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)
 	}
-	fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(lsm.Hooks()))
+	fmt.Fprintf(tw, "hooks:\t%d of %d attached\n", len(st.Links), len(enforcer.Hooks()))
 	for _, l := range st.Links {
 		fmt.Fprintf(tw, "  %s\tlink %d, prog %d\n", l.Hook, l.LinkID, l.ProgID)
 	}
@@ -418,7 +282,7 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 func incomplete(st enforcer.Status) error {
 	var why []string
 	if len(st.Missing) > 0 {
-		why = append(why, fmt.Sprintf("%d of %d hooks missing (%s)", len(st.Missing), len(lsm.Hooks()), strings.Join(st.Missing, ", ")))
+		why = append(why, fmt.Sprintf("%d of %d hooks missing (%s)", len(st.Missing), len(enforcer.Hooks()), strings.Join(st.Missing, ", ")))
 	}
 	for _, o := range st.Overrides {
 		why = append(why, fmt.Sprintf("overridden by %s", o))
@@ -475,7 +339,7 @@ a reboot removes it.`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := enforcer.Stop(*pinDir); err != nil {
-				if errors.Is(err, lsm.ErrSealed) {
+				if errors.Is(err, enforcer.ErrSealed) {
 					return withCode(exitError, fmt.Errorf("%w: only a reboot removes it", err))
 				}
 				return withCode(exitError, err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kmodguard/kmodguard/enforcer"
 	"github.com/kmodguard/kmodguard/internal/version"
-	"github.com/kmodguard/kmodguard/lsm"
 )
 
 func TestEnforcerHelpTeaches(t *testing.T) {
@@ -68,7 +67,7 @@ func TestEnforcerRefusesBadInput(t *testing.T) {
 	}
 	// Without BPF LSM (this host), run explains what to add to the kernel
 	// command line.
-	if lsm.Supported() != nil {
+	if enforcer.Supported() != nil {
 		_, stderr, code := kg(t, "enforcer", "run", "--allowlist", good, "--pin-dir", pins)
 		if code != exitError || !strings.Contains(stderr, "BPF LSM is not active") {
 			t.Errorf("run without BPF LSM: exit %d, %q", code, stderr)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -112,28 +111,13 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 	log := logrus.New()
 	log.SetOutput(stderr)
 
-	var list atomic.Pointer[allowlist.Allowlist]
-	load := func() error {
-		if o.allowlist == "" {
-			return nil
-		}
-		opts := allowlist.LoadOptions{}
-		if o.pubkey != "" {
-			pub, err := allowlist.LoadPublicKey(o.pubkey)
-			if err != nil {
-				return err
-			}
-			opts.PublicKey = pub
-		}
-		a, err := allowlist.LoadWith(o.allowlist, opts)
-		if err != nil {
+	var list *allowlist.Source
+	if o.allowlist != "" {
+		var err error
+		trust := trustFlags{pubkey: o.pubkey}
+		if list, err = trust.source(o.allowlist); err != nil {
 			return err
 		}
-		list.Store(a)
-		return nil
-	}
-	if err := load(); err != nil {
-		return withCode(exitError, err)
 	}
 
 	var rec *event.RecordWriter
@@ -169,8 +153,8 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 		UnprivilegedRate: o.unprivRate,
 		Logger:           log,
 	}
-	if o.allowlist != "" {
-		cfg.Allowlist = list.Load
+	if list != nil {
+		cfg.Allowlist = list.Current
 	}
 	s, err := bpf.NewSensor(cfg)
 	if err != nil {
@@ -244,7 +228,10 @@ loop:
 				}
 			}
 		case <-hup:
-			if err := load(); err != nil {
+			if list == nil {
+				continue
+			}
+			if _, err := list.Reload(); err != nil {
 				log.WithError(err).Error("allowlist not reloaded; keeping the previous one")
 			} else {
 				log.WithField("allowlist", o.allowlist).Info("allowlist reloaded")

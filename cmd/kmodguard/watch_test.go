@@ -41,24 +41,9 @@ func (s *syncBuffer) String() string {
 }
 
 func TestWatchJSONAndRecord(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads the BPF sensor")
-	}
-	if err := bpf.CheckSystem(); err != nil {
-		t.Skipf("needs BPF support: %v", err)
-	}
-	record := filepath.Join(t.TempDir(), "events.kgrec")
-	var stdout, stderr syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- runWatch(ctx, &stdout, &stderr, watchOptions{
-			json: true, record: record, duration: 30 * time.Second,
-			ringSize: bpf.DefaultRingBufferSize, imageCap: bpf.DefaultImageCap,
-			unprivRate: bpf.DefaultUnprivilegedRate,
-		})
-	}()
+	record, stdout, stderr, cancel, done := startWatch(t, watchOptions{
+		duration: 30 * time.Second, ringSize: bpf.DefaultRingBufferSize, imageCap: bpf.DefaultImageCap,
+	})
 	// The sensor attaches in the background: knock until it sees us. Other
 	// tests may make module syscalls meanwhile; watch prints those too.
 	const name = "kmodguard_watch_test"
@@ -119,6 +104,28 @@ poll:
 	if recorded := readRecord(t, record); !reflect.DeepEqual(recorded, printed) {
 		t.Errorf("recorded %d events, printed %d, or they differ", len(recorded), len(printed))
 	}
+}
+
+// startWatch runs watch with o in the background, printing JSON and
+// recording to a new file: it returns the record's path, watch's stdout
+// and stderr, what stops it, and where its error comes. It skips without
+// root or BPF.
+func startWatch(t *testing.T, o watchOptions) (record string, stdout, stderr *syncBuffer, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads the BPF sensor")
+	}
+	if err := bpf.CheckSystem(); err != nil {
+		t.Skipf("needs BPF support: %v", err)
+	}
+	o.json, o.unprivRate = true, bpf.DefaultUnprivilegedRate
+	o.record = filepath.Join(t.TempDir(), "events.kgrec")
+	stdout, stderr = new(syncBuffer), new(syncBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- runWatch(ctx, stdout, stderr, o) }()
+	return o.record, stdout, stderr, cancel, errc
 }
 
 // readRecord returns the events of a record file written by watch.
@@ -222,26 +229,12 @@ func TestFormatEvent(t *testing.T) {
 // images from several threads and expects sensor_loss events, printed and
 // recorded, whose counts add up to the drops in watch's final counters.
 func TestWatchRecordsLoss(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads the BPF sensor")
-	}
 	if testing.Short() {
 		t.Skip("load test: skipped with -short")
 	}
-	if err := bpf.CheckSystem(); err != nil {
-		t.Skipf("needs BPF support: %v", err)
-	}
-	record := filepath.Join(t.TempDir(), "events.kgrec")
-	var stdout, stderr syncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- runWatch(ctx, &stdout, &stderr, watchOptions{
-			json: true, record: record, duration: 2 * time.Minute,
-			ringSize: 1 << 16, imageCap: 1 << 20, unprivRate: bpf.DefaultUnprivilegedRate,
-		})
-	}()
+	record, stdout, stderr, cancel, done := startWatch(t, watchOptions{
+		duration: 2 * time.Minute, ringSize: 1 << 16, imageCap: 1 << 20,
+	})
 	const name = "kmodguard_watch_loss"
 	for !strings.Contains(stdout.String(), name) {
 		unix.DeleteModule(name, unix.O_NONBLOCK)

@@ -16,10 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/hashicorp/go-plugin"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/version"
 	"github.com/kmodguard/kmodguard/kmod"
 )
@@ -30,7 +34,7 @@ type Enforcer struct {
 	mu     sync.Mutex
 	list   *allowlist.Allowlist
 	gen    uint64
-	subs   map[int]chan companion.Decision
+	subs   map[int]chan event.GuardMessage
 	nextID int
 	st     companion.Status
 }
@@ -40,7 +44,7 @@ var _ companion.Enforcer = (*Enforcer)(nil)
 // New returns an Enforcer with no allowlist: like the guard, it refuses
 // every load until Apply.
 func New() *Enforcer {
-	return &Enforcer{subs: map[int]chan companion.Decision{}, st: companion.Status{Version: version.Get().Version}}
+	return &Enforcer{subs: map[int]chan event.GuardMessage{}, st: companion.Status{Version: version.Get().Version}}
 }
 
 // SetVersion sets the build version Status reports (by default this
@@ -80,8 +84,8 @@ func (e *Enforcer) Status(context.Context) (companion.Status, error) {
 }
 
 // Decisions subscribes to the decisions of Load.
-func (e *Enforcer) Decisions(ctx context.Context) (<-chan companion.Decision, error) {
-	ch := make(chan companion.Decision, 64)
+func (e *Enforcer) Decisions(ctx context.Context) (<-chan event.GuardMessage, error) {
+	ch := make(chan event.GuardMessage, 64)
 	e.mu.Lock()
 	id := e.nextID
 	e.nextID++
@@ -101,12 +105,12 @@ func (e *Enforcer) Decisions(ctx context.Context) (<-chan companion.Decision, er
 // is that copy (the ELF image for init_module, the file as read for
 // finit_module). The decision is published to every subscriber and
 // returned.
-func (e *Enforcer) Load(op string, img []byte, pid, tid uint32, comm string) (companion.Decision, error) {
-	if op != companion.OpInitModule && op != companion.OpFinitModule {
-		return companion.Decision{}, fmt.Errorf("companiontest: %q is not a module load", op)
+func (e *Enforcer) Load(op event.Op, img []byte, pid, tid uint32, comm string) (event.Decision, error) {
+	if op != event.OpInitModule && op != event.OpFinitModule {
+		return event.Decision{}, fmt.Errorf("companiontest: %q is not a module load", op)
 	}
 	sum := sha256.Sum256(img)
-	d := companion.Decision{
+	d := event.Decision{
 		Time: time.Now(), Op: op, SHA256: hex.EncodeToString(sum[:]),
 		Size: uint64(len(img)), Pid: pid, Tid: tid, Comm: comm,
 	}
@@ -136,13 +140,13 @@ func (e *Enforcer) Load(op string, img []byte, pid, tid uint32, comm string) (co
 	}
 	switch {
 	case allowed:
-		d.Verdict = companion.VerdictAllowed
+		d.Verdict = event.VerdictAllowed
 		e.st.Allowed++
 	case enforce:
-		d.Verdict, d.Ret = companion.VerdictBlocked, -1 // -EPERM
+		d.Verdict, d.Ret = event.VerdictBlocked, -1 // -EPERM
 		e.st.Blocked++
 	default:
-		d.Verdict = companion.VerdictAudit
+		d.Verdict = event.VerdictAudit
 		e.st.Audited++
 	}
 	for _, ch := range e.subs {
@@ -153,6 +157,39 @@ func (e *Enforcer) Load(op string, img []byte, pid, tid uint32, comm string) (co
 		}
 	}
 	return d, nil
+}
+
+// Report publishes r to every subscriber, as the enforcer does with its
+// reports about the guard.
+func (e *Enforcer) Report(r event.Report) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ch := range e.subs {
+		select {
+		case ch <- r:
+		default:
+		}
+	}
+}
+
+// GRPCPair connects impl and a client through go-plugin's test connection:
+// the real gRPC adapters on both sides, in one process. The pair closes
+// when the test ends.
+func GRPCPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugin.GRPCClient) {
+	t.Helper()
+	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
+		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
+	})
+	t.Cleanup(func() { client.Close(); server.Stop() })
+	raw, err := client.Dispense(companion.PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := raw.(companion.Enforcer)
+	if !ok {
+		t.Fatalf("dispensed %T", raw)
+	}
+	return e, client
 }
 
 // ErrNoLSM is a reason worded like the one the real companion gives on a

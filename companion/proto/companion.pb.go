@@ -378,13 +378,18 @@ func (*DecisionsRequest) Descriptor() ([]byte, []int) {
 	return file_companion_proto_rawDescGZIP(), []int{4}
 }
 
-// Decision is one decision of the guard.
+// Decision is one decision of the guard, or a report about the guard
+// (event.Report in Go): op "decisions_missing" (object: how many decisions
+// another process consumed from the guard's ring buffer) or
+// "guard_overridden" (object: the link id of a program that can decide
+// before the guard), with verdict "none".
 type Decision struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TimeUnixNano int64                  `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
-	// init_module, finit_module, or a seal refusal (bpf, unlink, ...).
+	// init_module, finit_module, a seal refusal (bpf, unlink, ...), or the
+	// kind of a report.
 	Op string `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
-	// allowed, blocked or audit.
+	// allowed, blocked or audit; none on a report.
 	Verdict string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
 	Reason  string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// What the hook returned: 0 or -EPERM.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -178,6 +179,22 @@ func skipUnlessEnabled(t testing.TB) {
 	}
 	if !Enabled() {
 		t.Skip("boots Debian kernels in QEMU: set " + EnvEnable + "=1 (make vmtest)")
+	}
+}
+
+// LogLines logs, per kernel, each line of the guests' output that the
+// regular expression matches in whole (benchmark results, for example),
+// its fields joined by single spaces.
+func LogLines(t *testing.T, results []*Result, pattern string) {
+	t.Helper()
+	line := regexp.MustCompile(`(?m)^` + pattern + `$`)
+	for _, r := range results {
+		if r == nil || r.Kernel == nil {
+			continue
+		}
+		for _, l := range line.FindAllString(r.Output, -1) {
+			t.Logf("%s: %s", r.Kernel.Release, strings.Join(strings.Fields(l), " "))
+		}
 	}
 }
 

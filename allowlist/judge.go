@@ -1,0 +1,41 @@
+package allowlist
+
+import (
+	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/kmod"
+)
+
+// Judge sets e.Allowed and e.AllowlistEntry (the entry that admitted the
+// module, "" when none did) from a, for the sensor and the Falco plugin
+// alike. It judges the names and digests the event carries, so that a
+// recording made without an allowlist can be judged at replay. A module
+// the sensor could not read has no names and is not allowed. Events that
+// name no module to judge (delete_module, sensor_loss) and a nil a leave e
+// as it is.
+func (a *Allowlist) Judge(e *event.Event) {
+	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
+		return
+	}
+	no := false
+	e.Allowed, e.AllowlistEntry = &no, ""
+	// An image read only at sys_exit is what the caller's buffer held after
+	// the load, and the loaded module's own init can rewrite that buffer:
+	// such a load is never shown allowed, whatever the bytes match.
+	if e.ImageAtExit {
+		return
+	}
+	d := a.Match(&kmod.Module{
+		Name:           e.Name,
+		ThisModuleName: e.ThisModuleName,
+		NameMismatch:   e.NameMismatch,
+		FileSHA256:     e.SHA256,
+		ELFSHA256:      e.ELFSHA256,
+	})
+	if d.Allowed {
+		yes := true
+		e.Allowed = &yes
+		if d.Entry != nil {
+			e.AllowlistEntry = d.Entry.Name
+		}
+	}
+}
