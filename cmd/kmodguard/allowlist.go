@@ -147,6 +147,7 @@ func saveList(stderr io.Writer, path string, a *allowlist.Allowlist, key string)
 
 type initOptions struct {
 	modulesDir  string
+	deb         string
 	loaded      bool
 	procModules string
 	kernel      string
@@ -159,7 +160,7 @@ type initOptions struct {
 func newAllowlistInitCmd() *cobra.Command {
 	var o initOptions
 	cmd := &cobra.Command{
-		Use:   "init (--modules-dir DIR | --loaded) -o FILE",
+		Use:   "init (--modules-dir DIR | --deb PACKAGE | --loaded) -o FILE",
 		Short: "Build an allowlist from a modules tree or from the loaded modules",
 		Long: `Build an allowlist with one entry per module name, each carrying the digests
 of the file and of its ELF image (they differ for .ko.xz, .ko.zst and
@@ -168,6 +169,9 @@ its one entry.
 
   --modules-dir DIR  takes every .ko* file under DIR (for example an image's
                      /lib/modules/RELEASE, at image build time).
+  --deb PACKAGE      takes every module file of a kernel package (.deb),
+                     read as it is: no dpkg, nothing installed. A fleet
+                     builds the list of the kernel it will roll out.
   --loaded           takes the modules loaded now (/proc/modules), found
                      through modules.dep of /lib/modules/$(uname -r), or of
                      --modules-dir when it is given.
@@ -183,7 +187,10 @@ was read. A progress bar is shown when stderr is a terminal.`,
   kmodguard allowlist init --loaded --mode enforce -o loaded.yaml
 
   # print to stdout
-  kmodguard allowlist init --modules-dir ./rootfs/lib/modules/6.1.0-56-amd64 -o -`,
+  kmodguard allowlist init --modules-dir ./rootfs/lib/modules/6.1.0-56-amd64 -o -
+
+  # from the kernel package a fleet is about to install
+  kmodguard allowlist init --deb linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb --mode enforce -o 6.1.0-57.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runInit(cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
@@ -191,6 +198,7 @@ was read. A progress bar is shown when stderr is a terminal.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.modulesDir, "modules-dir", "", "take every .ko* under this tree (with --loaded: the tree whose modules.dep to use)")
+	f.StringVar(&o.deb, "deb", "", "take every module file of this kernel package (.deb)")
 	f.BoolVar(&o.loaded, "loaded", false, "take the modules loaded now (/proc/modules)")
 	f.StringVar(&o.procModules, "proc-modules", "/proc/modules", "where --loaded reads the loaded modules")
 	f.StringVar(&o.kernel, "kernel", "", "kernel release to record in every entry (default: each module's vermagic)")
@@ -208,8 +216,11 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 	if mode != allowlist.ModeAudit && mode != allowlist.ModeEnforce {
 		return withCode(exitError, fmt.Errorf("--mode %q: want audit or enforce", o.mode))
 	}
-	if o.modulesDir == "" && !o.loaded {
-		return withCode(exitError, errors.New("say where the modules are: --modules-dir DIR or --loaded"))
+	if o.modulesDir == "" && o.deb == "" && !o.loaded {
+		return withCode(exitError, errors.New("say where the modules are: --modules-dir DIR, --deb PACKAGE or --loaded"))
+	}
+	if o.deb != "" && (o.modulesDir != "" || o.loaded) {
+		return withCode(exitError, errors.New("--deb takes the package's modules: give it alone"))
 	}
 	if o.jobs < 1 {
 		o.jobs = 1
@@ -220,7 +231,14 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 	start := time.Now()
 	var paths []string
 	var err error
-	if o.loaded {
+	relabel := func([]inspected) {}
+	if o.deb != "" {
+		var cleanup func()
+		if paths, relabel, cleanup, err = debModules(o.deb); err != nil {
+			return withCode(exitError, err)
+		}
+		defer cleanup()
+	} else if o.loaded {
 		dir := o.modulesDir
 		if dir == "" {
 			var u unix.Utsname
@@ -251,6 +269,7 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 	bar := newProgress(stderr, "modules", len(paths))
 	results := inspectAll(paths, o.jobs, bar)
 	bar.finish()
+	relabel(results)
 
 	entries, err := buildEntries(results, o.kernel)
 	if err != nil {

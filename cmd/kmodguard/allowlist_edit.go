@@ -17,12 +17,12 @@ import (
 
 func newAllowlistAddCmd() *cobra.Command {
 	var (
-		path, kernel, comment, key, modulesDir string
+		path, kernel, comment, key, modulesDir, deb string
 		jobs                                   int
 		trust                                  trustFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "add (FILE... | --modules-dir DIR)",
+		Use:   "add (FILE... | --modules-dir DIR | --deb PACKAGE)",
 		Short: "Allow module files: add their names and digests to the allowlist",
 		Long: `Inspect module files and add each one's file and ELF digests to the entry of
 its name (an entry is created when there is none for that name and kernel).
@@ -35,15 +35,20 @@ re-sign it.
                      release (/lib/modules/RELEASE), before rebooting into
                      it. Its entries record the release from each module's
                      vermagic (or --kernel), beside those of the releases
-                     already listed.`,
+                     already listed.
+  --deb PACKAGE      adds every module file of a kernel package (.deb), read
+                     as it is, before installing it.`,
 		Example: `  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml ./mydriver.ko
   kmodguard allowlist add --comment "vendor NIC" --key signing.key /opt/vendor/*.ko.xz
 
   # a new kernel's modules, before rebooting into it
-  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml --modules-dir /lib/modules/6.1.0-57-amd64`,
+  kmodguard allowlist add -a /etc/kmodguard/allowlist.yaml --modules-dir /lib/modules/6.1.0-57-amd64
+
+  # the same from the package, before it is installed
+  kmodguard allowlist add -a fleet.yaml --key signing.key --deb linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && modulesDir == "" {
-				return errors.New("give module files, or --modules-dir DIR")
+			if len(args) == 0 && modulesDir == "" && deb == "" {
+				return errors.New("give module files, --modules-dir DIR or --deb PACKAGE")
 			}
 			return nil
 		},
@@ -63,12 +68,22 @@ re-sign it.
 				}
 				paths = append(paths, found...)
 			}
+			relabel := func([]inspected) {}
+			if deb != "" {
+				found, rl, cleanup, err := debModules(deb)
+				if err != nil {
+					return withCode(exitError, err)
+				}
+				defer cleanup()
+				paths, relabel = append(paths, found...), rl
+			}
 			if jobs < 1 {
 				jobs = 1
 			}
 			bar := newProgress(cmd.ErrOrStderr(), "modules", len(paths))
 			results := inspectAll(paths, jobs, bar)
 			bar.finish()
+			relabel(results)
 			var problems []string
 			for _, r := range results {
 				switch {
@@ -109,8 +124,8 @@ re-sign it.
 					already++
 				}
 			}
-			if modulesDir != "" {
-				fmt.Fprintf(out, "%s: %d modules added, %d already allowed\n", modulesDir, added, already)
+			if tree := strings.TrimSpace(modulesDir + " " + deb); tree != "" {
+				fmt.Fprintf(out, "%s: %d modules added, %d already allowed\n", tree, added, already)
 			}
 			return saveList(cmd.ErrOrStderr(), path, a, key)
 		},
@@ -120,6 +135,7 @@ re-sign it.
 	cmd.Flags().StringVar(&comment, "comment", "", "comment for the entries")
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
 	cmd.Flags().StringVar(&modulesDir, "modules-dir", "", "also add every .ko* file under this tree (a kernel release)")
+	cmd.Flags().StringVar(&deb, "deb", "", "also add every module file of this kernel package (.deb)")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", runtime.GOMAXPROCS(0), "files inspected in parallel")
 	trust.bind(cmd)
 	return cmd
