@@ -18,8 +18,8 @@ import (
 func newAllowlistAddCmd() *cobra.Command {
 	var (
 		path, kernel, comment, key, modulesDir, deb string
-		jobs                                   int
-		trust                                  trustFlags
+		jobs                                        int
+		trust                                       trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "add (FILE... | --modules-dir DIR | --deb PACKAGE)",
