@@ -1018,10 +1018,11 @@ func TestGuestApplyBrokenKeepsOld(t *testing.T) {
 	unload(t, "dummy")
 }
 
-// TestGuestBusyScratchFailsClosed marks this CPU's scratch as taken, as a
-// preempted decision would leave it, and checks that a listed load is then
-// refused (not decided on a half-written record), and decided again once
-// the scratch is free.
+// TestGuestBusyScratchFailsClosed marks slots of this CPU's scratch as
+// taken, as preempted decisions would leave them: with one taken, a listed
+// load is decided on another slot; with all taken, it is refused (not
+// decided on a half-written record); once they are free, it is decided
+// again.
 func TestGuestBusyScratchFailsClosed(t *testing.T) {
 	vmtest.RequireGuest(t)
 	dummy := readFixture(t, "dummy")
@@ -1040,30 +1041,48 @@ func TestGuestBusyScratchFailsClosed(t *testing.T) {
 	if busy == nil {
 		t.Fatal("no kg_busy map")
 	}
-	set := func(v uint32) {
+	slots := busy.MaxEntries()
+	if slots < 2 {
+		t.Fatalf("kg_busy has %d slots: one preempted decision would refuse every other load on its CPU", slots)
+	}
+	// set marks slots [0, n) taken and the others free, on every CPU.
+	set := func(n uint32) {
 		t.Helper()
-		vals := make([]uint32, ebpf.MustPossibleCPU())
-		for i := range vals {
-			vals[i] = v
-		}
-		if err := busy.Update(uint32(0), vals, ebpf.UpdateAny); err != nil {
-			t.Fatal(err)
+		for slot := range slots {
+			v := uint32(0)
+			if slot < n {
+				v = 1
+			}
+			vals := make([]uint32, ebpf.MustPossibleCPU())
+			for i := range vals {
+				vals[i] = v
+			}
+			if err := busy.Update(slot, vals, ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	set(1)
+	allowed := func(what string) {
+		t.Helper()
+		if err := initModule(dummy); err != nil {
+			t.Fatalf("init_module(listed dummy) %s: %v", what, err)
+		}
+		wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(dummy), "dummy")
+		unload(t, "dummy")
+	}
+	set(slots - 1)
+	allowed(fmt.Sprintf("with %d of %d slots taken", slots-1, slots))
+	set(slots)
 	if err := initModule(dummy); !errors.Is(err, unix.EPERM) {
-		t.Fatalf("init_module(listed dummy) with the scratch taken = %v, want EPERM", err)
+		t.Fatalf("init_module(listed dummy) with every slot taken = %v, want EPERM", err)
 	}
 	d := next(t, enf, lsm.OpInitModule)
 	if d.Verdict != lsm.Blocked || !strings.Contains(d.Reason, "scratch") {
 		t.Fatalf("decision %+v: want a busy-scratch refusal", d)
 	}
 	set(0)
-	if err := initModule(dummy); err != nil {
-		t.Fatalf("init_module(listed dummy) with the scratch free: %v", err)
-	}
-	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(dummy), "dummy")
-	unload(t, "dummy")
+	allowed("with the scratch free")
+	t.Logf("%d slots: decided with %d taken, refused with all taken", slots, slots-1)
 }
 
 func TestGuestConcurrentApply(t *testing.T) {

@@ -68,7 +68,7 @@ var reasons = map[uint8]string{
 	10: "digest could not be computed",
 	11: "no allowlist installed",
 	12: "refused: the guard is sealed",
-	13: "another decision held this CPU's scratch (preempted): refused, fail closed",
+	13: "other decisions held every slot of this CPU's scratch (preempted): refused, fail closed",
 }
 
 const (

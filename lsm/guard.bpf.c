@@ -27,6 +27,14 @@
  * refused then, so the seal cannot be lifted.
  */
 #include "vmlinux.h"
+/*
+ * Decisions under way on one CPU at once, each with scratch of its own: on
+ * a preemptible kernel (preempt=full or lazy, the only models of recent
+ * x86 kernels, PREEMPT_RT) a load can preempt another mid-decision, as
+ * udev's parallel workers do at boot. Only when every slot is taken is a
+ * load refused (see decide_load).
+ */
+#define KG_SCRATCH_SLOTS 8
 #include "sha256.h"
 #include "elf.h"
 
@@ -231,26 +239,26 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } kg_events SEC(".maps");
 
-/* Scratch for one decision (the event is too big for the stack). */
+/* Scratch for one decision (the event is too big for the stack), per slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KG_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct kg_event);
 } kg_scratch SEC(".maps");
 
-/* 0 -> 1 while a decision uses this CPU's scratch maps (decide_load). */
+/* slot -> 1 while a decision uses that slot of this CPU's scratch maps (decide_load). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KG_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
 } kg_busy SEC(".maps");
 
-/* Scratch for the names parsed by elf.h. */
+/* Scratch for the names parsed by elf.h, per slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KG_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct kg_elf_names);
 } kg_names SEC(".maps");
@@ -330,13 +338,13 @@ static __always_inline void fill_context(struct kg_event *e)
 }
 
 /*
- * scratch returns this CPU's decision record. Only decide() uses it, and
- * only under kg_busy (see decide_load()), with the scratch of sha256.h and elf.h.
+ * scratch returns this CPU's decision record of a slot. Only decide() uses
+ * it, and only once it owns the slot in kg_busy (see decide_load()), with
+ * the same slot of the scratch of sha256.h and elf.h.
  */
-static __always_inline struct kg_event *scratch(void)
+static __always_inline struct kg_event *scratch(__u32 slot)
 {
-	__u32 zero = 0;
-	struct kg_event *e = bpf_map_lookup_elem(&kg_scratch, &zero);
+	struct kg_event *e = bpf_map_lookup_elem(&kg_scratch, &slot);
 
 	if (e)
 		fill_context(e);
@@ -422,7 +430,7 @@ static __always_inline bool is_elf(const char *buf)
  * decide fills e with the verdict for one module image in the kernel buffer
  * buf of size bytes, and returns the hook's result.
  */
-static __always_inline int decide(struct kg_event *e, const char *buf, __u64 size)
+static __always_inline int decide(struct kg_event *e, const char *buf, __u64 size, __u32 slot)
 {
 	struct kg_policy_key key = {};
 	struct kg_policy_val *ent, *meta;
@@ -434,18 +442,18 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 	if (sealed())
 		e->flags |= KG_F_SEALED;
 
-	if (kg_sha256(buf, size, e->digest) == 0)
+	if (kg_sha256(buf, size, e->digest, slot) == 0)
 		e->flags |= KG_F_DIGEST;
 
 	if (!is_elf(buf)) {
 		e->flags |= KG_F_COMPRESSED;
 	} else {
-		struct kg_elf_names *n = bpf_map_lookup_elem(&kg_names, &zero);
+		struct kg_elf_names *n = bpf_map_lookup_elem(&kg_names, &slot);
 
 		if (!n) {
 			e->elf_status = KG_ELF_NO_SCRATCH;
 		} else {
-			e->elf_status = kg_elf_names(buf, size, n);
+			e->elf_status = kg_elf_names(buf, size, n, slot);
 			__builtin_memcpy(e->name, n->modinfo_name, sizeof(e->name));
 			__builtin_memcpy(e->this_name, n->this_module_name, sizeof(e->this_name));
 			/* Only both names count, as in allowlist.Match. */
@@ -575,39 +583,44 @@ static __always_inline int no_contents(__u16 op)
 }
 
 /*
- * decide_load runs one decision with this CPU's scratch. The scratch is
- * per-CPU and a non-sleepable program can still be preempted on a
- * preemptible kernel, so a second load on the same CPU could interleave and
- * mix two images' digests and names. kg_busy marks the scratch as taken: a
- * load that finds it taken is refused (fail closed; audit in audit mode)
- * without touching it. The claim is one compare-and-swap: with a separate
- * check and set, two loads preempted between them (preempt=full,
- * PREEMPT_RT) would both claim the scratch, decide on each other's data,
- * and the first release would clear the second's claim. Only the owner of
- * the claim releases it.
+ * decide_load runs one decision with a slot of this CPU's scratch. The
+ * scratch is per-CPU and a non-sleepable program can still be preempted on
+ * a preemptible kernel, so a second load on the same CPU could interleave
+ * and mix two images' digests and names. kg_busy marks each slot taken: a
+ * load claims the first free slot with one compare-and-swap (with a
+ * separate check and set, two loads preempted between them would both
+ * claim a slot, decide on each other's data, and the first release would
+ * clear the second's claim), and only the owner releases it. A load that
+ * finds all KG_SCRATCH_SLOTS taken is refused (fail closed; audit in audit
+ * mode) without touching them.
  */
 static __always_inline int decide_load(__u16 op, const char *buf, __u64 size)
 {
-	__u32 zero = 0;
-	__u32 *busy = bpf_map_lookup_elem(&kg_busy, &zero);
+	__u32 *busy = NULL;
 	struct kg_event *e;
 	__u64 gen = 0;
+	__u32 slot;
 	int ret;
 
-	if (!busy)
-		return -EPERM;
-	if (__sync_val_compare_and_swap(busy, 0, 1) != 0) {
+	for (slot = 0; slot < KG_SCRATCH_SLOTS; slot++) {
+		busy = bpf_map_lookup_elem(&kg_busy, &slot);
+		if (!busy)
+			return -EPERM;
+		if (__sync_val_compare_and_swap(busy, 0, 1) == 0)
+			break;
+	}
+	if (slot >= KG_SCRATCH_SLOTS || !busy) {
 		__u8 v = verdict_for_refusal(&gen);
 
 		return report(op, v, KG_REASON_BUSY, sealed() ? KG_F_SEALED : 0, 0, size, gen);
 	}
-	e = scratch();
+	e = scratch(slot);
 	if (!e) {
 		*busy = 0;
 		return -EPERM;
 	}
 	e->op = op;
-	ret = decide(e, buf, size);
+	ret = decide(e, buf, size, slot);
 	*busy = 0;
 	return ret;
 }

@@ -9,7 +9,7 @@
  *     on 64-bit), the name the module actually registers under.
  *
  *   struct kg_elf_names *names = ...;   (map value or stack; 136 bytes)
- *   int status = kg_elf_names(buf, size, names);
+ *   int status = kg_elf_names(buf, size, names, 0);
  *
  * buf is a kernel address read only with bpf_probe_read_kernel, as in
  * sha256.h: the char *buf of the kernel_post_load_data and
@@ -170,19 +170,21 @@ struct kg_elf_scratch {
 	__u64 busy;       /* set while a kg_elf_names call owns the slot */
 };
 
-/* kg_elf_scratch: key 0 -> this CPU's ELF walk state. */
+#ifndef KG_SCRATCH_SLOTS
+#define KG_SCRATCH_SLOTS 1 /* see sha256.h */
+#endif
+
+/* kg_elf_scratch: slot -> this CPU's ELF walk state for that slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KG_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct kg_elf_scratch);
 } kg_elf_scratch SEC(".maps");
 
-static __always_inline struct kg_elf_scratch *kg_elf_state(void)
+static __always_inline struct kg_elf_scratch *kg_elf_state(__u32 slot)
 {
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&kg_elf_scratch, &zero);
+	return bpf_map_lookup_elem(&kg_elf_scratch, &slot);
 }
 
 /* kg_elf_in reports whether [off, off+len) lies inside an image of size bytes. */
@@ -247,7 +249,7 @@ static __always_inline bool kg_elf_eq(const __u8 *a, const char *b, const int n)
 /* bpf_loop callback: looks at section header i+1. */
 static long kg_elf_section_cb(__u32 i, void *ctx)
 {
-	struct kg_elf_scratch *s = kg_elf_state();
+	struct kg_elf_scratch *s = ((struct kg_elf_loop *)ctx)->s;
 	struct kg_elf_sec *sec;
 	__u64 name, avail;
 
@@ -412,7 +414,7 @@ static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, 
 		return s->status;
 
 	/* Find .modinfo and .gnu.linkonce.this_module. */
-	bpf_loop(shnum - 1, kg_elf_section_cb, NULL, 0);
+	bpf_loop(shnum - 1, kg_elf_section_cb, &lp, 0);
 	if (s->status)
 		return s->status;
 
@@ -481,9 +483,9 @@ static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, 
  * kg_elf_names reads the two names of the module image of size bytes at the
  * kernel address buf into *out and returns an enum kg_elf_status.
  */
-static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, struct kg_elf_names *out)
+static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, struct kg_elf_names *out, __u32 slot)
 {
-	struct kg_elf_scratch *s = kg_elf_state();
+	struct kg_elf_scratch *s = kg_elf_state(slot);
 	enum kg_elf_status status;
 
 	if (!s)

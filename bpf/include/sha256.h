@@ -6,7 +6,7 @@
  * kernel's own copy of a module image itself:
  *
  *   __u8 digest[KG_SHA256_DIGEST_SIZE];
- *   long err = kg_sha256(buf, size, digest);
+ *   long err = kg_sha256(buf, size, digest, 0);
  *
  * buf is a kernel address that is only ever read with bpf_probe_read_kernel:
  * the char *buf argument of the kernel_post_load_data and
@@ -83,7 +83,16 @@
 /* Room for a chunk less one byte, the 0x80 marker and the length. */
 #define KG_SHA256_BUF_BLOCKS (KG_SHA256_CHUNK_BLOCKS + 1)
 
-/* Per-call state, one slot per CPU. */
+/*
+ * KG_SCRATCH_SLOTS is how many calls may be under way on one CPU at once
+ * (each preempted but one): a caller that claims slot i of its own passes i
+ * (see "Preemption" above). One unless the includer says otherwise.
+ */
+#ifndef KG_SCRATCH_SLOTS
+#define KG_SCRATCH_SLOTS 1
+#endif
+
+/* Per-call state, KG_SCRATCH_SLOTS slots per CPU. */
 struct kg_sha256_scratch {
 	__u32 h[8];          /* running hash state */
 	__u32 w[16];         /* message schedule ring */
@@ -93,10 +102,10 @@ struct kg_sha256_scratch {
 	__u8 block[KG_SHA256_BUF_BLOCKS * KG_SHA256_BLOCK_SIZE]; /* chunk being compressed; final blocks */
 };
 
-/* kg_sha256_scratch: key 0 -> this CPU's SHA-256 working state. */
+/* kg_sha256_scratch: slot -> this CPU's SHA-256 working state for that slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, KG_SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct kg_sha256_scratch);
 } kg_sha256_scratch SEC(".maps");
@@ -284,16 +293,18 @@ static __always_inline long kg_sha256_run(struct kg_sha256_scratch *s, const voi
 	return 0;
 }
 
-/* kg_sha256 hashes size bytes at the kernel address buf into out[32]. */
-static __noinline long kg_sha256(const void *buf, __u64 size, __u8 *out)
+/*
+ * kg_sha256 hashes size bytes at the kernel address buf into out[32], with
+ * this CPU's scratch slot (below KG_SCRATCH_SLOTS).
+ */
+static __noinline long kg_sha256(const void *buf, __u64 size, __u8 *out, __u32 slot)
 {
-	__u32 zero = 0;
 	struct kg_sha256_scratch *s;
 	long err;
 
 	if (size > KG_SHA256_MAX_SIZE)
 		return -E2BIG;
-	s = bpf_map_lookup_elem(&kg_sha256_scratch, &zero);
+	s = bpf_map_lookup_elem(&kg_sha256_scratch, &slot);
 	if (!s)
 		return -ENOENT;
 	/* See "Preemption" above. */

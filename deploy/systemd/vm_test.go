@@ -216,6 +216,8 @@ type logLine struct {
 	Comm    string   `json:"comm"`
 	Pid     int      `json:"pid"`
 	Modules []string `json:"modules"`
+	Size    int64    `json:"size"`
+	Comp    bool     `json:"compressed"`
 }
 
 // enforcerLog reads the enforcer's log lines of this boot from the journal.
@@ -374,7 +376,7 @@ func TestGuestSystemdDecisions(t *testing.T) {
 				udev = append(udev, l.Module)
 			}
 			if l.Verdict != "allowed" {
-				t.Errorf("udev's load of %s: %s", l.Module, l.Verdict)
+				t.Errorf("udev's load of %s: %s: %s (%d bytes, compressed %v)", l.Module, l.Verdict, l.Msg, l.Size, l.Comp)
 			}
 		}
 		if l.Module == bootListed && l.Verdict != "allowed" {

@@ -75,7 +75,7 @@ int test_sha256(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!res || !addr)
 		return 1;
-	res->ret = kg_sha256((const void *)addr, ctx->args[0], res->digest);
+	res->ret = kg_sha256((const void *)addr, ctx->args[0], res->digest, 0);
 	return 0;
 }
 
@@ -89,6 +89,6 @@ int test_elf_names(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!res || !addr)
 		return 1;
-	res->ret = kg_elf_names((const void *)addr, ctx->args[0], &res->names);
+	res->ret = kg_elf_names((const void *)addr, ctx->args[0], &res->names, 0);
 	return 0;
 }
