@@ -1,4 +1,4 @@
-// Package packaging_test builds the amd64 .deb and .rpm with
+// Package packaging_test builds the .deb and .rpm of each architecture with
 // scripts/package.sh (what `make package` runs) and checks what they hold:
 // the files and their modes, the control fields, the conffiles, the
 // maintainer scripts, a static and version-stamped CLI, and the Falco
@@ -44,23 +44,32 @@ var conffiles = []string{
 	"/etc/kmodguard/README",
 }
 
-// build runs scripts/package.sh for amd64 into a temporary folder and
-// returns the path of the package of each format.
-func build(t *testing.T) map[string]string {
+// arch is one architecture's names and the C compiler of its plugin.
+type arch struct {
+	deb, rpm string
+	machine  elf.Machine
+	cc       string
+}
+
+var arches = []arch{
+	{"amd64", "x86_64", elf.EM_X86_64, "gcc"},
+	{"arm64", "aarch64", elf.EM_AARCH64, "aarch64-linux-gnu-gcc"},
+}
+
+// build runs scripts/package.sh for a into a temporary folder and returns
+// the path of the package of each format.
+func build(t *testing.T, a arch) map[string]string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: builds the CLI, the plugin and the packages")
-	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("needs gcc for the plugin's cgo build (scripts/deps.sh package)")
+	if _, err := exec.LookPath(a.cc); err != nil {
+		t.Skipf("needs %s for the %s plugin's cgo build (scripts/deps.sh package)", a.cc, a.deb)
 	}
 	dist := t.TempDir()
-	cmd := exec.Command("scripts/package.sh", "amd64")
+	cmd := exec.Command("scripts/package.sh", a.deb)
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), "DIST="+dist, "PKG_VERSION="+pkgVers,
 		"LDFLAGS=-s -w -X github.com/kmodguard/kmodguard/internal/version.version="+stamp)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/package.sh amd64: %v\n%s", err, out)
+		t.Fatalf("scripts/package.sh %s: %v\n%s", a.deb, err, out)
 	}
 	got := map[string]string{}
 	for _, f := range []string{"deb", "rpm"} {
@@ -86,19 +95,26 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 func TestPackages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the CLI, the plugin and the packages")
+	}
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
 		t.Skip("needs dpkg-deb to read the .deb")
 	}
-	pkgs := build(t)
-	t.Run("deb", func(t *testing.T) { checkDeb(t, pkgs["deb"]) })
-	t.Run("rpm", func(t *testing.T) { checkRPM(t, pkgs["rpm"]) })
+	for _, a := range arches {
+		t.Run(a.deb, func(t *testing.T) {
+			pkgs := build(t, a)
+			t.Run("deb", func(t *testing.T) { checkDeb(t, a, pkgs["deb"]) })
+			t.Run("rpm", func(t *testing.T) { checkRPM(t, a, pkgs["rpm"]) })
+		})
+	}
 }
 
-func checkDeb(t *testing.T, deb string) {
+func checkDeb(t *testing.T, a arch, deb string) {
 	fields := map[string]string{
 		"Package":      "kmodguard",
 		"Version":      pkgVers + "-1",
-		"Architecture": "amd64",
+		"Architecture": a.deb,
 		"Section":      "admin",
 		"Depends":      "",
 	}
@@ -145,8 +161,8 @@ func checkDeb(t *testing.T, deb string) {
 
 	root := t.TempDir()
 	run(t, "dpkg-deb", "-x", deb, root)
-	checkCLI(t, filepath.Join(root, "usr/bin/kmodguard"))
-	checkPlugin(t, filepath.Join(root, "usr/share/falco/plugins/libkmodguard.so"), elf.EM_X86_64)
+	checkCLI(t, filepath.Join(root, "usr/bin/kmodguard"), a.machine)
+	checkPlugin(t, filepath.Join(root, "usr/share/falco/plugins/libkmodguard.so"), a.machine)
 	for _, f := range []string{"usr/lib/systemd/system/kmodguard-enforcer.service", "etc/kernel/postinst.d/kmodguard", "etc/falco/rules.d/kmodguard_rules.yaml"} {
 		src := map[string]string{
 			"usr/lib/systemd/system/kmodguard-enforcer.service": "deploy/systemd/kmodguard-enforcer.service",
@@ -182,14 +198,17 @@ func checkScript(t *testing.T, name, text string) {
 	}
 }
 
-// checkCLI: static (no interpreter), and stamped.
-func checkCLI(t *testing.T, path string) {
+// checkCLI: for the architecture, static (no interpreter), and stamped.
+func checkCLI(t *testing.T, path string, machine elf.Machine) {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if f.Machine != machine {
+		t.Errorf("%s is for %s, want %s", path, f.Machine, machine)
+	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
 			t.Errorf("%s has an ELF interpreter: not static", path)
@@ -231,12 +250,12 @@ func checkPlugin(t *testing.T, path string, machine elf.Machine) {
 	}
 }
 
-func checkRPM(t *testing.T, rpm string) {
+func checkRPM(t *testing.T, a arch, rpm string) {
 	if _, err := exec.LookPath("rpm"); err != nil {
 		t.Skip("needs rpm to read the .rpm (scripts/deps.sh package)")
 	}
 	q := run(t, "rpm", "-qp", "--queryformat", "%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{OS}", rpm)
-	if want := "kmodguard " + pkgVers + " 1 x86_64 linux"; q != want {
+	if want := "kmodguard " + pkgVers + " 1 " + a.rpm + " linux"; q != want {
 		t.Errorf("rpm -qp: %q, want %q", q, want)
 	}
 	var want []string
