@@ -258,7 +258,7 @@ func checkRPM(t *testing.T, a arch, rpm string) {
 	if want := "kmodguard " + pkgVers + " 1 " + a.rpm + " linux"; q != want {
 		t.Errorf("rpm -qp: %q, want %q", q, want)
 	}
-	var want []string
+	want := []string{"/etc/kmodguard", "/usr/share/doc/kmodguard", "/usr/share/doc/kmodguard/LICENSES"}
 	for p := range files {
 		want = append(want, p)
 	}
