@@ -24,8 +24,8 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what building and testing need (Go modules, clang, QEMU, busybox)
-	@scripts/deps.sh build bpf vm vm-arm64 proto
+deps: ## Install what building and testing need (Go modules, clang, QEMU, busybox, cross gcc, rpm)
+	@scripts/deps.sh build bpf vm vm-arm64 proto package
 
 .PHONY: build
 build: ## Build the kmodguard CLI into bin/
@@ -50,6 +50,11 @@ check-generate: generate proto ## Fail when the committed generated files differ
 plugin: ## Build the Falco plugin libkmodguard.so
 	@scripts/deps.sh build
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -ldflags '$(LDFLAGS)' -o $(PLUGIN_SO) ./cmd/plugin
+
+.PHONY: package
+package: ## Build the .deb (amd64, arm64) and .rpm (x86_64, aarch64) packages into dist/ (nfpm; deploy/package/)
+	@scripts/deps.sh build package
+	LDFLAGS='-s -w $(LDFLAGS)' scripts/package.sh amd64 arm64
 
 .PHONY: readme
 readme: plugin ## Regenerate the README's plugin fields table from the built libkmodguard.so
@@ -83,13 +88,14 @@ matrix: ## Regenerate docs/support-matrix.md from the last vmtest run's records
 	$(GO) run ./internal/supportmatrix -o docs/support-matrix.md
 
 .PHONY: test
-test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, vmtest
-	@scripts/deps.sh build bpf vm vm-arm64 proto
+test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, packages, vmtest
+	@scripts/deps.sh build bpf vm vm-arm64 proto package
 	$(MAKE) lint
 	$(MAKE) check-generate
 	$(MAKE) unit
 	$(MAKE) benchsmoke
 	$(MAKE) fuzz
+	$(MAKE) package
 	$(MAKE) vmtest
 
 .PHONY: bench
@@ -104,4 +110,4 @@ demo: ## Boot Debian 6.1 in QEMU and show detection and blocking
 
 .PHONY: clean
 clean: ## Remove build outputs
-	rm -rf $(BIN) $(PLUGIN_SO) libkmodguard.h
+	rm -rf $(BIN) $(PLUGIN_SO) libkmodguard.h dist

@@ -12,6 +12,9 @@
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
+#   package  gcc and gcc-aarch64-linux-gnu (with libc6-dev-arm64-cross): the
+#            plugin's cgo builds for amd64 and arm64 (make package); rpm: to
+#            list the built .rpm in deploy/package's test
 # Debian packages are installed with apt-get as root; without root the script
 # says what is missing and fails.
 set -euo pipefail
@@ -21,6 +24,7 @@ declare -A pkgs=(
 	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd debian-archive-keyring"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
+	[package]="gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross rpm"
 )
 
 missing=()
@@ -33,7 +37,7 @@ for group in "$@"; do
 	vm-arm64)
 		dpkg --print-foreign-architectures | grep -qx arm64 || [ "$(dpkg --print-architecture)" = arm64 ] || foreign+=(arm64)
 		;;&
-	bpf | vm | vm-arm64 | proto)
+	bpf | vm | vm-arm64 | proto | package)
 		for p in ${pkgs[$group]}; do
 			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 		done

@@ -26,8 +26,9 @@ import (
 
 // The systemd guest: Debian 12 with systemd and udev, booted on each
 // Debian kernel, with kmodguard installed the way the operator guide says:
-// the CLI in /usr/bin, an allowlist built from the kernel's modules and
-// signed (the key stays on the host), the shipped unit enabled. udev loads
+// the .deb that `make package` builds installed with dpkg, an allowlist
+// built from the kernel's modules and signed (the key stays on the host),
+// the packaged unit enabled. udev loads
 // the drivers of the guest's devices at boot; /etc/modules-load.d names
 // one listed module (veth) and one the allowlist leaves out (dummy).
 const (
@@ -42,20 +43,40 @@ const (
 // TestVMSystemd boots the systemd guest on each kernel and runs the
 // TestGuestSystemd tests in it once the boot is done.
 func TestVMSystemd(t *testing.T) {
-	unitFile, err := filepath.Abs("kmodguard-enforcer.service")
-	if err != nil {
-		t.Fatal(err)
-	}
+	deb := buildDeb(t)
 	keys := t.TempDir()
 	vmtest.Run(t, vmtest.Spec{
 		Run:        "^TestGuestSystemd",
-		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 		FailOnSkip: true,
 		Timeout:    8 * time.Minute,
 		System: &vmtest.System{Install: func(k *debkernel.Kernel, root string) error {
-			return install(k, root, unitFile, keys)
+			return install(k, root, deb, keys)
 		}},
 	})
+}
+
+// buildDeb builds the amd64 .deb with scripts/package.sh, as `make
+// package` does, and returns its path; where no guest boots (vmtest.Run
+// then skips and says why) it builds nothing and returns "".
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	if !vmtest.Enabled() || vmtest.InGuest() {
+		return ""
+	}
+	dist := t.TempDir()
+	cmd := exec.Command("scripts/package.sh", "amd64")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "DIST="+dist, "FORMATS=deb")
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/package.sh amd64: %v\n%s", err, out)
+	}
+	debs, err := filepath.Glob(filepath.Join(dist, "kmodguard_*_amd64.deb"))
+	if err != nil || len(debs) != 1 {
+		t.Fatalf("want one kmodguard .deb in %s, got %v (%v)", dist, debs, err)
+	}
+	t.Logf("built %s in %s", filepath.Base(debs[0]), time.Since(start).Round(100*time.Millisecond))
+	return debs[0]
 }
 
 // TestVMSystemdNoAllowlist boots the systemd guest on 6.12 with the unit
@@ -64,19 +85,15 @@ func TestVMSystemd(t *testing.T) {
 // failure does not stop the boot); the TestGuestNoAllowlist tests check
 // the boot policy.
 func TestVMSystemdNoAllowlist(t *testing.T) {
-	unitFile, err := filepath.Abs("kmodguard-enforcer.service")
-	if err != nil {
-		t.Fatal(err)
-	}
+	deb := buildDeb(t)
 	keys := t.TempDir()
 	vmtest.Run(t, vmtest.Spec{
 		Kernels:    []debkernel.Series{debkernel.Series612},
 		Run:        "^TestGuestNoAllowlist",
-		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 		FailOnSkip: true,
 		Timeout:    8 * time.Minute,
 		System: &vmtest.System{Install: func(k *debkernel.Kernel, root string) error {
-			if err := install(k, root, unitFile, keys); err != nil {
+			if err := install(k, root, deb, keys); err != nil {
 				return err
 			}
 			for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
@@ -101,12 +118,13 @@ After=kmodguard-enforcer.service
 `
 
 // install does what the operator guide says, on the guest's root file
-// system: the static CLI (built for the guest, and it runs here too) in
-// /usr/bin, the allowlist of the kernel's modules in enforce mode without
-// the unlisted module, signed with a key that never enters the guest, the
-// unit enabled with systemctl --root.
-func install(k *debkernel.Kernel, root, unitFile, keys string) error {
-	cli := filepath.Join(root, "vmtest", "bin", "kmodguard")
+// system: the package installed with dpkg (dpkg --root: the guest's dpkg
+// database records it, and its postinst runs chrooted into the root,
+// where no systemd runs), the allowlist of the kernel's modules in enforce
+// mode without the unlisted module, built with the packaged CLI (static,
+// and it runs here too) and signed with a key that never enters the
+// guest, the packaged unit enabled with systemctl --root.
+func install(k *debkernel.Kernel, root, deb, keys string) error {
 	run := func(name string, args ...string) error {
 		out, err := exec.Command(name, args...).CombinedOutput()
 		if err != nil {
@@ -114,13 +132,15 @@ func install(k *debkernel.Kernel, root, unitFile, keys string) error {
 		}
 		return nil
 	}
-	if err := copyFile(cli, filepath.Join(root, "usr/bin/kmodguard"), 0o755); err != nil {
+	dpkg, err := exec.LookPath("dpkg")
+	if err != nil {
+		return fmt.Errorf("dpkg is not installed on the host: it installs the package into the guest's root: %w", err)
+	}
+	if err := run(dpkg, "--root="+root, "-i", deb); err != nil {
 		return err
 	}
+	cli := filepath.Join(root, "usr/bin/kmodguard")
 	etc := filepath.Join(root, "etc/kmodguard")
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		return err
-	}
 	list := filepath.Join(etc, "allowlist.yaml")
 	key := filepath.Join(keys, "signing")
 	if _, err := os.Stat(key + ".key"); err != nil {
@@ -139,9 +159,6 @@ func install(k *debkernel.Kernel, root, unitFile, keys string) error {
 		}
 	}
 	if err := copyFile(key+".pub", filepath.Join(etc, "allowlist.pub"), 0o644); err != nil {
-		return err
-	}
-	if err := copyFile(unitFile, filepath.Join(root, "etc/systemd/system", enforcerUnit), 0o644); err != nil {
 		return err
 	}
 	systemctl, err := exec.LookPath("systemctl")
@@ -468,6 +485,33 @@ func undecided(lines []logLine, loaded map[string]bool) []string {
 	return out
 }
 
+// TestGuestSystemdPackage: kmodguard is installed as dpkg knows it, with
+// no file changed since; the unit that ran at boot is the packaged one,
+// enabled; the kmodguard on PATH is the package's.
+func TestGuestSystemdPackage(t *testing.T) {
+	requireSystemdGuest(t)
+	st, err := sh("dpkg-query", "-W", "-f", "${Status} ${Version}", "kmodguard")
+	t.Logf("dpkg-query kmodguard: %s", st)
+	if err != nil || !strings.HasPrefix(st, "install ok installed ") {
+		t.Errorf("dpkg-query -W kmodguard: %v: %q, want install ok installed", err, st)
+	}
+	if out, err := sh("dpkg", "--verify", "kmodguard"); err != nil || out != "" {
+		t.Errorf("dpkg --verify kmodguard: %v: %s", err, out)
+	}
+	// Debian 12's systemd names /lib/systemd/system, the same folder as
+	// /usr/lib/systemd/system on a merged /usr.
+	frag := prop(t, enforcerUnit, "FragmentPath")
+	if got, err := filepath.EvalSymlinks(frag); err != nil || got != "/usr/lib/systemd/system/"+enforcerUnit {
+		t.Errorf("%s is loaded from %s (%s, %v), want the package's /usr/lib/systemd/system/%s", enforcerUnit, frag, got, err, enforcerUnit)
+	}
+	if got := prop(t, enforcerUnit, "UnitFileState"); got != "enabled" {
+		t.Errorf("%s is %s, want enabled", enforcerUnit, got)
+	}
+	if p, err := exec.LookPath("kmodguard"); err != nil || p != "/usr/bin/kmodguard" {
+		t.Errorf("kmodguard on PATH is %q (%v), want the package's /usr/bin/kmodguard", p, err)
+	}
+}
+
 // TestGuestSystemdSandbox: inside the unit's mount namespace the root,
 // /sys and /proc/sys are read-only and the bpffs is writable.
 func TestGuestSystemdSandbox(t *testing.T) {
@@ -662,14 +706,6 @@ const EnvUpgradeRelease = "KMODGUARD_VMTEST_UPGRADE_RELEASE"
 // runs the hook), then the same disk boots 6.12, where every driver udev
 // loads must be allowed.
 func TestVMSystemdUpgrade(t *testing.T) {
-	unitFile, err := filepath.Abs("kmodguard-enforcer.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook, err := filepath.Abs("../kernel/postinst.d/kmodguard")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if !vmtest.Enabled() || vmtest.InGuest() {
 		// Run skips here and says why; the next kernel's package is
 		// fetched only for a run that boots it.
@@ -685,18 +721,18 @@ func TestVMSystemdUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkg := buildDeb(t)
 	keys := t.TempDir()
 	disk := filepath.Join(t.TempDir(), "root.img")
 	vmtest.Run(t, vmtest.Spec{
 		Kernels:    []debkernel.Series{debkernel.Series61},
 		Run:        "^TestGuestUpgradeInstall$",
-		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 		Files:      map[string]string{"linux-image.deb": deb},
 		Env:        []string{EnvUpgradeRelease + "=" + next.Release},
 		FailOnSkip: true,
 		Timeout:    10 * time.Minute,
 		System: &vmtest.System{Disk: disk, Install: func(k *debkernel.Kernel, root string) error {
-			return installLocal(k, root, unitFile, hook, keys)
+			return installLocal(k, root, pkg, keys)
 		}},
 	})
 	if t.Failed() {
@@ -712,10 +748,10 @@ func TestVMSystemdUpgrade(t *testing.T) {
 }
 
 // installLocal installs kmodguard with a local allowlist: unsigned, the
-// unit told so with a drop-in, nothing in modules-load.d, and the kernel
-// hook in /etc/kernel/postinst.d.
-func installLocal(k *debkernel.Kernel, root, unitFile, hook, keys string) error {
-	if err := install(k, root, unitFile, keys); err != nil {
+// unit told so with a drop-in, nothing in modules-load.d; the package put
+// the kernel hook in /etc/kernel/postinst.d.
+func installLocal(k *debkernel.Kernel, root, deb, keys string) error {
+	if err := install(k, root, deb, keys); err != nil {
 		return err
 	}
 	for _, f := range []string{"etc/kmodguard/allowlist.yaml.sig", "etc/kmodguard/allowlist.pub", "etc/modules-load.d/kmodguard-vmtest.conf"} {
@@ -731,10 +767,7 @@ ExecStart=/usr/bin/kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.y
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "local-allowlist.conf"), []byte(dropIn), 0o644); err != nil {
-		return err
-	}
-	return copyFile(hook, filepath.Join(root, "etc/kernel/postinst.d/kmodguard"), 0o755)
+	return os.WriteFile(filepath.Join(dir, "local-allowlist.conf"), []byte(dropIn), 0o644)
 }
 
 type status struct {
