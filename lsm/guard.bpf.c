@@ -599,17 +599,26 @@ static __always_inline int decide_load(__u16 op, const char *buf, __u64 size)
 	__u32 *busy = NULL;
 	struct kg_event *e;
 	__u64 gen = 0;
-	__u32 slot;
+	__u32 slot = KG_SCRATCH_SLOTS;
 	int ret;
 
-	for (slot = 0; slot < KG_SCRATCH_SLOTS; slot++) {
-		busy = bpf_map_lookup_elem(&kg_busy, &slot);
-		if (!busy)
-			return -EPERM;
-		if (__sync_val_compare_and_swap(busy, 0, 1) == 0)
-			break;
+	/*
+	 * Unrolled: older verifiers (6.1, 6.12) take the rolled loop, whose
+	 * state repeats at its head, for an infinite one.
+	 */
+#pragma clang loop unroll(full)
+	for (__u32 i = 0; i < KG_SCRATCH_SLOTS; i++) {
+		if (slot == KG_SCRATCH_SLOTS) {
+			__u32 k = i;
+			__u32 *b = bpf_map_lookup_elem(&kg_busy, &k);
+
+			if (b && __sync_val_compare_and_swap(b, 0, 1) == 0) {
+				busy = b;
+				slot = i;
+			}
+		}
 	}
-	if (slot >= KG_SCRATCH_SLOTS || !busy) {
+	if (!busy || slot >= KG_SCRATCH_SLOTS) {
 		__u8 v = verdict_for_refusal(&gen);
 
 		return report(op, v, KG_REASON_BUSY, sealed() ? KG_F_SEALED : 0, 0, size, gen);
