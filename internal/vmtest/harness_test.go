@@ -3,6 +3,7 @@ package vmtest_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -155,8 +156,11 @@ func TestVMScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "first line\n1\nrelease " + r.Kernel.Release + "\n"
-	if live.String() != want {
-		t.Errorf("live output %q, want %q", live.String(), want)
+	// Exec names the kernel it boots on the live output first, so that
+	// `make demo` says what it runs on.
+	header := fmt.Sprintf("vmtest: kernel %s: package %s\n", r.Kernel.Release, r.Kernel)
+	if live.String() != header+want {
+		t.Errorf("live output %q, want %q", live.String(), header+want)
 	}
 	if r.Output != strings.TrimSpace(want) {
 		t.Errorf("Result.Output %q, want %q", r.Output, strings.TrimSpace(want))
