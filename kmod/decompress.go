@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // MaxImageSize caps both the bytes read from a file and the ELF image that
@@ -95,16 +94,13 @@ func decompress(dst []byte, b []byte, c Compression) ([]byte, error) {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
 		if uint64(cap(dst)) < info.size {
-			dst = make([]byte, 0, info.size+1) // +1: the final Read sees EOF without growing
+			dst = make([]byte, info.size)
 		}
-		// checkXZ has bounded every block's dictionary; a small DictCap
-		// here keeps the reader from rounding it up to its 8 MiB default.
-		cfg := xz.ReaderConfig{DictCap: 4096, SingleStream: true}
-		r, err := cfg.NewReader(shrinkXZDict(b, info))
-		if err != nil {
+		dst = dst[:info.size]
+		if err := decodeXZ(dst, b, info); err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}
-		return readLimited(dst, r, "xz")
+		return dst, nil
 	case CompressionGzip:
 		r, err := gzip.NewReader(bytes.NewReader(b))
 		if err != nil {

@@ -536,11 +536,27 @@ func TestInspectDebianTree(t *testing.T) {
 				t.Fatalf("only %d modules under %s", len(paths), k.ModulesDir())
 			}
 			signers := map[string]int{}
+			// Compressed trees: the images, concatenated in order, must
+			// hash as xz(1)'s output does, so every module is decoded to
+			// the bytes liblzma gives.
+			compressed := strings.HasSuffix(paths[0], ".xz")
+			images := sha256.New()
 			for _, p := range paths {
 				m, err := Inspect(p)
 				if err != nil {
 					t.Errorf("%v", err)
 					continue
+				}
+				if compressed {
+					b, err := os.ReadFile(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					img, err := decompress(nil, b, m.Compression)
+					if err != nil {
+						t.Fatal(err)
+					}
+					images.Write(img)
 				}
 				base := strings.SplitN(filepath.Base(p), ".ko", 2)[0]
 				if m.Name == "" || m.ThisModuleName == "" || m.NameMismatch || NormalizeName(m.Name) != NormalizeName(base) {
@@ -555,6 +571,23 @@ func TestInspectDebianTree(t *testing.T) {
 				signers[m.Signature.Signer+" "+m.Signature.KeyID]++
 			}
 			t.Logf("%d modules, signers %v", len(paths), signers)
+			if !compressed {
+				return
+			}
+			if _, err := exec.LookPath("xz"); err != nil {
+				t.Skip("needs xz(1) to cross-check the decoded images")
+			}
+			want := sha256.New()
+			for i := 0; i < len(paths); i += 500 {
+				cmd := exec.Command("xz", append([]string{"-dc", "--"}, paths[i:min(i+500, len(paths))]...)...)
+				cmd.Stdout = want
+				if err := cmd.Run(); err != nil {
+					t.Fatalf("xz -dc: %v", err)
+				}
+			}
+			if !bytes.Equal(images.Sum(nil), want.Sum(nil)) {
+				t.Errorf("the %d decoded images differ from xz -dc's", len(paths))
+			}
 		})
 	}
 }
@@ -563,7 +596,7 @@ func TestXZContainerLimits(t *testing.T) {
 	img := syntheticModule("x", "x")
 	z := compressAll(t, img)[CompressionXZ]
 	info, err := checkXZ(z)
-	if err != nil || info.size != uint64(len(img)) || info.dictOff <= xzHeaderSize {
+	if err != nil || info.size != uint64(len(img)) || len(info.blocks) != 1 || info.blocks[0].dictOff <= xzHeaderSize || info.blocks[0].dictSize == 0 {
 		t.Fatalf("checkXZ = %+v, %v; want size %d", info, err, len(img))
 	}
 	// withDict rewrites the LZMA2 dictionary byte of the first block and
@@ -759,6 +792,8 @@ func TestInspectToolCompressed(t *testing.T) {
 	}{
 		{"xz", CompressionXZ, "xz", []string{"--check=crc32", "--lzma2=dict=1MiB", "-c"}, ""},
 		{"xz-blocks-sha256", CompressionXZ, "xz", []string{"--check=sha256", "--block-size=4096", "-c"}, ""},
+		{"xz-crc64", CompressionXZ, "xz", []string{"--check=crc64", "-c"}, ""},
+		{"xz-nocheck", CompressionXZ, "xz", []string{"--check=none", "--lzma2=lc=0,lp=2,pb=0", "-c"}, ""},
 		{"xz-x86", CompressionXZ, "xz", []string{"--x86", "--lzma2=preset=6", "-c"}, "xz filter 0x4"},
 		{"zstd", CompressionZstd, "zstd", []string{"-T0", "-q", "-c"}, ""},
 		{"gzip", CompressionGzip, "gzip", []string{"-n", "-9", "-c"}, ""},

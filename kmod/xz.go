@@ -2,22 +2,26 @@ package kmod
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
+	"hash/crc64"
+	"sync"
 )
 
-// The xz container is checked before it is decoded, because the decoder
-// trusts it: a 30-byte stream can ask for a 4 GiB LZMA2 dictionary, which
-// the decoder allocates up front. checkXZ walks one stream from its footer
-// (stream footer -> index -> block headers) with every size bounded, and
-// returns the total uncompressed size that the index promises. Facts from
-// the .xz file format specification 1.1.0.
+// The xz container is checked before anything is decoded: checkXZ walks
+// one stream from its footer (stream footer -> index -> block headers)
+// with every size bounded and every CRC32 checked, and returns the total
+// uncompressed size that the index promises, which is then allocated once
+// and filled by decodeXZ block by block (lzma2.go). Facts from the .xz
+// file format specification 1.1.0.
 
 // maxXZDict bounds the LZMA2 dictionary of a block (and the zstd window):
 // xz -9 uses 64 MiB, and kernel modules are compressed with 1 or 2 MiB.
+// The flat decoder needs no dictionary of its own, but the kernel's
+// allocates one: a module that asks for more is refused as too large.
 const maxXZDict = 64 << 20
 
 // maxXZBlocks bounds the index; a module is one block (kmod and the kernel
@@ -53,18 +57,37 @@ func xzVarint(b []byte) (v uint64, n int, err error) {
 
 func pad4(n uint64) uint64 { return (n + 3) &^ 3 }
 
+func zeros(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// xzBlock is one block as the index and its header describe it.
+type xzBlock struct {
+	start    int    // offset of the block header in the file
+	hsize    int    // block header size
+	unpadded uint64 // header + compressed data + check, from the index
+	size     uint64 // uncompressed size, from the index
+	dictSize uint32 // LZMA2 dictionary size, from the header
+	dictOff  int    // offset of the LZMA2 dictionary byte in the file
+}
+
 // xzInfo is what checkXZ learns about a stream.
 type xzInfo struct {
 	// size is the uncompressed size the index declares.
-	size uint64
-	// dictOff is the offset in the file of the LZMA2 dictionary-size byte
-	// of a single-block stream, or 0 when there is none or several.
-	dictOff int
+	size      uint64
+	checkType byte
+	blocks    []xzBlock
 }
 
-// checkXZ validates the container of a single-stream .xz file and returns
-// what the index declares, or an error wrapping ErrTooLarge when the size
-// or a dictionary exceeds the limits.
+// checkXZ validates the container of a single-stream .xz file (its header,
+// footer, index and block headers, with their CRC32s) and returns what the
+// index declares, or an error wrapping ErrTooLarge when the size or a
+// dictionary exceeds the limits. The blocks' data is decodeXZ's.
 func checkXZ(b []byte) (xzInfo, error) {
 	var info xzInfo
 	n := uint64(len(b))
@@ -75,12 +98,23 @@ func checkXZ(b []byte) (xzInfo, error) {
 	if footer[10] != 'Y' || footer[11] != 'Z' {
 		return info, fmt.Errorf("%w: no stream footer at the end (trailing data or several streams)", errXZFormat)
 	}
+	if binary.LittleEndian.Uint32(b[8:]) != crc32.ChecksumIEEE(b[6:8]) {
+		return info, fmt.Errorf("%w: stream header CRC32 mismatch", errXZFormat)
+	}
+	if binary.LittleEndian.Uint32(footer) != crc32.ChecksumIEEE(footer[4:10]) {
+		return info, fmt.Errorf("%w: stream footer CRC32 mismatch", errXZFormat)
+	}
 	if footer[8] != b[6] || footer[9] != b[7] {
 		return info, fmt.Errorf("%w: stream header and footer flags differ", errXZFormat)
 	}
-	checkType := b[7] & 0x0f
+	info.checkType = b[7] & 0x0f
 	if b[6] != 0 || b[7]&0xf0 != 0 {
 		return info, fmt.Errorf("%w: reserved stream flags set", errXZFormat)
+	}
+	switch info.checkType {
+	case xzCheckNone, xzCheckCRC32, xzCheckCRC64, xzCheckSHA256:
+	default:
+		return info, fmt.Errorf("%w: integrity check type %d", errXZUnsupported, info.checkType)
 	}
 	indexSize := (uint64(binary.LittleEndian.Uint32(footer[4:])) + 1) * 4
 	if indexSize > n-2*xzHeaderSize {
@@ -91,17 +125,23 @@ func checkXZ(b []byte) (xzInfo, error) {
 	if index[0] != 0 {
 		return info, fmt.Errorf("%w: no index indicator", errXZFormat)
 	}
+	if binary.LittleEndian.Uint32(index[len(index)-4:]) != crc32.ChecksumIEEE(index[:len(index)-4]) {
+		return info, fmt.Errorf("%w: index CRC32 mismatch", errXZFormat)
+	}
+	index = index[:len(index)-4]
 	p := 1
 	count, k, err := xzVarint(index[p:])
 	if err != nil {
 		return info, err
 	}
 	p += k
-	if count > maxXZBlocks {
+	if count > maxXZBlocks || count > indexSize/2 {
 		return info, fmt.Errorf("%w: %d blocks", errXZFormat, count)
 	}
 	var total uint64
 	blockStart := uint64(xzHeaderSize)
+	info.blocks = make([]xzBlock, 0, count)
+	checkSize := xzCheckSize[info.checkType]
 	for i := uint64(0); i < count; i++ {
 		unpadded, k, err := xzVarint(index[p:])
 		if err != nil {
@@ -119,105 +159,142 @@ func checkXZ(b []byte) (xzInfo, error) {
 		if unpadded == 0 || unpadded > indexStart || pad4(unpadded) > indexStart-blockStart {
 			return info, fmt.Errorf("%w: block %d of %d bytes does not fit", errXZFormat, i, unpadded)
 		}
-		dictOff, err := checkXZBlockHeader(b[blockStart:indexStart], unpadded, xzCheckSize[checkType])
+		blk, err := checkXZBlockHeader(b[blockStart:blockStart+unpadded], size, checkSize)
 		if err != nil {
 			return info, fmt.Errorf("block %d: %w", i, err)
 		}
-		if count == 1 && dictOff > 0 {
-			info.dictOff = int(blockStart) + dictOff
-		}
+		blk.start, blk.unpadded, blk.size = int(blockStart), unpadded, size
+		blk.dictOff += int(blockStart)
+		info.blocks = append(info.blocks, blk)
 		blockStart += pad4(unpadded)
 	}
 	if blockStart != indexStart {
 		return info, fmt.Errorf("%w: blocks end at %d but the index starts at %d", errXZFormat, blockStart, indexStart)
 	}
+	// The index is a multiple of 4 bytes: what is left after the records
+	// is its padding, 0 to 3 zero bytes.
+	if pad := index[p:]; len(pad) > 3 || !zeros(pad) {
+		return info, fmt.Errorf("%w: index padding", errXZFormat)
+	}
 	info.size = total
 	return info, nil
 }
 
-// checkXZBlockHeader checks a block header's filters; only LZMA2's
-// dictionary size matters for memory. It returns the offset of the LZMA2
-// dictionary byte in b, or 0.
-func checkXZBlockHeader(b []byte, unpadded, checkSize uint64) (dictOff int, err error) {
+// checkXZBlockHeader checks a block header (b is the whole block, as long
+// as the index says): its CRC32, the sizes it may repeat, and its filter,
+// which must be LZMA2 alone with a dictionary within maxXZDict.
+func checkXZBlockHeader(b []byte, size, checkSize uint64) (blk xzBlock, err error) {
 	hsize := (uint64(b[0]) + 1) * 4
-	if b[0] == 0 || hsize > uint64(len(b)) || hsize+checkSize >= unpadded {
-		return 0, fmt.Errorf("%w: bad block header size", errXZFormat)
+	if b[0] == 0 || hsize+checkSize >= uint64(len(b)) {
+		return blk, fmt.Errorf("%w: bad block header size", errXZFormat)
+	}
+	blk.hsize = int(hsize)
+	if binary.LittleEndian.Uint32(b[hsize-4:]) != crc32.ChecksumIEEE(b[:hsize-4]) {
+		return blk, fmt.Errorf("%w: block header CRC32 mismatch", errXZFormat)
 	}
 	h := b[1 : hsize-4] // without the size byte and the CRC32
 	flags := h[0]
 	if flags&0x3c != 0 {
-		return 0, fmt.Errorf("%w: reserved block flags set", errXZFormat)
+		return blk, fmt.Errorf("%w: reserved block flags set", errXZFormat)
 	}
 	p := 1
-	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} { // compressed, uncompressed size
-		if present {
-			_, k, err := xzVarint(h[p:])
-			if err != nil {
-				return 0, err
-			}
-			p += k
+	for i, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} {
+		if !present {
+			continue
 		}
-	}
-	for f := 0; f <= int(flags&3); f++ {
-		id, k, err := xzVarint(h[p:])
+		v, k, err := xzVarint(h[p:])
 		if err != nil {
-			return 0, err
+			return blk, err
 		}
 		p += k
-		psize, k, err := xzVarint(h[p:])
-		if err != nil {
-			return 0, err
-		}
-		p += k
-		if psize > uint64(len(h)-p) {
-			return 0, fmt.Errorf("%w: filter properties do not fit", errXZFormat)
-		}
-		propsAt := 1 + p // h starts at b[1]
-		props := h[p : p+int(psize)]
-		p += int(psize)
-		if id != xzFilterLZMA2 {
-			// The kernel build and kmod compress with LZMA2 alone; the
-			// decoder has no branch-conversion (BCJ) or delta filters.
-			return 0, fmt.Errorf("%w: xz filter %#x (only LZMA2 alone, as the kernel build uses)", errXZUnsupported, id)
-		}
-		if id == xzFilterLZMA2 {
-			dictOff = propsAt
-			if len(props) != 1 || props[0] > 40 {
-				return 0, fmt.Errorf("%w: bad LZMA2 properties", errXZFormat)
-			}
-			if dict := xzDictSize(props[0]); dict > maxXZDict {
-				return 0, fmt.Errorf("%w: LZMA2 dictionary of %d bytes, the limit is %d", ErrTooLarge, xzDictSize(props[0]), maxXZDict)
-			}
+		// The compressed size is the block less header and check.
+		if want := [2]uint64{uint64(len(b)) - hsize - checkSize, size}[i]; v != want {
+			return blk, fmt.Errorf("%w: block header and index disagree on a size", errXZFormat)
 		}
 	}
-	return dictOff, nil
+	if flags&3 != 0 {
+		// The kernel build and kmod compress with LZMA2 alone; the decoder
+		// has no branch-conversion (BCJ) or delta filters.
+		id, _, _ := xzVarint(h[p:])
+		return blk, fmt.Errorf("%w: xz filter %#x and %d more (only LZMA2 alone, as the kernel build uses)", errXZUnsupported, id, flags&3)
+	}
+	id, k, err := xzVarint(h[p:])
+	if err != nil {
+		return blk, err
+	}
+	p += k
+	if id != xzFilterLZMA2 {
+		return blk, fmt.Errorf("%w: xz filter %#x (only LZMA2 alone, as the kernel build uses)", errXZUnsupported, id)
+	}
+	psize, k, err := xzVarint(h[p:])
+	if err != nil {
+		return blk, err
+	}
+	p += k
+	if psize != 1 || p >= len(h) || h[p] > 40 {
+		return blk, fmt.Errorf("%w: bad LZMA2 properties", errXZFormat)
+	}
+	blk.dictOff = 1 + p // h starts at b[1]
+	dict := xzDictSize(h[p])
+	if dict > maxXZDict {
+		return blk, fmt.Errorf("%w: LZMA2 dictionary of %d bytes, the limit is %d", ErrTooLarge, dict, maxXZDict)
+	}
+	blk.dictSize = uint32(dict)
+	if !zeros(h[p+1:]) {
+		return blk, fmt.Errorf("%w: block header padding", errXZFormat)
+	}
+	return blk, nil
 }
 
-// shrinkXZDict returns a reader over b in which the dictionary of a
-// single-block stream is cut down to the uncompressed size. The decoder
-// allocates and clears the whole dictionary up front (1 or 2 MiB for a
-// kernel module, often 50 times the module), yet no match can reach
-// further back than the bytes already produced. Only the block header is
-// copied and its CRC32 recomputed; the data, the index and the checks are
-// untouched. A stream that lies about its size still fails: either a match
-// reaches past the smaller window or the index check does.
-func shrinkXZDict(b []byte, info xzInfo) io.Reader {
-	if info.dictOff == 0 {
-		return bytes.NewReader(b)
+// decodeXZ decodes the blocks checkXZ found into dst, whose length must be
+// info.size, and verifies each block's padding and integrity check.
+func decodeXZ(dst, b []byte, info xzInfo) error {
+	checkSize := int(xzCheckSize[info.checkType])
+	at := 0
+	for i, blk := range info.blocks {
+		out := dst[at : at+int(blk.size)]
+		at += int(blk.size)
+		// header | compressed data | padding to 4 | check
+		dataEnd := blk.start + int(blk.unpadded) - checkSize
+		data := b[blk.start+blk.hsize : dataEnd]
+		if err := decodeLZMA2(out, data, blk.dictSize); err != nil {
+			return fmt.Errorf("block %d: %w", i, err)
+		}
+		checkAt := blk.start + int(pad4(uint64(dataEnd-blk.start)))
+		if !zeros(b[dataEnd:checkAt]) {
+			return fmt.Errorf("block %d: %w: block padding", i, errXZFormat)
+		}
+		check := b[checkAt : checkAt+checkSize]
+		if !xzCheck(info.checkType, out, check) {
+			return fmt.Errorf("block %d: %w: integrity check mismatch", i, errXZFormat)
+		}
 	}
-	const hdr = xzHeaderSize // the single block starts after the stream header
-	bits := byte(0)          // 4 KiB, the LZMA2 minimum
-	for xzDictSize(bits) < info.size {
-		bits++
+	return nil
+}
+
+const (
+	xzCheckNone   = 0
+	xzCheckCRC32  = 1
+	xzCheckCRC64  = 4
+	xzCheckSHA256 = 10
+)
+
+var crc64Table = sync.OnceValue(func() *crc64.Table { return crc64.MakeTable(crc64.ECMA) })
+
+// xzCheck verifies a block's integrity check over its uncompressed data.
+func xzCheck(typ byte, data, want []byte) bool {
+	switch typ {
+	case xzCheckNone:
+		return true
+	case xzCheckCRC32:
+		return binary.LittleEndian.Uint32(want) == crc32.ChecksumIEEE(data)
+	case xzCheckCRC64:
+		return binary.LittleEndian.Uint64(want) == crc64.Checksum(data, crc64Table())
+	case xzCheckSHA256:
+		sum := sha256.Sum256(data)
+		return bytes.Equal(want, sum[:])
 	}
-	if bits >= b[info.dictOff] {
-		return bytes.NewReader(b)
-	}
-	hsize := (int(b[hdr]) + 1) * 4
-	h := bytes.Clone(b[hdr : hdr+hsize])
-	h[info.dictOff-hdr] = bits
-	binary.LittleEndian.PutUint32(h[hsize-4:], crc32.ChecksumIEEE(h[:hsize-4]))
-	return io.MultiReader(bytes.NewReader(b[:hdr]), bytes.NewReader(h), bytes.NewReader(b[hdr+hsize:]))
+	return false
 }
 
 // xzDictSize decodes an LZMA2 dictionary-size byte (0..40).
