@@ -2,11 +2,14 @@ package kmod
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,69 +35,135 @@ func treeFiles(b *testing.B, s debkernel.Series) (paths []string, total int64) {
 	return paths, total
 }
 
-// BenchmarkInspectTree times Inspect over a whole Debian modules tree on one
-// goroutine, interleaved round by round with sha256sum(1) over the same
-// files (and, for the xz-compressed 6.12 tree, with xz -dc piped into a
-// hash: the floor for anything that must see the decompressed image), and
-// reports the ratios. `kmodguard allowlist init` is Inspect in a loop:
-// target inspect/sha256sum <= 1 on the plain 6.1 tree.
+// zstdTree recompresses up to n modules of the plain 6.1 tree with zstd(1)
+// at the level the kernel's scripts/Makefile.modinst uses (its default),
+// into dir: Ubuntu and Fedora ship .ko.zst, Debian does not.
+func zstdTree(b *testing.B, n int, dir string) (paths []string, total int64) {
+	b.Helper()
+	if _, err := exec.LookPath("zstd"); err != nil {
+		b.Skip("needs zstd(1)")
+	}
+	plain, _ := treeFiles(b, debkernel.Series61)
+	for i, p := range plain[:min(n, len(plain))] {
+		out := filepath.Join(dir, fmt.Sprintf("%04d-%s.zst", i, filepath.Base(p)))
+		if err := exec.Command("zstd", "-q", "-T0", "-o", out, p).Run(); err != nil {
+			b.Fatalf("zstd %s: %v", p, err)
+		}
+		fi, err := os.Stat(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		paths = append(paths, out)
+		total += fi.Size()
+	}
+	return paths, total
+}
+
+// BenchmarkInspectTree times Inspect over a whole Debian modules tree,
+// interleaved round by round with the tools over the same files: on the
+// plain 6.1 tree, sha256sum(1); on the .ko.xz trees (6.12, 7.2), xz -dc
+// piped into a SHA-256 (the floor for anything that must see the
+// decompressed image); on 6.1 recompressed with zstd (6.1-zst), zstd -dc.
+// First on one goroutine against one tool process at a time, then on every
+// core (a goroutine per CPU against as many processes, xargs -P style).
+// `kmodguard allowlist init` is Inspect in a loop on every core. Targets:
+// inspect/sha256sum <= 1 on the plain tree, inspect/<tool> <= 1 on the
+// compressed ones, both ways.
 func BenchmarkInspectTree(b *testing.B) {
+	var trees []string
 	for _, s := range debkernel.AllSeries {
-		b.Run(string(s), func(b *testing.B) {
-			paths, total := treeFiles(b, s)
-			if _, err := exec.LookPath("sha256sum"); err != nil {
-				b.Skip("needs sha256sum(1)")
+		trees = append(trees, string(s))
+	}
+	for _, name := range append(trees, "6.1-zst") {
+		b.Run(name, func(b *testing.B) {
+			var paths []string
+			var total int64
+			if name == "6.1-zst" {
+				paths, total = zstdTree(b, 1000, b.TempDir())
+			} else {
+				paths, total = treeFiles(b, debkernel.Series(name))
 			}
-			compressed := strings.HasSuffix(paths[0], ".xz")
-			if _, err := exec.LookPath("xz"); compressed && err != nil {
-				b.Skip("needs xz(1)")
+			tool, args := "sha256sum", []string(nil)
+			switch {
+			case strings.HasSuffix(paths[0], ".xz"):
+				tool, args = "xz", []string{"-dc", "--"}
+			case strings.HasSuffix(paths[0], ".zst"):
+				tool, args = "zstd", []string{"-dcq", "--"}
 			}
-			inspect := func() {
-				for _, p := range paths {
-					if _, err := Inspect(p); err != nil {
-						b.Fatal(err)
-					}
+			if _, err := exec.LookPath(tool); err != nil {
+				b.Skipf("needs %s(1)", tool)
+			}
+			cpus := runtime.GOMAXPROCS(0)
+			// shares splits the files in n interleaved shares.
+			shares := func(n int) [][]string {
+				s := make([][]string, n)
+				for i, p := range paths {
+					s[i%n] = append(s[i%n], p)
 				}
+				return s
 			}
-			// batches runs a command over the files, 1000 per process as
-			// xargs would, with stdout into w.
-			batches := func(w io.Writer, name string, args ...string) {
-				for i := 0; i < len(paths); i += 1000 {
-					cmd := exec.Command(name, append(args, paths[i:min(i+1000, len(paths))]...)...)
-					cmd.Stdout = w
-					if err := cmd.Run(); err != nil {
-						b.Fatal(err)
-					}
+			inspect := func(workers int) {
+				var wg sync.WaitGroup
+				for _, share := range shares(workers) {
+					wg.Go(func() {
+						for _, p := range share {
+							if _, err := Inspect(p); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
 				}
+				wg.Wait()
 			}
-			timed := func(f func()) time.Duration {
+			// run runs the tool over the files in procs parallel streams,
+			// 1000 files per process as xargs would; the decompressors'
+			// output goes into a SHA-256, sha256sum's is discarded.
+			run := func(procs int) {
+				var wg sync.WaitGroup
+				for _, share := range shares(procs) {
+					wg.Go(func() {
+						var w io.Writer = io.Discard
+						if tool != "sha256sum" {
+							w = sha256.New()
+						}
+						for i := 0; i < len(share); i += 1000 {
+							cmd := exec.Command(tool, append(args, share[i:min(i+1000, len(share))]...)...)
+							cmd.Stdout = w
+							if err := cmd.Run(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+			}
+			timed := func(f func(int), n int) time.Duration {
 				start := time.Now()
-				f()
+				f(n)
 				return time.Since(start)
 			}
 			// Warm the page cache.
-			batches(io.Discard, "sha256sum")
-			inspect()
+			run(cpus)
+			inspect(cpus)
 
-			var tInspect, tSum, tXZ time.Duration
+			var tInspect, tTool, tInspectAll, tToolAll time.Duration
 			b.SetBytes(total)
 			b.ResetTimer()
 			for b.Loop() {
-				tSum += timed(func() { batches(io.Discard, "sha256sum") })
-				tInspect += timed(inspect)
-				if compressed {
-					tXZ += timed(func() { batches(sha256.New(), "xz", "-dc") })
-				}
+				tTool += timed(run, 1)
+				tInspect += timed(inspect, 1)
+				tToolAll += timed(run, cpus)
+				tInspectAll += timed(inspect, cpus)
 			}
 			n := float64(b.N)
+			short := map[string]string{"sha256sum": "sha256sum", "xz": "xz-dc", "zstd": "zstd-dc"}[tool]
 			b.ReportMetric(float64(len(paths)), "modules")
 			b.ReportMetric(tInspect.Seconds()/n, "inspect-s/op")
-			b.ReportMetric(tSum.Seconds()/n, "sha256sum-s/op")
-			b.ReportMetric(tInspect.Seconds()/tSum.Seconds(), "inspect/sha256sum")
-			if compressed {
-				b.ReportMetric(tXZ.Seconds()/n, "xz-dc-s/op")
-				b.ReportMetric(tInspect.Seconds()/tXZ.Seconds(), "inspect/xz-dc")
-			}
+			b.ReportMetric(tTool.Seconds()/n, short+"-s/op")
+			b.ReportMetric(tInspect.Seconds()/tTool.Seconds(), "inspect/"+short)
+			b.ReportMetric(tInspectAll.Seconds()/tToolAll.Seconds(), fmt.Sprintf("inspect/%s-%dcpu", short, cpus))
 		})
 	}
 }
@@ -128,4 +197,32 @@ func BenchmarkParseNames(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDecompressTree is the decompressor alone: every .ko.xz of the
+// 6.12 tree, read into memory first, decoded on one goroutine.
+func BenchmarkDecompressTree(b *testing.B) {
+	paths, total := treeFiles(b, debkernel.Series612)
+	files := make([][]byte, len(paths))
+	for i, p := range paths {
+		var err error
+		if files[i], err = os.ReadFile(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var out []byte
+	var produced int64
+	b.SetBytes(total)
+	for b.Loop() {
+		produced = 0
+		for _, f := range files {
+			img, err := decompress(out, f, detectCompression(f))
+			if err != nil {
+				b.Fatal(err)
+			}
+			produced += int64(len(img))
+			out = img[:0]
+		}
+	}
+	b.ReportMetric(float64(produced)/1e6/(b.Elapsed().Seconds()/float64(b.N)), "image-MB/s")
 }

@@ -80,6 +80,16 @@ func (rc *rangeDecoder) fill() {
 	rc.code = rc.code<<8 | uint32(b)
 }
 
+// adapt moves a probability towards the bit just decoded, without a
+// branch: mask is 0 after a 0 (p += (2048-p)>>5) and all ones after a 1
+// (p -= p>>5). With an arithmetic shift both are p - (p-t)>>5, t being
+// 2048-31 for a 0 (the 31 turns the shift's floor into the ceiling the
+// first form needs) and 0 for a 1.
+func adapt(p uint16, mask uint32) uint16 {
+	v := int32(p)
+	return uint16(v - (v-int32((1<<rcModelBits-(1<<rcMoveBits-1))&^mask))>>rcMoveBits)
+}
+
 // bit decodes one bit with the adaptive probability *p.
 func (rc *rangeDecoder) bit(p *uint16) uint32 {
 	if rc.rng < rcTopValue {
@@ -188,15 +198,13 @@ func (rc *rangeDecoder) literal(probs *[lzmaLitSize]uint16, matched bool, match 
 			p := &probs[0x100+matchBit<<8+sym]
 			bound := (rng >> rcModelBits) * uint32(*p)
 			var b uint32
-			if code < bound {
-				rng = bound
-				*p += (1<<rcModelBits - *p) >> rcMoveBits
-			} else {
-				rng -= bound
-				code -= bound
-				*p -= *p >> rcMoveBits
+			if code >= bound {
 				b = 1
 			}
+			mask := -b
+			rng = bound ^ (bound^(rng-bound))&mask
+			code -= bound & mask
+			*p = adapt(*p, mask)
 			sym = sym<<1 | b
 			if b != matchBit {
 				break
@@ -215,16 +223,15 @@ func (rc *rangeDecoder) literal(probs *[lzmaLitSize]uint16, matched bool, match 
 		}
 		p := &probs[sym&0xff]
 		bound := (rng >> rcModelBits) * uint32(*p)
-		if code < bound {
-			rng = bound
-			*p += (1<<rcModelBits - *p) >> rcMoveBits
-			sym <<= 1
-		} else {
-			rng -= bound
-			code -= bound
-			*p -= *p >> rcMoveBits
-			sym = sym<<1 | 1
+		var b uint32
+		if code >= bound {
+			b = 1
 		}
+		mask := -b
+		rng = bound ^ (bound^(rng-bound))&mask
+		code -= bound & mask
+		*p = adapt(*p, mask)
+		sym = sym<<1 | b
 	}
 	rc.pos, rc.rng, rc.code = pos, rng, code
 	return byte(sym)
@@ -344,7 +351,7 @@ func (s *lzmaState) decodeChunk(rc *rangeDecoder, out []byte, pos, end, dictStar
 		if rc.rng < rcTopValue {
 			rc.fill()
 		}
-		p := &s.isMatch[state%lzmaStates][posState]
+		p := &s.isMatch[state][posState]
 		bound := (rc.rng >> rcModelBits) * uint32(*p)
 		if rc.code < bound {
 			rc.rng = bound

@@ -26,9 +26,9 @@ only() { grep -E "${1:-^(Benchmark|ok|FAIL|---)}"; }
 # ours/sha256sum <= 1.0.
 echo "== allowlist init over the Debian 6.1 tree vs find | xargs sha256sum =="
 step "allowlist init" go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodguard
-echo "== kmod.Inspect on one goroutine over the Debian 6.1 (.ko) and 6.12 (.ko.xz) trees vs sha256sum and xz -dc =="
-echo "   (rounds interleaved; target inspect/sha256sum <= 1.0 on the plain tree)"
-inspect_tree() { go test -run '^$' -bench '^BenchmarkInspectTree$' -benchtime 3x ./kmod | only; }
+echo "== kmod.Inspect over the Debian 6.1 (.ko), 6.12 and 7.2 (.ko.xz) trees and 6.1 recompressed with zstd, vs sha256sum, xz -dc, zstd -dc =="
+echo "   (rounds interleaved; one goroutine vs one process, then every core vs as many; target <= 1.0 each)"
+inspect_tree() { go test -run '^$' -bench '^(BenchmarkInspectTree|BenchmarkDecompressTree)$' -benchtime 3x ./kmod | only; }
 step "kmod.Inspect trees" inspect_tree
 echo "== allowlist Match (O(1): same cost for 4 and 4000 entries) =="
 step "allowlist Match" go test -run '^$' -bench '^BenchmarkMatch$' -benchmem ./allowlist
