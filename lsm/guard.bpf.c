@@ -37,13 +37,12 @@
 #define KG_SCRATCH_SLOTS 8
 #include "sha256.h"
 #include "elf.h"
+#include "decide.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* The running kernel's value of an enumerator (CO-RE enum value relocation). */
 #define kg_enum_value(type, name) __builtin_preserve_enum_value(*(typeof(type) *)name, 1)
-
-#define KG_NAME_LEN 56 /* MODULE_NAME_LEN on 64-bit */
 
 /* What a decision event is about. */
 enum kg_op {
@@ -55,62 +54,6 @@ enum kg_op {
 	KG_OP_UMOUNT = 6,
 	KG_OP_KEXEC = 7,
 	KG_OP_MOUNT = 8,
-};
-
-enum kg_verdict {
-	KG_VERDICT_ALLOWED = 1,
-	KG_VERDICT_BLOCKED = 2,
-	KG_VERDICT_AUDIT = 3, /* not allowed, let through in audit mode */
-};
-
-/* Why. User space turns these into words (reasons in lsm/decision.go). */
-enum kg_reason {
-	KG_REASON_DIGEST = 1,          /* digest listed, both names equal the entry */
-	KG_REASON_NAME = 2,            /* entry without digests, both names equal it */
-	KG_REASON_COMPRESSED_DIGEST = 3, /* compressed file, its digest is listed */
-	KG_REASON_NOT_LISTED = 4,      /* neither the digest nor the name is listed */
-	KG_REASON_NAME_DIFFERS = 5,    /* digest listed under another name */
-	KG_REASON_NAME_MISMATCH = 6,   /* .modinfo name != this_module name */
-	KG_REASON_BAD_ELF = 7,         /* not both names could be parsed */
-	KG_REASON_COMPRESSED = 8,      /* compressed file whose digest is not listed */
-	KG_REASON_NO_CONTENTS = 9,     /* a load the kernel gives us no buffer for */
-	KG_REASON_HASH_FAILED = 10,    /* digest could not be computed */
-	KG_REASON_NO_POLICY = 11,      /* no allowlist installed */
-	KG_REASON_SEALED = 12,         /* seal refusal; op and object say what */
-	KG_REASON_BUSY = 13,           /* another decision holds this CPU's scratch */
-};
-
-/* Flags of a decision event. */
-#define KG_F_COMPRESSED (1U << 0)  /* buffer is not an ELF (xz, zstd, gzip) */
-#define KG_F_NAMES (1U << 1)       /* name and this_name were parsed */
-#define KG_F_MISMATCH (1U << 2)    /* the two names differ */
-#define KG_F_DIGEST (1U << 3)      /* digest holds the image's SHA-256 */
-#define KG_F_SEALED (1U << 4)      /* the guard was sealed */
-
-/* Kinds of policy keys. */
-#define KG_KEY_META 0
-#define KG_KEY_DIGEST 1
-#define KG_KEY_NAME 2
-
-#define KG_MODE_ENFORCE 0
-#define KG_MODE_AUDIT 1
-
-/* A key of the policy map: the meta record, a digest, or an entry's folded name. */
-struct kg_policy_key {
-	__u32 kind;
-	__u8 data[KG_NAME_LEN];
-};
-
-/*
- * A value of the policy map. For a digest or a name, the entry it admits
- * (its folded name and its index in the allowlist). For the meta key, the
- * mode and the generation of the allowlist.
- */
-struct kg_policy_val {
-	char name[KG_NAME_LEN];
-	__u32 index;
-	__u32 mode;
-	__u64 generation;
 };
 
 /*
@@ -159,29 +102,6 @@ struct kg_protect_key {
 	__u64 id;
 };
 
-/* One decision, sent to user space through kg_events. */
-struct kg_event {
-	__u64 ts_boot; /* bpf_ktime_get_boot_ns */
-	__u64 size;
-	__u64 generation;
-	__u64 object; /* seal refusals: map or link id, inode, bpf cmd */
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__s32 ret;
-	__u32 flags;
-	__u16 op;
-	__u8 verdict;
-	__u8 reason;
-	__u8 digest[32];
-	__u32 elf_status; /* enum kg_elf_status of the name parse */
-	__u32 _pad;
-	char name[KG_ELF_NAME_MAX];      /* .modinfo name= */
-	char this_name[KG_ELF_NAME_MAX]; /* struct module.name */
-	char entry[KG_NAME_LEN];         /* the entry that matched */
-	char comm[16];
-};
-
 /*
  * The maps the programs only read are created BPF_F_RDONLY_PROG: the
  * verifier then refuses a program write to them by any path, including an
@@ -189,27 +109,6 @@ struct kg_event {
  * seal only sees the maps a program names directly). User space still
  * writes them through its fds until the seal.
  */
-
-/*
- * Policy inner maps: kg_policy_key -> kg_policy_val (template only). Every
- * map swapped into kg_policy is created from this spec, so it has the same
- * flags (map-in-map insertion requires it).
- */
-struct kg_policy_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_RDONLY_PROG);
-	__uint(max_entries, 1);
-	__type(key, struct kg_policy_key);
-	__type(value, struct kg_policy_val);
-} kg_policy_inner SEC(".maps");
-
-/* Slot 0 -> the policy in force (a kg_policy_inner-shaped hash map). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct kg_policy_inner);
-} kg_policy SEC(".maps");
 
 /* 0 -> seal state. */
 struct {
@@ -400,152 +299,19 @@ static __always_inline int refuse(__u16 op, __u64 object)
 }
 
 /*
- * name_eq compares two NUL-padded names over n bytes, exactly. Parsed names
- * have KG_ELF_NAME_MAX bytes, entry names KG_NAME_LEN. Entry names come
- * folded from user space ('-' written as '_', as modprobe takes them); the
- * names in an image are compared as the kernel registers them: kbuild never
- * leaves a '-' in them, and a module calling itself "nf-tables" would load
- * beside nf_tables, so it matches no entry.
- */
-static __always_inline bool name_eq(const char *a, const char *b, const int n)
-{
-	for (int i = 0; i < n; i++) {
-		if (a[i] != b[i])
-			return false;
-		if (!a[i])
-			return true;
-	}
-	return true;
-}
-
-static __always_inline bool is_elf(const char *buf)
-{
-	__u32 magic = 0;
-
-	bpf_probe_read_kernel(&magic, sizeof(magic), buf);
-	return magic == 0x464c457f; /* "\x7fELF" little-endian */
-}
-
-/*
  * decide fills e with the verdict for one module image in the kernel buffer
- * buf of size bytes, and returns the hook's result.
+ * buf of size bytes, and returns the hook's result. The judgement itself is
+ * decide.h's, which lsm/bpftest runs with BPF_PROG_TEST_RUN against
+ * allowlist.Match.
  */
 static __always_inline int decide(struct kg_event *e, const char *buf, __u64 size, __u32 slot)
 {
-	struct kg_policy_key key = {};
-	struct kg_policy_val *ent, *meta;
 	__u32 zero = 0;
-	void *policy;
-	bool audit = false;
 
-	e->size = size;
 	if (sealed())
 		e->flags |= KG_F_SEALED;
-
-	if (kg_sha256(buf, size, e->digest, slot) == 0)
-		e->flags |= KG_F_DIGEST;
-
-	if (!is_elf(buf)) {
-		e->flags |= KG_F_COMPRESSED;
-	} else {
-		struct kg_elf_names *n = bpf_map_lookup_elem(&kg_names, &slot);
-
-		if (!n) {
-			e->elf_status = KG_ELF_NO_SCRATCH;
-		} else {
-			e->elf_status = kg_elf_names(buf, size, n, slot);
-			__builtin_memcpy(e->name, n->modinfo_name, sizeof(e->name));
-			__builtin_memcpy(e->this_name, n->this_module_name, sizeof(e->this_name));
-			/* Only both names count, as in allowlist.Match. */
-			if (e->elf_status == KG_ELF_OK) {
-				e->flags |= KG_F_NAMES;
-				if (!name_eq(e->name, e->this_name, KG_ELF_NAME_MAX))
-					e->flags |= KG_F_MISMATCH;
-			}
-		}
-	}
-
-	policy = bpf_map_lookup_elem(&kg_policy, &zero);
-	if (!policy) {
-		e->reason = KG_REASON_NO_POLICY;
-		goto deny;
-	}
-	key.kind = KG_KEY_META;
-	meta = bpf_map_lookup_elem(policy, &key);
-	if (!meta) {
-		e->reason = KG_REASON_NO_POLICY;
-		goto deny;
-	}
-	audit = meta->mode == KG_MODE_AUDIT;
-	e->generation = meta->generation;
-
-	if (!(e->flags & KG_F_DIGEST)) {
-		e->reason = KG_REASON_HASH_FAILED;
-		goto deny;
-	}
-
-	key.kind = KG_KEY_DIGEST;
-	__builtin_memcpy(key.data, e->digest, sizeof(e->digest));
-	ent = bpf_map_lookup_elem(policy, &key);
-	if (ent) {
-		__builtin_memcpy(e->entry, ent->name, sizeof(e->entry));
-		if (e->flags & KG_F_COMPRESSED) {
-			/* No names in compressed bytes: the digest binds the entry. */
-			e->reason = KG_REASON_COMPRESSED_DIGEST;
-			goto allow;
-		}
-		if (!(e->flags & KG_F_NAMES)) {
-			e->reason = KG_REASON_BAD_ELF;
-			goto deny;
-		}
-		if (e->flags & KG_F_MISMATCH) {
-			e->reason = KG_REASON_NAME_MISMATCH;
-			goto deny;
-		}
-		if (!name_eq(e->name, ent->name, KG_NAME_LEN)) {
-			e->reason = KG_REASON_NAME_DIFFERS;
-			goto deny;
-		}
-		e->reason = KG_REASON_DIGEST;
-		goto allow;
-	}
-
-	if (e->flags & KG_F_COMPRESSED) {
-		e->reason = KG_REASON_COMPRESSED;
-		goto deny;
-	}
-	if (!(e->flags & KG_F_NAMES)) {
-		e->reason = KG_REASON_BAD_ELF;
-		goto deny;
-	}
-	if (e->flags & KG_F_MISMATCH) {
-		e->reason = KG_REASON_NAME_MISMATCH;
-		goto deny;
-	}
-	/* Name-only entries: the entry's folded name is the key, and the
-	 * image's name is looked up as it is (see name_eq). */
-	__builtin_memset(key.data, 0, sizeof(key.data));
-	key.kind = KG_KEY_NAME;
-	for (int i = 0; i < KG_NAME_LEN; i++) {
-		char c = e->name[i];
-
-		if (!c)
-			break;
-		key.data[i] = c;
-	}
-	ent = bpf_map_lookup_elem(policy, &key);
-	if (ent) {
-		__builtin_memcpy(e->entry, ent->name, sizeof(e->entry));
-		e->reason = KG_REASON_NAME;
-		goto allow;
-	}
-	e->reason = KG_REASON_NOT_LISTED;
-
-deny:
-	e->verdict = audit ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
-	return emit(e);
-allow:
-	e->verdict = KG_VERDICT_ALLOWED;
+	kg_measure(e, buf, size, bpf_map_lookup_elem(&kg_names, &slot), slot);
+	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));
 	return emit(e);
 }
 

@@ -152,3 +152,11 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 	}
 	return m, n, nil
 }
+
+// NewMap creates the map the guard would swap in for p, for code that runs
+// the guard's judgement (decide.h) under its own kg_policy, such as the
+// BPF_PROG_TEST_RUN tests in lsm/bpftest. The caller closes it.
+func (p *Policy) NewMap() (*ebpf.Map, error) {
+	m, _, err := p.build()
+	return m, err
+}

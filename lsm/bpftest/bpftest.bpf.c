@@ -4,11 +4,13 @@
  * bpftest.bpf.c: test-only raw_tp programs around the guard's shared
  * headers, run from Go with BPF_PROG_TEST_RUN (lsm/bpftest). Each program
  * takes its input from kg_test_input and its length from the first raw_tp
- * argument, and writes its answer to kg_test_out.
+ * argument, and writes its answer to kg_test_out (test_decide: to
+ * kg_test_event).
  */
 #include "kg_bpf.h"
 #include "sha256.h"
 #include "elf.h"
+#include "decide.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -90,5 +92,41 @@ int test_elf_names(struct bpf_raw_tracepoint_args *ctx)
 	if (!res || !addr)
 		return 1;
 	res->ret = kg_elf_names((const void *)addr, ctx->args[0], &res->names, 0);
+	return 0;
+}
+
+/* kg_test_event: 0 -> test_decide's decision record (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_event);
+} kg_test_event SEC(".maps");
+
+/* kg_test_names: 0 -> test_decide's names scratch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kg_elf_names);
+} kg_test_names SEC(".maps");
+
+/*
+ * test_decide: kg_test_event = the guard's decision on the image
+ * input[:args[0]] under the policy in kg_policy slot 0 (none when empty),
+ * as guard.bpf.c's decide() makes it: kg_measure, then kg_judge.
+ */
+SEC("raw_tp")
+int test_decide(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_event *e = bpf_map_lookup_elem(&kg_test_event, &zero);
+	__u64 addr = input_addr();
+
+	if (!e || !addr)
+		return 1;
+	__builtin_memset(e, 0, sizeof(*e));
+	kg_measure(e, (const char *)addr, ctx->args[0], bpf_map_lookup_elem(&kg_test_names, &zero), 0);
+	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));
 	return 0;
 }

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpftestKgElfNames struct {
+	_              structs.HostLayout
+	ModinfoName    [64]int8
+	ThisModuleName [64]int8
+	Flags          uint32
+	Shnum          uint32
+}
+
 type bpftestKgElfScratch struct {
 	_       structs.HostLayout
 	Buf     uint64
@@ -54,14 +62,8 @@ type bpftestKgElfScratch struct {
 		ShEntsize   uint64
 	}
 	Tmp   [256]uint8
-	Names struct {
-		_              structs.HostLayout
-		ModinfoName    [64]int8
-		ThisModuleName [64]int8
-		Flags          uint32
-		Shnum          uint32
-	}
-	Busy uint64
+	Names bpftestKgElfNames
+	Busy  uint64
 }
 
 type bpftestKgElfStatus uint32
@@ -83,6 +85,43 @@ const (
 	bpftestKgElfStatusKG_ELF_BUSY              bpftestKgElfStatus = 19
 )
 
+type bpftestKgEvent struct {
+	_          structs.HostLayout
+	TsBoot     uint64
+	Size       uint64
+	Generation uint64
+	Object     uint64
+	Pid        uint32
+	Tid        uint32
+	Uid        uint32
+	Ret        int32
+	Flags      uint32
+	Op         uint16
+	Verdict    uint8
+	Reason     uint8
+	Digest     [32]uint8
+	ElfStatus  uint32
+	Pad        uint32
+	Name       [64]int8
+	ThisName   [64]int8
+	Entry      [56]int8
+	Comm       [16]int8
+}
+
+type bpftestKgPolicyKey struct {
+	_    structs.HostLayout
+	Kind uint32
+	Data [56]uint8
+}
+
+type bpftestKgPolicyVal struct {
+	_          structs.HostLayout
+	Name       [56]int8
+	Index      uint32
+	Mode       uint32
+	Generation uint64
+}
+
 type bpftestKgSha256Scratch struct {
 	_     structs.HostLayout
 	H     [8]uint32
@@ -102,13 +141,7 @@ type bpftestKgTestResult struct {
 	_      structs.HostLayout
 	Ret    int64
 	Digest [32]uint8
-	Names  struct {
-		_              structs.HostLayout
-		ModinfoName    [64]int8
-		ThisModuleName [64]int8
-		Flags          uint32
-		Shnum          uint32
-	}
+	Names  bpftestKgElfNames
 }
 
 // Names of all BPF objects in the ELF.
@@ -116,9 +149,14 @@ type bpftestKgTestResult struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	bpftestMapKgElfScratch    = "kg_elf_scratch"
+	bpftestMapKgPolicy        = "kg_policy"
+	bpftestMapKgPolicyInner   = "kg_policy_inner"
 	bpftestMapKgSha256Scratch = "kg_sha256_scratch"
+	bpftestMapKgTestEvent     = "kg_test_event"
 	bpftestMapKgTestInput     = "kg_test_input"
+	bpftestMapKgTestNames     = "kg_test_names"
 	bpftestMapKgTestOut       = "kg_test_out"
+	bpftestProgTestDecide     = "test_decide"
 	bpftestProgTestElfNames   = "test_elf_names"
 	bpftestProgTestSha256     = "test_sha256"
 )
@@ -165,6 +203,7 @@ type bpftestSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpftestProgramSpecs struct {
+	TestDecide   *ebpf.ProgramSpec `ebpf:"test_decide"`
 	TestElfNames *ebpf.ProgramSpec `ebpf:"test_elf_names"`
 	TestSha256   *ebpf.ProgramSpec `ebpf:"test_sha256"`
 }
@@ -174,8 +213,12 @@ type bpftestProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpftestMapSpecs struct {
 	KgElfScratch    *ebpf.MapSpec `ebpf:"kg_elf_scratch"`
+	KgPolicy        *ebpf.MapSpec `ebpf:"kg_policy"`
+	KgPolicyInner   *ebpf.MapSpec `ebpf:"kg_policy_inner"`
 	KgSha256Scratch *ebpf.MapSpec `ebpf:"kg_sha256_scratch"`
+	KgTestEvent     *ebpf.MapSpec `ebpf:"kg_test_event"`
 	KgTestInput     *ebpf.MapSpec `ebpf:"kg_test_input"`
+	KgTestNames     *ebpf.MapSpec `ebpf:"kg_test_names"`
 	KgTestOut       *ebpf.MapSpec `ebpf:"kg_test_out"`
 }
 
@@ -206,16 +249,24 @@ func (o *bpftestObjects) Close() error {
 // It can be passed to loadBpftestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpftestMaps struct {
 	KgElfScratch    *ebpf.Map `ebpf:"kg_elf_scratch"`
+	KgPolicy        *ebpf.Map `ebpf:"kg_policy"`
+	KgPolicyInner   *ebpf.Map `ebpf:"kg_policy_inner"`
 	KgSha256Scratch *ebpf.Map `ebpf:"kg_sha256_scratch"`
+	KgTestEvent     *ebpf.Map `ebpf:"kg_test_event"`
 	KgTestInput     *ebpf.Map `ebpf:"kg_test_input"`
+	KgTestNames     *ebpf.Map `ebpf:"kg_test_names"`
 	KgTestOut       *ebpf.Map `ebpf:"kg_test_out"`
 }
 
 func (m *bpftestMaps) Close() error {
 	return _BpftestClose(
 		m.KgElfScratch,
+		m.KgPolicy,
+		m.KgPolicyInner,
 		m.KgSha256Scratch,
+		m.KgTestEvent,
 		m.KgTestInput,
+		m.KgTestNames,
 		m.KgTestOut,
 	)
 }
@@ -230,12 +281,14 @@ type bpftestVariables struct {
 //
 // It can be passed to loadBpftestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpftestPrograms struct {
+	TestDecide   *ebpf.Program `ebpf:"test_decide"`
 	TestElfNames *ebpf.Program `ebpf:"test_elf_names"`
 	TestSha256   *ebpf.Program `ebpf:"test_sha256"`
 }
 
 func (p *bpftestPrograms) Close() error {
 	return _BpftestClose(
+		p.TestDecide,
 		p.TestElfNames,
 		p.TestSha256,
 	)
