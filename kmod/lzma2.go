@@ -47,17 +47,25 @@ const (
 // is caught there. The loops keep the decoder in locals and repeat the
 // normalization inline: it is the innermost step of the whole decoder.
 type rangeDecoder struct {
-	in   []byte
+	// in holds the chunk (at most rcChunkMax bytes) at its start, so
+	// that a read needs no bounds check: one past the end reads what an
+	// earlier chunk left there, or zeros, and finished catches it.
+	in   *[rcChunkMax]byte
+	n    int // bytes of the chunk in in
 	pos  int
 	rng  uint32
 	code uint32
 }
 
-func (rc *rangeDecoder) init(in []byte) error {
-	if len(in) < 5 || in[0] != 0 {
+// rcChunkMax is the largest compressed LZMA2 chunk (a 16-bit size less one).
+const rcChunkMax = 1 << 16
+
+func (rc *rangeDecoder) init(buf *[rcChunkMax]byte, in []byte) error {
+	if len(in) < 5 || len(in) > rcChunkMax || in[0] != 0 {
 		return fmt.Errorf("%w: bad range coder start", errLZMA2)
 	}
-	*rc = rangeDecoder{in: in, pos: 5, rng: 0xffffffff, code: binary.BigEndian.Uint32(in[1:5])}
+	copy(buf[:], in)
+	*rc = rangeDecoder{in: buf, n: len(in), pos: 5, rng: 0xffffffff, code: binary.BigEndian.Uint32(in[1:5])}
 	return nil
 }
 
@@ -66,18 +74,14 @@ func (rc *rangeDecoder) finished() bool {
 	if rc.rng < rcTopValue {
 		rc.fill()
 	}
-	return rc.code == 0 && rc.pos == len(rc.in)
+	return rc.code == 0 && rc.pos == rc.n
 }
 
 // fill shifts in the next input byte, the cold half of a normalization.
 func (rc *rangeDecoder) fill() {
-	var b byte
-	if rc.pos < len(rc.in) {
-		b = rc.in[rc.pos]
-	}
-	rc.pos++
 	rc.rng <<= 8
-	rc.code = rc.code<<8 | uint32(b)
+	rc.code = rc.code<<8 | uint32(rc.in[uint16(rc.pos)])
+	rc.pos++
 }
 
 // adapt moves a probability towards the bit just decoded, without a
@@ -90,7 +94,8 @@ func adapt(p uint16, mask uint32) uint16 {
 	return uint16(v - (v-int32((1<<rcModelBits-(1<<rcMoveBits-1))&^mask))>>rcMoveBits)
 }
 
-// bit decodes one bit with the adaptive probability *p.
+// bit decodes one bit with the adaptive probability *p. It is written to
+// the inliner's budget (80), which the hot loop depends on.
 func (rc *rangeDecoder) bit(p *uint16) uint32 {
 	if rc.rng < rcTopValue {
 		rc.fill()
@@ -101,8 +106,8 @@ func (rc *rangeDecoder) bit(p *uint16) uint32 {
 		*p += (1<<rcModelBits - *p) >> rcMoveBits
 		return 0
 	}
-	rc.rng -= bound
 	rc.code -= bound
+	rc.rng -= bound
 	*p -= *p >> rcMoveBits
 	return 1
 }
@@ -114,13 +119,9 @@ func (rc *rangeDecoder) tree(probs []uint16, n uint) uint32 {
 	m := uint32(1)
 	for range n {
 		if rng < rcTopValue {
-			var b byte
-			if pos < len(in) {
-				b = in[pos]
-			}
-			pos++
 			rng <<= 8
-			code = code<<8 | uint32(b)
+			code = code<<8 | uint32(in[uint16(pos)])
+			pos++
 		}
 		p := &probs[m&uint32(len(probs)-1)]
 		bound := (rng >> rcModelBits) * uint32(*p)
@@ -156,13 +157,9 @@ func (rc *rangeDecoder) direct(n uint) uint32 {
 	var v uint32
 	for range n {
 		if rng < rcTopValue {
-			var b byte
-			if pos < len(in) {
-				b = in[pos]
-			}
-			pos++
 			rng <<= 8
-			code = code<<8 | uint32(b)
+			code = code<<8 | uint32(in[uint16(pos)])
+			pos++
 		}
 		rng >>= 1
 		var b uint32
@@ -185,13 +182,9 @@ func (rc *rangeDecoder) literal(probs *[lzmaLitSize]uint16, matched bool, match 
 		mb := uint32(match)
 		for sym < 0x100 {
 			if rng < rcTopValue {
-				var b byte
-				if pos < len(in) {
-					b = in[pos]
-				}
-				pos++
 				rng <<= 8
-				code = code<<8 | uint32(b)
+				code = code<<8 | uint32(in[uint16(pos)])
+				pos++
 			}
 			matchBit := (mb >> 7) & 1
 			mb <<= 1
@@ -213,13 +206,9 @@ func (rc *rangeDecoder) literal(probs *[lzmaLitSize]uint16, matched bool, match 
 	}
 	for sym < 0x100 {
 		if rng < rcTopValue {
-			var b byte
-			if pos < len(in) {
-				b = in[pos]
-			}
-			pos++
 			rng <<= 8
-			code = code<<8 | uint32(b)
+			code = code<<8 | uint32(in[uint16(pos)])
+			pos++
 		}
 		p := &probs[sym&0xff]
 		bound := (rng >> rcModelBits) * uint32(*p)
@@ -274,9 +263,11 @@ type lzmaState struct {
 	align      [1 << lzmaAlignBits]uint16
 	matchLen   lenDecoder
 	repLen     lenDecoder
+
+	chunk [rcChunkMax]byte // the range decoder's input, see rangeDecoder
 }
 
-// lzmaStates are reused: one is 30 KiB and a tree has thousands of modules.
+// lzmaStates are reused: one is 94 KiB and a tree has thousands of modules.
 var lzmaStatePool = sync.Pool{New: func() any { return new(lzmaState) }}
 
 // setProps takes LZMA2's properties byte (lc, lp, pb packed as
@@ -346,16 +337,7 @@ func (s *lzmaState) decodeChunk(rc *rangeDecoder, out []byte, pos, end, dictStar
 	rep0, rep1, rep2, rep3 := s.rep[0], s.rep[1], s.rep[2], s.rep[3]
 	for pos < end {
 		posState := uint32(pos-dictStart) & pbMask
-		// rc.bit(&s.isMatch[state][posState]), by hand: it runs once per
-		// symbol and is over the inliner's budget.
-		if rc.rng < rcTopValue {
-			rc.fill()
-		}
-		p := &s.isMatch[state][posState]
-		bound := (rc.rng >> rcModelBits) * uint32(*p)
-		if rc.code < bound {
-			rc.rng = bound
-			*p += (1<<rcModelBits - *p) >> rcMoveBits
+		if rc.bit(&s.isMatch[state][posState]) == 0 {
 			var prev byte
 			if pos > dictStart {
 				prev = out[pos-1]
@@ -383,9 +365,6 @@ func (s *lzmaState) decodeChunk(rc *rangeDecoder, out []byte, pos, end, dictStar
 			}
 			continue
 		}
-		rc.rng -= bound
-		rc.code -= bound
-		*p -= *p >> rcMoveBits
 		var n uint32
 		if rc.bit(&s.isRep[state]) == 0 {
 			// A match with a new distance.
@@ -560,7 +539,7 @@ func decodeLZMA2(out, in []byte, dictSize uint32) error {
 		if packed > len(in)-p {
 			return fmt.Errorf("%w: chunk of %d bytes overruns the block", errLZMA2, packed)
 		}
-		if err := rc.init(in[p : p+packed]); err != nil {
+		if err := rc.init(&s.chunk, in[p:p+packed]); err != nil {
 			return err
 		}
 		if err := s.decodeChunk(&rc, out, pos, pos+unpacked, dictStart, dictSize); err != nil {
