@@ -2,10 +2,15 @@ package bpf
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"io"
 	"os"
 	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 )
 
@@ -276,7 +282,7 @@ func startBench(b *testing.B, cfg Config) (*Sensor, func() int) {
 // the producer was the limit.
 func BenchmarkInitModuleEvents(b *testing.B) {
 	benchNeeds(b)
-	img := make([]byte, 4096)
+	img := elftest.Header(make([]byte, 4096)) // not junk: each call is an event
 	s, finish := startBench(b, Config{})
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -302,7 +308,7 @@ func BenchmarkInitModuleEvents(b *testing.B) {
 // one with zero drops.
 func BenchmarkInitModulePaced(b *testing.B) {
 	benchNeeds(b)
-	img := make([]byte, 4096)
+	img := elftest.Header(make([]byte, 4096)) // not junk: each call is an event
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	best := 0.0
@@ -333,6 +339,87 @@ func BenchmarkInitModulePaced(b *testing.B) {
 		}
 	}
 	b.ReportMetric(best, "max-events/s")
+}
+
+// BenchmarkJunkFlood is the flood a detection-only host must survive:
+// every CPU floods init_module with junk (4 KiB that fail the kernel's ELF
+// header checks) flat out, while one thread loads a distinct image that
+// passes them every 10 ms, for one second per iteration. It reports the
+// loads delivered out of those made (goal: all of them), the flood's rate,
+// and what became of it: folded, sent, dropped.
+func BenchmarkJunkFlood(b *testing.B) {
+	benchNeeds(b)
+	var made, delivered, junk, folded, drops, sent float64
+	var elapsed time.Duration
+	for i := range b.N {
+		s, err := NewSensor(Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		want := map[string]bool{}
+		var got, junkEvents int
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ev := range s.Events() {
+				switch {
+				case want[ev.SHA256]:
+					got++
+				case ev.Syscall == event.InitModule:
+					junkEvents++
+				}
+			}
+		}()
+		var stop atomic.Bool
+		var calls atomic.Uint64
+		var wg sync.WaitGroup
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				img := make([]byte, 4096)
+				for !stop.Load() {
+					unix.InitModule(img, "")
+					calls.Add(1)
+				}
+			})
+		}
+		start := time.Now()
+		runtime.LockOSThread()
+		const loads = 100
+		imgs := make([][]byte, loads)
+		for j := range imgs {
+			imgs[j] = elftest.Header(make([]byte, 16384))
+			binary.LittleEndian.PutUint64(imgs[j][200:], uint64(i*loads+j)+1)
+			sum := sha256.Sum256(imgs[j])
+			want[hex.EncodeToString(sum[:])] = true
+		}
+		for j := range loads {
+			unix.InitModule(imgs[j], "")
+			time.Sleep(time.Until(start.Add(time.Duration(j+1) * 10 * time.Millisecond)))
+		}
+		runtime.UnlockOSThread()
+		stop.Store(true)
+		wg.Wait()
+		elapsed += time.Since(start)
+		s.Close()
+		<-done
+		st := s.Stats()
+		made += loads
+		delivered += float64(got)
+		junk += float64(calls.Load())
+		folded += float64(st.Coalesced)
+		drops += float64(st.Drops)
+		sent += float64(junkEvents)
+	}
+	b.ReportMetric(delivered/made, "loads-delivered/made")
+	b.ReportMetric(junk/elapsed.Seconds(), "flood-calls/s")
+	b.ReportMetric(folded/junk, "folded/flood")
+	b.ReportMetric(sent/float64(b.N), "flood-events/op")
+	b.ReportMetric(drops/float64(b.N), "drops/op")
 }
 
 // BenchmarkImageCapture measures the image path: one init_module with a 1

@@ -104,6 +104,7 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		PidNS:        rec.Pidns,
 		MntNS:        rec.Mntns,
 		CapEffective: rec.CapEffective,
+		Coalesced:    rec.Coalesced,
 		Verdict:      event.VerdictNone,
 	}
 	if len(data.exe) > 0 {

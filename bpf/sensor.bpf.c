@@ -35,6 +35,13 @@
  * Nothing vanishes silently: a read that fails is flagged in the record, a
  * record the ring buffer cannot take is counted in kg_counters, and so are
  * the calls of unprivileged callers over kg_unprivileged_rate.
+ *
+ * A flood cannot hide a load: an init_module image that fails the kernel's
+ * own ELF header checks can load nothing, whatever else it holds. Such
+ * junk is sent once per thread and second, with the count of the thread's
+ * junk calls folded into it since its previous event, and not at all while
+ * the ring buffer is over three quarters full: that last quarter is kept
+ * for images that can load (see kg_junk).
  */
 #include "vmlinux.h"
 
@@ -174,7 +181,8 @@ enum kg_counter {
 	KG_CNT_TRUNCATIONS = 4, /* events with anything cut short */
 	KG_CNT_READ_FAILURES = 5, /* events with a failed read of user memory */
 	KG_CNT_THROTTLED = 6,   /* unprivileged calls over kg_unprivileged_rate */
-	KG_CNT_MAX = 7,
+	KG_CNT_COALESCED = 7,   /* junk init_module calls folded into a later event (kg_junk) */
+	KG_CNT_MAX = 8,
 };
 
 /* One module syscall at sys_enter: a header, then data_len bytes of data. */
@@ -214,7 +222,11 @@ struct kg_event {
 	__u16 exe_len;
 	__u16 cmdline_len;
 	__u16 cgroup_len;
-	__u16 pad[2];
+	/*
+	 * init_module: calls of this thread with images the kernel cannot
+	 * load that were not sent since its previous event (see kg_junk).
+	 */
+	__u32 coalesced;
 	char comm[KG_COMM_LEN];
 	char data[KG_DATA_MAX];
 };
@@ -322,7 +334,7 @@ struct {
 	__type(value, struct kg_bucket);
 } kg_buckets SEC(".maps");
 
-/* kg_throttled_tids: tid -> 1 while a throttled syscall runs, so that its exit is skipped too. */
+/* kg_throttled_tids: tid -> 1 while a throttled or folded syscall runs, so that its exit is skipped too. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
@@ -588,6 +600,91 @@ static __always_inline bool kg_throttle(__u64 now, __u32 tid)
 		return false;
 	}
 	kg_count(KG_CNT_THROTTLED);
+	bpf_map_update_elem(&kg_throttled_tids, &tid, &one, BPF_ANY);
+	return true;
+}
+
+/* Per thread: its init_module calls with images the kernel cannot load. */
+struct kg_junk_state {
+	__u64 second;   /* boot second of the thread's last junk event */
+	__u32 skipped;  /* junk calls not sent since its last event */
+	__u32 pad;
+};
+
+/* kg_junk_tids: tid -> kg_junk_state, for threads that made junk calls. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct kg_junk_state);
+} kg_junk_tids SEC(".maps");
+
+#if defined(__TARGET_ARCH_x86)
+#define KG_EM_NATIVE 62 /* EM_X86_64 */
+#else
+#define KG_EM_NATIVE 183 /* EM_AARCH64 */
+#endif
+
+/*
+ * kg_image_junk says whether an init_module image of len bytes fails the
+ * header checks the kernel makes before it loads anything (elf_validity_check
+ * in kernel/module/main.c, 6.1 to 7.2): the ELF magic, a relocatable object
+ * for this machine with 64-byte section headers that lie inside the image.
+ * Such an image loads nothing whatever else it holds. An image whose header
+ * cannot be read here is not judged (it is read again at sys_exit).
+ */
+static __always_inline bool kg_image_junk(const void *image, __u64 len)
+{
+	struct kg_ehdr {
+		__u32 magic;
+		__u8 ident[12];
+		__u16 type;
+		__u16 machine;
+		__u32 version;
+		__u64 entry, phoff, shoff;
+		__u32 flags;
+		__u16 ehsize, phentsize, phnum, shentsize, shnum, shstrndx;
+	} h;
+
+	if (len < sizeof(h))
+		return true;
+	if (bpf_probe_read_user(&h, sizeof(h), image))
+		return false;
+	return h.magic != 0x464c457f /* "\x7fELF" */ || h.type != 1 /* ET_REL */ ||
+	       h.machine != KG_EM_NATIVE || h.shentsize != 64 || h.shoff >= len ||
+	       (__u64)h.shnum * 64 > len - h.shoff;
+}
+
+/*
+ * kg_junk decides what becomes of a junk init_module call of thread tid at
+ * boot time now: true when it is folded (counted, its exit skipped too),
+ * false when it is sent, with *coalesced set to the thread's junk calls
+ * folded since its previous event. A thread's first junk call in each
+ * second is sent, unless the ring buffer is over three quarters full.
+ */
+static __always_inline bool kg_junk(__u64 now, __u32 tid, __u32 *coalesced)
+{
+	__u64 second = now / 1000000000ULL;
+	__u64 size = bpf_ringbuf_query(&kg_events, BPF_RB_RING_SIZE);
+	bool tight = bpf_ringbuf_query(&kg_events, BPF_RB_AVAIL_DATA) > size / 4 * 3;
+	struct kg_junk_state *st = bpf_map_lookup_elem(&kg_junk_tids, &tid);
+	__u8 one = 1;
+
+	if (!st) {
+		struct kg_junk_state fresh = {.second = tight ? 0 : second, .skipped = tight};
+
+		bpf_map_update_elem(&kg_junk_tids, &tid, &fresh, BPF_ANY);
+		if (!tight)
+			return false;
+	} else if (!tight && st->second != second) {
+		st->second = second;
+		*coalesced = st->skipped;
+		st->skipped = 0;
+		return false;
+	} else {
+		st->skipped++;
+	}
+	kg_count(KG_CNT_COALESCED);
 	bpf_map_update_elem(&kg_throttled_tids, &tid, &one, BPF_ANY);
 	return true;
 }
@@ -908,6 +1005,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	const char *uargs = NULL;
 	__u64 ts = bpf_ktime_get_boot_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 coalesced = 0;
 	bool may_load;
 
 #if defined(__TARGET_ARCH_x86)
@@ -939,6 +1037,9 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 
 	may_load = kg_may_load(task);
 	if (!may_load && kg_throttle(ts, tid))
+		return 0;
+	if (nr == KG_NR_INIT_MODULE && may_load && kg_image_junk((const void *)a0, a1) &&
+	    kg_junk(ts, tid, &coalesced))
 		return 0;
 
 	/* The image goes first, so that its event can say how it went. */
@@ -988,6 +1089,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	e->pidns = 0;
 	e->mntns = 0;
 	e->cap_effective = 0;
+	e->coalesced = coalesced;
 
 	switch (nr) {
 	case KG_NR_INIT_MODULE:
@@ -1078,8 +1180,9 @@ static __always_inline int kg_exit(long nr, long ret)
 	__u32 key = 0;
 	__u64 len = 0, size;
 
-	/* The exit of a throttled call goes the way of its enter. */
-	if (kg_unprivileged_rate && !kg_may_load(task) && bpf_map_delete_elem(&kg_throttled_tids, &tid) == 0)
+	/* The exit of a throttled or folded call goes the way of its enter. */
+	if (((kg_unprivileged_rate && !kg_may_load(task)) || nr == KG_NR_INIT_MODULE) &&
+	    bpf_map_delete_elem(&kg_throttled_tids, &tid) == 0)
 		return 0;
 	x = bpf_map_lookup_elem(&kg_exit_buf, &key);
 	if (!x)

@@ -186,6 +186,13 @@ type Stats struct {
 	// Throttled is the calls of unprivileged callers over
 	// Config.UnprivilegedRate, not reported one by one.
 	Throttled uint64 `json:"throttled"`
+	// Coalesced is the init_module calls with images the kernel cannot
+	// load (junk: they fail its ELF header checks) that were folded into a
+	// later event of their thread (Event.Coalesced) instead of sent: at
+	// most one such event a second per thread, none while the ring buffer
+	// is over three quarters full, so that a flood of junk cannot crowd
+	// out a load that can succeed.
+	Coalesced uint64 `json:"coalesced"`
 
 	// Delivered is the events sent on the Events channel.
 	Delivered uint64 `json:"delivered"`
@@ -606,6 +613,7 @@ func (s *Sensor) Stats() Stats {
 	st.Truncations = get(sensorKgCounterKG_CNT_TRUNCATIONS)
 	st.ReadFailures = get(sensorKgCounterKG_CNT_READ_FAILURES)
 	st.Throttled = get(sensorKgCounterKG_CNT_THROTTLED)
+	st.Coalesced = get(sensorKgCounterKG_CNT_COALESCED)
 	return st
 }
 

@@ -42,7 +42,8 @@ const (
 	sensorKgCounterKG_CNT_TRUNCATIONS   sensorKgCounter = 4
 	sensorKgCounterKG_CNT_READ_FAILURES sensorKgCounter = 5
 	sensorKgCounterKG_CNT_THROTTLED     sensorKgCounter = 6
-	sensorKgCounterKG_CNT_MAX           sensorKgCounter = 7
+	sensorKgCounterKG_CNT_COALESCED     sensorKgCounter = 7
+	sensorKgCounterKG_CNT_MAX           sensorKgCounter = 8
 )
 
 type sensorKgEvent struct {
@@ -80,7 +81,7 @@ type sensorKgEvent struct {
 	ExeLen       uint16
 	CmdlineLen   uint16
 	CgroupLen    uint16
-	Pad          [2]uint16
+	Coalesced    uint32
 	Comm         [16]int8
 	Data         [7744]int8
 }
@@ -121,6 +122,13 @@ const (
 	sensorKgFlagKG_F_PARAMS_AT_EXIT     sensorKgFlag = 65536
 )
 
+type sensorKgJunkState struct {
+	_       structs.HostLayout
+	Second  uint64
+	Skipped uint32
+	Pad     uint32
+}
+
 type sensorKgRecord uint32
 
 const (
@@ -155,6 +163,7 @@ const (
 	sensorMapKgEventBuf            = "kg_event_buf"
 	sensorMapKgEvents              = "kg_events"
 	sensorMapKgExitBuf             = "kg_exit_buf"
+	sensorMapKgJunkTids            = "kg_junk_tids"
 	sensorMapKgRetries             = "kg_retries"
 	sensorMapKgThrottledTids       = "kg_throttled_tids"
 	sensorProgKgFentryDeleteModule = "kg_fentry_delete_module"
@@ -240,6 +249,7 @@ type sensorMapSpecs struct {
 	KgEventBuf      *ebpf.MapSpec `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.MapSpec `ebpf:"kg_events"`
 	KgExitBuf       *ebpf.MapSpec `ebpf:"kg_exit_buf"`
+	KgJunkTids      *ebpf.MapSpec `ebpf:"kg_junk_tids"`
 	KgRetries       *ebpf.MapSpec `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.MapSpec `ebpf:"kg_throttled_tids"`
 }
@@ -283,6 +293,7 @@ type sensorMaps struct {
 	KgEventBuf      *ebpf.Map `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.Map `ebpf:"kg_events"`
 	KgExitBuf       *ebpf.Map `ebpf:"kg_exit_buf"`
+	KgJunkTids      *ebpf.Map `ebpf:"kg_junk_tids"`
 	KgRetries       *ebpf.Map `ebpf:"kg_retries"`
 	KgThrottledTids *ebpf.Map `ebpf:"kg_throttled_tids"`
 }
@@ -295,6 +306,7 @@ func (m *sensorMaps) Close() error {
 		m.KgEventBuf,
 		m.KgEvents,
 		m.KgExitBuf,
+		m.KgJunkTids,
 		m.KgRetries,
 		m.KgThrottledTids,
 	)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -22,6 +24,7 @@ import (
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 )
 
 // collector gathers a sensor's events.
@@ -540,6 +543,9 @@ func TestHostileArguments(t *testing.T) {
 	for i := range resident {
 		resident[i] = 0x7f
 	}
+	// An image that passes the kernel's header checks, so that the sensor
+	// sends every one of these calls (it folds junk: TestJunkFlood).
+	elftest.Header(resident)
 	untouched := hostileMem(t, 4, unix.MAP_NORESERVE)
 	noNUL := hostileMem(t, 2, 0)
 	for i := range noNUL {
@@ -616,15 +622,16 @@ func seen(ev *event.Event) bool {
 	return loaded
 }
 
-// TestLoad makes 4 threads issue 20,000 init_module calls each: every call
-// is either delivered or counted as a drop.
+// TestLoad makes 4 threads issue 20,000 init_module calls each, with
+// images that pass the kernel's header checks (so that none is folded as
+// junk): every call is either delivered or counted as a drop.
 func TestLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test: skipped with -short")
 	}
 	s, c := newTestSensor(t, Config{})
 	const threads, calls = 4, 20000
-	img := make([]byte, 256)
+	img := elftest.Header(make([]byte, 256))
 	var wg sync.WaitGroup
 	tids := make(chan int, threads)
 	for range threads {
@@ -667,6 +674,84 @@ func TestLoad(t *testing.T) {
 	}
 	if uint64(unknown) > st.ExitDrops {
 		t.Errorf("%d results unknown, but only %d exit records dropped", unknown, st.ExitDrops)
+	}
+}
+
+// TestJunkFlood floods init_module from several threads with images that
+// fail the kernel's ELF header checks (junk, which loads nothing), flat
+// out, while one thread makes a call with a new image that passes them
+// every 10 ms. Every one of those must arrive; the junk is folded, and
+// every junk call is accounted for: delivered, folded, or dropped.
+func TestJunkFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("flood test: skipped with -short")
+	}
+	s, c := newTestSensor(t, Config{})
+	flooders := max(2, runtime.GOMAXPROCS(0))
+	var (
+		stop      atomic.Bool
+		junkCalls atomic.Uint64
+		wg        sync.WaitGroup
+		tidMu     sync.Mutex
+		junkTids  = map[uint32]bool{}
+	)
+	for range flooders {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tidMu.Lock()
+			junkTids[uint32(unix.Gettid())] = true
+			tidMu.Unlock()
+			junk := make([]byte, 4096)
+			for !stop.Load() {
+				unix.InitModule(junk, "")
+				junkCalls.Add(1)
+			}
+		})
+	}
+	// The loader: distinct images, each with a header the kernel would
+	// read on from.
+	const loads = 150
+	want := map[string]bool{}
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for i := range loads {
+			img := elftest.Header(make([]byte, 8192))
+			binary.LittleEndian.PutUint64(img[100:], uint64(i)+1)
+			want[sha(img)] = true
+			unix.InitModule(img, "")
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	stop.Store(true)
+	wg.Wait()
+	s.Close()
+	st := s.Stats()
+	var delivered, junkEvents int
+	var folded uint64
+	for _, ev := range c.all() {
+		switch {
+		case ev.Syscall != event.InitModule:
+		case want[ev.SHA256]:
+			delete(want, ev.SHA256)
+			delivered++
+		case junkTids[ev.Tid]:
+			junkEvents++
+			folded += uint64(ev.Coalesced)
+		}
+	}
+	calls := junkCalls.Load()
+	t.Logf("%d flood threads: %d junk calls (%.0f/s), %d junk events, %d folded (%d reported on events), %d dropped; loads delivered %d of %d",
+		flooders, calls, float64(calls)/(loads*10*time.Millisecond).Seconds(), junkEvents, st.Coalesced, folded, st.Drops, delivered, loads)
+	if len(want) > 0 {
+		t.Errorf("%d of %d loads never arrived under the flood", len(want), loads)
+	}
+	if uint64(junkEvents)+st.Coalesced+st.Drops != calls {
+		t.Errorf("junk calls: %d events + %d folded + %d dropped != %d made", junkEvents, st.Coalesced, st.Drops, calls)
+	}
+	if folded > st.Coalesced || st.Coalesced < calls/2 {
+		t.Errorf("folded %d of %d junk calls (%d reported on events): the flood was not folded", st.Coalesced, calls, folded)
 	}
 }
 

@@ -99,6 +99,7 @@ const (
 	fParamsAtExit   = 52
 	fUserNS         = 53
 	fHostMntNS      = 54
+	fCoalesced      = 55
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -175,6 +176,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.bool(fParamsAtExit, e.ParamsAtExit)
 	w.uint(fLost, e.Lost)
 	w.uint(fThrottled, e.Throttled)
+	w.uint(fCoalesced, uint64(e.Coalesced))
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -483,6 +485,8 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.Lost = v
 	case fThrottled:
 		e.Throttled = v
+	case fCoalesced:
+		e.Coalesced = u32()
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
 		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason:
@@ -546,7 +550,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS:
+		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

@@ -138,6 +138,13 @@ type Event struct {
 	// reported one by one.
 	Lost      uint64 `json:"lost,omitempty"`
 	Throttled uint64 `json:"throttled,omitempty"`
+
+	// Coalesced, on an init_module event, is the calls of the same thread
+	// with images the kernel cannot load (they fail its ELF header
+	// checks) that the sensor folded instead of sending, since that
+	// thread's previous event: a flood, which cannot crowd out the loads
+	// that can succeed.
+	Coalesced uint32 `json:"coalesced,omitempty"`
 }
 
 // Inode numbers of the kernel's initial namespaces, the same on every

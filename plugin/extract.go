@@ -232,6 +232,11 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 		return CapNames(e.CapEffective), true
 	case fieldGuardReason:
 		return str(e.GuardReason)
+	case fieldCoalesced:
+		if e.Syscall != event.InitModule {
+			return nil, false
+		}
+		return uint64(e.Coalesced), true
 	}
 	return nil, false
 }

@@ -57,6 +57,7 @@ const (
 	fieldGuardReason
 	fieldLost
 	fieldThrottled
+	fieldCoalesced
 	numFields
 )
 
@@ -161,6 +162,8 @@ var fieldList = [numFields]sdk.FieldEntry{
 		Desc: "On a sensor_loss event, the module syscall events the sensor's ring buffer refused since the previous report: the sensor was blind to them. No value on other events."},
 	fieldThrottled: {Type: typeUint64, Name: "kmod.throttled", Display: "Calls throttled",
 		Desc: "On a sensor_loss event, the module syscalls of unprivileged callers over the sensor's rate limit since the previous report, not reported one by one. No value on other events."},
+	fieldCoalesced: {Type: typeUint64, Name: "kmod.coalesced", Display: "Junk calls coalesced",
+		Desc: "On an init_module event, the calls of the same thread with images the kernel cannot load (they fail its ELF header checks) that the sensor folded into this event since the thread's previous one: a flood of junk, sent at most once a second per thread so that it cannot crowd out real loads. 0 when none; no value on other syscalls."},
 }
 
 // Fields lists the fields the plugin extracts, in field ID order.

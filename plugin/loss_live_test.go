@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 )
 
 // TestLiveSensorLoss floods a live sensor with a small ring buffer with
@@ -40,7 +41,9 @@ func TestLiveSensorLoss(t *testing.T) {
 	}
 
 	const threads, calls = 4, 300
-	img := make([]byte, 1<<20)
+	// Images the kernel would read further (not junk, which the sensor
+	// folds): every call is an event and fills the ring buffer.
+	img := elftest.Header(make([]byte, 1<<20))
 	var wg sync.WaitGroup
 	for range threads {
 		wg.Go(func() {

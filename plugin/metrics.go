@@ -39,6 +39,7 @@ const (
 	metricCompanionConnected
 	metricGuardDecisions
 	metricSensorUnrelatedPrograms
+	metricSensorCoalesced
 
 	// NumMetrics is the number of metrics the plugin reports.
 	NumMetrics
@@ -61,6 +62,7 @@ var metricDescs = [NumMetrics]MetricDesc{
 	// sys_enter with fexit results, 2 sys_enter and sys_exit (the most of
 	// the live sensors open).
 	metricSensorUnrelatedPrograms: {"sensor_unrelated_programs", NonMonotonic},
+	metricSensorCoalesced:         {"sensor_coalesced", Monotonic},
 }
 
 // Metrics returns the plugin's metrics, in the order MetricValues fills
@@ -132,6 +134,7 @@ func (p *Plugin) MetricValues(dst []uint64) {
 			s.stats.Truncations += st.Truncations
 			s.stats.ReadFailures += st.ReadFailures
 			s.stats.Throttled += st.Throttled
+			s.stats.Coalesced += st.Coalesced
 			s.stats.UnrelatedPrograms = max(s.stats.UnrelatedPrograms, st.UnrelatedPrograms)
 		}
 	}
@@ -154,6 +157,7 @@ func (p *Plugin) MetricValues(dst []uint64) {
 	dst[metricSensorTruncations] = st.Truncations
 	dst[metricSensorReadFailures] = st.ReadFailures
 	dst[metricSensorThrottled] = st.Throttled
+	dst[metricSensorCoalesced] = st.Coalesced
 	dst[metricEventsDelivered] = p.delivered.Load()
 	dst[metricAllowlistEntries], dst[metricAllowlistReloadFailures] = 0, 0
 	if p.policy != nil {

@@ -30,7 +30,7 @@ func TestMetricDescs(t *testing.T) {
 		{"sensor_exit_drops", Monotonic}, {"sensor_truncations", Monotonic}, {"sensor_read_failures", Monotonic},
 		{"sensor_throttled", Monotonic}, {"events_delivered", Monotonic}, {"allowlist_entries", NonMonotonic},
 		{"allowlist_reload_failures", Monotonic}, {"companion_connected", NonMonotonic}, {"guard_decisions", Monotonic},
-		{"sensor_unrelated_programs", NonMonotonic},
+		{"sensor_unrelated_programs", NonMonotonic}, {"sensor_coalesced", Monotonic},
 	}
 	if got := Metrics(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Metrics() = %v, want %v", got, want)
@@ -55,7 +55,7 @@ func TestMetricValuesLive(t *testing.T) {
 		"sensor_events": 0, "sensor_drops": 0, "sensor_chunk_drops": 0, "sensor_exit_drops": 0,
 		"sensor_truncations": 0, "sensor_read_failures": 0, "sensor_throttled": 0, "events_delivered": 0,
 		"allowlist_entries": 2, "allowlist_reload_failures": 0, "companion_connected": 0, "guard_decisions": 0,
-		"sensor_unrelated_programs": 0,
+		"sensor_unrelated_programs": 0, "sensor_coalesced": 0,
 	}
 	if got := metricValues(p); !reflect.DeepEqual(got, zero) {
 		t.Fatalf("before any instance: %v, want %v", got, zero)
@@ -63,14 +63,14 @@ func TestMetricValuesLive(t *testing.T) {
 
 	src := &countingSource{chanSource: chanSource{ch: make(chan *event.Event, 16)}}
 	src.st = bpf.Stats{Events: 10, Drops: 1, ChunkDrops: 2, ExitDrops: 3, Truncations: 4, ReadFailures: 5, Throttled: 6,
-		Delivered: 99, Orphans: 98, UnrelatedPrograms: 1}
+		Delivered: 99, Orphans: 98, UnrelatedPrograms: 1, Coalesced: 7}
 	in := newLiveInstance(p, src)
 	in.loss.now = clock.now
 	in.timeout = 5 * time.Millisecond
 	got := metricValues(p)
 	for name, v := range map[string]uint64{"sensor_events": 10, "sensor_drops": 1, "sensor_chunk_drops": 2,
 		"sensor_exit_drops": 3, "sensor_truncations": 4, "sensor_read_failures": 5, "sensor_throttled": 6,
-		"sensor_unrelated_programs": 1} {
+		"sensor_unrelated_programs": 1, "sensor_coalesced": 7} {
 		if got[name] != v {
 			t.Errorf("%s = %d, want %d", name, got[name], v)
 		}

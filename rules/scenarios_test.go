@@ -45,6 +45,7 @@ const (
 	ruleVerdictsLost   = "Kernel Module Guard Verdicts Lost"
 	ruleOverridden     = "Kernel Module Guard Overridden"
 	ruleEventsLost     = "Kmodguard Sensor Events Lost"
+	ruleFlood          = "Kernel Module Syscall Flood"
 )
 
 var scenarios = []struct {
@@ -132,6 +133,12 @@ var scenarios = []struct {
 	// reads them, and only when syscall events were lost.
 	{"sensor lost events", &event.Event{Syscall: event.SensorLoss, Lost: 17, Throttled: 3}, []string{ruleEventsLost}},
 	{"sensor throttled calls, lost none", &event.Event{Syscall: event.SensorLoss, Throttled: 40}, nil},
+	// The sensor folds junk init_module calls (bpf/sensor.bpf.c, kg_junk):
+	// the event that carries a count is a flood.
+	{"junk init_module flood", &event.Event{Syscall: event.InitModule, Res: -8, Size: 4096, Coalesced: 812345,
+		Pid: 4242, Tid: 4243, Comm: "flood", Exe: "/tmp/flood", HostNS: true, Allowed: no()}, []string{ruleFlood, ruleNotAllowedTry, ruleFromMemory}},
+	{"one junk init_module", &event.Event{Syscall: event.InitModule, Res: -8, Size: 4096,
+		Pid: 4242, Tid: 4243, Comm: "flood", Exe: "/tmp/flood", HostNS: true, Allowed: no()}, []string{ruleNotAllowedTry, ruleFromMemory}},
 }
 
 func extract(t *testing.T, e *event.Event) map[string]any {

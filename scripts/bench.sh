@@ -77,6 +77,9 @@ events() { go test -run '^$' -bench '^BenchmarkInitModuleEvents$' -benchtime 100
 paced() { go test -run '^$' -bench '^BenchmarkInitModulePaced$' -benchtime 1x ./bpf | only; }
 step "sensor init_module events" events
 step "sensor paced rate" paced
+echo "== sensor: a junk init_module flood from every CPU, one real load every 10 ms (target: loads-delivered/made = 1) =="
+flood() { go test -run '^$' -bench '^BenchmarkJunkFlood$' -benchtime 3x ./bpf | only; }
+step "sensor junk flood" flood
 echo "== sensor: 1 MiB image capture, syscall to enriched event =="
 capture() { go test -run '^$' -bench '^BenchmarkImageCapture$' -benchtime 3s ./bpf | only; }
 step "sensor image capture" capture
@@ -100,7 +103,7 @@ vm_guard() {
 step "guard in QEMU" vm_guard
 
 echo "== everything else =="
-step "everything else" go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture)$' -benchmem ./...
+step "everything else" go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture|BenchmarkJunkFlood|BenchmarkDecompressTree)$' -benchmem ./...
 
 if [ ${#failed[@]} -gt 0 ]; then
 	printf 'bench: %d section(s) failed:\n' "${#failed[@]}"

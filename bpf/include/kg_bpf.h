@@ -88,6 +88,8 @@ static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (v
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 static void (*bpf_ringbuf_discard)(void *data, __u64 flags) = (void *)133;
 static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
+#define BPF_RB_AVAIL_DATA 0
+#define BPF_RB_RING_SIZE 1
 struct path;
 static long (*bpf_d_path)(struct path *path, char *buf, __u32 sz) = (void *)147;
 static long (*bpf_copy_from_user)(void *dst, __u32 size, const void *user_ptr) = (void *)148;

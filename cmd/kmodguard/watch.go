@@ -273,8 +273,8 @@ func checkRecordHeader(path string) error {
 }
 
 func printStats(w io.Writer, st bpf.Stats) {
-	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d unprivileged calls throttled, %d orphan records, %d malformed, %d discarded at exit\n",
-		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Throttled, st.Orphans, st.Malformed, st.Discarded)
+	fmt.Fprintf(w, "kmodguard watch: %d events, %d delivered, %d dropped (ring buffer full), %d image chunks dropped, %d results lost, %d truncated, %d read failures, %d unprivileged calls throttled, %d junk init_module calls coalesced, %d orphan records, %d malformed, %d discarded at exit\n",
+		st.Events, st.Delivered, st.Drops, st.ChunkDrops, st.ExitDrops, st.Truncations, st.ReadFailures, st.Throttled, st.Coalesced, st.Orphans, st.Malformed, st.Discarded)
 }
 
 // formatEvent is the one-line human form of an event.
@@ -319,6 +319,9 @@ func formatEvent(ev *event.Event) string {
 	switch ev.Syscall {
 	case event.InitModule:
 		fmt.Fprintf(&b, " size=%d", ev.Size)
+		if ev.Coalesced > 0 {
+			fmt.Fprintf(&b, " coalesced=%d", ev.Coalesced)
+		}
 	case event.FinitModule:
 		fmt.Fprintf(&b, " fd=%d path=%s", ev.FD, ev.Path)
 	}

@@ -3,6 +3,7 @@ package metrics
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/bpf"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 	"github.com/kmodguard/kmodguard/plugin"
 )
 
@@ -128,10 +130,12 @@ func TestLiveSensorMetrics(t *testing.T) {
 		t.Errorf("sensor_events is not monotonic: %+v", before["sensor_events"])
 	}
 
-	img := make([]byte, 256) // not a module: the kernel refuses it, the sensor sees it
+	// Not a module, the kernel refuses it; but its header passes the
+	// kernel's checks, so the sensor sends every call (junk it folds).
+	img := elftest.Header(make([]byte, 256))
 	for i := 0; i < calls; i++ {
 		if err := unix.InitModule(img, ""); err == nil {
-			t.Fatal("init_module of 256 zero bytes succeeded")
+			t.Fatal("init_module of a 256-byte non-module succeeded")
 		}
 	}
 	evts := in.(sdk.Events).Events()
@@ -159,10 +163,36 @@ func TestLiveSensorMetrics(t *testing.T) {
 		t.Errorf("events_delivered = %d, want the %d events NextBatch returned", after["events_delivered"].Value, delivered)
 	}
 
+	// Junk from one thread: each call is an event or folded, and the
+	// folded ones are counted in sensor_coalesced.
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for range calls {
+			unix.InitModule(make([]byte, 256), "")
+		}
+	}()
+	deadline = time.Now().Add(10 * time.Second)
+	var junk map[string]Metric
+	for time.Now().Before(deadline) {
+		if _, err := in.NextBatch(p, evts); err != nil && err != sdk.ErrTimeout {
+			t.Fatalf("NextBatch: %v", err)
+		}
+		junk = byName(Get(h))
+		if junk["sensor_events"].Value+junk["sensor_coalesced"].Value >= after["sensor_events"].Value+after["sensor_coalesced"].Value+calls {
+			break
+		}
+	}
+	sent, folded := junk["sensor_events"].Value-after["sensor_events"].Value, junk["sensor_coalesced"].Value-after["sensor_coalesced"].Value
+	t.Logf("%d junk calls: %d sent, %d folded", calls, sent, folded)
+	if sent+folded != calls || folded == 0 || junk["sensor_coalesced"].Type != 0 {
+		t.Errorf("%d junk calls: %d sent and %d folded (sensor_coalesced %+v)", calls, sent, folded, junk["sensor_coalesced"])
+	}
+
 	// Closed, the live instance no longer counts: the sensor metrics are 0.
 	in.(sdk.Closer).Close()
 	closed = true
-	if got := byName(Get(h)); got["sensor_events"].Value != 0 || got["events_delivered"].Value != after["events_delivered"].Value {
+	if got := byName(Get(h)); got["sensor_events"].Value != 0 || got["events_delivered"].Value != junk["events_delivered"].Value {
 		t.Errorf("after Close: sensor_events %d, events_delivered %d", got["sensor_events"].Value, got["events_delivered"].Value)
 	}
 }
