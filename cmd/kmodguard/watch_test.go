@@ -20,6 +20,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -245,7 +246,9 @@ func TestWatchRecordsLoss(t *testing.T) {
 		}
 	}
 	const threads, calls = 4, 300
-	img := make([]byte, 1<<20)
+	// Images the kernel would read on from (junk is folded, not sent):
+	// every call is an event, and the 64 KiB ring buffer overflows.
+	img := elftest.Header(make([]byte, 1<<20))
 	var wg sync.WaitGroup
 	for range threads {
 		wg.Go(func() {
