@@ -61,10 +61,18 @@ readme: plugin ## Regenerate the README's plugin fields table from the built lib
 	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme README.md
 
 .PHONY: lint
-lint: ## gofmt, go vet, and go.mod/go.sum as go mod tidy leaves them
+lint: ## gofmt, go vet, go.mod/go.sum as go mod tidy leaves them, and the BPF C as .clang-format has it
+	@scripts/deps.sh bpf
+	@clang-format-14 --dry-run --Werror $$(git ls-files '*.bpf.c' 'bpf/include/*.h' | grep -v vmlinux.h) || (echo "BPF C is not formatted: run make format"; exit 1)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 	@$(GO) mod tidy -diff || (echo "go.mod or go.sum is not tidy: run go mod tidy (diff above)"; exit 1)
+
+.PHONY: format
+format: ## Format the Go sources (gofmt) and the BPF C (clang-format-14, .clang-format)
+	@scripts/deps.sh bpf
+	gofmt -w $$(git ls-files '*.go' | grep -v '_bpfel.go$$')
+	clang-format-14 -i $$(git ls-files '*.bpf.c' 'bpf/include/*.h' | grep -v vmlinux.h)
 
 .PHONY: unit
 unit: ## Run the Go tests on this host (root-only tests skip without root)

@@ -66,7 +66,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_NR32_FINIT_MODULE 350
 #define KG_X32_SYSCALL_BIT 0x40000000
 #define KG_TS_COMPAT 0x0002
-#define KG_IS_CANDIDATE_NR(nr)                                                           \
+#define KG_IS_CANDIDATE_NR(nr)                                                         \
 	(KG_IS_MODULE_NR((nr) & ~KG_X32_SYSCALL_BIT) || (nr) == KG_NR32_INIT_MODULE || \
 	 (nr) == KG_NR32_DELETE_MODULE || (nr) == KG_NR32_FINIT_MODULE)
 #elif defined(__TARGET_ARCH_arm64)
@@ -90,9 +90,9 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_NR32_DELETE_MODULE 129
 #define KG_NR32_FINIT_MODULE 379
 #define KG_PSR_MODE32_BIT 0x10
-#define KG_IS_CANDIDATE_NR(nr)                                                   \
-	(KG_IS_MODULE_NR(nr) || (nr) == KG_NR32_INIT_MODULE ||                  \
-	 (nr) == KG_NR32_DELETE_MODULE || (nr) == KG_NR32_FINIT_MODULE)
+#define KG_IS_CANDIDATE_NR(nr)                                                                  \
+	(KG_IS_MODULE_NR(nr) || (nr) == KG_NR32_INIT_MODULE || (nr) == KG_NR32_DELETE_MODULE || \
+	 (nr) == KG_NR32_FINIT_MODULE)
 #else
 #error "kmodguard's sensor supports amd64 and arm64 (set __TARGET_ARCH_x86 or __TARGET_ARCH_arm64)"
 #endif
@@ -117,7 +117,9 @@ char __license[] SEC("license") = "Dual MIT/GPL";
  * after the one before: name, params, path, exe, cmdline, cgroup. Only the
  * bytes used travel through the ring buffer.
  */
-#define KG_DATA_MAX (KG_MODNAME_MAX + KG_PARAMS_MAX + KG_PATH_MAX + KG_PATH_MAX + KG_CMDLINE_MAX + KG_CGROUP_MAX)
+#define KG_DATA_MAX                                                                    \
+	(KG_MODNAME_MAX + KG_PARAMS_MAX + KG_PATH_MAX + KG_PATH_MAX + KG_CMDLINE_MAX + \
+	 KG_CGROUP_MAX)
 
 /* Record kinds, the first byte of every ring buffer record. */
 enum kg_record {
@@ -174,14 +176,14 @@ enum kg_flag {
 
 /* Indexes of kg_counters. */
 enum kg_counter {
-	KG_CNT_EVENTS = 0,      /* event records submitted */
-	KG_CNT_DROPS = 1,       /* event records the ring buffer refused */
-	KG_CNT_CHUNK_DROPS = 2, /* image chunks the ring buffer refused */
-	KG_CNT_EXIT_DROPS = 3,  /* exit records the ring buffer refused */
-	KG_CNT_TRUNCATIONS = 4, /* events with anything cut short */
+	KG_CNT_EVENTS = 0,        /* event records submitted */
+	KG_CNT_DROPS = 1,         /* event records the ring buffer refused */
+	KG_CNT_CHUNK_DROPS = 2,   /* image chunks the ring buffer refused */
+	KG_CNT_EXIT_DROPS = 3,    /* exit records the ring buffer refused */
+	KG_CNT_TRUNCATIONS = 4,   /* events with anything cut short */
 	KG_CNT_READ_FAILURES = 5, /* events with a failed read of user memory */
-	KG_CNT_THROTTLED = 6,   /* unprivileged calls over kg_unprivileged_rate */
-	KG_CNT_COALESCED = 7,   /* junk init_module calls folded into a later event (kg_junk) */
+	KG_CNT_THROTTLED = 6,     /* unprivileged calls over kg_unprivileged_rate */
+	KG_CNT_COALESCED = 7,     /* junk init_module calls folded into a later event (kg_junk) */
 	KG_CNT_MAX = 8,
 };
 
@@ -467,7 +469,7 @@ done:
 static __always_inline __u16 kg_walk_path(struct kg_event *e, struct path *p, __u32 trunc)
 {
 	struct vfsmount *vfs = NULL;
-	struct kg_walk w = {.base = kg_segment(e, KG_PATH_MAX)};
+	struct kg_walk w = { .base = kg_segment(e, KG_PATH_MAX) };
 
 	kg_read(w.d, p->dentry);
 	kg_read(vfs, p->mnt);
@@ -523,7 +525,7 @@ static __always_inline __u16 kg_walk_cgroup(struct kg_event *e, struct task_stru
 {
 	struct css_set *cgroups = NULL;
 	struct cgroup *cgrp = NULL;
-	struct kg_walk w = {.base = kg_segment(e, KG_CGROUP_MAX)};
+	struct kg_walk w = { .base = kg_segment(e, KG_CGROUP_MAX) };
 
 	kg_read(cgroups, task->cgroups);
 	if (cgroups)
@@ -606,8 +608,8 @@ static __always_inline bool kg_throttle(__u64 now, __u32 tid)
 
 /* Per thread: its init_module calls with images the kernel cannot load. */
 struct kg_junk_state {
-	__u64 second;   /* boot second of the thread's last junk event */
-	__u32 skipped;  /* junk calls not sent since its last event */
+	__u64 second;  /* boot second of the thread's last junk event */
+	__u32 skipped; /* junk calls not sent since its last event */
 	__u32 pad;
 };
 
@@ -671,7 +673,7 @@ static __always_inline bool kg_junk(__u64 now, __u32 tid, __u32 *coalesced)
 	__u8 one = 1;
 
 	if (!st) {
-		struct kg_junk_state fresh = {.second = tight ? 0 : second, .skipped = tight};
+		struct kg_junk_state fresh = { .second = tight ? 0 : second, .skipped = tight };
 
 		bpf_map_update_elem(&kg_junk_tids, &tid, &fresh, BPF_ANY);
 		if (!tight)
@@ -1142,7 +1144,8 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	if (e->flags & (KG_F_IMAGE_UNREADABLE | KG_F_PARAMS_UNREADABLE | KG_F_NAME_UNREADABLE |
 			KG_F_CMDLINE_UNREADABLE))
 		kg_count(KG_CNT_READ_FAILURES);
-	if (bpf_ringbuf_output(&kg_events, e, __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+	if (bpf_ringbuf_output(&kg_events, e,
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
 		kg_count(KG_CNT_DROPS);
 		return 0;
 	}
@@ -1154,7 +1157,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	 * the others); a NULL params pointer never becomes readable.
 	 */
 	if (may_load) {
-		struct kg_retry r = {.ts = ts};
+		struct kg_retry r = { .ts = ts };
 
 		if (nr == KG_NR_INIT_MODULE && (e->flags & KG_F_IMAGE_UNREADABLE) && img.total &&
 		    !(img.flags & KG_F_IMAGE_DROPPED)) {
@@ -1323,21 +1326,24 @@ int kg_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 #define KG_FENTRY_NATIVE_COMPAT kg_compat_regs((struct pt_regs *)ctx[0])
 #endif
 
-#define KG_FENTRY_PAIR(prefix, func, name, nr, compat)               \
-	SEC("fentry/" func)                                         \
-	int kg_##prefix##fentry_##name(__u64 *ctx)                  \
-	{                                                           \
+#define KG_FENTRY_PAIR(prefix, func, name, nr, compat)                 \
+	SEC("fentry/" func)                                            \
+	int kg_##prefix##fentry_##name(__u64 *ctx)                     \
+	{                                                              \
 		return kg_enter((struct pt_regs *)ctx[0], nr, compat); \
-	}                                                           \
-	SEC("fexit/" func)                                          \
-	int kg_##prefix##fexit_##name(__u64 *ctx)                   \
-	{                                                           \
-		return kg_exit(nr, (long)ctx[1]);                   \
+	}                                                              \
+	SEC("fexit/" func)                                             \
+	int kg_##prefix##fexit_##name(__u64 *ctx)                      \
+	{                                                              \
+		return kg_exit(nr, (long)ctx[1]);                      \
 	}
 
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(init_module), init_module, KG_NR_INIT_MODULE, KG_FENTRY_NATIVE_COMPAT)
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(finit_module), finit_module, KG_NR_FINIT_MODULE, KG_FENTRY_NATIVE_COMPAT)
-KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(delete_module), delete_module, KG_NR_DELETE_MODULE, KG_FENTRY_NATIVE_COMPAT)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(init_module), init_module, KG_NR_INIT_MODULE,
+	       KG_FENTRY_NATIVE_COMPAT)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(finit_module), finit_module, KG_NR_FINIT_MODULE,
+	       KG_FENTRY_NATIVE_COMPAT)
+KG_FENTRY_PAIR(, KG_SYSCALL_FUNC(delete_module), delete_module, KG_NR_DELETE_MODULE,
+	       KG_FENTRY_NATIVE_COMPAT)
 
 #if defined(__TARGET_ARCH_x86)
 /* 32-bit callers enter through the __ia32_sys_ wrappers (IA32 emulation). */

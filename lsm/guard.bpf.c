@@ -268,7 +268,8 @@ static __always_inline int emit(struct kg_event *e)
  * buffer, so that it can never clobber a decision in progress on this CPU.
  * It returns the hook's result for verdict.
  */
-static __always_inline int report(__u16 op, __u8 verdict, __u8 reason, __u32 flags, __u64 object, __u64 size, __u64 gen)
+static __always_inline int report(__u16 op, __u8 verdict, __u8 reason, __u32 flags, __u64 object,
+				  __u64 size, __u64 gen)
 {
 	int ret = verdict == KG_VERDICT_BLOCKED ? -EPERM : 0;
 	struct kg_event *e;
@@ -839,7 +840,8 @@ static __always_inline bool umount_takes_pins(struct mount___guard *m, __u64 *wh
 #define MS_REMOUNT 32
 #define MS_BIND 4096
 #define MS_MOVE 8192
-#define MS_PROPAGATION ((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20)) /* UNBINDABLE, PRIVATE, SLAVE, SHARED */
+#define MS_PROPAGATION \
+	((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20)) /* UNBINDABLE, PRIVATE, SLAVE, SHARED */
 
 /* current_mnt_ns: the inode number of the caller's mount namespace. */
 static __always_inline __u32 current_mnt_ns(void)
@@ -904,7 +906,8 @@ int kg_sb_mount(__u64 *ctx)
 	struct path___guard *path = (void *)ctx[1];
 	unsigned long flags = (unsigned long)ctx[3];
 	bool move = flags & MS_MOVE;
-	bool add = !(flags & MS_REMOUNT) && !move && ((flags & MS_BIND) || !(flags & MS_PROPAGATION));
+	bool add =
+		!(flags & MS_REMOUNT) && !move && ((flags & MS_BIND) || !(flags & MS_PROPAGATION));
 	__u64 ino = 0;
 	__u32 ns;
 

@@ -2,7 +2,8 @@
 # deps.sh GROUP... installs what a make target needs, and nothing when it is
 # already there. Groups:
 #   build    Go modules (through the Go module proxy)
-#   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects
+#   bpf      clang, llvm, libbpf-dev, bpftool: to regenerate the BPF objects;
+#            clang-format-14: make lint checks the BPF C against .clang-format
 #   vm       qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod: the QEMU
 #            harness; mmdebstrap, e2fsprogs and systemd: its systemd guest (a
 #            Debian 12 root file system on an ext4 image, units enabled in it
@@ -20,7 +21,7 @@
 set -euo pipefail
 
 declare -A pkgs=(
-	[bpf]="clang llvm libbpf-dev bpftool"
+	[bpf]="clang llvm libbpf-dev bpftool clang-format-14"
 	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd debian-archive-keyring"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"

@@ -30,27 +30,27 @@ enum kg_verdict {
 
 /* Why. User space turns these into words (reasons in lsm/decision.go). */
 enum kg_reason {
-	KG_REASON_DIGEST = 1,          /* digest listed, both names equal the entry */
-	KG_REASON_NAME = 2,            /* entry without digests, both names equal it */
+	KG_REASON_DIGEST = 1,            /* digest listed, both names equal the entry */
+	KG_REASON_NAME = 2,              /* entry without digests, both names equal it */
 	KG_REASON_COMPRESSED_DIGEST = 3, /* compressed file, its digest is listed */
-	KG_REASON_NOT_LISTED = 4,      /* neither the digest nor the name is listed */
-	KG_REASON_NAME_DIFFERS = 5,    /* digest listed under another name */
-	KG_REASON_NAME_MISMATCH = 6,   /* .modinfo name != this_module name */
-	KG_REASON_BAD_ELF = 7,         /* not both names could be parsed */
-	KG_REASON_COMPRESSED = 8,      /* compressed file whose digest is not listed */
-	KG_REASON_NO_CONTENTS = 9,     /* a load the kernel gives us no buffer for */
-	KG_REASON_HASH_FAILED = 10,    /* digest could not be computed */
-	KG_REASON_NO_POLICY = 11,      /* no allowlist installed */
-	KG_REASON_SEALED = 12,         /* seal refusal; op and object say what */
-	KG_REASON_BUSY = 13,           /* another decision holds this CPU's scratch */
+	KG_REASON_NOT_LISTED = 4,        /* neither the digest nor the name is listed */
+	KG_REASON_NAME_DIFFERS = 5,      /* digest listed under another name */
+	KG_REASON_NAME_MISMATCH = 6,     /* .modinfo name != this_module name */
+	KG_REASON_BAD_ELF = 7,           /* not both names could be parsed */
+	KG_REASON_COMPRESSED = 8,        /* compressed file whose digest is not listed */
+	KG_REASON_NO_CONTENTS = 9,       /* a load the kernel gives us no buffer for */
+	KG_REASON_HASH_FAILED = 10,      /* digest could not be computed */
+	KG_REASON_NO_POLICY = 11,        /* no allowlist installed */
+	KG_REASON_SEALED = 12,           /* seal refusal; op and object say what */
+	KG_REASON_BUSY = 13,             /* another decision holds this CPU's scratch */
 };
 
 /* Flags of a decision event. */
-#define KG_F_COMPRESSED (1U << 0)  /* buffer is not an ELF (xz, zstd, gzip) */
-#define KG_F_NAMES (1U << 1)       /* name and this_name were parsed */
-#define KG_F_MISMATCH (1U << 2)    /* the two names differ */
-#define KG_F_DIGEST (1U << 3)      /* digest holds the image's SHA-256 */
-#define KG_F_SEALED (1U << 4)      /* the guard was sealed */
+#define KG_F_COMPRESSED (1U << 0) /* buffer is not an ELF (xz, zstd, gzip) */
+#define KG_F_NAMES (1U << 1)      /* name and this_name were parsed */
+#define KG_F_MISMATCH (1U << 2)   /* the two names differ */
+#define KG_F_DIGEST (1U << 3)     /* digest holds the image's SHA-256 */
+#define KG_F_SEALED (1U << 4)     /* the guard was sealed */
 
 /* Kinds of policy keys. */
 #define KG_KEY_META 0

@@ -151,23 +151,23 @@ struct kg_elf_sec {
 
 /* Per-call state, one slot per CPU. */
 struct kg_elf_scratch {
-	__u64 buf;        /* kernel address of the image */
-	__u64 size;       /* image size */
-	__u64 shoff;      /* section header table */
-	__u64 str_off;    /* section name table */
+	__u64 buf;     /* kernel address of the image */
+	__u64 size;    /* image size */
+	__u64 shoff;   /* section header table */
+	__u64 str_off; /* section name table */
 	__u64 str_size;
-	__u64 str_term;   /* names at or past this offset are unterminated */
+	__u64 str_term; /* names at or past this offset are unterminated */
 	struct kg_elf_sec modinfo;
 	struct kg_elf_sec this_module;
-	__s32 status;     /* error found inside a loop, or KG_ELF_OK */
-	__u32 at_start;   /* .modinfo scan: s->pos starts an entry */
-	__u32 name_len;   /* length of the name= value */
-	__u32 done;       /* .modinfo scan: name= found */
-	__u64 pos;        /* .modinfo scan: next offset in the section */
+	__s32 status;   /* error found inside a loop, or KG_ELF_OK */
+	__u32 at_start; /* .modinfo scan: s->pos starts an entry */
+	__u32 name_len; /* length of the name= value */
+	__u32 done;     /* .modinfo scan: name= found */
+	__u64 pos;      /* .modinfo scan: next offset in the section */
 	struct kg_elf64_shdr shdr;
 	__u8 tmp[KG_ELF_SCAN_CHUNK];
 	struct kg_elf_names names;
-	__u64 busy;       /* set while a kg_elf_names call owns the slot */
+	__u64 busy; /* set while a kg_elf_names call owns the slot */
 };
 
 #ifndef KG_SCRATCH_SLOTS
@@ -255,8 +255,9 @@ static long kg_elf_section_cb(__u32 i, void *ctx)
 
 	if (!s)
 		return 1;
-	if (bpf_probe_read_kernel(&s->shdr, sizeof(s->shdr),
-				  (const void *)(s->buf + s->shoff + ((__u64)i + 1) * sizeof(s->shdr)))) {
+	if (bpf_probe_read_kernel(
+		    &s->shdr, sizeof(s->shdr),
+		    (const void *)(s->buf + s->shoff + ((__u64)i + 1) * sizeof(s->shdr)))) {
 		s->status = KG_ELF_FAULT;
 		return 1;
 	}
@@ -316,8 +317,8 @@ static long kg_elf_modinfo_cb(__u32 i, void *ctx)
 	barrier_var(n);
 	if (n > KG_ELF_SCAN_CHUNK)
 		return 1;
-	/* Room for "name=", the longest value kept and its NUL, zeroed. */
 #pragma clang loop unroll(full)
+	/* Room for "name=", the longest value kept and its NUL, zeroed. */
 	for (int j = 0; j < (5 + KG_ELF_NAME_MAX + 7) / 8; j++)
 		z[j] = 0;
 	r = bpf_probe_read_kernel_str(s->tmp, n, (const void *)(s->buf + s->modinfo.off + s->pos));
@@ -330,8 +331,8 @@ static long kg_elf_modinfo_cb(__u32 i, void *ctx)
 	 * string at n - 1 bytes, unless the read reached the section's end.
 	 */
 	whole = r < n || n == left;
-	if (s->at_start && r >= 6 && s->tmp[0] == 'n' && s->tmp[1] == 'a' &&
-	    s->tmp[2] == 'm' && s->tmp[3] == 'e' && s->tmp[4] == '=') {
+	if (s->at_start && r >= 6 && s->tmp[0] == 'n' && s->tmp[1] == 'a' && s->tmp[2] == 'm' &&
+	    s->tmp[3] == 'e' && s->tmp[4] == '=') {
 		s->done = 1;
 		s->name_len = whole ? r - 6 : KG_ELF_SCAN_CHUNK;
 		/* The helper's NUL and the zeroed tail pad the copy. */
@@ -359,10 +360,11 @@ static __always_inline int kg_elf_section_ok(struct kg_elf_scratch *s, struct kg
 }
 
 /* kg_elf_walk does the work of kg_elf_names into s->names. */
-static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, const void *buf, __u64 size)
+static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, const void *buf,
+						      __u64 size)
 {
 	struct kg_elf64_ehdr *eh = (struct kg_elf64_ehdr *)s->tmp;
-	struct kg_elf_loop lp = {.s = s};
+	struct kg_elf_loop lp = { .s = s };
 	__u64 shnum, shstrndx, n;
 	int err;
 
@@ -431,8 +433,9 @@ static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, 
 		if (s->modinfo.size) {
 			__u8 last;
 
-			if (bpf_probe_read_kernel(&last, 1, (const void *)(s->buf + s->modinfo.off +
-									   s->modinfo.size - 1)))
+			if (bpf_probe_read_kernel(
+				    &last, 1,
+				    (const void *)(s->buf + s->modinfo.off + s->modinfo.size - 1)))
 				return KG_ELF_FAULT;
 			if (last)
 				return KG_ELF_MALFORMED;
@@ -483,7 +486,8 @@ static __always_inline enum kg_elf_status kg_elf_walk(struct kg_elf_scratch *s, 
  * kg_elf_names reads the two names of the module image of size bytes at the
  * kernel address buf into *out and returns an enum kg_elf_status.
  */
-static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size, struct kg_elf_names *out, __u32 slot)
+static __noinline enum kg_elf_status kg_elf_names(const void *buf, __u64 size,
+						  struct kg_elf_names *out, __u32 slot)
 {
 	struct kg_elf_scratch *s = kg_elf_state(slot);
 	enum kg_elf_status status;

@@ -67,7 +67,8 @@ typedef _Bool bool;
 
 /* Helpers (enum bpf_func_id). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
-static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+				   __u64 flags) = (void *)2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
@@ -81,7 +82,8 @@ static long (*bpf_send_signal)(__u32 sig) = (void *)109;
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)113;
 static long (*bpf_probe_read_user_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)114;
-static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)115;
+static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size,
+					 const void *unsafe_ptr) = (void *)115;
 static __u64 (*bpf_ktime_get_boot_ns)(void) = (void *)125;
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *)130;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
@@ -95,7 +97,8 @@ static long (*bpf_d_path)(struct path *path, char *buf, __u32 sz) = (void *)147;
 static long (*bpf_copy_from_user)(void *dst, __u32 size, const void *user_ptr) = (void *)148;
 struct task_struct;
 static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
-static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx,
+			__u64 flags) = (void *)181;
 struct file;
 static long (*bpf_ima_file_hash)(struct file *file, void *dst, __u32 size) = (void *)193;
 
@@ -111,7 +114,7 @@ static long (*bpf_ima_file_hash)(struct file *file, void *dst, __u32 size) = (vo
 #define KG_FIELD_OFFSET(field) __builtin_preserve_field_info(field, 0 /* BPF_FIELD_BYTE_OFFSET */)
 /* kg_container_of(ptr, type, member), with the member's offset relocated. */
 #define kg_container_of(ptr, type, member) \
-	((type *)((void *)(ptr) - KG_FIELD_OFFSET(((type *)0)->member)))
+	((type *)((void *)(ptr)-KG_FIELD_OFFSET(((type *)0)->member)))
 
 /* Raw tracepoint context: the tracepoint's arguments as u64s. */
 struct bpf_raw_tracepoint_args {

@@ -94,12 +94,13 @@
 
 /* Per-call state, KG_SCRATCH_SLOTS slots per CPU. */
 struct kg_sha256_scratch {
-	__u32 h[8];          /* running hash state */
-	__u32 w[16];         /* message schedule ring */
-	__u64 buf;           /* kernel address being hashed */
-	__s64 err;           /* first read error seen by the loop */
-	__u64 busy;          /* set while a kg_sha256 call owns the slot */
-	__u8 block[KG_SHA256_BUF_BLOCKS * KG_SHA256_BLOCK_SIZE]; /* chunk being compressed; final blocks */
+	__u32 h[8];  /* running hash state */
+	__u32 w[16]; /* message schedule ring */
+	__u64 buf;   /* kernel address being hashed */
+	__s64 err;   /* first read error seen by the loop */
+	__u64 busy;  /* set while a kg_sha256 call owns the slot */
+	__u8 block[KG_SHA256_BUF_BLOCKS *
+		   KG_SHA256_BLOCK_SIZE]; /* chunk being compressed; final blocks */
 };
 
 /* kg_sha256_scratch: slot -> this CPU's SHA-256 working state for that slot. */
@@ -129,8 +130,7 @@ struct {
 #define KG_MAJ(a, b, c) (((a) & (b)) | ((c) & ((a) | (b))))
 
 /* Next schedule word W[i] for i >= 16, kept in a 16-word ring. */
-#define KG_W(i) \
-	(w[(i) & 15] += KG_s1(w[((i) - 2) & 15]) + w[((i) - 7) & 15] + KG_s0(w[((i) - 15) & 15]))
+#define KG_W(i) (w[(i)&15] += KG_s1(w[((i)-2) & 15]) + w[((i)-7) & 15] + KG_s0(w[((i)-15) & 15]))
 
 /*
  * One round with the eight working variables renamed instead of shifted:
@@ -141,16 +141,16 @@ struct {
  * no barrier, clang 14 overflows the 512-byte stack; with w in the map and
  * no barrier, hashing is about 10% slower here.)
  */
-#define KG_RND(a, b, c, d, e, f, g, h, k, wi)                      \
-	do {                                                       \
+#define KG_RND(a, b, c, d, e, f, g, h, k, wi)                          \
+	do {                                                           \
 		__u32 t1 = h + KG_S1(e) + KG_CH(e, f, g) + (k) + (wi); \
-		d += t1;                                           \
-		h = t1 + KG_S0(a) + KG_MAJ(a, b, c);               \
-		barrier();                                         \
+		d += t1;                                               \
+		h = t1 + KG_S0(a) + KG_MAJ(a, b, c);                   \
+		barrier();                                             \
 	} while (0)
 
-#define KG_RND8(i, k0, k1, k2, k3, k4, k5, k6, k7, W)       \
-	do {                                                \
+#define KG_RND8(i, k0, k1, k2, k3, k4, k5, k6, k7, W)           \
+	do {                                                    \
 		KG_RND(a, b, c, d, e, f, g, h, k0, W((i) + 0)); \
 		KG_RND(h, a, b, c, d, e, f, g, k1, W((i) + 1)); \
 		KG_RND(g, h, a, b, c, d, e, f, k2, W((i) + 2)); \
@@ -178,22 +178,22 @@ static __always_inline void kg_sha256_compress(__u32 *st, const __u8 *p, __u32 *
 	for (int i = 0; i < 16; i++)
 		w[i] = __builtin_bswap32(pw[i]);
 
-	KG_RND8(0, 0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5,
-		0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, KG_W0);
-	KG_RND8(8, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
-		0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, KG_W0);
-	KG_RND8(16, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
-		0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, KG_W);
-	KG_RND8(24, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-		0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, KG_W);
-	KG_RND8(32, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-		0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, KG_W);
-	KG_RND8(40, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
-		0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, KG_W);
-	KG_RND8(48, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5,
-		0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, KG_W);
-	KG_RND8(56, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-		0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2, KG_W);
+	KG_RND8(0, 0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+		0x923f82a4, 0xab1c5ed5, KG_W0);
+	KG_RND8(8, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+		0x9bdc06a7, 0xc19bf174, KG_W0);
+	KG_RND8(16, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+		0x5cb0a9dc, 0x76f988da, KG_W);
+	KG_RND8(24, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+		0x06ca6351, 0x14292967, KG_W);
+	KG_RND8(32, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb,
+		0x81c2c92e, 0x92722c85, KG_W);
+	KG_RND8(40, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624,
+		0xf40e3585, 0x106aa070, KG_W);
+	KG_RND8(48, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+		0x5b9cca4f, 0x682e6ff3, KG_W);
+	KG_RND8(56, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb,
+		0xbef9a3f7, 0xc67178f2, KG_W);
 
 	st[0] += a;
 	st[1] += b;
@@ -242,10 +242,10 @@ static long kg_sha256_chunk_cb(__u32 i, void *ctx)
 }
 
 /* kg_sha256_run does the work of kg_sha256 once it owns the scratch slot. */
-static __always_inline long kg_sha256_run(struct kg_sha256_scratch *s, const void *buf,
-					  __u64 size, __u8 *out)
+static __always_inline long kg_sha256_run(struct kg_sha256_scratch *s, const void *buf, __u64 size,
+					  __u8 *out)
 {
-	struct kg_sha256_loop lp = {.s = s};
+	struct kg_sha256_loop lp = { .s = s };
 	__u64 *z = (__u64 *)s->block;
 	__u64 chunks, done, rest, nblocks;
 	__u32 v;
@@ -289,7 +289,8 @@ static __always_inline long kg_sha256_run(struct kg_sha256_scratch *s, const voi
 
 #pragma clang loop unroll(full)
 	for (int j = 0; j < 8; j++)
-		v = s->h[j], out[4 * j] = v >> 24, out[4 * j + 1] = v >> 16, out[4 * j + 2] = v >> 8, out[4 * j + 3] = v;
+		v = s->h[j], out[4 * j] = v >> 24, out[4 * j + 1] = v >> 16,
+		out[4 * j + 2] = v >> 8, out[4 * j + 3] = v;
 	return 0;
 }
 

@@ -126,7 +126,8 @@ int test_decide(struct bpf_raw_tracepoint_args *ctx)
 	if (!e || !addr)
 		return 1;
 	__builtin_memset(e, 0, sizeof(*e));
-	kg_measure(e, (const char *)addr, ctx->args[0], bpf_map_lookup_elem(&kg_test_names, &zero), 0);
+	kg_measure(e, (const char *)addr, ctx->args[0], bpf_map_lookup_elem(&kg_test_names, &zero),
+		   0);
 	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));
 	return 0;
 }
