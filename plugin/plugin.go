@@ -21,11 +21,15 @@ import (
 	"github.com/kmodguard/kmodguard/internal/version"
 )
 
-// Identity of the plugin. ID 999 is the id falcosecurity reserves for
-// source plugin development ("test"); it changes when the registry assigns
-// kmodguard its own.
+// Identity of the plugin. Until falcosecurity's registry assigns kmodguard
+// an ID from its public block (0 to 2^30-1), the plugin uses one from the
+// private block (2^30 to 2^31-1), which the registry never assigns: 2^30
+// plus the CRC-32 (IEEE) of "kmodguard" modulo 2^30. Unlike 999, the
+// registry's shared development ID, no other plugin in development sends
+// events under it by default. registry/registry.yaml carries the same ID
+// (registry_test.go checks both).
 const (
-	ID          = 999
+	ID          = 1954163500
 	Name        = "kmodguard"
 	EventSource = "kmodguard"
 	// Version is the version the rules file requires of the plugin

@@ -5,6 +5,7 @@ package registry_test
 
 import (
 	"bytes"
+	"hash/crc32"
 	"os"
 	"regexp"
 	"slices"
@@ -27,8 +28,15 @@ var (
 	spdx = []string{"Apache-2.0"}
 )
 
-// devID is the ID falcosecurity reserves for source plugins in development.
-const devID = 999
+// Plugin ID blocks (falcosecurity/plugins docs/plugin-ids.md): the registry
+// assigns IDs from the public block; the private block is never assigned.
+// devID is the registry's shared ID for source plugins in development.
+const (
+	publicEnd    = 1 << 30 // public: [0, publicEnd)
+	privateEnd   = 1 << 31 // private: [publicEnd, privateEnd)
+	devID        = 999
+	highestTaken = 28 // the highest ID the registry has assigned (2026-12)
+)
 
 type maintainer struct {
 	Name  string `yaml:"name"`
@@ -107,8 +115,18 @@ func TestRegistryEntry(t *testing.T) {
 	if src.ID == 0 {
 		t.Error("id 0 is reserved")
 	}
-	if src.ID == devID {
-		t.Logf("id %d is falcosecurity's development id: request an id before the first release", devID)
+	switch {
+	case src.ID == devID:
+		t.Errorf("id %d is the registry's shared development id: other plugins in development send events under it", devID)
+	case src.ID >= privateEnd:
+		t.Errorf("id %d is outside both blocks (public below %d, private below %d)", src.ID, publicEnd, privateEnd)
+	case src.ID >= publicEnd:
+		if want := uint32(publicEnd + crc32.ChecksumIEEE([]byte(info.Name))%publicEnd); src.ID != want {
+			t.Errorf("private id %d: the documented rule (2^30 + CRC-32 of %q mod 2^30) gives %d", src.ID, info.Name, want)
+		}
+		t.Logf("id %d is from the private block: ask the registry for a public id on submission", src.ID)
+	case src.ID <= highestTaken:
+		t.Errorf("public id %d is already another plugin's (the registry has assigned up to %d)", src.ID, highestTaken)
 	}
 	if !e.Capabilities.Extraction.Supported || len(plugin.New().Fields()) == 0 {
 		t.Error("the plugin extracts fields: extraction must be declared supported")

@@ -97,7 +97,7 @@ func TestSharedObjectInfo(t *testing.T) {
 	p := loadPlugin(t)
 	keep = append(keep, p)
 	info := p.Info()
-	if info.Name != "kmodguard" || info.ID != 999 || info.EventSource != "kmodguard" {
+	if info.Name != "kmodguard" || info.ID != plugin.ID || info.EventSource != "kmodguard" {
 		t.Errorf("info = %+v", info)
 	}
 	// The build's version, a semantic version whose core is the one the
