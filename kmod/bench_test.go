@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 )
 
@@ -139,23 +141,38 @@ func BenchmarkInspectTree(b *testing.B) {
 				}
 				wg.Wait()
 			}
-			timed := func(f func(int), n int) time.Duration {
+			// timed returns the wall time of f(n) and the CPU time it
+			// cost, this process's and its children's (the tool
+			// processes), user and system.
+			timed := func(f func(int), n int) (wall, cpu time.Duration) {
+				before := cpuTime(b)
 				start := time.Now()
 				f(n)
-				return time.Since(start)
+				return time.Since(start), cpuTime(b) - before
 			}
 			// Warm the page cache.
 			run(cpus)
 			inspect(cpus)
 
 			var tInspect, tTool, tInspectAll, tToolAll time.Duration
+			var cInspect, cTool time.Duration
+			add := func(wall, cpuSum *time.Duration, w, c time.Duration) {
+				*wall += w
+				if cpuSum != nil {
+					*cpuSum += c
+				}
+			}
 			b.SetBytes(total)
 			b.ResetTimer()
 			for b.Loop() {
-				tTool += timed(run, 1)
-				tInspect += timed(inspect, 1)
-				tToolAll += timed(run, cpus)
-				tInspectAll += timed(inspect, cpus)
+				w, c := timed(run, 1)
+				add(&tTool, &cTool, w, c)
+				w, c = timed(inspect, 1)
+				add(&tInspect, &cInspect, w, c)
+				w, _ = timed(run, cpus)
+				add(&tToolAll, nil, w, 0)
+				w, _ = timed(inspect, cpus)
+				add(&tInspectAll, nil, w, 0)
 			}
 			n := float64(b.N)
 			short := map[string]string{"sha256sum": "sha256sum", "xz": "xz-dc", "zstd": "zstd-dc"}[tool]
@@ -163,9 +180,28 @@ func BenchmarkInspectTree(b *testing.B) {
 			b.ReportMetric(tInspect.Seconds()/n, "inspect-s/op")
 			b.ReportMetric(tTool.Seconds()/n, short+"-s/op")
 			b.ReportMetric(tInspect.Seconds()/tTool.Seconds(), "inspect/"+short)
+			// Per core: the CPU time each way costs, whatever the number
+			// of cores it spreads over (xz -dc and the digest of its
+			// output run on two at once; Inspect's collector runs beside
+			// it).
+			b.ReportMetric(cInspect.Seconds()/cTool.Seconds(), "inspect/"+short+"-cpu")
 			b.ReportMetric(tInspectAll.Seconds()/tToolAll.Seconds(), fmt.Sprintf("inspect/%s-%dcpu", short, cpus))
 		})
 	}
+}
+
+// cpuTime is the CPU time, user and system, of this process and of its
+// children that have been waited for.
+func cpuTime(b *testing.B) time.Duration {
+	var total time.Duration
+	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
+		var ru unix.Rusage
+		if err := unix.Getrusage(who, &ru); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return total
 }
 
 // BenchmarkInspectModule measures one module in memory, per format.

@@ -7,12 +7,16 @@
 set -uo pipefail
 
 failed=()
+# Every section's output is kept in $log too; at the end, internal/benchtable
+# turns it into the table of figures beside their goals (the README's).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 # step NAME CMD...: runs one section's command (a pipeline's status is its
 # first failing command's, through pipefail) and records a failure.
 step() {
 	local name=$1
 	shift
-	if ! "$@"; then
+	if ! "$@" | tee -a "$log"; then
 		echo "   FAILED: $name"
 		failed+=("$name")
 	fi
@@ -27,7 +31,7 @@ only() { grep -E "${1:-^(Benchmark|ok|FAIL|---)}"; }
 echo "== allowlist init over the Debian 6.1 tree vs find | xargs sha256sum =="
 step "allowlist init" go test -run '^$' -bench '^BenchmarkInitVsSha256sum$' -benchtime 5x ./cmd/kmodguard
 echo "== kmod.Inspect over the Debian 6.1 (.ko), 6.12 and 7.2 (.ko.xz) trees and 6.1 recompressed with zstd, vs sha256sum, xz -dc, zstd -dc =="
-echo "   (rounds interleaved; one goroutine vs one process, then every core vs as many; target <= 1.0 each)"
+echo "   (rounds interleaved; CPU time, one goroutine vs one process and its digest, then wall time on every core vs as many; target <= 1.0 each)"
 inspect_tree() { go test -run '^$' -bench '^(BenchmarkInspectTree|BenchmarkDecompressTree)$' -benchtime 3x ./kmod | only; }
 step "kmod.Inspect trees" inspect_tree
 echo "== allowlist Match (O(1): same cost for 4 and 4000 entries) =="
@@ -63,6 +67,7 @@ echo "   (rounds interleaved; target sensor/empty <= 1.05; the sensor needs both
 getppid() {
 	go test -run '^$' -bench '^BenchmarkGetppidInterleaved$' -benchtime 20x ./bpf | awk '
 	/^BenchmarkGetppidInterleaved/ {
+		print
 		for (i = 3; i < NF; i++) v[$(i+1)] = $i
 		printf "   ns/call: none %s, empty %s, empty pair %s, sensor %s\n", v["none-ns/call"], v["empty-ns/call"], v["empty_pair-ns/call"], v["sensor-ns/call"]
 		printf "   ratio sensor/empty      = %s\n", v["sensor/empty"]
@@ -104,6 +109,11 @@ step "guard in QEMU" vm_guard
 
 echo "== everything else =="
 step "everything else" go test -run '^$' -bench . -skip '^(BenchmarkInspectTree|BenchmarkInitVsSha256sum|BenchmarkMatch|BenchmarkBPFSHA256|BenchmarkPipeline|BenchmarkReplayMemory|BenchmarkGetppid.*|BenchmarkInitModule.*|BenchmarkImageCapture|BenchmarkJunkFlood|BenchmarkDecompressTree)$' -benchmem ./...
+
+echo
+echo "== the figures beside their goals (the README's performance table) =="
+go run ./internal/benchtable < "$log"
+echo
 
 if [ ${#failed[@]} -gt 0 ]; then
 	printf 'bench: %d section(s) failed:\n' "${#failed[@]}"
