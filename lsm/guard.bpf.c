@@ -556,7 +556,8 @@ static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 
 
 /*
  * bpf(cmd, attr, size): refuse, once sealed, writes to the guard's maps
- * through descriptors opened before the seal, the freeze of its ring
+ * through descriptors opened before the seal (which the kernel refuses
+ * too: the seal freezes them), the freeze of its ring
  * buffer, the detach of its links, loading fmod_ret programs, and attaching
  * any program that could decide before the guard (prog_overrides).
  */
@@ -573,16 +574,27 @@ int kg_bpf(__u64 *ctx)
 	case BPF_MAP_UPDATE_ELEM:
 	case BPF_MAP_DELETE_ELEM:
 	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
-	case BPF_MAP_FREEZE:
-		/* map_fd is the first field */
+		/*
+		 * map_fd is the first field. The syscall looks the fd up again
+		 * after this hook: a thread that swaps the fd in between gets
+		 * past this check. The seal also freezes every guard map, so
+		 * the kernel itself refuses such a write; this check is the
+		 * second line, and the one that reports.
+		 */
 		bpf_probe_read_kernel(&fd, sizeof(fd), attr);
 		if (fd_is_guard_map(fd, &id))
 			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
+		return 0;
+	case BPF_MAP_FREEZE:
 		/*
-		 * A frozen ring buffer cannot be mapped writable: no daemon
-		 * started after the freeze could consume the decisions.
+		 * Freezing a guard map takes away only what the seal already
+		 * refuses (writes from user space), and the seal freezes its
+		 * config once sealed: allowed. A frozen ring buffer, though,
+		 * cannot be mapped writable: no daemon started after the freeze
+		 * could consume the decisions.
 		 */
-		if (cmd == BPF_MAP_FREEZE && fd_is_events(fd, &id))
+		bpf_probe_read_kernel(&fd, sizeof(fd), attr);
+		if (fd_is_events(fd, &id))
 			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | id);
 		return 0;
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:

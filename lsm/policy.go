@@ -150,6 +150,13 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 			return nil, 0, fmt.Errorf("fill policy map: %w", err)
 		}
 	}
+	// Complete, it never changes again: frozen, the kernel refuses every
+	// write to it from user space, sealed or not (a new policy is a new
+	// map). The guard's programs only read it (BPF_F_RDONLY_PROG).
+	if err := m.Freeze(); err != nil {
+		m.Close()
+		return nil, 0, fmt.Errorf("freeze policy map: %w", err)
+	}
 	return m, n, nil
 }
 

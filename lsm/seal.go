@@ -28,9 +28,16 @@ import (
 // the reader (Reader.Missing). The policy in force is frozen; SetPolicy
 // returns ErrSealed.
 //
+// The guard's maps are frozen too (BPF_MAP_FREEZE): the kernel itself then
+// refuses every write to them from user space, whatever descriptor it
+// comes through. The guard's bpf hook refuses those writes as well, but it
+// reads the descriptor before the syscall looks it up again, and a thread
+// that swaps the descriptor in between gets past it.
+//
 // The steps are in sealSteps. The guard consults kg_protect only once the
-// seal is set, the last step, so a step that fails leaves the guard
-// unsealed and as it was, and Seal can be called again.
+// seal is set, so a step before that which fails leaves the guard unsealed,
+// and Seal can be called again; once the maps are frozen, though, the
+// policy in force stays until reboot whatever happens next.
 func (g *Guard) Seal() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -66,15 +73,19 @@ var sealSteps = []struct {
 	{"protect the pins", (*sealer).protectPins},
 	{"protect the mounts holding the pins", (*sealer).protectMounts},
 	{"protect the mount namespaces", (*sealer).protectMountNamespaces},
+	{"freeze the guard's maps", (*sealer).freezeMaps},
 	{"set the seal", (*sealer).setSealed},
+	{"freeze the config", (*sealer).freezeConfig},
 }
 
 // sealer carries what one Seal learns from step to step.
 type sealer struct {
 	g        *Guard
-	hostNS   string     // init's mount namespace when not this process's (hostMountNS)
-	eventsID ebpf.MapID // the ring buffer: protEvents, not protMap
-	fsDev    uint32     // the pins' file system (kernel dev_t)
+	hostNS   string       // init's mount namespace when not this process's (hostMountNS)
+	eventsID ebpf.MapID   // the ring buffer: protEvents, not protMap
+	fsDev    uint32       // the pins' file system (kernel dev_t)
+	maps     []ebpf.MapID // protMap maps, to freeze
+	configID ebpf.MapID   // kg_cfg, frozen last (freezeConfig)
 }
 
 // put records one protected object.
@@ -96,6 +107,7 @@ func (s *sealer) protectMaps() error {
 		if err := s.put(protMap, 0, uint64(innerID)); err != nil {
 			return fmt.Errorf("policy map: %w", err)
 		}
+		s.maps = append(s.maps, ebpf.MapID(innerID))
 	}
 	for _, m := range []*ebpf.Map{g.policy, g.config, g.protect, g.counters} {
 		info, err := m.Info()
@@ -108,6 +120,11 @@ func (s *sealer) protectMaps() error {
 		}
 		if err := s.put(protMap, 0, uint64(id)); err != nil {
 			return fmt.Errorf("map %d: %w", id, err)
+		}
+		if m == g.config {
+			s.configID = id
+		} else {
+			s.maps = append(s.maps, id)
 		}
 	}
 	return nil
@@ -151,6 +168,7 @@ func (s *sealer) protectLinks() error {
 			if err := s.put(protMap, 0, uint64(id)); err != nil {
 				return fmt.Errorf("map %d of %s: %w", id, name, err)
 			}
+			s.maps = append(s.maps, id)
 		}
 	}
 	return nil
@@ -229,6 +247,54 @@ func (s *sealer) protectMountNamespaces() error {
 		if err := s.put(protMntNS, 0, st.Ino); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
+	}
+	return nil
+}
+
+// freezeMaps freezes every map recorded above but the config (which the
+// seal itself writes): the policy in force, the policy slot, kg_protect,
+// the counters and the programs' scratch maps. User space never writes
+// them once sealed; programs still do, a freeze being about the syscall
+// side only. A map frozen already (the policy in force is frozen as it is
+// built) is left as it is.
+func (s *sealer) freezeMaps() error {
+	if s.configID == 0 {
+		return errors.New("the config map's id is not known")
+	}
+	frozen := map[ebpf.MapID]bool{s.configID: true}
+	for _, id := range s.maps {
+		if frozen[id] {
+			continue
+		}
+		frozen[id] = true
+		if err := freezeByID(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freezeConfig freezes the config once the seal is set: kg_bpf lets a
+// freeze of a guard map through, since it only takes writes away.
+func (s *sealer) freezeConfig() error {
+	if err := s.g.config.Freeze(); err != nil {
+		return fmt.Errorf("the guard is sealed, but its config is not frozen (the bpf hook still refuses writes to it): %w", err)
+	}
+	return nil
+}
+
+// freezeByID freezes the map with the id, unless it is frozen already.
+func freezeByID(id ebpf.MapID) error {
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return fmt.Errorf("open map %d: %w", id, err)
+	}
+	defer m.Close()
+	if info, err := m.Info(); err == nil && info.Frozen() {
+		return nil
+	}
+	if err := m.Freeze(); err != nil {
+		return fmt.Errorf("map %d: %w", id, err)
 	}
 	return nil
 }
