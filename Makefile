@@ -57,8 +57,8 @@ package: ## Build the .deb (amd64, arm64) and .rpm (x86_64, aarch64) packages in
 	LDFLAGS='-s -w $(LDFLAGS)' scripts/package.sh amd64 arm64
 
 .PHONY: readme
-readme: plugin ## Regenerate the README's plugin fields table from the built libkmodguard.so
-	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme README.md
+readme: plugin ## Regenerate plugin/README.md's fields table from the built libkmodguard.so
+	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme plugin/README.md
 
 .PHONY: lint
 lint: ## gofmt, go vet, go.mod/go.sum as go mod tidy leaves them, and the BPF C as .clang-format has it

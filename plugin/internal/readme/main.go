@@ -1,9 +1,9 @@
 // Command readme rewrites the fields table of the kmodguard Falco plugin in
-// README.md from the built libkmodguard.so, loaded with plugin-sdk-go's
+// plugin/README.md (the falcosecurity/plugins layout) from the built libkmodguard.so, loaded with plugin-sdk-go's
 // loader the way Falco loads it, so that the table is what the plugin
 // really exports. `make readme` runs it:
 //
-//	go run ./plugin/internal/readme -plugin libkmodguard.so -readme README.md
+//	go run ./plugin/internal/readme -plugin libkmodguard.so -readme plugin/README.md
 //
 // The table goes between two `<!-- README-PLUGIN-FIELDS -->` lines.
 package main
@@ -34,7 +34,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("readme", flag.ContinueOnError)
 	so := fs.String("plugin", "libkmodguard.so", "the built plugin")
-	readme := fs.String("readme", "README.md", "the file to rewrite")
+	readme := fs.String("readme", "plugin/README.md", "the file to rewrite")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
