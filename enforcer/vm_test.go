@@ -675,6 +675,14 @@ func TestGuestAuditMode(t *testing.T) {
 		t.Fatalf("audit decision %+v: want ret 0 and the reason enforce would give", d)
 	}
 	unload(t, "veth")
+	// Sealed, an audit guard would keep a list that refuses nothing until
+	// reboot: the seal refuses, and leaves the guard as it was.
+	if err := enf.Seal(); !errors.Is(err, lsm.ErrSealAudit) {
+		t.Fatalf("seal in audit mode = %v, want ErrSealAudit", err)
+	}
+	if st, err := enf.Status(); err != nil || st.Sealed {
+		t.Fatalf("status after a refused seal: %+v, %v", st, err)
+	}
 }
 
 func TestGuestNameOnlyEntry(t *testing.T) {

@@ -26,7 +26,7 @@ import (
 // the same file systems unmount as usual. The ring buffer still opens
 // writable, for the daemon to consume it; a second consumer is detected by
 // the reader (Reader.Missing). The policy in force is frozen; SetPolicy
-// returns ErrSealed.
+// returns ErrSealed. A guard in audit mode is not sealed (ErrSealAudit).
 //
 // The guard's maps are frozen too (BPF_MAP_FREEZE): the kernel itself then
 // refuses every write to them from user space, whatever descriptor it
@@ -50,6 +50,13 @@ func (g *Guard) Seal() error {
 	if len(g.links) != len(hooks) {
 		return fmt.Errorf("seal: only %d of %d links are attached", len(g.links), len(hooks))
 	}
+	var c guardKgConfig
+	if err := g.config.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("seal: read config: %w", err)
+	}
+	if Mode(c.Mode) != ModeEnforce {
+		return ErrSealAudit
+	}
 	s := &sealer{g: g}
 	for _, step := range sealSteps {
 		if err := step.run(s); err != nil {
@@ -58,6 +65,10 @@ func (g *Guard) Seal() error {
 	}
 	return nil
 }
+
+// ErrSealAudit is returned by Seal for a guard in audit mode: sealed, its
+// allowlist would stay until reboot while it refuses nothing.
+var ErrSealAudit = errors.New("seal: the guard is in audit mode, which refuses nothing; a sealed guard keeps its allowlist until reboot: apply an allowlist in enforce mode, then seal")
 
 // sealSteps are Seal's steps, in order. Each records one kind of object the
 // guard must protect; the last sets the seal.
