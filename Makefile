@@ -56,6 +56,15 @@ package: ## Build the .deb (amd64, arm64) and .rpm (x86_64, aarch64) packages in
 	@scripts/deps.sh build package
 	LDFLAGS='-s -w $(LDFLAGS)' scripts/package.sh amd64 arm64
 
+.PHONY: release
+release: ## Lay out a release in dist/release: CLI and plugin for amd64 and arm64, falcoctl artifacts, the image as an OCI layout, push.sh (docs/release.md)
+	@scripts/deps.sh build package
+	@scripts/release.sh
+
+.PHONY: release-check
+release-check: release ## Build a release and check it as a fleet takes it (internal/release/mkrelease TestBuiltRelease)
+	KMODGUARD_RELEASE=$(CURDIR)/dist/release $(GO) test -count=1 -run '^TestBuiltRelease$$' -v ./internal/release/mkrelease/
+
 .PHONY: readme
 readme: plugin ## Regenerate plugin/README.md's fields table from the built libkmodguard.so
 	$(GO) run ./plugin/internal/readme -plugin $(PLUGIN_SO) -readme plugin/README.md
@@ -96,7 +105,7 @@ matrix: ## Regenerate docs/support-matrix.md from the last vmtest run's records
 	$(GO) run ./internal/supportmatrix -o docs/support-matrix.md
 
 .PHONY: test
-test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, packages, vmtest
+test: ## Everything CI runs: deps, lint, generated-file check, unit, every benchmark once, fuzz, packages, a release, vmtest
 	@scripts/deps.sh build bpf vm vm-arm64 proto package
 	$(MAKE) lint
 	$(MAKE) check-generate
@@ -104,6 +113,7 @@ test: ## Everything CI runs: deps, lint, generated-file check, unit, every bench
 	$(MAKE) benchsmoke
 	$(MAKE) fuzz
 	$(MAKE) package
+	$(MAKE) release-check
 	$(MAKE) vmtest
 
 .PHONY: bench
