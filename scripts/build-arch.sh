@@ -27,7 +27,7 @@ fi
 cd "$(dirname "$0")/.."
 mkdir -p "$dir"
 ldflags="${LDFLAGS:-}"
-CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath -ldflags "$ldflags" -o "$dir/kmodguard" ./cmd/kmodguard
-CGO_ENABLED=1 GOOS=linux GOARCH="$arch" CC="$cc" go build -trimpath -buildmode=c-shared -ldflags "$ldflags" \
+CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -ldflags "$ldflags" -o "$dir/kmodguard" ./cmd/kmodguard
+CGO_ENABLED=1 GOOS=linux GOARCH="$arch" CC="$cc" go build -buildmode=c-shared -ldflags "$ldflags" \
 	-o "$dir/libkmodguard.so" ./cmd/plugin
 rm -f "$dir/libkmodguard.h"
