@@ -249,7 +249,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 
-	if err := write("push.sh", []byte(pushScript(o.Version, tags, info.RequiredAPIVersion, plugins, rulesName, m.OCI)), 0o755); err != nil {
+	if err := write("push.sh", []byte(pushScript(o.Version, tags, info.RequiredAPIVersion, plugins, rulesName, rulesCfg, m.OCI)), 0o755); err != nil {
 		return nil, err
 	}
 	var sums strings.Builder
@@ -289,7 +289,7 @@ func pluginInfo(so string) (PluginInfo, error) {
 // pushScript is push.sh: the two ways to publish the release, which give
 // the same artifacts. falcoctl pushes the tarballs; oras copies the
 // layouts as they are (and is the only way for the image).
-func pushScript(version string, tags []string, api string, plugins []release.Tarball, rulesName string, layouts []LayoutEntry) string {
+func pushScript(version string, tags []string, api string, plugins []release.Tarball, rulesName string, rules release.Config, layouts []LayoutEntry) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 # Publishes this kmodguard release. Run it from this directory, logged in
@@ -310,8 +310,16 @@ set -eu
 	for _, p := range plugins {
 		fmt.Fprintf(&b, " \\\n\t\t%s --platform %s", p.Name, p.Platform)
 	}
-	fmt.Fprintf(&b, "\n\tfalcoctl registry push --type rulesfile --name %s --version %s%s \\\n\t\t--annotation-source %s \\\n\t\t%s:%s %s\n",
-		RulesName, version, floating, Source, RulesRepo, version, rulesName)
+	// Given a tarball, falcoctl does not read the rules file inside for
+	// its requirements and dependencies: they are passed as flags.
+	fmt.Fprintf(&b, "\n\tfalcoctl registry push --type rulesfile --name %s --version %s%s \\\n\t\t", RulesName, version, floating)
+	for _, r := range rules.Requirements {
+		fmt.Fprintf(&b, "--requires %s:%s ", r.Name, r.Version)
+	}
+	for _, d := range rules.Dependencies {
+		fmt.Fprintf(&b, "--depends-on %s:%s ", d.Name, d.Version)
+	}
+	fmt.Fprintf(&b, "--annotation-source %s \\\n\t\t%s:%s %s\n", Source, RulesRepo, version, rulesName)
 	for _, l := range layouts {
 		if l.Layout == "oci/image" {
 			fmt.Fprintf(&b, "\toras cp --from-oci-layout %s:%s %s:%s\n", l.Layout, version, l.Repo, strings.Join(l.Tags, ","))
