@@ -192,6 +192,13 @@ func TestBuiltRelease(t *testing.T) {
 			t.Errorf("push.sh does not push %s", name)
 		}
 	}
+	// falcoctl reads no requirement from a tarball: push.sh must pass the
+	// rules artifact's, or it would carry none.
+	for _, flag := range []string{"--requires " + release.EngineRequirement + ":0.31.0", "--depends-on kmodguard:" + version.Release, "--requires " + release.PluginAPIRequirement + ":" + m.PluginAPIVersion} {
+		if !strings.Contains(push, flag) {
+			t.Errorf("push.sh does not pass %s to falcoctl", flag)
+		}
+	}
 	for _, l := range m.OCI {
 		if !strings.Contains(push, l.Repo+":"+strings.Join(l.Tags, ",")) {
 			t.Errorf("push.sh does not copy %s to %s", l.Layout, l.Repo)
