@@ -57,7 +57,7 @@ func newHookEnv(t *testing.T) *hookEnv {
 		t.Fatalf("build the CLI: %v\n%s", err, out)
 	}
 	e.key = filepath.Join(e.dir, "signing")
-	e.kg(t, "allowlist", "keygen", "-o", e.key)
+	e.kg(t, "allowlist", "keygen", "--prefix", e.key)
 	return e
 }
 
@@ -106,7 +106,7 @@ func TestKernelPostinstHook(t *testing.T) {
 	t.Run("local list", func(t *testing.T) {
 		list := filepath.Join(t.TempDir(), "allowlist.yaml")
 		// A list of another tree: the new release is not in it.
-		e.kg(t, "allowlist", "init", "--modules-dir", filepath.Join(mods, "kernel"), "--mode", "enforce", "-o", list)
+		e.kg(t, "allowlist", "init", "--modules-dir", filepath.Join(mods, "kernel"), "--mode", "enforce", "--out-file", list)
 		e.kg(t, "allowlist", "remove", "-a", list, "dummy", "veth")
 		if check(list) == nil {
 			t.Fatal("the release is allowed before the hook ran")
@@ -125,7 +125,7 @@ func TestKernelPostinstHook(t *testing.T) {
 
 	t.Run("signed list", func(t *testing.T) {
 		list := filepath.Join(t.TempDir(), "allowlist.yaml")
-		e.kg(t, "allowlist", "init", "--modules-dir", mods, "--mode", "enforce", "-o", list)
+		e.kg(t, "allowlist", "init", "--modules-dir", mods, "--mode", "enforce", "--out-file", list)
 		e.kg(t, "allowlist", "remove", "-a", list, "veth")
 		e.kg(t, "allowlist", "sign", "--key", e.key+".key", list)
 		before, _ := os.ReadFile(list)

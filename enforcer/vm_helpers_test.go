@@ -80,17 +80,17 @@ func startDaemon(t *testing.T, kg, file, pins, logPath string, env ...string) *d
 	return &daemon{cmd: cmd, log: logPath}
 }
 
-// waitStatus polls `kmodguard enforcer status --json` until the guard is
+// waitStatus polls `kmodguard enforcer status -o json` until the guard is
 // pinned at generation minGen or later.
 func waitStatus(t *testing.T, kg, pins string, minGen uint64) lsm.Status {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err := exec.Command(kg, "enforcer", "status", "--json", "--pin-dir", pins).Output()
+		out, err := exec.Command(kg, "enforcer", "status", "-o", "json", "--pin-dir", pins).Output()
 		var st lsm.Status
 		if err == nil {
 			if err := json.Unmarshal(out, &st); err != nil {
-				t.Fatalf("status --json: %v\n%s", err, out)
+				t.Fatalf("status -o json: %v\n%s", err, out)
 			}
 			if st.Generation >= minGen && len(st.Links) == len(lsm.Hooks()) {
 				return st
@@ -421,16 +421,16 @@ func outerMapOf(inner *ebpf.Map) (*ebpf.Map, error) {
 	return outer, nil
 }
 
-// statusOf runs `kmodguard enforcer status --json`.
+// statusOf runs `kmodguard enforcer status -o json`.
 func statusOf(t *testing.T, kg, pins string) lsm.Status {
 	t.Helper()
-	out, err := exec.Command(kg, "enforcer", "status", "--json", "--pin-dir", pins).Output()
+	out, err := exec.Command(kg, "enforcer", "status", "-o", "json", "--pin-dir", pins).Output()
 	if err != nil {
 		t.Fatalf("enforcer status: %v\n%s", err, out)
 	}
 	var st lsm.Status
 	if err := json.Unmarshal(out, &st); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
+		t.Fatalf("status -o json: %v\n%s", err, out)
 	}
 	return st
 }

@@ -62,11 +62,11 @@ An allowlist can be signed (ed25519, detached, FILE.sig). Commands that read
 one take --pubkey to require a valid signature, and --require-signature to
 refuse to run without a key.`,
 		Example: `  # build a baseline from the running kernel's modules tree, then check it
-  kmodguard allowlist init --modules-dir /lib/modules/$(uname -r) --mode audit -o allow.yaml
+  kmodguard allowlist init --modules-dir /lib/modules/$(uname -r) --mode audit --out-file allow.yaml
   kmodguard allowlist lint allow.yaml
 
   # sign it on a build machine (the private key never goes to the hosts)
-  kmodguard allowlist keygen -o ~/kmodguard-signing
+  kmodguard allowlist keygen --prefix ~/kmodguard-signing
   kmodguard allowlist sign --key ~/kmodguard-signing.key allow.yaml
 
   # on a host, with only the public key: check a module against the signed list
@@ -92,6 +92,13 @@ type trustFlags struct {
 func (t *trustFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&t.pubkey, "pubkey", "", "PEM public key: refuse the allowlist unless FILE.sig verifies under it")
 	cmd.Flags().BoolVar(&t.require, "require-signature", false, "refuse to run without --pubkey")
+	completeFiles(cmd, "pubkey", "pub", "pem")
+	// Without -a (lint, diff, enforcer apply), allowlists are the arguments.
+	if cmd.Flags().Lookup("allowlist") != nil {
+		completeFiles(cmd, "allowlist", "yaml", "yml")
+	} else {
+		cmd.ValidArgsFunction = completeAllowlists
+	}
 }
 
 // load loads the allowlist at path under the flags.
@@ -143,6 +150,13 @@ func saveList(stderr io.Writer, path string, a *allowlist.Allowlist, key string)
 	return nil
 }
 
+// completeModes offers the allowlist modes for cmd's --mode.
+func completeModes(cmd *cobra.Command) {
+	completeValues(cmd, "mode",
+		cobra.CompletionWithDesc(string(allowlist.ModeEnforce), "refuse modules the allowlist does not admit"),
+		cobra.CompletionWithDesc(string(allowlist.ModeAudit), "let them load and report them"))
+}
+
 // ---- init ----
 
 type initOptions struct {
@@ -153,14 +167,14 @@ type initOptions struct {
 	kernel      string
 	mode        string
 	name        string
-	output      string
+	outFile     string
 	jobs        int
 }
 
 func newAllowlistInitCmd() *cobra.Command {
 	var o initOptions
 	cmd := &cobra.Command{
-		Use:   "init (--modules-dir DIR | --deb PACKAGE | --loaded) -o FILE",
+		Use:   "init (--modules-dir DIR | --deb PACKAGE | --loaded) --out-file FILE",
 		Short: "Build an allowlist from a modules tree or from the loaded modules",
 		Long: `Build an allowlist with one entry per module name, each carrying the digests
 of the file and of its ELF image (they differ for .ko.xz, .ko.zst and
@@ -181,16 +195,16 @@ parallel on all cores. A module whose two names differ is refused, and so
 is a file that is not a module: the list is written only when every file
 was read. A progress bar is shown when stderr is a terminal.`,
 		Example: `  # the whole tree of the running kernel, in audit mode to start with
-  kmodguard allowlist init --modules-dir /lib/modules/$(uname -r) -o /etc/kmodguard/allowlist.yaml
+  kmodguard allowlist init --modules-dir /lib/modules/$(uname -r) --out-file /etc/kmodguard/allowlist.yaml
 
   # only what this host has loaded, enforced
-  kmodguard allowlist init --loaded --mode enforce -o loaded.yaml
+  kmodguard allowlist init --loaded --mode enforce --out-file loaded.yaml
 
   # print to stdout
-  kmodguard allowlist init --modules-dir ./rootfs/lib/modules/6.1.0-56-amd64 -o -
+  kmodguard allowlist init --modules-dir ./rootfs/lib/modules/6.1.0-56-amd64 --out-file -
 
   # from the kernel package a fleet is about to install
-  kmodguard allowlist init --deb linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb --mode enforce -o 6.1.0-57.yaml`,
+  kmodguard allowlist init --deb linux-image-6.1.0-57-amd64_6.1.192-3_amd64.deb --mode enforce --out-file 6.1.0-57.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runInit(cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
@@ -198,16 +212,20 @@ was read. A progress bar is shown when stderr is a terminal.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.modulesDir, "modules-dir", "", "take every .ko* under this tree (with --loaded: the tree whose modules.dep to use)")
+	_ = cmd.MarkFlagDirname("modules-dir")
 	f.StringVar(&o.deb, "deb", "", "take every module file of this kernel package (.deb)")
+	completeFiles(cmd, "deb", "deb")
 	f.BoolVar(&o.loaded, "loaded", false, "take the modules loaded now (/proc/modules)")
 	f.StringVar(&o.procModules, "proc-modules", "/proc/modules", "where --loaded reads the loaded modules")
 	f.StringVar(&o.kernel, "kernel", "", "kernel release to record in every entry (default: each module's vermagic)")
 	f.StringVar(&o.mode, "mode", string(allowlist.ModeAudit), "spec.mode: audit or enforce")
+	completeModes(cmd)
 	f.StringVar(&o.name, "name", "", "metadata.name (default: the host name)")
-	f.StringVarP(&o.output, "output", "o", "", "file to write, or - for stdout (required)")
+	f.StringVar(&o.outFile, "out-file", "", "file to write, or - for stdout (required)")
+	completeFiles(cmd, "out-file", "yaml", "yml")
+	addFileAlias(cmd, &o.outFile, "--out-file")
 	f.IntVarP(&o.jobs, "jobs", "j", runtime.GOMAXPROCS(0), "files inspected in parallel")
 	_ = f.MarkHidden("proc-modules")
-	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
 
@@ -215,6 +233,10 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 	mode := allowlist.Mode(o.mode)
 	if mode != allowlist.ModeAudit && mode != allowlist.ModeEnforce {
 		return withCode(exitError, fmt.Errorf("--mode %q: want audit or enforce", o.mode))
+	}
+	if o.outFile == "" {
+		// Not MarkFlagRequired: its message would name the deprecated -o too.
+		return withCode(exitError, errors.New("say where to write the allowlist: --out-file FILE, or - for stdout"))
 	}
 	if o.modulesDir == "" && o.deb == "" && !o.loaded {
 		return withCode(exitError, errors.New("say where the modules are: --modules-dir DIR, --deb PACKAGE or --loaded"))
@@ -278,7 +300,7 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 	a := allowlist.New(o.name, mode)
 	a.Spec.Modules = entries
 	a.Reindex()
-	if o.output == "-" {
+	if o.outFile == "-" {
 		data, err := allowlist.Marshal(a)
 		if err != nil {
 			return withCode(exitError, err)
@@ -288,15 +310,15 @@ func runInit(stdout, stderr io.Writer, o initOptions) error {
 		}
 	} else {
 		// The default place, /etc/kmodguard, may not exist yet.
-		if err := os.MkdirAll(filepath.Dir(o.output), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(o.outFile), 0o755); err != nil {
 			return withCode(exitError, fmt.Errorf("create the allowlist's directory: %w", err))
 		}
-		if err := saveList(stderr, o.output, a, ""); err != nil {
+		if err := saveList(stderr, o.outFile, a, ""); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(stderr, "kmodguard: %d files, %d module names, written to %s in %.2fs\n",
-		len(paths), len(entries), o.output, time.Since(start).Seconds())
+		len(paths), len(entries), o.outFile, time.Since(start).Seconds())
 	return nil
 }
 

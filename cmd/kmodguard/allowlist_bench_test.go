@@ -37,7 +37,7 @@ func BenchmarkInitVsSha256sum(b *testing.B) {
 	out := filepath.Join(dir, "allow.yaml")
 	// jobs 0 leaves -j at its default: all cores.
 	ours := func(jobs int) *exec.Cmd {
-		args := []string{"allowlist", "init", "--modules-dir", k.ModulesDir(), "-o", out}
+		args := []string{"allowlist", "init", "--modules-dir", k.ModulesDir(), "--out-file", out}
 		if jobs > 0 {
 			args = append(args, "-j", strconv.Itoa(jobs))
 		}

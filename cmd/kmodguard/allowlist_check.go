@@ -13,7 +13,7 @@ import (
 	"github.com/kmodguard/kmodguard/kmod"
 )
 
-// checkResult is one line of 'allowlist check --json'.
+// checkResult is one module of 'allowlist check -o json'.
 type checkResult struct {
 	Path           string              `json:"path"`
 	Name           string              `json:"name,omitempty"`
@@ -29,9 +29,9 @@ type checkResult struct {
 
 func newAllowlistCheckCmd() *cobra.Command {
 	var (
-		path   string
-		asJSON bool
-		trust  trustFlags
+		path  string
+		o     *output
+		trust trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "check MODULE...",
@@ -45,23 +45,24 @@ error (an unreadable or malformed allowlist or module, a bad signature).
 The mode of the list does not change the answer: in audit mode a module
 that is not allowed still makes the exit code 1.`,
 		Example: `  kmodguard allowlist check /lib/modules/$(uname -r)/kernel/drivers/net/dummy.ko.xz
-  kmodguard allowlist check -a allow.yaml --pubkey signing.pub --json ./*.ko | jq '.[] | select(.allowed|not)'`,
+  kmodguard allowlist check -a allow.yaml --pubkey signing.pub -o json ./*.ko | jq '.[] | select(.allowed|not)'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := trust.load(path)
 			if err != nil {
 				return err
 			}
-			return runCheck(cmd.OutOrStdout(), cmd.ErrOrStderr(), a, args, asJSON)
+			return runCheck(cmd.OutOrStdout(), cmd.ErrOrStderr(), a, args, o.format)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of results")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	trust.bind(cmd)
 	return cmd
 }
 
-func runCheck(stdout, stderr io.Writer, a *allowlist.Allowlist, paths []string, asJSON bool) error {
+func runCheck(stdout, stderr io.Writer, a *allowlist.Allowlist, paths []string, format outputFormat) error {
 	results := make([]checkResult, 0, len(paths))
 	denied, failed := 0, 0
 	for _, p := range paths {
@@ -84,8 +85,9 @@ func runCheck(stdout, stderr io.Writer, a *allowlist.Allowlist, paths []string, 
 		}
 		results = append(results, r)
 	}
-	if asJSON {
-		if err := writeJSON(stdout, results); err != nil {
+	if format != formatText {
+		// Errors too are in the report, each in its module's record.
+		if err := encode(stdout, format, results); err != nil {
 			return err
 		}
 	} else {
@@ -111,9 +113,9 @@ func runCheck(stdout, stderr io.Writer, a *allowlist.Allowlist, paths []string, 
 
 func newAllowlistExportCmd() *cobra.Command {
 	var (
-		path, format, listName, output string
-		files                          bool
-		trust                          trustFlags
+		path, format, listName, outFile string
+		files                           bool
+		trust                           trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "export --format falco-list",
@@ -130,7 +132,7 @@ func newAllowlistExportCmd() *cobra.Command {
 
 Names are all an export can carry: digests and the two-name check need the
 kmodguard plugin or the enforcer.`,
-		Example: `  kmodguard allowlist export --format falco-list --files -o /etc/falco/rules.d/kmodguard_lists.yaml
+		Example: `  kmodguard allowlist export --format falco-list --files --out-file /etc/falco/rules.d/kmodguard_lists.yaml
 
   # then, in a rule on the syscall source:
   #   condition: evt.type = finit_module and evt.dir = < and
@@ -148,23 +150,26 @@ kmodguard plugin or the enforcer.`,
 				return err
 			}
 			data := falcoList(a, listName, path, files)
-			if output == "" || output == "-" {
+			if outFile == "" || outFile == "-" {
 				if _, err := cmd.OutOrStdout().Write(data); err != nil {
 					return withCode(exitError, fmt.Errorf("write: %w", err))
 				}
 				return nil
 			}
-			if err := allowlist.WriteFileAtomic(output, data, 0o644); err != nil {
+			if err := allowlist.WriteFileAtomic(outFile, data, 0o644); err != nil {
 				return withCode(exitError, err)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
-	cmd.Flags().StringVar(&format, "format", "falco-list", "output format: falco-list")
+	cmd.Flags().StringVar(&format, "format", "falco-list", "export format: falco-list")
+	completeValues(cmd, "format", "falco-list")
 	cmd.Flags().StringVar(&listName, "list-name", "kmodguard_allowed_modules", "name of the Falco list")
 	cmd.Flags().BoolVar(&files, "files", false, "also write LIST-NAME_files with the module file names")
-	cmd.Flags().StringVarP(&output, "output", "o", "-", "file to write, or - for stdout")
+	cmd.Flags().StringVar(&outFile, "out-file", "-", "file to write, or - for stdout")
+	completeFiles(cmd, "out-file", "yaml", "yml")
+	addFileAlias(cmd, &outFile, "--out-file")
 	trust.bind(cmd)
 	return cmd
 }

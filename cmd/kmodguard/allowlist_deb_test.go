@@ -22,10 +22,10 @@ func TestAllowlistFromDeb(t *testing.T) {
 	}
 	dir := t.TempDir()
 	fromDeb, fromTree := filepath.Join(dir, "deb.yaml"), filepath.Join(dir, "tree.yaml")
-	if _, stderr, code := kg(t, "allowlist", "init", "--deb", deb, "--name", "x", "-o", fromDeb); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--deb", deb, "--name", "x", "--out-file", fromDeb); code != exitOK {
 		t.Fatalf("init --deb: exit %d\n%s", code, stderr)
 	}
-	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", k.ModulesDir(), "--name", "x", "-o", fromTree); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", k.ModulesDir(), "--name", "x", "--out-file", fromTree); code != exitOK {
 		t.Fatalf("init --modules-dir: exit %d\n%s", code, stderr)
 	}
 	a, err := allowlist.Load(fromDeb)
@@ -66,7 +66,7 @@ func TestAllowlistFromDebRefusesForgery(t *testing.T) {
 		t.Fatalf("dpkg-deb --build: %v\n%s", err, out)
 	}
 	out := filepath.Join(t.TempDir(), "allow.yaml")
-	_, stderr, code := kg(t, "allowlist", "init", "--deb", deb, "-o", out)
+	_, stderr, code := kg(t, "allowlist", "init", "--deb", deb, "--out-file", out)
 	if code != exitError || !strings.Contains(stderr, deb+":lib/modules/"+k.Release+"/extra/dumbo.ko: name mismatch") {
 		t.Fatalf("init --deb of a forged package: exit %d\n%s", code, stderr)
 	}

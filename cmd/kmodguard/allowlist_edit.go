@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,8 +133,11 @@ re-sign it.
 	cmd.Flags().StringVar(&kernel, "kernel", "", "kernel release to record (default: the module's vermagic)")
 	cmd.Flags().StringVar(&comment, "comment", "", "comment for the entries")
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
+	completeFiles(cmd, "key", "key", "pem")
 	cmd.Flags().StringVar(&modulesDir, "modules-dir", "", "also add every .ko* file under this tree (a kernel release)")
+	_ = cmd.MarkFlagDirname("modules-dir")
 	cmd.Flags().StringVar(&deb, "deb", "", "also add every module file of this kernel package (.deb)")
+	completeFiles(cmd, "deb", "deb")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", runtime.GOMAXPROCS(0), "files inspected in parallel")
 	trust.bind(cmd)
 	return cmd
@@ -177,21 +179,22 @@ entry recorded for --kernel. Nothing is saved unless every name was found.`,
 	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file to edit")
 	cmd.Flags().StringVar(&kernel, "kernel", "", "remove only the entry for this kernel release")
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key: re-sign the allowlist after saving")
+	completeFiles(cmd, "key", "key", "pem")
 	trust.bind(cmd)
 	return cmd
 }
 
 func newAllowlistListCmd() *cobra.Command {
 	var (
-		path   string
-		asJSON bool
-		trust  trustFlags
+		path  string
+		o     *output
+		trust trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "Print the allowlist's entries",
 		Example: `  kmodguard allowlist list
-  kmodguard allowlist list -a allow.yaml --json | jq '.spec.modules[].name'`,
+  kmodguard allowlist list -a allow.yaml -o json | jq '.spec.modules[].name'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := trust.load(path)
@@ -199,8 +202,8 @@ func newAllowlistListCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
-				return writeJSON(out, a)
+			if o.format != formatText {
+				return encode(out, o.format, a)
 			}
 			fmt.Fprintf(out, "# %s: %s, mode %s, %d entries\n", path, orNone(a.Metadata.Name), a.Spec.Mode, len(a.Spec.Modules))
 			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -223,15 +226,17 @@ func newAllowlistListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole allowlist as JSON")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	trust.bind(cmd)
 	return cmd
 }
 
 func newAllowlistLintCmd() *cobra.Command {
 	var (
-		asJSON, strict bool
-		trust          trustFlags
+		o      *output
+		strict bool
+		trust  trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "lint FILE",
@@ -254,11 +259,11 @@ there are warnings), 2 when it is not.`,
 			}
 			ws := a.Lint()
 			out := cmd.OutOrStdout()
-			if asJSON {
+			if o.format != formatText {
 				if ws == nil {
 					ws = []allowlist.Warning{}
 				}
-				if err := writeJSON(out, ws); err != nil {
+				if err := encode(out, o.format, ws); err != nil {
 					return err
 				}
 			} else {
@@ -273,7 +278,8 @@ there are warnings), 2 when it is not.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the warnings as a JSON array")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	cmd.Flags().BoolVar(&strict, "strict", false, "exit 1 when there are warnings")
 	trust.bind(cmd)
 	return cmd
@@ -281,8 +287,9 @@ there are warnings), 2 when it is not.`,
 
 func newAllowlistDiffCmd() *cobra.Command {
 	var (
-		asJSON, exitCode bool
-		trust            trustFlags
+		o        *output
+		exitCode bool
+		trust    trustFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "diff A B",
@@ -292,7 +299,7 @@ added (+), removed (-) and changed (~, with the digests added and removed),
 and a change of mode. An entry that becomes name-only is called out: it
 widens the policy.`,
 		Example: `  kmodguard allowlist diff /etc/kmodguard/allowlist.yaml new.yaml
-  kmodguard allowlist diff --json old.yaml new.yaml | jq .added`,
+  kmodguard allowlist diff -o json old.yaml new.yaml | jq .added`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := trust.load(args[0])
@@ -305,8 +312,8 @@ widens the policy.`,
 			}
 			d := allowlist.Diff(a, b)
 			out := cmd.OutOrStdout()
-			if asJSON {
-				if err := writeJSON(out, d); err != nil {
+			if o.format != formatText {
+				if err := encode(out, o.format, d); err != nil {
 					return err
 				}
 			} else {
@@ -318,7 +325,8 @@ widens the policy.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the difference as JSON")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when the lists differ")
 	trust.bind(cmd)
 	return cmd
@@ -366,15 +374,6 @@ func printDiff(w io.Writer, d *allowlist.Difference) {
 			fmt.Fprintf(w, "    comment: %q -> %q\n", c.CommentFrom, c.CommentTo)
 		}
 	}
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return withCode(exitError, fmt.Errorf("write json: %w", err))
-	}
-	return nil
 }
 
 func orDash(s string) string {

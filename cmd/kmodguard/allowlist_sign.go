@@ -17,15 +17,19 @@ func newAllowlistKeygenCmd() *cobra.Command {
 	var prefix string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "keygen -o PREFIX",
+		Use:   "keygen --prefix PREFIX",
 		Short: "Make an ed25519 key pair for signing allowlists",
 		Long: `Write PREFIX.key (the private key, PEM PKCS#8, mode 0600) and PREFIX.pub (the
 public key, PEM PKIX). Keep the private key off the hosts that enforce: they
 need only the public key.`,
-		Example: `  kmodguard allowlist keygen -o /secure/kmodguard-signing
+		Example: `  kmodguard allowlist keygen --prefix /secure/kmodguard-signing
   # -> /secure/kmodguard-signing.key and /secure/kmodguard-signing.pub`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if prefix == "" {
+				// Not MarkFlagRequired: its message would name the deprecated -o too.
+				return withCode(exitError, errors.New("say where to write the keys: --prefix PREFIX"))
+			}
 			privPath, pubPath := prefix+".key", prefix+".pub"
 			if !force {
 				for _, p := range []string{privPath, pubPath} {
@@ -59,9 +63,9 @@ need only the public key.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&prefix, "output", "o", "", "path prefix for PREFIX.key and PREFIX.pub (required)")
+	cmd.Flags().StringVar(&prefix, "prefix", "", "path prefix for PREFIX.key and PREFIX.pub (required)")
+	addFileAlias(cmd, &prefix, "--prefix")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing key files")
-	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
 
@@ -101,6 +105,8 @@ whitespace, makes the signature fail.`,
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM PKCS#8 ed25519 private key (required)")
 	_ = cmd.MarkFlagRequired("key")
+	completeFiles(cmd, "key", "key", "pem")
+	cmd.ValidArgsFunction = completeAllowlists
 	return cmd
 }
 
@@ -129,5 +135,7 @@ that FILE is a valid allowlist. Exit code 0 when both hold, 2 otherwise.`,
 	}
 	cmd.Flags().StringVar(&pubPath, "pubkey", "", "PEM PKIX ed25519 public key (required)")
 	_ = cmd.MarkFlagRequired("pubkey")
+	completeFiles(cmd, "pubkey", "pub", "pem")
+	cmd.ValidArgsFunction = completeAllowlists
 	return cmd
 }

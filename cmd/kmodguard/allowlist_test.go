@@ -83,7 +83,7 @@ func writeFile(t *testing.T, path string, data []byte) {
 func TestAllowlistWholeTree(t *testing.T) {
 	k := kernel61(t)
 	out := filepath.Join(t.TempDir(), "allow.yaml")
-	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", k.ModulesDir(), "--mode", "enforce", "--name", "debian-6.1", "-o", out)
+	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", k.ModulesDir(), "--mode", "enforce", "--name", "debian-6.1", "--out-file", out)
 	if code != exitOK {
 		t.Fatalf("init: exit %d\n%s", code, stderr)
 	}
@@ -200,7 +200,7 @@ func TestAllowlistInitRefusesForgedModule(t *testing.T) {
 	k := kernel61(t)
 	dir, paths := smallTree(t, k, true, "dummy")
 	out := filepath.Join(t.TempDir(), "allow.yaml")
-	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "-o", out)
+	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--out-file", out)
 	if code != exitError || !strings.Contains(stderr, "name mismatch") || !strings.Contains(stderr, "dumbo.ko") {
 		t.Errorf("init over a forged module: exit %d\n%s", code, stderr)
 	}
@@ -223,7 +223,7 @@ func TestAllowlistInitLoaded(t *testing.T) {
 	proc := filepath.Join(t.TempDir(), "modules")
 	writeFile(t, proc, []byte("veth 40960 0 - Live 0x0000000000000000\nnf_tables 303104 0 - Live 0x0000000000000000\n"))
 	out := filepath.Join(t.TempDir(), "etc", "kmodguard", "allow.yaml") // a directory init creates
-	if _, stderr, code := kg(t, "allowlist", "init", "--loaded", "--modules-dir", dir, "--proc-modules", proc, "-o", out); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--loaded", "--modules-dir", dir, "--proc-modules", proc, "--out-file", out); code != exitOK {
 		t.Fatalf("init --loaded: exit %d\n%s", code, stderr)
 	}
 	a, err := allowlist.Load(out)
@@ -235,7 +235,7 @@ func TestAllowlistInitLoaded(t *testing.T) {
 	}
 	// A loaded module that modules.dep does not know is an error, not a gap.
 	writeFile(t, proc, []byte("veth 1 0 - Live 0x0\nmystery 1 0 - Live 0x0\n"))
-	if _, stderr, code := kg(t, "allowlist", "init", "--loaded", "--modules-dir", dir, "--proc-modules", proc, "-o", out); code != exitError || !strings.Contains(stderr, "mystery") {
+	if _, stderr, code := kg(t, "allowlist", "init", "--loaded", "--modules-dir", dir, "--proc-modules", proc, "--out-file", out); code != exitError || !strings.Contains(stderr, "mystery") {
 		t.Errorf("unknown loaded module: exit %d\n%s", code, stderr)
 	}
 }
@@ -244,7 +244,7 @@ func TestAllowlistEditAndExport(t *testing.T) {
 	k := kernel61(t)
 	dir, paths := smallTree(t, k, false, "dummy", "veth")
 	list := filepath.Join(t.TempDir(), "allow.yaml")
-	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "-o", list); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--out-file", list); code != exitOK {
 		t.Fatalf("init: %s", stderr)
 	}
 	before, _ := os.ReadFile(list)
@@ -274,15 +274,15 @@ func TestAllowlistEditAndExport(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Errorf("remove+add changed the file:\n%s\n---\n%s", before, after)
 	}
-	if stdout, _, code := kg(t, "allowlist", "diff", "--json", old, list); code != exitOK || !strings.Contains(stdout, "{}") {
+	if stdout, _, code := kg(t, "allowlist", "diff", "-o", "json", old, list); code != exitOK || !strings.Contains(stdout, "{}") {
 		t.Errorf("diff of equal lists: exit %d %s", code, stdout)
 	}
 
-	// list --json is the document.
-	stdout, _, code = kg(t, "allowlist", "list", "--json", "-a", list)
+	// list -o json is the document.
+	stdout, _, code = kg(t, "allowlist", "list", "-o", "json", "-a", list)
 	var doc allowlist.Allowlist
 	if err := json.Unmarshal([]byte(stdout), &doc); code != exitOK || err != nil || len(doc.Spec.Modules) != 2 {
-		t.Errorf("list --json: exit %d, %v\n%s", code, err, stdout)
+		t.Errorf("list -o json: exit %d, %v\n%s", code, err, stdout)
 	}
 
 	// export: a Falco list with both spellings.
@@ -304,16 +304,16 @@ func TestAllowlistSigning(t *testing.T) {
 	dir, paths := smallTree(t, k, false, "dummy")
 	tmp := t.TempDir()
 	list, prefix := filepath.Join(tmp, "allow.yaml"), filepath.Join(tmp, "signing")
-	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "-o", list); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--out-file", list); code != exitOK {
 		t.Fatalf("init: %s", stderr)
 	}
-	if stdout, stderr, code := kg(t, "allowlist", "keygen", "-o", prefix); code != exitOK || !regexp.MustCompile(`key id [0-9a-f]{16}`).MatchString(stdout) {
+	if stdout, stderr, code := kg(t, "allowlist", "keygen", "--prefix", prefix); code != exitOK || !regexp.MustCompile(`key id [0-9a-f]{16}`).MatchString(stdout) {
 		t.Fatalf("keygen: exit %d %s%s", code, stdout, stderr)
 	}
 	if fi, err := os.Stat(prefix + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("private key mode: %v %v", fi, err)
 	}
-	if _, _, code := kg(t, "allowlist", "keygen", "-o", prefix); code != exitError {
+	if _, _, code := kg(t, "allowlist", "keygen", "--prefix", prefix); code != exitError {
 		t.Errorf("keygen over an existing key: exit %d", code)
 	}
 	if _, stderr, code := kg(t, "allowlist", "sign", "--key", prefix+".key", list); code != exitOK {
@@ -332,7 +332,7 @@ func TestAllowlistSigning(t *testing.T) {
 
 	// Another key does not verify.
 	other := filepath.Join(tmp, "other")
-	kg(t, "allowlist", "keygen", "-o", other)
+	kg(t, "allowlist", "keygen", "--prefix", other)
 	if _, stderr, code := kg(t, "allowlist", "verify", "--pubkey", other+".pub", list); code != exitError || !strings.Contains(stderr, "does not verify") {
 		t.Errorf("verify with another key: exit %d %s", code, stderr)
 	}
@@ -361,10 +361,10 @@ func TestAllowlistSigning(t *testing.T) {
 func TestAllowlistUsageErrors(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "x.yaml")
 	for _, args := range [][]string{
-		{"allowlist", "init", "-o", out},
-		{"allowlist", "init", "--modules-dir", t.TempDir(), "-o", out},
-		{"allowlist", "init", "--modules-dir", "/nonexistent", "-o", out},
-		{"allowlist", "init", "--modules-dir", t.TempDir(), "--mode", "block", "-o", out},
+		{"allowlist", "init", "--out-file", out},
+		{"allowlist", "init", "--modules-dir", t.TempDir(), "--out-file", out},
+		{"allowlist", "init", "--modules-dir", "/nonexistent", "--out-file", out},
+		{"allowlist", "init", "--modules-dir", t.TempDir(), "--mode", "block", "--out-file", out},
 		{"allowlist", "check", "-a", "/nonexistent.yaml", "x.ko"},
 		{"allowlist", "lint", "/nonexistent.yaml"},
 	} {
@@ -420,7 +420,7 @@ func TestAllowlistCompressedModule(t *testing.T) {
 	fileSum, elfSum := fileDigest(t, paths["dummy"]), hex.EncodeToString(sum[:])
 
 	list := filepath.Join(t.TempDir(), "allow.yaml")
-	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "-o", list); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--out-file", list); code != exitOK {
 		t.Fatalf("init: %s", stderr)
 	}
 	a, err := allowlist.Load(list)
@@ -493,7 +493,7 @@ func TestAllowlistAddModulesDir(t *testing.T) {
 	}
 	oldDir, oldPaths := smallTree(t, k61, false, "dummy")
 	list := filepath.Join(t.TempDir(), "allow.yaml")
-	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", oldDir, "-o", list); code != exitOK {
+	if _, stderr, code := kg(t, "allowlist", "init", "--modules-dir", oldDir, "--out-file", list); code != exitOK {
 		t.Fatalf("init: %s", stderr)
 	}
 	newDir, newPaths := smallTree(t, k612, false, "dummy", "veth")
@@ -558,7 +558,7 @@ func TestAllowlistMergedUsrTree(t *testing.T) {
 		t.Fatalf("sid's modules are at %s, not under usr/lib/modules", dir)
 	}
 	out := filepath.Join(t.TempDir(), "allow.yaml")
-	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--mode", "enforce", "--name", "debian-sid", "-o", out)
+	_, stderr, code := kg(t, "allowlist", "init", "--modules-dir", dir, "--mode", "enforce", "--name", "debian-sid", "--out-file", out)
 	if code != exitOK {
 		t.Fatalf("init: exit %d\n%s", code, stderr)
 	}

@@ -47,8 +47,7 @@ the reason, so that Falco reports it and keeps detecting.`,
     --allowlist /etc/kmodguard/allowlist.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := logrus.New()
-			log.SetOutput(cmd.ErrOrStderr())
+			log := newLog(cmd.ErrOrStderr())
 			log.SetFormatter(&logrus.JSONFormatter{})
 			cfg := enforcer.CompanionConfig{
 				Config: enforcer.Config{PinDir: *pinDir, Mode: allowlist.Mode(mode), Seal: seal, Logger: log},
@@ -67,6 +66,7 @@ the reason, so that Falco reports it and keeps detecting.`,
 	cmd.Flags().StringVar(&socket, "socket", "", "serve on this Unix socket instead of the go-plugin handshake")
 	cmd.Flags().StringVarP(&path, "allowlist", "a", "", "allowlist to load the guard with at start (default: wait for the client's)")
 	cmd.Flags().StringVar(&mode, "mode", "", "enforce or audit (default: the allowlist's spec.mode)")
+	completeModes(cmd)
 	cmd.Flags().BoolVar(&seal, "seal", false, "seal the guard until reboot once the first allowlist is in force")
 	trust.bind(cmd)
 	return cmd

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +52,7 @@ The kernel must run BPF LSM: 'bpf' must be in /sys/kernel/security/lsm
   kmodguard enforcer stop`,
 	}
 	cmd.PersistentFlags().StringVar(&pinDir, "pin-dir", enforcer.DefaultPinDir, "bpffs directory holding the guard's pins")
+	_ = cmd.MarkPersistentFlagDirname("pin-dir")
 	cmd.AddCommand(newEnforcerRunCmd(&pinDir), newEnforcerStatusCmd(&pinDir), newEnforcerApplyCmd(&pinDir), newEnforcerStopCmd(&pinDir),
 		newEnforcerSealCmd(&pinDir))
 	cmd.AddCommand(newEnforcerServeCompanionCmd(&pinDir)) // hidden: companion.go
@@ -107,8 +107,10 @@ after it (systemd-modules-load, udev) load nothing before the guard decides.
 	}
 	cmd.Flags().StringVarP(&path, "allowlist", "a", defaultAllowlist, "allowlist file")
 	cmd.Flags().StringVar(&mode, "mode", "", "enforce or audit (default: the allowlist's spec.mode)")
+	completeModes(cmd)
 	cmd.Flags().BoolVar(&seal, "seal", false, "seal the guard until reboot (see 'kmodguard enforcer --help')")
-	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json (the level: --log-level)")
+	completeValues(cmd, "log-format", "text", "json")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for changes to the allowlist file")
 	cmd.Flags().StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (off when empty)")
 	cmd.Flags().StringVar(&socket, "companion-socket", "", "serve decisions to the Falco plugin on this Unix socket (its init_config enforcer.socket)")
@@ -116,10 +118,9 @@ after it (systemd-modules-load, udev) load nothing before the guard decides.
 	return cmd
 }
 
-// newLogger is the daemon's logger: logrus, to w.
+// newLogger is the daemon's logger: logrus, to w, at --log-level.
 func newLogger(w io.Writer, format string) (*logrus.Logger, error) {
-	log := logrus.New()
-	log.SetOutput(w)
+	log := newLog(w)
 	switch format {
 	case "text":
 		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
@@ -165,7 +166,7 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 }
 
 func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
-	var asJSON bool
+	var o *output
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the pinned guard: mode, seal, policy generation, hooks, counters",
@@ -194,7 +195,7 @@ buffer before the daemon could read them, as the daemon last found them
 (since it started; JSON missing_decisions): anything above 0 means someone
 is hiding the guard's decisions from it.`,
 		Example: `  kmodguard enforcer status
-  kmodguard enforcer status --json | jq .sealed`,
+  kmodguard enforcer status -o json | jq .sealed`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := enforcer.ReadStatus(*pinDir)
@@ -209,17 +210,18 @@ is hiding the guard's decisions from it.`,
 					reader = &v
 				}
 			}
-			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), reader, asJSON); err != nil {
+			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), reader, o.format); err != nil {
 				return err
 			}
 			return incomplete(st)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	return cmd
 }
 
-// statusJSON is status's JSON: the guard's state, the version of the
+// statusJSON is status's JSON (and YAML): the guard's state, the version of the
 // kmodguard that read it, and the version of the decision reader (the
 // daemon, reader_pid) when it runs.
 type statusJSON struct {
@@ -229,18 +231,16 @@ type statusJSON struct {
 	ReaderVersion string `json:"reader_version,omitempty"`
 }
 
-// printStatus writes st, read by the kmodguard build v, as text or JSON;
+// printStatus writes st, read by the kmodguard build v, in format;
 // reader is the build of the daemon that reads the decisions, nil when
 // unknown.
-func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *version.Info, asJSON bool) error {
-	if asJSON {
+func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *version.Info, format outputFormat) error {
+	if format != formatText {
 		j := statusJSON{Status: st, Version: v.Version, Commit: v.Commit}
 		if reader != nil {
 			j.ReaderVersion = reader.Version
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(j)
+		return encode(out, format, j)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "version:\t%s\n", v)
@@ -324,6 +324,7 @@ when it changes. apply is refused when the guard is sealed.`,
 		},
 	}
 	cmd.Flags().StringVar(&mode, "mode", "", "enforce or audit (default: the allowlist's spec.mode)")
+	completeModes(cmd)
 	trust.bind(cmd)
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,40 +83,82 @@ func TestPrintStatus(t *testing.T) {
 	v := version.Info{Version: "0.1.0+g0123456789ab", Commit: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.8"}
 	daemon := &version.Info{Version: "0.1.0+gfedcba987654", Commit: "fedcba9876543210fedcba9876543210fedcba98", GoVersion: "go1.26.7"}
 	for _, tc := range []struct {
-		json   bool
+		format outputFormat
 		reader *version.Info
 		want   []string
 		absent []string
 	}{
-		{false, daemon, []string{"version:", "0.1.0+g0123456789ab (commit 0123456789ab, go1.26.8)",
+		{formatText, daemon, []string{"version:", "0.1.0+g0123456789ab (commit 0123456789ab, go1.26.8)",
 			"daemon version:", "0.1.0+gfedcba987654 (commit fedcba987654, go1.26.7) (pid 4242)", "pin dir:", "/sys/fs/bpf/kmodguard", "sealed:", "true"}, nil},
-		{false, nil, []string{"version:"}, []string{"daemon version:"}},
-		{true, daemon, []string{`"version": "0.1.0+g0123456789ab"`, `"commit": "0123456789abcdef0123456789abcdef01234567"`,
+		{formatText, nil, []string{"version:"}, []string{"daemon version:"}},
+		{formatJSON, daemon, []string{`"version": "0.1.0+g0123456789ab"`, `"commit": "0123456789abcdef0123456789abcdef01234567"`,
 			`"reader_version": "0.1.0+gfedcba987654"`, `"reader_pid": 4242`, `"mode": "enforce"`, `"sealed": true`}, nil},
-		{true, nil, []string{`"version": "0.1.0+g0123456789ab"`}, []string{"reader_version"}},
+		{formatJSON, nil, []string{`"version": "0.1.0+g0123456789ab"`}, []string{"reader_version"}},
 	} {
 		var b strings.Builder
-		if err := printStatus(&b, st, v, tc.reader, tc.json); err != nil {
+		if err := printStatus(&b, st, v, tc.reader, tc.format); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(b.String(), w) {
-				t.Errorf("json %v: %q lacks %q", tc.json, b.String(), w)
+				t.Errorf("%s: %q lacks %q", tc.format, b.String(), w)
 			}
 		}
 		for _, a := range tc.absent {
 			if strings.Contains(b.String(), a) {
-				t.Errorf("json %v, no daemon: %q has %q", tc.json, b.String(), a)
+				t.Errorf("%s, no daemon: %q has %q", tc.format, b.String(), a)
 			}
 		}
-		if tc.json {
+		if tc.format == formatJSON {
 			var back struct {
 				enforcer.Status
 				Version string `json:"version"`
 			}
 			if err := json.Unmarshal([]byte(b.String()), &back); err != nil || back.Version != v.Version || back.Generation != 3 || back.PinDir != st.PinDir {
-				t.Errorf("status --json does not read back: %+v, %v", back, err)
+				t.Errorf("status -o json does not read back: %+v, %v", back, err)
 			}
+		}
+	}
+}
+
+// TestEnforcerOutput: status in JSON and in YAML holds the same data; a
+// bad -o is refused before the pins are read, and --json still works.
+func TestEnforcerOutput(t *testing.T) {
+	st := enforcer.Status{PinDir: "/sys/fs/bpf/kmodguard", Mode: "audit", Generation: 2, Missing: []string{"kernel_read_file"}, Blocked: 4}
+	v := version.Info{Version: "0.1.0", GoVersion: "go1.26.8"}
+	var j, y strings.Builder
+	if err := printStatus(&j, st, v, nil, formatJSON); err != nil {
+		t.Fatal(err)
+	}
+	if err := printStatus(&y, st, v, nil, formatYAML); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, "enforcer status", j.String(), y.String())
+
+	pins := filepath.Join(t.TempDir(), "none")
+	if stdout, stderr, code := kg(t, "enforcer", "status", "--pin-dir", pins, "-o", "xml"); code != exitError || stdout != "" ||
+		!strings.Contains(stderr, "want text, json or yaml") || strings.Contains(stderr, "no guard is pinned") {
+		t.Errorf("status -o xml: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := kg(t, "enforcer", "status", "--pin-dir", pins, "--json"); code != exitError ||
+		!strings.Contains(stderr, "--json is deprecated") || !strings.Contains(stderr, "no guard is pinned") {
+		t.Errorf("status --json: exit %d, %q", code, stderr)
+	}
+}
+
+func TestEnforcerCompletion(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"enforcer", "run", "--mode", ""}, []string{"enforce", "audit"}},
+		{[]string{"enforcer", "apply", "--mode", ""}, []string{"enforce", "audit"}},
+		{[]string{"enforcer", "run", "--log-format", ""}, []string{"text", "json"}},
+		{[]string{"enforcer", "run", "--log-level", ""}, logLevels},
+		{[]string{"enforcer", "status", "-o", ""}, []string{"text", "json", "yaml"}},
+	} {
+		if got := completions(t, tc.args...); !slices.Equal(got, tc.want) {
+			t.Errorf("complete %q: %q, want %q", tc.args, got, tc.want)
 		}
 	}
 }

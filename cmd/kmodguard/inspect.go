@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -15,7 +14,7 @@ import (
 func init() { register(newInspectCmd) }
 
 func newInspectCmd() *cobra.Command {
-	var asJSON bool
+	var o *output
 	cmd := &cobra.Command{
 		Use:   "inspect FILE...",
 		Short: "Show a module's names, metadata, signature and digests",
@@ -39,16 +38,17 @@ file is still printed.`,
   kmodguard inspect /lib/modules/$(uname -r)/kernel/drivers/net/dummy.ko.xz
 
   # every network driver, as a JSON array
-  kmodguard inspect --json /lib/modules/$(uname -r)/kernel/drivers/net/*.ko* | jq '.[].name'
+  kmodguard inspect -o json /lib/modules/$(uname -r)/kernel/drivers/net/*.ko* | jq '.[].name'
 
   # a module that is not a file yet
   curl -s https://example.org/vendor.ko | kmodguard inspect -`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runInspect(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args, asJSON)
+			return runInspect(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args, o.format)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of modules")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	return cmd
 }
 
@@ -65,7 +65,7 @@ func inspectPath(stdin io.Reader, p string) (*kmod.Module, error) {
 	return m, nil
 }
 
-func runInspect(stdin io.Reader, stdout, stderr io.Writer, paths []string, asJSON bool) error {
+func runInspect(stdin io.Reader, stdout, stderr io.Writer, paths []string, format outputFormat) error {
 	mods := make([]*kmod.Module, 0, len(paths))
 	var failed []string
 	for _, p := range paths {
@@ -79,11 +79,9 @@ func runInspect(stdin io.Reader, stdout, stderr io.Writer, paths []string, asJSO
 		}
 		mods = append(mods, m)
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(mods); err != nil {
-			return withCode(exitError, fmt.Errorf("write json: %w", err))
+	if format != formatText {
+		if err := encode(stdout, format, mods); err != nil {
+			return err
 		}
 	} else {
 		for i, m := range mods {

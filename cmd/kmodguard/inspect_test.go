@@ -50,7 +50,7 @@ func TestInspectCommand(t *testing.T) {
 	missing := filepath.Join(dir, "missing.ko")
 
 	var out, errOut bytes.Buffer
-	err = runInspect(nil, &out, &errOut, []string{dummy, missing, forgedPath}, false)
+	err = runInspect(nil, &out, &errOut, []string{dummy, missing, forgedPath}, formatText)
 	var ce *codeError
 	if !errors.As(err, &ce) || ce.code != exitError {
 		t.Fatalf("err = %v, want exit code %d", err, exitError)
@@ -67,22 +67,22 @@ func TestInspectCommand(t *testing.T) {
 
 	out.Reset()
 	errOut.Reset()
-	if err := runInspect(bytes.NewReader(raw), &out, &errOut, []string{dummy, forgedPath, "-"}, true); err != nil {
+	if err := runInspect(bytes.NewReader(raw), &out, &errOut, []string{dummy, forgedPath, "-"}, formatJSON); err != nil {
 		t.Fatal(err)
 	}
 	var mods []kmod.Module
 	if err := json.Unmarshal(out.Bytes(), &mods); err != nil {
-		t.Fatalf("--json output is not a JSON array: %v\n%s", err, out.String())
+		t.Fatalf("-o json output is not a JSON array: %v\n%s", err, out.String())
 	}
 	if len(mods) != 3 || mods[0].Name != "dummy" || mods[0].NameMismatch || !mods[1].NameMismatch ||
 		mods[2].Path != "-" || mods[2].FileSHA256 != mods[0].FileSHA256 {
-		t.Errorf("--json: %+v", mods)
+		t.Errorf("-o json: %+v", mods)
 	}
 
 	// Standard input that is not a module.
 	out.Reset()
 	errOut.Reset()
-	err = runInspect(strings.NewReader("not a module"), &out, &errOut, []string{"-"}, false)
+	err = runInspect(strings.NewReader("not a module"), &out, &errOut, []string{"-"}, formatText)
 	if !errors.As(err, &ce) || ce.code != exitError || !strings.Contains(errOut.String(), "standard input: not an ELF file") {
 		t.Errorf("err = %v, stderr %q", err, errOut.String())
 	}

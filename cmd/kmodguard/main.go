@@ -52,6 +52,9 @@ One allowlist drives three things:
   - enforcement: an optional BPF LSM guard refuses modules that are not listed;
   - management: this CLI builds, checks, signs and applies the allowlist.
 
+Commands that print a report take -o text, json or yaml. Completion
+scripts for bash, zsh, fish and PowerShell: 'kmodguard completion --help'.
+
 Exit codes:
   0  success (for 'check': every module is allowed)
   1  a module is not allowed ('allowlist check')
@@ -59,6 +62,7 @@ Exit codes:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addLogLevel(root)
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,7 @@ const (
 )
 
 func newProbeCmd() *cobra.Command {
-	var asJSON bool
+	var o *output
 	cmd := &cobra.Command{
 		Use:   "probe",
 		Short: "Say what of kmodguard will work on this host, and why not",
@@ -42,22 +41,21 @@ Exit codes:
   4  detection does not work either
   2  the probe itself failed`,
 		Example: `  sudo kmodguard probe
-  sudo kmodguard probe --json | jq '.checks[] | select(.status == "fail")'`,
+  sudo kmodguard probe -o json | jq '.checks[] | select(.status == "fail")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runProbe(cmd.OutOrStdout(), preflight.Run(), asJSON)
+			return runProbe(cmd.OutOrStdout(), preflight.Run(), o.format)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON object")
+	o = addOutput(cmd)
+	o.addJSONAlias(cmd)
 	return cmd
 }
 
-func runProbe(w io.Writer, r *preflight.Report, asJSON bool) error {
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return withCode(exitError, err)
+func runProbe(w io.Writer, r *preflight.Report, format outputFormat) error {
+	if format != formatText {
+		if err := encode(w, format, r); err != nil {
+			return err
 		}
 	} else if err := printProbe(w, r); err != nil {
 		return withCode(exitError, err)

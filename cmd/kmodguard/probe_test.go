@@ -25,7 +25,7 @@ func TestProbeExitCodes(t *testing.T) {
 			r := &preflight.Report{Kernel: "6.1.0-57-amd64", Arch: "amd64", Detection: tc.detect, Enforcement: tc.guard,
 				Checks: []preflight.Check{{Name: "BPF LSM", Status: preflight.Fail, Detail: "bpf not in lsm=", Needed: []string{"enforcement"}}}}
 			var out bytes.Buffer
-			err := runProbe(&out, r, false)
+			err := runProbe(&out, r, formatText)
 			code := exitOK
 			var ce *codeError
 			if errors.As(err, &ce) {
@@ -43,13 +43,13 @@ func TestProbeExitCodes(t *testing.T) {
 			}
 
 			out.Reset()
-			_ = runProbe(&out, r, true)
+			_ = runProbe(&out, r, formatJSON)
 			var back preflight.Report
 			if err := json.Unmarshal(out.Bytes(), &back); err != nil {
-				t.Fatalf("--json: %v\n%s", err, out.String())
+				t.Fatalf("-o json: %v\n%s", err, out.String())
 			}
 			if back.Detection != tc.detect || back.Enforcement != tc.guard || len(back.Checks) != 1 || back.Checks[0].Needed[0] != "enforcement" {
-				t.Errorf("--json round trip: %+v", back)
+				t.Errorf("-o json round trip: %+v", back)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -12,7 +11,7 @@ import (
 func init() { register(newVersionCmd) }
 
 func newVersionCmd() *cobra.Command {
-	var output string
+	var o *output
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print this build's version, commit and Go version",
@@ -25,24 +24,18 @@ and the enforcer its own in "enforcer status" and in the metric
 kmodguard_build_info: compare them to find a plugin and a companion of
 different builds.`,
 		Example: `  kmodguard version
-  kmodguard version --output json | jq -r .version`,
+  kmodguard version -o json | jq -r .version`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := version.Get()
 			out := cmd.OutOrStdout()
-			switch output {
-			case "text":
-				_, err := fmt.Fprintf(out, "kmodguard %s\n", info)
-				return err
-			case "json":
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
-			default:
-				return withCode(exitError, fmt.Errorf("--output %q: want text or json", output))
+			if o.format != formatText {
+				return encode(out, o.format, info)
 			}
+			_, err := fmt.Fprintf(out, "kmodguard %s\n", info)
+			return err
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	o = addOutput(cmd)
 	return cmd
 }

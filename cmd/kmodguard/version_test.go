@@ -26,8 +26,8 @@ func TestVersionCommand(t *testing.T) {
 	if got != want || !version.IsSemver(got.Version) || got.GoVersion == "" {
 		t.Errorf("version --output json = %+v, want %+v", got, want)
 	}
-	if _, stderr, code := kg(t, "version", "-o", "yaml"); code != exitError || !strings.Contains(stderr, "want text or json") {
-		t.Errorf("version -o yaml: exit %d, %q", code, stderr)
+	if _, stderr, code := kg(t, "version", "-o", "xml"); code != exitError || !strings.Contains(stderr, "want text, json or yaml") {
+		t.Errorf("version -o xml: exit %d, %q", code, stderr)
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +24,7 @@ import (
 func init() { register(newWatchCmd) }
 
 type watchOptions struct {
-	json       bool
+	format     outputFormat
 	allowlist  string
 	pubkey     string
 	record     string
@@ -40,8 +39,9 @@ type watchOptions struct {
 
 func newWatchCmd() *cobra.Command {
 	var o watchOptions
+	var out *output
 	cmd := &cobra.Command{
-		Use:   "watch [--json] [--allowlist FILE] [--record FILE]",
+		Use:   "watch [-o text|json|yaml] [--allowlist FILE] [--record FILE]",
 		Short: "Print every init_module, finit_module and delete_module on this host, live",
 		Long: `Watch loads kmodguard's eBPF sensor on the sys_enter and sys_exit tracepoints
 and prints one line per module syscall, with its result and the process that
@@ -63,6 +63,9 @@ buffer dropped, and how many calls of unprivileged callers were over
 --unprivileged-rate, since the previous one (checked once a second and at
 exit).
 
+-o json prints one JSON object a line (JSON lines), -o yaml one YAML
+document an event, each opened by "---".
+
 With --allowlist each load is matched against the list ("allowed" in the
 output); send SIGHUP to reload the file. With --record the events are also
 saved to a record file that the Falco plugin replays (open params
@@ -78,7 +81,7 @@ full) and the rest.`,
 
   # JSON lines (keys are those of the Falco plugin's kmod.* fields), checked
   # against an allowlist, and recorded for replay through Falco
-  sudo kmodguard watch --json --allowlist /etc/kmodguard/allowlist.yaml \
+  sudo kmodguard watch -o json --allowlist /etc/kmodguard/allowlist.yaml \
       --record /var/log/kmodguard/events.kgrec | jq 'select(.allowed == false)'
 
   # the next module syscall, then exit
@@ -89,27 +92,32 @@ full) and the rest.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
+			o.format = out.format
 			return runWatch(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
+	out = addOutput(cmd)
+	out.addJSONAlias(cmd)
 	f.StringVarP(&o.allowlist, "allowlist", "a", "", "match loads against this allowlist (SIGHUP reloads it)")
+	completeFiles(cmd, "allowlist", "yaml", "yml")
 	f.StringVar(&o.pubkey, "pubkey", "", "require the allowlist's FILE.sig to verify with this ed25519 public key")
+	completeFiles(cmd, "pubkey", "pub", "pem")
 	f.StringVar(&o.record, "record", "", "also append the events to this record file")
+	completeFiles(cmd, "record", "kgrec")
 	f.IntVar(&o.count, "count", 0, "exit after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "exit after this long (0: no limit)")
 	f.IntVar(&o.ringSize, "ring-buffer-size", bpf.DefaultRingBufferSize, "ring buffer size in bytes (a power of two)")
 	f.Uint64Var(&o.imageCap, "image-cap", bpf.DefaultImageCap, "bytes of an init_module image to capture")
 	f.StringVar(&o.hook, "hook", "", `"tp_btf" or "raw_tracepoint" (sys_enter/sys_exit), or "fentry" on the syscall functions where the kernel allows it (default: tp_btf, else raw_tracepoint)`)
+	completeValues(cmd, "hook", string(bpf.HookBTF), string(bpf.HookRaw), string(bpf.HookFentry))
 	f.DurationVar(&o.statsEvery, "stats-every", 0, "also print the counters to stderr at this interval")
 	f.IntVar(&o.unprivRate, "unprivileged-rate", bpf.DefaultUnprivilegedRate, "events per second and CPU from callers without CAP_SYS_MODULE, the rest counted as throttled (0: no limit)")
 	return cmd
 }
 
 func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) error {
-	log := logrus.New()
-	log.SetOutput(stderr)
+	log := newLog(stderr)
 
 	var list *allowlist.Source
 	if o.allowlist != "" {
@@ -185,11 +193,10 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 	}
 
 	out := bufio.NewWriter(stdout)
-	enc := json.NewEncoder(out)
 	emit := func(ev *event.Event) error {
 		var err error
-		if o.json {
-			err = enc.Encode(ev)
+		if o.format == formatJSON || o.format == formatYAML {
+			err = encodeItem(out, o.format, ev)
 		} else {
 			_, err = fmt.Fprintln(out, formatEvent(ev))
 		}

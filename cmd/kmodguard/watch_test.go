@@ -119,7 +119,7 @@ func startWatch(t *testing.T, o watchOptions) (record string, stdout, stderr *sy
 	if err := bpf.CheckSystem(); err != nil {
 		t.Skipf("needs BPF support: %v", err)
 	}
-	o.json, o.unprivRate = true, bpf.DefaultUnprivilegedRate
+	o.format, o.unprivRate = formatJSON, bpf.DefaultUnprivilegedRate
 	o.record = filepath.Join(t.TempDir(), "events.kgrec")
 	stdout, stderr = new(syncBuffer), new(syncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())

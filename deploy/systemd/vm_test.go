@@ -144,12 +144,12 @@ func install(k *debkernel.Kernel, root, deb, keys string) error {
 	list := filepath.Join(etc, "allowlist.yaml")
 	key := filepath.Join(keys, "signing")
 	if _, err := os.Stat(key + ".key"); err != nil {
-		if err := run(cli, "allowlist", "keygen", "-o", key); err != nil {
+		if err := run(cli, "allowlist", "keygen", "--prefix", key); err != nil {
 			return err
 		}
 	}
 	steps := [][]string{
-		{"allowlist", "init", "--modules-dir", filepath.Join(root, "usr/lib/modules", k.Release), "--mode", "enforce", "--name", "vmtest", "-o", list},
+		{"allowlist", "init", "--modules-dir", filepath.Join(root, "usr/lib/modules", k.Release), "--mode", "enforce", "--name", "vmtest", "--out-file", list},
 		{"allowlist", "remove", "-a", list, unlisted},
 		{"allowlist", "sign", "--key", key + ".key", list},
 	}
@@ -443,7 +443,7 @@ func TestGuestSystemdDecisions(t *testing.T) {
 	if want := unlisted + " by systemd-modules"; !slices.Equal(blocked, []string{want}) {
 		t.Errorf("refusals %v, want only %q", blocked, want)
 	}
-	out, err := sh("kmodguard", "enforcer", "status", "--json")
+	out, err := sh("kmodguard", "enforcer", "status", "-o", "json")
 	if err != nil {
 		t.Fatalf("enforcer status: %v: %s", err, out)
 	}
@@ -777,7 +777,7 @@ type status struct {
 
 func enforcerStatus(t *testing.T) status {
 	t.Helper()
-	out, err := sh("kmodguard", "enforcer", "status", "--json")
+	out, err := sh("kmodguard", "enforcer", "status", "-o", "json")
 	if err != nil {
 		t.Fatalf("enforcer status: %v: %s", err, out)
 	}

@@ -131,7 +131,7 @@ grep -q 'name: dummy' $A && seen "the allowlist holds dummy, with its digest" ||
 if [ "$have_watch" = yes ]; then
 	say "The sensor now matches every load against the list, and prints JSON lines"
 	say "(the Falco plugin's fields; a few are shown)."
-	start_watch --json --allowlist $A
+	start_watch -o json --allowlist $A
 fi
 
 step "Check modules against the allowlist"
