@@ -338,6 +338,41 @@ func iterOver(m *ebpf.Map) error {
 	return err
 }
 
+// iterTask attaches a task iterator (which has no map to write), the way
+// libbpf does with no options (no iter_info) when withInfo is false, and
+// the way cilium/ebpf and Falco's libpman do (an all-zero
+// bpf_iter_link_info, iter_info_len non-zero) when it is true.
+func iterTask(withInfo bool) error {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceIter,
+		AttachTo:     "task",
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return fmt.Errorf("load iterator program: %w", err)
+	}
+	defer p.Close()
+	if withInfo {
+		l, err := link.AttachIter(link.IterOptions{Program: p})
+		if err == nil {
+			l.Close()
+		}
+		return err
+	}
+	// BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags, then
+	// iter_info and iter_info_len, here zero.
+	var attr [32]byte
+	*(*uint32)(unsafe.Pointer(&attr[0])) = uint32(p.FD())
+	*(*uint32)(unsafe.Pointer(&attr[8])) = uint32(ebpf.AttachTraceIter)
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, 28, uintptr(unsafe.Pointer(&attr[0])), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return fmt.Errorf("BPF_LINK_CREATE: %w", errno)
+	}
+	return unix.Close(int(fd))
+}
+
 // writeThroughOuter is the map-of-maps attack on a sealed guard map: with
 // only a read-only fd to inner, it creates its own ARRAY_OF_MAPS whose inner
 // template is inner itself (BPF_MAP_CREATE with inner_map_fd), puts inner in

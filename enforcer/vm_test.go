@@ -1299,6 +1299,13 @@ func TestGuestZSealed(t *testing.T) {
 	// The guard's maps, listed through its program before the seal (after
 	// it, no descriptor to a program that uses them is handed out).
 	maps := guardMaps(t, pins)
+	// The control for the iterator checks below: unsealed, a task
+	// iterator attaches either way.
+	for _, withInfo := range []bool{false, true} {
+		if err := iterTask(withInfo); err != nil {
+			t.Fatalf("task iterator (iter_info %v) before the seal: %v", withInfo, err)
+		}
+	}
 	// Overrides loaded before the seal and kept, by fd and by pin, to be
 	// attached after it (TestGuestOverrideFound shows what they do).
 	preLSM, err := loadOverride("lsm", "kernel_post_read_file", retZero)
@@ -1429,6 +1436,14 @@ func TestGuestZSealed(t *testing.T) {
 	if d := refused("map-element iterator on a guard map", lsm.OpBPF, iterOver(cfgRO)); d.Object>>32 != bpfLinkCreate {
 		t.Fatalf("iterator refusal reported for bpf command %d, want BPF_LINK_CREATE", d.Object>>32)
 	}
+	// Iterators without a map: with no iter_info (libbpf with no options)
+	// they still work under the seal; with one, even all zero (cilium/ebpf,
+	// and Falco's libpman from libs 0.24 on), they are refused, since the
+	// hook cannot read the target safely (docs/coexistence.md).
+	if err := iterTask(false); err != nil {
+		t.Errorf("task iterator without iter_info under the seal: %v", err)
+	}
+	refused("task iterator with an all-zero iter_info", lsm.OpBPF, iterTask(true))
 	mapOfMapsAttack(t, cfgRO, pins)
 	// The decision ring buffer: no program may use it (forged records, or
 	// a buffer kept full so that real decisions are dropped), however it
