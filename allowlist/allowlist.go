@@ -36,6 +36,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/kmodguard/kmodguard/kmod"
 )
@@ -75,9 +76,39 @@ type Allowlist struct {
 	idx    atomic.Pointer[index] // built on first use
 }
 
-// Metadata names an allowlist.
+// Metadata names an allowlist, and says which release of it this is.
 type Metadata struct {
 	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	// Serial numbers the releases of a signed allowlist: each release has
+	// a greater one. A consumer refuses a list older than one it already
+	// took (see [Allowlist.CheckFresh]), so that an old signed list (the
+	// audit-mode one of a rollout, one that still admitted a banned
+	// module) cannot be replayed. Zero is no serial.
+	Serial uint64 `yaml:"serial,omitempty" json:"serial,omitempty"`
+	// NotAfter, when set, is the time after which no consumer takes the
+	// list any more: a signed list then expires even if nobody replaces it.
+	NotAfter *time.Time `yaml:"notAfter,omitempty" json:"notAfter,omitempty"`
+}
+
+// ErrRollback is the error of a list older than one already taken.
+var ErrRollback = errors.New("older than the allowlist already taken: a signed allowlist cannot be rolled back")
+
+// ErrExpired is the error of a list past its notAfter.
+var ErrExpired = errors.New("expired")
+
+// CheckFresh refuses the list when its serial is below minSerial (the
+// highest serial the consumer took before) or when now is past its
+// notAfter. Equal serials pass: a consumer reads the same release again
+// after a restart or a reload.
+func (a *Allowlist) CheckFresh(minSerial uint64, now time.Time) error {
+	if a.Metadata.Serial < minSerial {
+		return fmt.Errorf("%s: serial %d: %w (serial %d was; publish a release with a serial of at least %d)",
+			a.source, a.Metadata.Serial, ErrRollback, minSerial, minSerial)
+	}
+	if na := a.Metadata.NotAfter; na != nil && now.After(*na) {
+		return fmt.Errorf("%s: %w at %s (metadata.notAfter): sign a new release", a.source, ErrExpired, na.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Spec is the policy: the mode and the modules.

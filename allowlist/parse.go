@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -268,8 +269,23 @@ func (d *decoder) document(n *yaml.Node, a *Allowlist) {
 	a.APIVersion = d.scalar(top["apiVersion"], "apiVersion", false)
 	a.Kind = d.scalar(top["kind"], "kind", false)
 	if m := top["metadata"]; m != nil {
-		if md, ok := d.mapping(m, "metadata", "name"); ok {
+		if md, ok := d.mapping(m, "metadata", "name", "serial", "notAfter"); ok {
 			a.Metadata.Name = d.scalar(md["name"], "metadata.name", true)
+			if n := md["serial"]; n != nil {
+				v, err := strconv.ParseUint(d.scalar(n, "metadata.serial", false), 10, 64)
+				if err != nil || n.Tag != "!!int" {
+					d.errs.add(n.Line, "metadata.serial", fmt.Errorf("%q is not a whole number from 0 to 2^64-1", n.Value))
+				}
+				a.Metadata.Serial = v
+			}
+			if n := md["notAfter"]; n != nil {
+				t, err := time.Parse(time.RFC3339, d.scalar(n, "metadata.notAfter", false))
+				if err != nil {
+					d.errs.add(n.Line, "metadata.notAfter", fmt.Errorf("%q is not an RFC 3339 time (2027-01-31T00:00:00Z)", n.Value))
+				} else {
+					a.Metadata.NotAfter = &t
+				}
+			}
 		}
 	}
 	if s := top["spec"]; s != nil {

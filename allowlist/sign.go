@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // SigSuffix is appended to an allowlist's path to name its detached
@@ -215,16 +216,36 @@ type LoadOptions struct {
 	// RequireSignature refuses to load without a PublicKey, so that a
 	// forgotten key is an error rather than a silently unsigned policy.
 	RequireSignature bool
+	// MinSerial refuses a list whose metadata.serial is below it (the
+	// highest serial taken before: ErrRollback).
+	MinSerial uint64
+	// Now is the clock that metadata.notAfter is checked against
+	// (ErrExpired); nil is time.Now.
+	Now func() time.Time
 }
 
 // LoadWith loads an allowlist under opts: verified when a key is given,
 // refused when a signature is required and no key is given.
 func LoadWith(path string, opts LoadOptions) (*Allowlist, error) {
-	if opts.PublicKey != nil {
-		return LoadVerified(path, opts.PublicKey)
-	}
-	if opts.RequireSignature {
+	var a *Allowlist
+	var err error
+	switch {
+	case opts.PublicKey != nil:
+		a, err = LoadVerified(path, opts.PublicKey)
+	case opts.RequireSignature:
 		return nil, fmt.Errorf("%s: a signature is required but no public key was given", path)
+	default:
+		a, err = Load(path)
 	}
-	return Load(path)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	if err := a.CheckFresh(opts.MinSerial, now()); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

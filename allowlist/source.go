@@ -37,7 +37,24 @@ func NewSource(path string, opts LoadOptions) (*Source, error) {
 		return nil, err
 	}
 	s.cur.Store(a)
+	s.raise(a)
 	return s, nil
+}
+
+// raise makes a's serial the floor of every later version: once a release
+// is taken, the file cannot go back to an older one.
+func (s *Source) raise(a *Allowlist) {
+	if a.Metadata.Serial > s.opts.MinSerial {
+		s.opts.MinSerial = a.Metadata.Serial
+	}
+}
+
+// Serial is the highest serial this Source took (or was given as
+// LoadOptions.MinSerial).
+func (s *Source) Serial() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.MinSerial
 }
 
 // Path is the allowlist file.
@@ -87,6 +104,7 @@ func (s *Source) reload() (*Allowlist, error) {
 		return nil, fmt.Errorf("reload: %w", err)
 	}
 	s.cur.Store(a)
+	s.raise(a)
 	return a, nil
 }
 

@@ -34,6 +34,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -119,6 +120,11 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 	}
 	e := &Enforcer{cfg: cfg, log: cfg.Logger, decisions: make(chan Message, 256), done: make(chan struct{})}
 
+	// An expired list is refused before anything loads; the serial is
+	// checked against the guard's record once there is a guard to ask.
+	if err := a.CheckFresh(0, time.Now()); err != nil {
+		return nil, err
+	}
 	p, err := e.policy(a, 1)
 	if err != nil {
 		return nil, err
@@ -135,6 +141,10 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 		}
 	} else {
 		e.current, e.gen = a, 1
+		if err := g.RecordSerial(a.Metadata.Serial); err != nil {
+			g.Close()
+			return nil, err
+		}
 	}
 	if cfg.Seal {
 		if err := g.Seal(); err != nil {
@@ -239,6 +249,9 @@ func (e *Enforcer) Apply(a *allowlist.Allowlist) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := checkFresh(e.guard, a); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
 	p, err := e.policy(a, e.gen+1)
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
@@ -247,6 +260,9 @@ func (e *Enforcer) Apply(a *allowlist.Allowlist) error {
 		return fmt.Errorf("apply: %w", err)
 	}
 	e.current, e.gen = a, p.Generation
+	if err := e.guard.RecordSerial(a.Metadata.Serial); err != nil {
+		return fmt.Errorf("apply: the allowlist is in force, but its serial was not recorded: %w", err)
+	}
 	return nil
 }
 
@@ -379,10 +395,28 @@ func ApplyPinned(pinDir string, a *allowlist.Allowlist, mode allowlist.Mode) (ge
 	if err != nil {
 		return 0, err
 	}
+	if err := checkFresh(g, a); err != nil {
+		return 0, err
+	}
 	if err := g.SetPolicy(p); err != nil {
 		return 0, err
 	}
+	if err := g.RecordSerial(a.Metadata.Serial); err != nil {
+		return p.Generation, fmt.Errorf("the allowlist is in force, but its serial was not recorded: %w", err)
+	}
 	return p.Generation, nil
+}
+
+// checkFresh refuses a when its serial is below the highest the guard
+// recorded, or when it has expired. The floor is the guard's, kept beside
+// its pins: it holds across daemon restarts, and for whoever applies (a
+// reload, the companion socket, kmodguard enforcer apply).
+func checkFresh(g *lsm.Guard, a *allowlist.Allowlist) error {
+	floor, err := g.AppliedSerial()
+	if err != nil {
+		return err
+	}
+	return a.CheckFresh(floor, time.Now())
 }
 
 func release() string {

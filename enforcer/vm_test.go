@@ -1026,6 +1026,62 @@ func TestGuestApplyBrokenKeepsOld(t *testing.T) {
 	unload(t, "dummy")
 }
 
+// TestGuestRollbackRefused replays an older signed release (serial 3,
+// which still admitted veth) after serial 5 (which does not): refused by
+// the running enforcer, by a restarted one that adopts the guard, and by
+// "enforcer apply" with no daemon, because the serial applied is kept
+// beside the guard's pins; the newer release after it is taken.
+func TestGuestRollbackRefused(t *testing.T) {
+	vmtest.RequireGuest(t)
+	dummy, veth := readFixture(t, "dummy"), readFixture(t, "veth")
+	pins := pinDir(t)
+	release := func(serial uint64, entries ...entry) *allowlist.Allowlist {
+		a := list(t, allowlist.ModeEnforce, entries...)
+		a.Metadata.Serial = serial
+		return a
+	}
+	v3 := release(3, entry{"dummy", []string{sum(dummy)}}, entry{"veth", []string{sum(veth)}})
+	v5 := release(5, entry{"dummy", []string{sum(dummy)}})
+	enf := start(t, v5, enforcer.Config{PinDir: pins})
+	before, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enf.Apply(v3); !errors.Is(err, allowlist.ErrRollback) {
+		t.Fatalf("apply of serial 3 after 5: %v, want ErrRollback", err)
+	}
+	if after, err := enf.Status(); err != nil || after.Generation != before.Generation {
+		t.Fatalf("generation %d after the refused rollback (%v), want %d", after.Generation, err, before.Generation)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) after the refused rollback = %v, want EPERM", err)
+	}
+
+	// A restarted daemon, started with the old release on disk.
+	enf.Close()
+	if e, err := enforcer.Load(enforcer.Config{PinDir: pins, Logger: testLogger(t)}, v3); !errors.Is(err, allowlist.ErrRollback) {
+		if e != nil {
+			e.Close()
+		}
+		t.Fatalf("restarted enforcer with serial 3: %v, want ErrRollback", err)
+	}
+	// enforcer apply, with no daemon.
+	if _, err := enforcer.ApplyPinned(pins, v3, ""); !errors.Is(err, allowlist.ErrRollback) {
+		t.Fatalf("enforcer apply of serial 3: %v, want ErrRollback", err)
+	}
+	if err := initModule(veth); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(veth) after the refused rollbacks = %v, want EPERM", err)
+	}
+	// The next release is taken.
+	if _, err := enforcer.ApplyPinned(pins, release(6, entry{"dummy", []string{sum(dummy)}}, entry{"veth", []string{sum(veth)}}), ""); err != nil {
+		t.Fatalf("enforcer apply of serial 6: %v", err)
+	}
+	if err := initModule(veth); err != nil {
+		t.Fatalf("init_module(veth) under serial 6: %v", err)
+	}
+	unload(t, "veth")
+}
+
 // TestGuestBusyScratchFailsClosed marks slots of this CPU's scratch as
 // taken, as preempted decisions would leave them: with one taken, a listed
 // load is decided on another slot; with all taken, it is refused (not

@@ -146,7 +146,7 @@ func (g *Guard) Remove() error {
 	if sealed || g.readOnly {
 		return fmt.Errorf("remove guard: %w", ErrSealed)
 	}
-	errs := []error{removePins(g.pinDir, append(guardPins(), pinReader))}
+	errs := []error{removePins(g.pinDir, append(guardPins(), pinReader, pinSerial))}
 	if err := os.Remove(g.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}

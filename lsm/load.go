@@ -204,7 +204,7 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 // config pin, that is, what a load that did not finish left there. The
 // caller holds the directory lock, so no other load is under way.
 func removeIncomplete(dir string) error {
-	if err := removePins(dir, append(guardPins(), pinReader)); err != nil {
+	if err := removePins(dir, append(guardPins(), pinReader, pinSerial)); err != nil {
 		return fmt.Errorf("clear an unfinished load from %s: %w", dir, err)
 	}
 	return nil

@@ -21,6 +21,9 @@ const (
 	// pinReader is the decision reader's own state (reader.go), not the
 	// guard's: the seal does not protect it.
 	pinReader = "reader"
+	// pinSerial is the highest allowlist serial applied (serial.go): user
+	// space's record, read by no guard program.
+	pinSerial = "serial"
 )
 
 func linkPin(prog string) string { return "link_" + prog }

@@ -14,6 +14,9 @@ type Status struct {
 	Generation uint64 `json:"generation"`
 	// Entries counts the digests and names in the policy in force.
 	Entries uint64 `json:"entries"`
+	// Serial is the highest allowlist serial (metadata.serial) applied:
+	// older releases are refused.
+	Serial uint64 `json:"serial,omitempty"`
 	// Links lists the attached hooks and their link and program ids.
 	Links []LinkStatus `json:"links"`
 	// Missing lists hooks whose link is not pinned.
@@ -56,6 +59,15 @@ func (g *Guard) Status() (Status, error) {
 	st.Mode = Mode(c.Mode).String()
 	st.Generation = c.Generation
 	st.Entries = c.Entries
+	if m, err := g.openSerial(false); err != nil {
+		return st, err
+	} else if m != nil {
+		err := m.Lookup(uint32(0), &st.Serial)
+		m.Close()
+		if err != nil {
+			return st, fmt.Errorf("read the serial record: %w", err)
+		}
+	}
 	for _, name := range hooks {
 		l, ok := g.links[name]
 		if !ok {

@@ -251,6 +251,9 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 	fmt.Fprintf(tw, "mode:\t%s\n", st.Mode)
 	fmt.Fprintf(tw, "sealed:\t%v\n", st.Sealed)
 	fmt.Fprintf(tw, "generation:\t%d\n", st.Generation)
+	if st.Serial != 0 {
+		fmt.Fprintf(tw, "serial:\t%d (older allowlists are refused)\n", st.Serial)
+	}
 	fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
 	fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
 	if st.ReaderPid != 0 {

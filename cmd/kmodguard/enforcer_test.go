@@ -79,7 +79,7 @@ func TestEnforcerRefusesBadInput(t *testing.T) {
 // TestPrintStatus: status says which kmodguard read the guard, in text
 // and in JSON, beside the guard's own state.
 func TestPrintStatus(t *testing.T) {
-	st := enforcer.Status{PinDir: "/sys/fs/bpf/kmodguard", Mode: "enforce", Generation: 3, Entries: 12, Sealed: true, ReaderPid: 4242}
+	st := enforcer.Status{PinDir: "/sys/fs/bpf/kmodguard", Mode: "enforce", Generation: 3, Entries: 12, Serial: 7, Sealed: true, ReaderPid: 4242}
 	v := version.Info{Version: "0.1.0+g0123456789ab", Commit: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.8"}
 	daemon := &version.Info{Version: "0.1.0+gfedcba987654", Commit: "fedcba9876543210fedcba9876543210fedcba98", GoVersion: "go1.26.7"}
 	for _, tc := range []struct {
@@ -89,10 +89,10 @@ func TestPrintStatus(t *testing.T) {
 		absent []string
 	}{
 		{formatText, daemon, []string{"version:", "0.1.0+g0123456789ab (commit 0123456789ab, go1.26.8)",
-			"daemon version:", "0.1.0+gfedcba987654 (commit fedcba987654, go1.26.7) (pid 4242)", "pin dir:", "/sys/fs/bpf/kmodguard", "sealed:", "true"}, nil},
+			"daemon version:", "0.1.0+gfedcba987654 (commit fedcba987654, go1.26.7) (pid 4242)", "pin dir:", "/sys/fs/bpf/kmodguard", "sealed:", "true", "serial:", "7 (older allowlists are refused)"}, nil},
 		{formatText, nil, []string{"version:"}, []string{"daemon version:"}},
 		{formatJSON, daemon, []string{`"version": "0.1.0+g0123456789ab"`, `"commit": "0123456789abcdef0123456789abcdef01234567"`,
-			`"reader_version": "0.1.0+gfedcba987654"`, `"reader_pid": 4242`, `"mode": "enforce"`, `"sealed": true`}, nil},
+			`"reader_version": "0.1.0+gfedcba987654"`, `"reader_pid": 4242`, `"mode": "enforce"`, `"sealed": true`, `"serial": 7`}, nil},
 		{formatJSON, nil, []string{`"version": "0.1.0+g0123456789ab"`}, []string{"reader_version"}},
 	} {
 		var b strings.Builder
