@@ -27,7 +27,9 @@ func serialSpec() *ebpf.MapSpec {
 // not silently drop.
 func (g *Guard) openSerial(create bool) (*ebpf.Map, error) {
 	path := filepath.Join(g.pinDir, pinSerial)
-	m, err := ebpf.LoadPinnedMap(path, nil)
+	// Read-only unless writing: a status of a sealed guard opens nothing
+	// for writing.
+	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: !create})
 	switch {
 	case errors.Is(err, os.ErrNotExist) && !create:
 		return nil, nil
