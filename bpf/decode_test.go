@@ -488,3 +488,33 @@ func TestJoinerParamsAtExit(t *testing.T) {
 		})
 	}
 }
+
+// TestChooseProcDir: the callers' /proc is the host's. In a container of
+// its own PID namespace, Falco's chart mounts the host's /proc at
+// $HOST_ROOT/proc; on the host, or without HOST_ROOT, /proc is the one.
+func TestChooseProcDir(t *testing.T) {
+	const ownNS = 4026532400
+	procfs := func(want string) func(string) bool {
+		return func(p string) bool { return p == want }
+	}
+	for _, tc := range []struct {
+		hostRoot string
+		pidNS    uint32
+		isProc   func(string) bool
+		want     string
+	}{
+		{"", ownNS, procfs("/host/proc"), "/proc"},                // no HOST_ROOT: nothing else to use
+		{"/host", event.InitPidNS, procfs("/host/proc"), "/proc"}, // hostPID: /proc shows every caller
+		{"/host", ownNS, procfs("/host/proc"), "/host/proc"},      // Falco's chart pod
+		{"/host", 0, procfs("/host/proc"), "/host/proc"},          // namespace unknown: the host's when mounted
+		{"/host", ownNS, procfs("/elsewhere"), "/proc"},           // HOST_ROOT without a procfs under it
+		{"/host/", ownNS, procfs("/host/proc"), "/host/proc"},     // trailing slash
+	} {
+		if got := chooseProcDir(tc.hostRoot, tc.pidNS, tc.isProc); got != tc.want {
+			t.Errorf("HOST_ROOT=%q, pid namespace %d: %s, want %s", tc.hostRoot, tc.pidNS, got, tc.want)
+		}
+	}
+	if !isProcfs("/proc") || isProcfs(t.TempDir()) {
+		t.Error("isProcfs does not tell /proc from a directory")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -34,14 +35,14 @@ type enricher struct {
 	bootOffset int64
 	hostMntNS  uint32 // 0 when unknown
 	selfMntNS  uint32
-	// procRoot is /proc, or a test's stand-in.
+	// procRoot is procDir(), or a test's stand-in.
 	procRoot string
 	// fileCap bounds the finit_module file read for inspection.
 	fileCap int64
 }
 
 func newEnricher(cfg Config) *enricher {
-	e := &enricher{allowlist: cfg.Allowlist, procRoot: "/proc", fileCap: maxModuleFile}
+	e := &enricher{allowlist: cfg.Allowlist, procRoot: procDir(), fileCap: maxModuleFile}
 	var boot unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err == nil {
 		e.bootOffset = time.Now().UnixNano() - boot.Nano()
@@ -50,7 +51,7 @@ func newEnricher(cfg Config) *enricher {
 	// (event.InitPidNS, event.InitUserNS), right even where /proc/1 is a
 	// container's init. The initial mount namespace has one since 6.18;
 	// before, it is pid 1's when that can be read.
-	e.hostMntNS = nsInode("/proc/1/ns/mnt")
+	e.hostMntNS = nsInode(filepath.Join(e.procRoot, "1/ns/mnt"))
 	e.selfMntNS = nsInode("/proc/self/ns/mnt")
 	if e.hostMntNS == 0 && e.selfMntNS == event.InitMntNS {
 		e.hostMntNS = event.InitMntNS
@@ -72,6 +73,36 @@ func (n *enricher) hostNS(rec *sensorKgEvent) (host bool, hostMnt *bool) {
 		hostMnt = &m
 	}
 	return host, hostMnt
+}
+
+// procDir is the /proc that shows the callers: the sensor's pids are the
+// kernel's global ones, which only a procfs of the initial PID namespace
+// lists. That is /proc, unless this process runs in a PID namespace of its
+// own (a container without hostPID, such as the falcosecurity/falco
+// chart's Falco pods) and $HOST_ROOT/proc is a procfs: Falco's chart mounts
+// the host's /proc there (/host/proc, HOST_ROOT=/host), as Falco's own
+// driver expects. Opening a caller's descriptor or root through it takes
+// CAP_SYS_PTRACE, as through /proc.
+var procDir = sync.OnceValue(func() string {
+	return chooseProcDir(os.Getenv("HOST_ROOT"), nsInode("/proc/self/ns/pid"), isProcfs)
+})
+
+// chooseProcDir is procDir's choice, for a process in the PID namespace
+// selfPidNS (0 when unknown) with HOST_ROOT hostRoot.
+func chooseProcDir(hostRoot string, selfPidNS uint32, isProc func(string) bool) string {
+	if hostRoot == "" || selfPidNS == event.InitPidNS {
+		return "/proc"
+	}
+	if p := filepath.Join(hostRoot, "proc"); isProc(p) {
+		return p
+	}
+	return "/proc"
+}
+
+// isProcfs reports whether dir is the root of a procfs mount.
+func isProcfs(dir string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(dir, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC
 }
 
 // nsInode is the inode number of a namespace file, 0 when unknown.

@@ -296,7 +296,7 @@ func (j *joiner) expire(now time.Time, all bool) {
 			if now.Sub(p.since) < pendingTimeout {
 				continue
 			}
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p.ev.Pid, tid)); err == nil {
+			if _, err := os.Stat(fmt.Sprintf("%s/%d/task/%d", procDir(), p.ev.Pid, tid)); err == nil {
 				continue // still in the syscall: a slow module init
 			}
 		}

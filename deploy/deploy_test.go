@@ -1,9 +1,12 @@
 // Package deploy_test checks the deployment files against the types that
 // read them: the Kubernetes manifests decode strictly into the API types
-// (an unknown or misspelt field fails), the allowlist in the ConfigMap
+// (an unknown or misspelt field fails; the Prometheus operator's kinds
+// into the fields of theirs that we use), the allowlist in the ConfigMap
 // passes the allowlist parser, the Falco values' init_config passes the
-// plugin's own strict config parser, and the systemd unit keeps its
-// hardening (and passes systemd-analyze where it is installed).
+// plugin's own strict config parser and their keys are the chart's
+// (chart_test.go), the alerts are the operator guide's on metrics the code
+// exports (monitoring_test.go), and the systemd unit keeps its hardening
+// (and passes systemd-analyze where it is installed).
 package deploy_test
 
 import (
@@ -83,8 +86,14 @@ func objects(t *testing.T) map[string]any {
 				obj = &corev1.ConfigMap{}
 			case "v1/ServiceAccount":
 				obj = &corev1.ServiceAccount{}
+			case "v1/Service":
+				obj = &corev1.Service{}
 			case "apps/v1/DaemonSet":
 				obj = &appsv1.DaemonSet{}
+			case "monitoring.coreos.com/v1/ServiceMonitor":
+				obj = &serviceMonitor{}
+			case "monitoring.coreos.com/v1/PrometheusRule":
+				obj = &prometheusRule{}
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -101,7 +110,8 @@ func objects(t *testing.T) map[string]any {
 func TestManifestsDecodeStrictly(t *testing.T) {
 	objs := objects(t)
 	for _, want := range []string{"Namespace/kmodguard", "ConfigMap/kmodguard-allowlist", "ConfigMap/kmodguard-trust",
-		"ServiceAccount/kmodguard-enforcer", "DaemonSet/kmodguard-enforcer"} {
+		"ServiceAccount/kmodguard-enforcer", "DaemonSet/kmodguard-enforcer",
+		"Service/kmodguard-enforcer", "ServiceMonitor/kmodguard-enforcer", "PrometheusRule/kmodguard"} {
 		if objs[want] == nil {
 			t.Errorf("no %s", want)
 		}
@@ -183,6 +193,26 @@ func TestDaemonSetPrivileges(t *testing.T) {
 		t.Errorf("no mount at %s", p)
 	}
 
+	// Ready by the guard's own account, not by the metrics server.
+	rp := c.ReadinessProbe
+	if rp == nil || rp.Exec == nil || rp.HTTPGet != nil || rp.TCPSocket != nil {
+		t.Errorf("readiness probe %+v: want an exec of kmodguard enforcer status --ready", rp)
+	} else if cmd := rp.Exec.Command; len(cmd) != 4 || filepath.Base(cmd[0]) != "kmodguard" || !slices.Equal(cmd[1:], []string{"enforcer", "status", "--ready"}) {
+		t.Errorf("readiness probe runs %q, want kmodguard enforcer status --ready", cmd)
+	} else if rp.TimeoutSeconds < 2 || rp.PeriodSeconds < rp.TimeoutSeconds {
+		t.Errorf("readiness probe timeout %ds every %ds: status reads every BPF link", rp.TimeoutSeconds, rp.PeriodSeconds)
+	}
+	// Live while the daemon answers; a guard that is not whole is no
+	// reason for a restart, which could not make it whole.
+	lp := c.LivenessProbe
+	if lp == nil {
+		t.Error("no liveness probe")
+	} else if lp.Exec != nil {
+		t.Errorf("liveness probe runs %q: a restart does not mend the guard", lp.Exec.Command)
+	} else if lp.HTTPGet != nil && lp.HTTPGet.Port.String() != "metrics" {
+		t.Errorf("liveness probe on port %s, not the metrics port", lp.HTTPGet.Port.String())
+	}
+
 	// Every file the arguments name comes from a mounted ConfigMap key.
 	files := map[string]bool{}
 	for _, m := range c.VolumeMounts {
@@ -226,65 +256,266 @@ func TestConfigMapAllowlistParses(t *testing.T) {
 	}
 }
 
-// TestFalcoValues checks the Helm values: the plugin is loaded, its rules
-// are listed, and its init_config passes the plugin's strict parser.
-func TestFalcoValues(t *testing.T) {
-	b, err := os.ReadFile("helm/falco-values.yaml")
+// valuesFiles are the falcosecurity/falco chart values in helm/.
+var valuesFiles = []string{"helm/falco-values.yaml", "helm/falco-values-plugin-only.yaml"}
+
+// falcoValues is the part of the chart values the tests read.
+type falcoValues struct {
+	Driver struct {
+		Enabled *bool  `json:"enabled"`
+		Kind    string `json:"kind"`
+	} `json:"driver"`
+	ContainerSecurityContext *corev1.SecurityContext `json:"containerSecurityContext"`
+	Falcoctl                 struct {
+		Config struct {
+			Artifact struct {
+				AllowedTypes []string `json:"allowedTypes"`
+				Install      struct {
+					Refs []string `json:"refs"`
+				} `json:"install"`
+				Follow struct {
+					Refs []string `json:"refs"`
+				} `json:"follow"`
+			} `json:"artifact"`
+		} `json:"config"`
+	} `json:"falcoctl"`
+	Metrics struct {
+		Enabled               bool  `json:"enabled"`
+		PluginsMetricsEnabled *bool `json:"pluginsMetricsEnabled"`
+	} `json:"metrics"`
+	Falco struct {
+		RulesFiles      []string `json:"rules_files"`
+		LoadPlugins     []string `json:"load_plugins"`
+		PluginsHostinfo *bool    `json:"plugins_hostinfo"`
+		Plugins         []struct {
+			Name        string          `json:"name"`
+			LibraryPath string          `json:"library_path"`
+			InitConfig  json.RawMessage `json:"init_config"`
+			OpenParams  string          `json:"open_params"`
+		} `json:"plugins"`
+	} `json:"falco"`
+	Mounts struct {
+		Volumes      []corev1.Volume      `json:"volumes"`
+		VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
+	} `json:"mounts"`
+}
+
+func readValues(t *testing.T, path string) falcoValues {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v struct {
-		Falco struct {
-			RulesFiles  []string `json:"rules_files"`
-			LoadPlugins []string `json:"load_plugins"`
-			Plugins     []struct {
-				Name        string          `json:"name"`
-				LibraryPath string          `json:"library_path"`
-				InitConfig  json.RawMessage `json:"init_config"`
-				OpenParams  string          `json:"open_params"`
-			} `json:"plugins"`
-		} `json:"falco"`
-		Mounts struct {
-			Volumes      []corev1.Volume      `json:"volumes"`
-			VolumeMounts []corev1.VolumeMount `json:"volumeMounts"`
-		} `json:"mounts"`
-	}
-	// Not strict at the top level: the chart has many more values.
+	var v falcoValues
+	// Not strict at the top level: the chart has many more values
+	// (chart_test.go checks the keys against the chart's).
 	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// rulesPath is where kmodguard's rules are, on a host (the package) as in
+// the chart (falcoctl installs rulesfiles into /etc/falco).
+const rulesPath = "/etc/falco/kmodguard_rules.yaml"
+
+// TestFalcoValues checks the Helm values: the plugin is loaded, its rules
+// are listed before the local tuning, its init_config passes the plugin's
+// strict parser, every file it names is mounted, it attaches to the socket
+// the enforcer serves, and falcoctl fetches kmodguard's artifacts.
+func TestFalcoValues(t *testing.T) {
+	ds := objects(t)["DaemonSet/kmodguard-enforcer"].(*appsv1.DaemonSet)
+	for _, path := range valuesFiles {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			v := readValues(t, path)
+			if !slices.Contains(v.Falco.LoadPlugins, plugin.Name) {
+				t.Errorf("load_plugins %v does not load %s", v.Falco.LoadPlugins, plugin.Name)
+			}
+			// kmodguard's rules, then the local tuning, then rules.d.
+			rf := v.Falco.RulesFiles
+			ours, local, dir := slices.Index(rf, rulesPath), slices.Index(rf, "/etc/falco/falco_rules.local.yaml"), slices.Index(rf, "/etc/falco/rules.d")
+			if ours < 0 || local < 0 || dir < 0 || !(ours < local && local < dir) {
+				t.Errorf("rules_files %v: want %s, then falco_rules.local.yaml, then rules.d", rf, rulesPath)
+			}
+			if len(v.Falco.Plugins) != 1 || v.Falco.Plugins[0].Name != plugin.Name || v.Falco.Plugins[0].LibraryPath != "libkmodguard.so" {
+				t.Fatalf("plugins %+v", v.Falco.Plugins)
+			}
+			cfg, err := plugin.ParseConfig(string(v.Falco.Plugins[0].InitConfig))
+			if err != nil {
+				t.Fatalf("init_config: %v", err)
+			}
+			if !cfg.Enforcer.Enabled || cfg.Enforcer.Socket == "" {
+				t.Errorf("init_config does not attach to the enforcer: %+v", cfg.Enforcer)
+			}
+			mounted := func(p string) bool {
+				for _, m := range v.Mounts.VolumeMounts {
+					if strings.HasPrefix(p, m.MountPath+"/") {
+						return true
+					}
+				}
+				return false
+			}
+			for _, p := range []string{cfg.Allowlist, cfg.PublicKey, cfg.Enforcer.Socket} {
+				if !mounted(p) {
+					t.Errorf("%s is not under any of the values' volume mounts", p)
+				}
+			}
+			vols := map[string]bool{}
+			for _, vol := range v.Mounts.Volumes {
+				vols[vol.Name] = true
+			}
+			for _, m := range v.Mounts.VolumeMounts {
+				if !vols[m.Name] {
+					t.Errorf("mount %s names no volume %q", m.MountPath, m.Name)
+				}
+			}
+			if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--companion-socket="+cfg.Enforcer.Socket) {
+				t.Errorf("the plugin attaches to %s, which the enforcer DaemonSet does not serve", cfg.Enforcer.Socket)
+			}
+			// falcoctl: the plugin and its ruleset from kmodguard's index,
+			// the ruleset followed.
+			art := v.Falcoctl.Config.Artifact
+			if !slices.Contains(art.AllowedTypes, "plugin") || !slices.Contains(art.AllowedTypes, "rulesfile") {
+				t.Errorf("allowedTypes %v", art.AllowedTypes)
+			}
+			for _, repo := range indexRepositories(t) {
+				if !slices.ContainsFunc(art.Install.Refs, func(r string) bool { return strings.HasPrefix(r, repo+":") }) {
+					t.Errorf("install refs %v lack %s", art.Install.Refs, repo)
+				}
+				if strings.Contains(repo, "/ruleset/") && !slices.ContainsFunc(art.Follow.Refs, func(r string) bool { return strings.HasPrefix(r, repo+":") }) {
+					t.Errorf("follow refs %v lack %s", art.Follow.Refs, repo)
+				}
+			}
+			// The alerts on the plugin's metrics need them served.
+			if !v.Metrics.Enabled || (v.Metrics.PluginsMetricsEnabled != nil && !*v.Metrics.PluginsMetricsEnabled) {
+				t.Error("metrics (with the plugins' metrics) are not enabled: the plugin's alerts would have nothing to read")
+			}
+		})
+	}
+}
+
+// indexRepositories lists the OCI repositories of kmodguard's artifacts in
+// its falcoctl index.
+func indexRepositories(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../registry/index.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(v.Falco.LoadPlugins, plugin.Name) {
-		t.Errorf("load_plugins %v does not load %s", v.Falco.LoadPlugins, plugin.Name)
+	var idx []struct {
+		Registry   string `json:"registry"`
+		Repository string `json:"repository"`
 	}
-	if !slices.Contains(v.Falco.RulesFiles, "/etc/falco/kmodguard_rules.yaml") {
-		t.Errorf("rules_files %v lacks the kmodguard rules", v.Falco.RulesFiles)
+	if err := yaml.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
 	}
-	if len(v.Falco.Plugins) != 1 || v.Falco.Plugins[0].Name != plugin.Name || v.Falco.Plugins[0].LibraryPath != "libkmodguard.so" {
-		t.Fatalf("plugins %+v", v.Falco.Plugins)
+	var out []string
+	for _, e := range idx {
+		out = append(out, e.Registry+"/"+e.Repository)
 	}
-	cfg, err := plugin.ParseConfig(string(v.Falco.Plugins[0].InitConfig))
+	if len(out) != 2 {
+		t.Fatalf("index lists %v, want the plugin and its ruleset", out)
+	}
+	return out
+}
+
+// TestPluginOnlyValues: without Falco's driver the chart leaves the
+// container's securityContext to the values, so they must name what the
+// sensor needs and no more, and mount the host's /proc read-only where
+// the sensor looks for it.
+func TestPluginOnlyValues(t *testing.T) {
+	v := readValues(t, "helm/falco-values-plugin-only.yaml")
+	if v.Driver.Enabled == nil || *v.Driver.Enabled {
+		t.Fatal("driver.enabled is not false")
+	}
+	sc := v.ContainerSecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("no containerSecurityContext with capabilities: the chart would give the container none of its own")
+	}
+	if sc.Privileged == nil || *sc.Privileged {
+		t.Error("privileged is not false")
+	}
+	var add []string
+	for _, c := range sc.Capabilities.Add {
+		add = append(add, string(c))
+	}
+	slices.Sort(add)
+	if !slices.Equal(add, []string{"BPF", "PERFMON", "SYS_PTRACE"}) {
+		t.Errorf("capabilities add %v, want BPF PERFMON SYS_PTRACE (see the values' comments)", add)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeUnconfined ||
+		sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Error("seccomp and AppArmor are not unconfined: default profiles refuse bpf(2) or reads of other processes")
+	}
+	// Falco's own rules have nothing to match without the syscall source.
+	for _, r := range append(v.Falcoctl.Config.Artifact.Install.Refs, v.Falcoctl.Config.Artifact.Follow.Refs...) {
+		if strings.HasPrefix(r, "falco-rules:") {
+			t.Errorf("ref %s: no syscall source to apply Falco's rules to", r)
+		}
+	}
+	if slices.Contains(v.Falco.RulesFiles, "/etc/falco/falco_rules.yaml") {
+		t.Error("rules_files lists falco_rules.yaml without the syscall source")
+	}
+	// The chart's own /proc mount is writable and rendered when
+	// plugins_hostinfo is on; the values bring a read-only one.
+	if v.Falco.PluginsHostinfo == nil || *v.Falco.PluginsHostinfo {
+		t.Error("falco.plugins_hostinfo is not false: the chart would mount the host's /proc writable, at the same path")
+	}
+	var proc *corev1.VolumeMount
+	for i, m := range v.Mounts.VolumeMounts {
+		if m.MountPath == "/host/proc" {
+			proc = &v.Mounts.VolumeMounts[i]
+		}
+	}
+	if proc == nil || !proc.ReadOnly {
+		t.Fatalf("the host's /proc is not mounted read-only at /host/proc: %+v", proc)
+	}
+	for _, vol := range v.Mounts.Volumes {
+		if vol.Name == proc.Name && (vol.HostPath == nil || vol.HostPath.Path != "/proc") {
+			t.Errorf("volume %s is not the host's /proc", vol.Name)
+		}
+	}
+}
+
+// TestOneRulesPath: the package installs the rules where falcoctl installs
+// the ruleset and where the values and the docs load them from.
+func TestOneRulesPath(t *testing.T) {
+	b, err := os.ReadFile("package/nfpm.yaml")
 	if err != nil {
-		t.Fatalf("init_config: %v", err)
+		t.Fatal(err)
 	}
-	if !cfg.Enforcer.Enabled || cfg.Enforcer.Socket == "" {
-		t.Errorf("init_config does not attach to the enforcer: %+v", cfg.Enforcer)
+	var pkg struct {
+		Contents []struct {
+			Src string `json:"src"`
+			Dst string `json:"dst"`
+		} `json:"contents"`
 	}
-	mounted := func(p string) bool {
-		for _, m := range v.Mounts.VolumeMounts {
-			if strings.HasPrefix(p, m.MountPath+"/") {
-				return true
+	if err := yaml.Unmarshal(b, &pkg); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range pkg.Contents {
+		if c.Src == "rules/kmodguard_rules.yaml" {
+			found = true
+			if c.Dst != rulesPath {
+				t.Errorf("the package installs the rules at %s, not %s", c.Dst, rulesPath)
 			}
 		}
-		return false
 	}
-	for _, p := range []string{cfg.Allowlist, cfg.PublicKey, cfg.Enforcer.Socket} {
-		if !mounted(p) {
-			t.Errorf("%s is not under any of the values' volume mounts", p)
+	if !found {
+		t.Error("the package ships no rules")
+	}
+	for _, doc := range []string{"../docs/operator-guide.md", "../docs/install.md", "../plugin/README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	ds := objects(t)["DaemonSet/kmodguard-enforcer"].(*appsv1.DaemonSet)
-	if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--companion-socket="+cfg.Enforcer.Socket) {
-		t.Errorf("the plugin attaches to %s, which the enforcer DaemonSet does not serve", cfg.Enforcer.Socket)
+		if !strings.Contains(string(b), rulesPath) {
+			t.Errorf("%s does not name %s", doc, rulesPath)
+		}
+		if strings.Contains(string(b), "rules.d/kmodguard_rules.yaml") {
+			t.Errorf("%s names rules.d/kmodguard_rules.yaml", doc)
+		}
 	}
 }
 

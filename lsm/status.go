@@ -4,6 +4,7 @@ package lsm
 
 import (
 	"fmt"
+	"time"
 )
 
 // Status is the state of a pinned guard.
@@ -32,6 +33,9 @@ type Status struct {
 	// Both are zero when no reader has run since the guard was loaded.
 	MissingDecisions uint64 `json:"missing_decisions"`
 	ReaderPid        uint32 `json:"reader_pid,omitempty"`
+	// ReaderChecked is when the reader last saved that state: about every
+	// second while it reads (zero when no reader has run).
+	ReaderChecked time.Time `json:"reader_checked,omitzero"`
 	// Overrides lists programs that can decide the guard's hooks before
 	// it does ([Overrides]); OverridesError says why they could not be
 	// listed.
@@ -92,6 +96,9 @@ func (g *Guard) Status() (Status, error) {
 	}
 	if rs, ok := readReaderState(g.pinDir); ok {
 		st.MissingDecisions, st.ReaderPid = rs.Missing, rs.Pid
+		if rs.Checked != 0 {
+			st.ReaderChecked = time.Unix(0, rs.Checked)
+		}
 	}
 	own := map[uint32]bool{}
 	for _, l := range st.Links {

@@ -167,13 +167,21 @@ func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 
 func newEnforcerStatusCmd(pinDir *string) *cobra.Command {
 	var o *output
+	var ready bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the pinned guard: mode, seal, policy generation, hooks, counters",
 		Long: `status reads the pinned guard without changing it. It works on a sealed guard
 and without the daemon. It exits 0 when the guard is pinned with every hook
 attached, 1 when the guard is not whole, and 2 when no guard is pinned
-(none loaded, or one still loading). Not whole is:
+(none loaded, or one still loading), or its pins cannot be read. With --ready,
+exit 0 also needs the daemon: the decision reader recorded in the pins must
+run in this PID namespace, have started before its last check, and have
+checked within the last 10 seconds (it does every second while it reads);
+else exit 1. The daemon applies its allowlist before it starts reading, so
+--ready means the guard is whole, a policy is in force and a daemon serves
+it, in audit mode as in enforce mode: the readiness probe of the enforcer's
+container, run in that container. Not whole is:
   - a hook missing: someone removed a link of an unsealed guard; the next
     "enforcer run" attaches it again;
   - an override: someone else's BPF program that decides before the guard
@@ -195,7 +203,8 @@ buffer before the daemon could read them, as the daemon last found them
 (since it started; JSON missing_decisions): anything above 0 means someone
 is hiding the guard's decisions from it.`,
 		Example: `  kmodguard enforcer status
-  kmodguard enforcer status -o json | jq .sealed`,
+  kmodguard enforcer status -o json | jq .sealed
+  kmodguard enforcer status --ready >/dev/null   # a readiness probe`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := enforcer.ReadStatus(*pinDir)
@@ -213,12 +222,45 @@ is hiding the guard's decisions from it.`,
 			if err := printStatus(cmd.OutOrStdout(), st, version.Get(), reader, o.format); err != nil {
 				return err
 			}
-			return incomplete(st)
+			if err := incomplete(st); err != nil || !ready {
+				return err
+			}
+			return withCode(exitDenied, notServed(st, time.Now(), processStart))
 		},
 	}
 	o = addOutput(cmd)
 	o.addJSONAlias(cmd)
+	cmd.Flags().BoolVar(&ready, "ready", false, "exit 0 only when a running daemon also reads the guard's decisions (a readiness probe)")
 	return cmd
+}
+
+// readerStale is how old the decision reader's last check may be for
+// status --ready: it checks every second while it runs.
+const readerStale = 10 * time.Second
+
+// notServed is status --ready's question for a whole guard: does a running
+// daemon read its decisions? The reader pins its pid and, every second, the
+// time of its check. The pid must name a process here (start gives its
+// start time) that started before that check, so that a pid reused by
+// another process after the daemon's end is not taken for it (in a
+// container, the daemon is pid 1 of every pod that ever ran it).
+func notServed(st enforcer.Status, now time.Time, start func(pid uint32) (time.Time, error)) error {
+	if st.ReaderPid == 0 || st.ReaderChecked.IsZero() {
+		return errors.New("not ready: no daemon has read the guard's decisions since it was loaded")
+	}
+	started, err := start(st.ReaderPid)
+	if err != nil {
+		return fmt.Errorf("not ready: the daemon that read the guard's decisions (pid %d) is not running here: %w", st.ReaderPid, err)
+	}
+	// Process start times are in clock ticks (10 ms).
+	if st.ReaderChecked.Before(started.Add(-10 * time.Millisecond)) {
+		return fmt.Errorf("not ready: pid %d started at %s, after the decision reader's last check (%s): not the daemon",
+			st.ReaderPid, started.Format(time.RFC3339), st.ReaderChecked.Format(time.RFC3339))
+	}
+	if age := now.Sub(st.ReaderChecked); age > readerStale {
+		return fmt.Errorf("not ready: the daemon (pid %d) last checked the guard's decisions %s ago", st.ReaderPid, age.Round(time.Second))
+	}
+	return nil
 }
 
 // statusJSON is status's JSON (and YAML): the guard's state, the version of the

@@ -5,10 +5,12 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmodguard/kmodguard/enforcer"
 	"github.com/kmodguard/kmodguard/internal/version"
@@ -31,6 +33,7 @@ func TestEnforcerWithoutGuard(t *testing.T) {
 	pins := filepath.Join(t.TempDir(), "none")
 	for _, args := range [][]string{
 		{"enforcer", "status", "--pin-dir", pins},
+		{"enforcer", "status", "--ready", "--pin-dir", pins},
 		{"enforcer", "stop", "--pin-dir", pins},
 	} {
 		_, stderr, code := kg(t, args...)
@@ -160,5 +163,67 @@ func TestEnforcerCompletion(t *testing.T) {
 		if got := completions(t, tc.args...); !slices.Equal(got, tc.want) {
 			t.Errorf("complete %q: %q, want %q", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestStatusReadyNeedsTheDaemon: status --ready asks, of a whole guard,
+// whether a daemon runs that reads its decisions, from the reader's pinned
+// pid and last check.
+func TestStatusReadyNeedsTheDaemon(t *testing.T) {
+	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+	daemonStart := now.Add(-time.Hour)
+	running := func(pid uint32) (time.Time, error) {
+		if pid != 1 {
+			return time.Time{}, os.ErrNotExist
+		}
+		return daemonStart, nil
+	}
+	for _, tc := range []struct {
+		name    string
+		pid     uint32
+		checked time.Time
+		want    string // "" for ready
+	}{
+		{"the daemon reading", 1, now.Add(-time.Second), ""},
+		{"checked in the clock tick of the start, then stalled", 1, daemonStart.Add(-5 * time.Millisecond), "last checked"},
+		{"never read", 0, time.Time{}, "no daemon has read"},
+		{"pid without a check", 1, time.Time{}, "no daemon has read"},
+		{"the daemon gone", 7, now.Add(-time.Second), "is not running here"},
+		// A pod's daemon is pid 1: a new pod's process, started after
+		// the old daemon's last check, is not the reader.
+		{"pid reused", 1, daemonStart.Add(-time.Second), "not the daemon"},
+		{"stalled", 1, now.Add(-readerStale - time.Second), "last checked the guard's decisions 11s ago"},
+	} {
+		st := enforcer.Status{ReaderPid: tc.pid, ReaderChecked: tc.checked}
+		err := notServed(st, now, running)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestProcessStart: a child's start time, read back from /proc, is when
+// it was started, to a clock tick.
+func TestProcessStart(t *testing.T) {
+	before := time.Now()
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	after := time.Now()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	got, err := processStart(uint32(cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tick = 20 * time.Millisecond // a tick, and the clocks' reads apart
+	if got.Before(before.Add(-tick)) || got.After(after.Add(tick)) {
+		t.Errorf("started %s, want between %s and %s", got, before, after)
+	}
+	if _, err := processStart(1 << 30); err == nil {
+		t.Error("a pid beyond pid_max has a start time")
 	}
 }

@@ -28,7 +28,7 @@ var files = map[string]string{
 	"/usr/share/falco/plugins/libkmodguard.so":           "-rw-r--r--",
 	"/usr/lib/systemd/system/kmodguard-enforcer.service": "-rw-r--r--",
 	"/etc/kernel/postinst.d/kmodguard":                   "-rwxr-xr-x",
-	"/etc/falco/rules.d/kmodguard_rules.yaml":            "-rw-r--r--",
+	"/etc/falco/kmodguard_rules.yaml":                    "-rw-r--r--",
 	"/etc/kmodguard/README":                              "-rw-r--r--",
 	"/usr/share/doc/kmodguard/operator-guide.md":         "-rw-r--r--",
 	"/usr/share/doc/kmodguard/LICENSE":                   "-rw-r--r--",
@@ -39,7 +39,7 @@ var files = map[string]string{
 // conffiles are the files an upgrade leaves alone once the operator has
 // changed them.
 var conffiles = []string{
-	"/etc/falco/rules.d/kmodguard_rules.yaml",
+	"/etc/falco/kmodguard_rules.yaml",
 	"/etc/kernel/postinst.d/kmodguard",
 	"/etc/kmodguard/README",
 }
@@ -163,11 +163,11 @@ func checkDeb(t *testing.T, a arch, deb string) {
 	run(t, "dpkg-deb", "-x", deb, root)
 	checkCLI(t, filepath.Join(root, "usr/bin/kmodguard"), a.machine)
 	checkPlugin(t, filepath.Join(root, "usr/share/falco/plugins/libkmodguard.so"), a.machine)
-	for _, f := range []string{"usr/lib/systemd/system/kmodguard-enforcer.service", "etc/kernel/postinst.d/kmodguard", "etc/falco/rules.d/kmodguard_rules.yaml"} {
+	for _, f := range []string{"usr/lib/systemd/system/kmodguard-enforcer.service", "etc/kernel/postinst.d/kmodguard", "etc/falco/kmodguard_rules.yaml"} {
 		src := map[string]string{
 			"usr/lib/systemd/system/kmodguard-enforcer.service": "deploy/systemd/kmodguard-enforcer.service",
 			"etc/kernel/postinst.d/kmodguard":                   "deploy/kernel/postinst.d/kmodguard",
-			"etc/falco/rules.d/kmodguard_rules.yaml":            "rules/kmodguard_rules.yaml",
+			"etc/falco/kmodguard_rules.yaml":                    "rules/kmodguard_rules.yaml",
 		}[f]
 		want, err := os.ReadFile(filepath.Join("../..", src))
 		if err != nil {
