@@ -164,7 +164,10 @@ func TestLiveSensorMetrics(t *testing.T) {
 	}
 
 	// Junk from one thread: each call is an event or folded, and the
-	// folded ones are counted in sensor_coalesced.
+	// folded ones are counted in sensor_coalesced. The counters are the
+	// sensor's, for the whole host: another test loading modules at the
+	// same time (go test runs packages in parallel) adds to them, so the
+	// sum is at least the calls made here, not exactly.
 	func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -185,7 +188,7 @@ func TestLiveSensorMetrics(t *testing.T) {
 	}
 	sent, folded := junk["sensor_events"].Value-after["sensor_events"].Value, junk["sensor_coalesced"].Value-after["sensor_coalesced"].Value
 	t.Logf("%d junk calls: %d sent, %d folded", calls, sent, folded)
-	if sent+folded != calls || folded == 0 || junk["sensor_coalesced"].Type != 0 {
+	if sent+folded < calls || folded == 0 || junk["sensor_coalesced"].Type != 0 {
 		t.Errorf("%d junk calls: %d sent and %d folded (sensor_coalesced %+v)", calls, sent, folded, junk["sensor_coalesced"])
 	}
 
