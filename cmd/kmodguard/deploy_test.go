@@ -41,16 +41,41 @@ func TestDeployCommandLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	var exec string
+	env := map[string]string{}
 	for _, line := range strings.Split(strings.ReplaceAll(string(unit), "\\\n", " "), "\n") {
 		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
 			exec = v
 		}
+		if v, ok := strings.CutPrefix(line, "Environment="); ok {
+			k, v, _ := strings.Cut(v, "=")
+			env[k] = v
+		}
 	}
-	fields := strings.Fields(exec)
+	// systemd replaces a word $VAR by the variable's value split at
+	// white space: zero or more words.
+	expand := func(exec string) []string {
+		var out []string
+		for _, f := range strings.Fields(exec) {
+			if name, ok := strings.CutPrefix(f, "$"); ok {
+				v, set := env[name]
+				if !set {
+					t.Errorf("ExecStart uses $%s, which the unit does not set", name)
+				}
+				out = append(out, strings.Fields(v)...)
+				continue
+			}
+			out = append(out, f)
+		}
+		return out
+	}
+	fields := expand(exec)
 	if len(fields) < 2 || filepath.Base(fields[0]) != "kmodguard" {
 		t.Fatalf("ExecStart=%q does not run kmodguard", exec)
 	}
 	checkArgs(t, "systemd ExecStart", fields[1:])
+	// The drop-in that the unit's comment and the operator guide give.
+	env["KMODGUARD_ENFORCER_ARGS"] = "--fail-closed"
+	checkArgs(t, "systemd ExecStart with the fail-closed drop-in", expand(exec)[1:])
 
 	b, err := os.ReadFile("../../deploy/kubernetes/enforcer-daemonset.yaml")
 	if err != nil {

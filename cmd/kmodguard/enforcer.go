@@ -61,14 +61,15 @@ The kernel must run BPF LSM: 'bpf' must be in /sys/kernel/security/lsm
 
 func newEnforcerRunCmd(pinDir *string) *cobra.Command {
 	var (
-		path      string
-		mode      string
-		seal      bool
-		logFormat string
-		poll      time.Duration
-		trust     trustFlags
-		metrics   string
-		socket    string
+		path       string
+		mode       string
+		seal       bool
+		logFormat  string
+		poll       time.Duration
+		trust      trustFlags
+		metrics    string
+		socket     string
+		failClosed bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run --allowlist FILE",
@@ -84,6 +85,15 @@ logged and the old list keeps working.
 
 At start it warns about each loaded module that the allowlist does not name.
 
+When the allowlist cannot be put in force at start (missing, unparsable,
+badly signed, expired, older than the one applied), run exits 2 with the
+reason. By default nothing else happens: a guard already pinned keeps its
+policy, and with none pinned the host is unguarded (fail open: a broken
+list does not hold the boot hostage). With --fail-closed it first pins a
+guard with an empty policy in enforce mode when none is pinned: every
+module load is refused until a valid list is applied (the next start of
+run, or 'enforcer apply'). It is never sealed.
+
 Under systemd, run it as Type=notify (deploy/systemd): it sends READY=1 only
 once every hook is attached and the policy is in force, so units ordered
 after it (systemd-modules-load, udev) load nothing before the guard decides.
@@ -91,6 +101,7 @@ after it (systemd-modules-load, udev) load nothing before the guard decides.
 		Example: `  kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.yaml
   kmodguard enforcer run --allowlist allow.yaml --pubkey signing.pub --seal
   kmodguard enforcer run --allowlist allow.yaml --mode audit --log-format json
+  kmodguard enforcer run --allowlist allow.yaml --fail-closed   # refuse every module if allow.yaml is broken
   kmodguard enforcer run --allowlist allow.yaml --metrics-addr 127.0.0.1:9464   # Prometheus on /metrics
   kmodguard enforcer run --allowlist allow.yaml --companion-socket /run/kmodguard/companion.sock  # for Falco`,
 		Args: cobra.NoArgs,
@@ -101,7 +112,7 @@ after it (systemd-modules-load, udev) load nothing before the guard decides.
 			}
 			return runEnforcer(cmd.Context(), log, enforcerRun{
 				path: path, mode: allowlist.Mode(mode), seal: seal, pinDir: *pinDir, poll: poll, trust: trust,
-				metricsAddr: metrics, companionSocket: socket,
+				metricsAddr: metrics, companionSocket: socket, failClosedOn: failClosed,
 			})
 		},
 	}
@@ -113,6 +124,7 @@ after it (systemd-modules-load, udev) load nothing before the guard decides.
 	completeValues(cmd, "log-format", "text", "json")
 	cmd.Flags().DurationVar(&poll, "poll", time.Second, "how often to look for changes to the allowlist file")
 	cmd.Flags().StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (off when empty)")
+	cmd.Flags().BoolVar(&failClosed, "fail-closed", false, "when the allowlist cannot be put in force and no guard is pinned, pin a deny-all guard (every module refused) before exiting with the error")
 	cmd.Flags().StringVar(&socket, "companion-socket", "", "serve decisions to the Falco plugin on this Unix socket (its init_config enforcer.socket)")
 	trust.bind(cmd)
 	return cmd
@@ -143,26 +155,50 @@ type enforcerRun struct {
 	metricsAddr string
 	// companionSocket serves decisions to the plugin when set.
 	companionSocket string
+	// failClosedOn pins a deny-all guard when the allowlist cannot be
+	// put in force and no guard is pinned (--fail-closed).
+	failClosedOn bool
 }
 
 func runEnforcer(ctx context.Context, log *logrus.Logger, r enforcerRun) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	cfg := enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log}
 	src, err := r.trust.source(r.path)
 	if err != nil {
-		return withCode(exitError, fmt.Errorf("guard not loaded: %w", err))
+		return withCode(exitError, r.failClosed(log, cfg, fmt.Errorf("guard not loaded: %w", err)))
 	}
 	d, err := enforcer.NewDaemon(enforcer.DaemonConfig{
-		Config:    enforcer.Config{PinDir: r.pinDir, Mode: r.mode, Seal: r.seal, Logger: log},
-		Allowlist: src, Poll: r.poll,
+		Config: cfg, Allowlist: src, Poll: r.poll,
 		MetricsAddr: r.metricsAddr, CompanionSocket: r.companionSocket,
 	})
 	if err != nil {
-		return withCode(exitError, err)
+		return withCode(exitError, r.failClosed(log, cfg, err))
 	}
 	defer d.Close()
 	return withCode(exitError, d.Run(ctx))
+}
+
+// failClosed is the daemon's way out when its allowlist cannot be put in
+// force: with --fail-closed it first makes sure a guard refuses modules
+// (enforcer.FailClosed). It returns the error to exit with: the start
+// failed either way, and systemd shows it.
+func (r enforcerRun) failClosed(log logrus.FieldLogger, cfg enforcer.Config, cause error) error {
+	if !r.failClosedOn {
+		return cause
+	}
+	denied, err := enforcer.FailClosed(cfg)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w; and %w: modules are NOT refused", cause, err)
+	case denied:
+		log.WithError(cause).Error("fail-closed: a deny-all guard is pinned: every module load is refused until a valid allowlist is applied (fix the file, then restart the daemon)")
+		return fmt.Errorf("%w (fail-closed: a deny-all guard refuses every module load)", cause)
+	default:
+		log.WithError(cause).Error("fail-closed: the guard already pinned keeps its policy")
+		return fmt.Errorf("%w (fail-closed: the pinned guard keeps its policy)", cause)
+	}
 }
 
 func newEnforcerStatusCmd(pinDir *string) *cobra.Command {

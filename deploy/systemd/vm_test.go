@@ -1,6 +1,7 @@
 // Package systemd_test boots the shipped unit under Debian 12's systemd in
 // QEMU (the systemd guest of internal/vmtest) and checks what it does at
-// boot (TestVMSystemd), with no allowlist (TestVMSystemdNoAllowlist), and
+// boot, beside the sensor and sealed (TestVMSystemd), with no allowlist
+// (TestVMSystemdNoAllowlist), failing closed (TestVMSystemdFailClosed), and
 // through a kernel upgrade with the kernel hook (TestVMSystemdUpgrade).
 package systemd_test
 
@@ -9,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
@@ -48,7 +52,7 @@ func TestVMSystemd(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
 		Run:        "^TestGuestSystemd",
 		FailOnSkip: true,
-		Timeout:    8 * time.Minute,
+		Timeout:    10 * time.Minute,
 		System: &vmtest.System{Install: func(k *debkernel.Kernel, root string) error {
 			return install(k, root, deb, keys)
 		}},
@@ -166,6 +170,13 @@ func install(k *debkernel.Kernel, root, deb, keys string) error {
 		return fmt.Errorf("systemctl is not installed on the host (scripts/deps.sh vm): it enables the unit in the guest's root")
 	}
 	if err := run(systemctl, "--root="+root, "enable", enforcerUnit); err != nil {
+		return err
+	}
+	seal, err := guideSealCommands()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, sealScript), []byte(seal), 0o700); err != nil {
 		return err
 	}
 	conf := "# vmtest: one listed module and one the allowlist leaves out\n" + bootListed + "\n" + unlisted + "\n"
@@ -561,6 +572,77 @@ func TestGuestSystemdModprobe(t *testing.T) {
 	}
 }
 
+// TestGuestSystemdContainer: the sensor, run from the package beside the
+// guard, says that udev's loads are not from a container although udev's
+// workers run in a mount namespace of their own (systemd-udevd's
+// PrivateMounts=), and that a load from a new PID namespace (unshare -p
+// -f) and one from a container's cgroup are. The rules' container macro
+// (kmodguard_in_container) reads exactly these two fields: host_ns false,
+// or a container id.
+func TestGuestSystemdContainer(t *testing.T) {
+	requireSystemdGuest(t)
+	w := startWatch(t)
+
+	mod := udevReload(t)
+	if mod == "" {
+		t.Fatal("no driver loaded by udev at boot could be unloaded and loaded again by udev")
+	}
+	e := w.loadEvent(t, mod)
+	t.Logf("udev's load: %s", e)
+	if !strings.Contains(e.Comm, "udev") {
+		t.Errorf("the load of %s was made by %q, not by udev", mod, e.Comm)
+	}
+	if e.Res != 0 || !e.HostNS || e.ContainerID != "" {
+		t.Errorf("udev's load of %s: %s; want allowed (res 0), host_ns true and no container id", mod, e)
+	}
+	if e.HostMntNS == nil || *e.HostMntNS {
+		t.Errorf("udev's load of %s: host_mntns %v, want false: systemd-udevd runs with PrivateMounts=", mod, e.HostMntNS)
+	}
+
+	// A new PID namespace.
+	const pidnsMod, cgroupMod = "ifb", "macvlan"
+	for _, m := range []string{pidnsMod, cgroupMod} {
+		sh("modprobe", "-r", m)
+	}
+	if out, err := sh("unshare", "-p", "-f", "--mount-proc", "modprobe", pidnsMod); err != nil {
+		t.Fatalf("unshare -p -f modprobe %s: %v: %s", pidnsMod, err, out)
+	}
+	e = w.loadEvent(t, pidnsMod)
+	t.Logf("load from a new PID namespace: %s", e)
+	if e.HostNS {
+		t.Errorf("load of %s from unshare -p -f: host_ns true, want false", pidnsMod)
+	}
+	if e.Res != 0 {
+		t.Errorf("load of %s (listed) from unshare -p -f: res %d", pidnsMod, e.Res)
+	}
+
+	// A container's cgroup, named the way docker's systemd driver names
+	// its scopes.
+	id := randHex(32)
+	cg := filepath.Join("/sys/fs/cgroup/kmodguard-test", "docker-"+id+".scope")
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		os.Remove(cg)
+		os.Remove(filepath.Dir(cg))
+	}()
+	if out, err := sh("sh", "-c", "echo $$ > "+cg+"/cgroup.procs && exec modprobe "+cgroupMod); err != nil {
+		t.Fatalf("modprobe %s in %s: %v: %s", cgroupMod, cg, err, out)
+	}
+	e = w.loadEvent(t, cgroupMod)
+	t.Logf("load from a container's cgroup: %s", e)
+	if e.ContainerID != id {
+		t.Errorf("load of %s from %s: container id %q, want %s", cgroupMod, cg, e.ContainerID, id)
+	}
+	if !e.HostNS {
+		t.Errorf("load of %s from a cgroup in the host's namespaces: host_ns false", cgroupMod)
+	}
+	if e.HostMntNS == nil || !*e.HostMntNS {
+		t.Errorf("load of %s from vmtest.service (no sandbox): host_mntns %v, want true", cgroupMod, e.HostMntNS)
+	}
+}
+
 // waitFailed waits for unit to end in the failed state.
 func waitFailed(t *testing.T, unit string) {
 	t.Helper()
@@ -575,16 +657,22 @@ func waitFailed(t *testing.T, unit string) {
 	t.Fatalf("%s did not fail: %s", unit, out)
 }
 
-// TestGuestSystemdBrokenAllowlist runs last: a corrupted or a missing
-// allowlist makes the restarted unit fail for good after its bounded
-// restarts, with the reason in the journal, and both show in systemctl --failed and
+// TestGuestSystemdBrokenAllowlist: a corrupted or a missing allowlist
+// makes the restarted unit fail for good after its bounded restarts, with
+// the reason in the journal, and both show in systemctl --failed and
 // is-system-running. The pinned guard outlives the unit, still enforcing.
+// The allowlist is put back at the end, the unit left failed.
 func TestGuestSystemdBrokenAllowlist(t *testing.T) {
 	requireSystemdGuest(t)
 	orig, err := os.ReadFile(guestAllowlist)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(guestAllowlist, orig, 0o644); err != nil {
+			t.Error(err)
+		}
+	})
 	if err := os.WriteFile(guestAllowlist, append(orig, []byte("\nnot: [valid\n")...), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -625,6 +713,108 @@ func TestGuestSystemdBrokenAllowlist(t *testing.T) {
 	if state, _ := sh("systemctl", "is-system-running"); state != "degraded" {
 		t.Errorf("is-system-running %q, want degraded", state)
 	}
+}
+
+// sealScript is where install puts the operator guide's seal commands in
+// the guest, taken from the guide itself, so that the guide is what runs.
+const sealScript = "/root/seal-from-operator-guide.sh"
+
+// guideSealCommands returns the shell block of the operator guide's
+// "Seal" section.
+func guideSealCommands() (string, error) {
+	b, err := os.ReadFile("../../docs/operator-guide.md")
+	if err != nil {
+		return "", err
+	}
+	_, sec, ok := strings.Cut(string(b), "\n## 6. Seal\n")
+	if !ok {
+		return "", errors.New(`docs/operator-guide.md has no "## 6. Seal" section`)
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	_, block, ok := strings.Cut(sec, "\n```sh\n")
+	if !ok {
+		return "", errors.New(`docs/operator-guide.md: no sh block in "## 6. Seal"`)
+	}
+	block, _, ok = strings.Cut(block, "\n```")
+	if !ok {
+		return "", errors.New(`docs/operator-guide.md: the sh block of "## 6. Seal" does not end`)
+	}
+	return block + "\n", nil
+}
+
+// TestGuestSystemdZSeal runs after every other test of the boot, because
+// a seal lasts until reboot. It seals the guard the way the operator guide
+// says (its own commands: a drop-in with ExecStartPost=+ and a restart of
+// the shipped unit), then, from the host's mount namespace, tries what a
+// seal recorded in the sandboxed daemon's namespace let through: make /sys
+// private, lazily unmount the bpffs and /sys, stop the unit. The unmounts
+// are refused, and the guard, left alone, still refuses the unlisted
+// module and lets a listed one load.
+func TestGuestSystemdZSeal(t *testing.T) {
+	requireSystemdGuest(t)
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	hostNS, err2 := os.Readlink("/proc/1/ns/mnt")
+	if err1 != nil || err2 != nil || self != hostNS {
+		t.Fatalf("the test must run in the host's mount namespace: %s (%v) vs PID 1's %s (%v)", self, err1, hostNS, err2)
+	}
+	sh("systemctl", "reset-failed", enforcerUnit)
+	start := time.Now()
+	if out, err := sh("sh", "-e", sealScript); err != nil {
+		log, _ := sh("journalctl", "-b", "-u", enforcerUnit, "-o", "cat", "--no-pager", "-n", "30")
+		t.Fatalf("the operator guide's seal commands: %v: %s\n%s", err, out, log)
+	}
+	t.Logf("the guide's seal commands (drop-in, daemon-reload, restart) took %s", time.Since(start).Round(100*time.Millisecond))
+	if got := prop(t, enforcerUnit, "ActiveState"); got != "active" {
+		t.Fatalf("%s is %s after the restart", enforcerUnit, got)
+	}
+	out, err := sh("kmodguard", "enforcer", "status", "-o", "json")
+	var st struct {
+		Sealed bool   `json:"sealed"`
+		Mode   string `json:"mode"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || !st.Sealed || st.Mode != "enforce" {
+		t.Fatalf("enforcer status after the seal: %v: %s; want sealed, enforce", err, out)
+	}
+	mainPID := prop(t, enforcerUnit, "MainPID")
+	daemonNS, _ := os.Readlink("/proc/" + mainPID + "/ns/mnt")
+	t.Logf("sealed by ExecStartPost=+; the daemon (pid %s) runs in mount namespace %s, the host's is %s", mainPID, daemonNS, hostNS)
+	if daemonNS == hostNS {
+		t.Errorf("the daemon runs in the host's mount namespace: the shipped unit's sandbox should give it its own")
+	}
+
+	if err := unix.Mount("", "/sys", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		t.Fatalf("mount --make-rprivate /sys: %v", err)
+	}
+	for _, target := range []string{"/sys/fs/bpf", "/sys"} {
+		if err := unix.Unmount(target, unix.MNT_DETACH); !errors.Is(err, unix.EPERM) {
+			t.Errorf("umount -l %s in the host's namespace under the unit's seal = %v, want EPERM", target, err)
+		} else {
+			t.Logf("umount -l %s: refused", target)
+		}
+	}
+	if out, err := sh("kmodguard", "enforcer", "stop"); err == nil {
+		t.Errorf("enforcer stop of a sealed guard succeeded: %s", out)
+	}
+	if out, err := sh("systemctl", "stop", enforcerUnit); err != nil {
+		t.Fatalf("systemctl stop %s: %v: %s", enforcerUnit, err, out)
+	}
+	if got := prop(t, enforcerUnit, "ActiveState"); got != "inactive" {
+		t.Errorf("%s is %s after stop", enforcerUnit, got)
+	}
+	if out, err := sh("modprobe", unlisted); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Errorf("modprobe %s with the unit stopped after the attack: %v: %s; want Operation not permitted", unlisted, err, out)
+	}
+	if procModules(t)[unlisted] {
+		t.Fatalf("%s is loaded: the guard is gone", unlisted)
+	}
+	if out, err := sh("modprobe", "netconsole"); err != nil {
+		t.Errorf("modprobe netconsole (listed) under the seal: %v: %s", err, out)
+	}
+	out, err = sh("kmodguard", "enforcer", "status", "-o", "json")
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || !st.Sealed {
+		t.Errorf("enforcer status after the attack: %v: %s; want a whole, sealed guard", err, out)
+	}
+	t.Logf("after make-rprivate, umount -l and stop: %s refused, netconsole loaded, the guard sealed and whole", unlisted)
 }
 
 // TestGuestNoAllowlistBoot: with no allowlist the unit ends failed after
@@ -694,6 +884,160 @@ func TestGuestNoAllowlistBoot(t *testing.T) {
 			t.Errorf("%s (modules-load.d) is loaded: modules-load requires the guard, which did not start", m)
 		}
 	}
+}
+
+// failClosedEnforcerDropIn is the operator guide's drop-in that makes the guard
+// fail closed at boot.
+const failClosedEnforcerDropIn = `[Service]
+Environment=KMODGUARD_ENFORCER_ARGS=--fail-closed
+`
+
+// goodListDir keeps, in the fail-closed guest, the allowlist that install
+// built, for the test to put back.
+const goodListDir = "/root/kmodguard-allowlist"
+
+// TestVMSystemdFailClosed boots the systemd guest on 6.12 with the unit
+// enabled with --fail-closed (the operator guide's drop-in) and no
+// allowlist; the TestGuestFailClosed tests check that the boot failed
+// closed, and what fixing the file does.
+func TestVMSystemdFailClosed(t *testing.T) {
+	deb := buildDeb(t)
+	keys := t.TempDir()
+	vmtest.Run(t, vmtest.Spec{
+		Kernels:    []debkernel.Series{debkernel.Series612},
+		Run:        "^TestGuestFailClosed",
+		FailOnSkip: true,
+		Timeout:    8 * time.Minute,
+		System: &vmtest.System{Install: func(k *debkernel.Kernel, root string) error {
+			if err := install(k, root, deb, keys); err != nil {
+				return err
+			}
+			for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
+				if err := os.MkdirAll(filepath.Join(root, goodListDir), 0o700); err != nil {
+					return err
+				}
+				if err := os.Rename(filepath.Join(root, "etc/kmodguard", f), filepath.Join(root, goodListDir, f)); err != nil {
+					return err
+				}
+			}
+			dropIn := filepath.Join(root, "etc/systemd/system", enforcerUnit+".d")
+			if err := os.MkdirAll(dropIn, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dropIn, "fail-closed.conf"), []byte(failClosedEnforcerDropIn), 0o644)
+		}},
+	})
+}
+
+// guardStatus is the part of `kmodguard enforcer status -o json` these
+// tests read.
+type guardStatus struct {
+	Mode       string `json:"mode"`
+	Generation uint64 `json:"generation"`
+	Entries    int    `json:"entries"`
+	Sealed     bool   `json:"sealed"`
+	Blocked    uint64 `json:"blocked"`
+	Allowlist  string `json:"allowlist"`
+}
+
+func readGuard(t *testing.T) guardStatus {
+	t.Helper()
+	out, err := sh("kmodguard", "enforcer", "status", "-o", "json")
+	var st guardStatus
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("enforcer status: %v: %s", err, out)
+	}
+	return st
+}
+
+// TestGuestFailClosedBoot: with no allowlist and --fail-closed, the unit
+// fails where systemctl --failed shows it, after pinning a guard with an
+// empty policy in enforce mode, which refused udev's drivers and
+// modules-load's, listed or not. Then the fix: the allowlist put back and
+// the unit started again, the pinned guard takes it, and udev's drivers
+// load. A broken list after that leaves the good policy in force.
+func TestGuestFailClosedBoot(t *testing.T) {
+	requireSystemdGuest(t)
+	sh("systemctl", "is-system-running", "--wait")
+	waitFailed(t, enforcerUnit)
+	state, _ := sh("systemctl", "is-system-running")
+	failed := failedUnits(t)
+	t.Logf("is-system-running: %s; failed units: %v; %s NRestarts=%s", state, failed, enforcerUnit, prop(t, enforcerUnit, "NRestarts"))
+	if state != "degraded" || !slices.Contains(failed, enforcerUnit) {
+		t.Errorf("is-system-running %q, failed %v: want degraded with %s failed", state, failed, enforcerUnit)
+	}
+	log, _ := sh("journalctl", "-b", "-u", enforcerUnit, "-o", "cat", "--no-pager")
+	for _, want := range []string{
+		"a deny-all guard is pinned: every module load is refused",
+		"open " + guestAllowlist + ": no such file or directory",
+		"the guard already pinned keeps its policy", // the restarts
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the journal does not say %q:\n%s", want, log)
+		}
+	}
+	st := readGuard(t)
+	t.Logf("the guard at boot: %+v", st)
+	if st.Mode != "enforce" || st.Entries != 0 || st.Sealed || st.Blocked == 0 {
+		t.Errorf("guard %+v: want enforce, 0 entries, not sealed, loads refused", st)
+	}
+	loaded := procModules(t)
+	for _, m := range []string{"virtio_net", bootListed, unlisted} {
+		if loaded[m] {
+			t.Errorf("%s is loaded: the deny-all guard should have refused it", m)
+		}
+	}
+	if out, err := sh("modprobe", "ifb"); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Errorf("modprobe ifb under the deny-all guard: %v: %s; want Operation not permitted", err, out)
+	}
+	t.Logf("at boot the deny-all guard refused %d loads; virtio_net, %s and %s are not loaded", st.Blocked, bootListed, unlisted)
+
+	// The fix.
+	for _, f := range []string{"allowlist.yaml", "allowlist.yaml.sig"} {
+		if err := copyFile(filepath.Join(goodListDir, f), filepath.Join("/etc/kmodguard", f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh("systemctl", "reset-failed", enforcerUnit)
+	if out, err := sh("systemctl", "start", enforcerUnit); err != nil {
+		t.Fatalf("systemctl start with the allowlist back: %v: %s", err, out)
+	}
+	fixed := readGuard(t)
+	if fixed.Entries == 0 || fixed.Generation <= st.Generation {
+		t.Fatalf("guard after the fix: %+v; want the allowlist's entries in a later generation", fixed)
+	}
+	if out, err := sh("udevadm", "trigger", "--action=add"); err != nil {
+		t.Fatalf("udevadm trigger: %v: %s", err, out)
+	}
+	sh("udevadm", "settle", "--timeout=60")
+	for deadline := time.Now().Add(30 * time.Second); !procModules(t)["virtio_net"] && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !procModules(t)["virtio_net"] {
+		t.Errorf("virtio_net not loaded by udev once the allowlist is in force")
+	}
+	if out, err := sh("modprobe", bootListed); err != nil {
+		t.Errorf("modprobe %s (listed) after the fix: %v: %s", bootListed, err, out)
+	}
+	if out, err := sh("modprobe", unlisted); err == nil {
+		t.Errorf("modprobe %s (unlisted) after the fix loaded: %s", unlisted, out)
+	}
+	t.Logf("fixed: generation %d, %d entries; udev loaded virtio_net, %s loads, %s is refused", fixed.Generation, fixed.Entries, bootListed, unlisted)
+
+	// A broken list now: the pinned guard keeps the good policy.
+	if err := os.WriteFile(guestAllowlist, []byte("not: [valid\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh("systemctl", "restart", enforcerUnit)
+	waitFailed(t, enforcerUnit)
+	after := readGuard(t)
+	if after.Entries != fixed.Entries || after.Generation != fixed.Generation {
+		t.Errorf("guard after a broken list with --fail-closed: %+v; want the good policy (%+v) kept", after, fixed)
+	}
+	if out, err := sh("modprobe", "ifb"); err != nil {
+		t.Errorf("modprobe ifb (listed) with the good policy kept: %v: %s", err, out)
+	}
+	t.Logf("a broken list with a guard pinned: the unit failed, the good policy (generation %d) stays", after.Generation)
 }
 
 // EnvUpgradeRelease names, in the guest, the kernel the upgrade test
