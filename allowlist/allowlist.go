@@ -113,8 +113,17 @@ func (a *Allowlist) CheckFresh(minSerial uint64, now time.Time) error {
 
 // Spec is the policy: the mode and the modules.
 type Spec struct {
-	Mode    Mode    `yaml:"mode" json:"mode"`
-	Modules []Entry `yaml:"modules" json:"modules"`
+	Mode Mode `yaml:"mode" json:"mode"`
+	// RequireHostNamespaces refuses every load from a caller outside the
+	// initial user and PID namespaces (a container, as far as namespaces
+	// tell: the event field host_ns false), whatever the modules list.
+	RequireHostNamespaces bool `yaml:"requireHostNamespaces,omitempty" json:"requireHostNamespaces,omitempty"`
+	// RequireModuleSignature refuses every image that carries no appended
+	// module signature (the event field signed false), whatever the
+	// modules list. Whether a signature verifies is the kernel's check
+	// (module.sig_enforce=1).
+	RequireModuleSignature bool    `yaml:"requireModuleSignature,omitempty" json:"requireModuleSignature,omitempty"`
+	Modules                []Entry `yaml:"modules" json:"modules"`
 }
 
 // Entry admits one module name, optionally pinned to digests.

@@ -11,7 +11,10 @@ import (
 // recording made without an allowlist can be judged at replay. A module
 // the sensor could not read has no names and is not allowed. Events that
 // name no module to judge (delete_module, sensor_loss) and a nil a leave e
-// as it is.
+// as it is. The spec's requirements are checked first, as the guard does:
+// with requireHostNamespaces a caller outside the host's namespaces
+// (host_ns false), with requireModuleSignature an image without a
+// signature, is not allowed, listed or not.
 func (a *Allowlist) Judge(e *event.Event) {
 	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
 		return
@@ -22,6 +25,11 @@ func (a *Allowlist) Judge(e *event.Event) {
 	// the load, and the loaded module's own init can rewrite that buffer:
 	// such a load is never shown allowed, whatever the bytes match.
 	if e.ImageAtExit {
+		return
+	}
+	// The spec's requirements come first, as in the guard. A guard event
+	// carries the guard's own verdict on them, not the caller's context.
+	if e.Syscall != event.Guard && ((a.Spec.RequireHostNamespaces && !e.HostNS) || (a.Spec.RequireModuleSignature && !e.Signed)) {
 		return
 	}
 	d := a.Match(&kmod.Module{

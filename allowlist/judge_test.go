@@ -43,6 +43,31 @@ func TestJudge(t *testing.T) {
 			}
 		})
 	}
+	// The requirements, before the list: the caller's namespaces
+	// (host_ns) and the image's signature (signed).
+	req := New("test", ModeEnforce)
+	if _, err := req.Add(Entry{Name: "veth"}); err != nil {
+		t.Fatal(err)
+	}
+	req.Spec.RequireHostNamespaces, req.Spec.RequireModuleSignature = true, true
+	veth := event.Event{Syscall: event.InitModule, Name: "veth", ThisModuleName: "veth", HostNS: true, Signed: true}
+	for _, tc := range []struct {
+		name    string
+		edit    func(*event.Event)
+		allowed bool
+	}{
+		{"host caller, signed", func(*event.Event) {}, true},
+		{"caller in a container's namespaces", func(e *event.Event) { e.HostNS = false }, false},
+		{"no signature", func(e *event.Event) { e.Signed = false }, false},
+		{"guard event: the guard's verdict stands", func(e *event.Event) { e.Syscall, e.HostNS, e.Signed = event.Guard, false, false }, true},
+	} {
+		e := veth
+		tc.edit(&e)
+		if req.Judge(&e); e.Allowed == nil || *e.Allowed != tc.allowed {
+			t.Errorf("requirements, %s: allowed %v, want %v", tc.name, e.Allowed, tc.allowed)
+		}
+	}
+
 	var none *Allowlist
 	e := event.Event{Syscall: event.InitModule, Name: "veth", ThisModuleName: "veth"}
 	if none.Judge(&e); e.Allowed != nil {

@@ -195,6 +195,7 @@ func (e *Enforcer) policy(a *allowlist.Allowlist, gen uint64) (*lsm.Policy, erro
 func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Policy, error) {
 	p := &lsm.Policy{
 		Generation: gen,
+		Require:    Requirements(a),
 		Digests:    map[[32]byte]lsm.Entry{},
 		Names:      map[string]lsm.Entry{},
 	}
@@ -425,4 +426,17 @@ func release() string {
 		return ""
 	}
 	return strings.TrimRight(string(u.Release[:]), "\x00")
+}
+
+// Requirements are the guard's terms for a's spec.requireHostNamespaces
+// and spec.requireModuleSignature.
+func Requirements(a *allowlist.Allowlist) lsm.Require {
+	var r lsm.Require
+	if a.Spec.RequireHostNamespaces {
+		r |= lsm.RequireHostNamespaces
+	}
+	if a.Spec.RequireModuleSignature {
+		r |= lsm.RequireSignature
+	}
+	return r
 }

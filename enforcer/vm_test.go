@@ -33,6 +33,7 @@ import (
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
+	"github.com/kmodguard/kmodguard/kmod"
 	"github.com/kmodguard/kmodguard/lsm"
 )
 
@@ -390,6 +391,100 @@ func TestGuestUnlistedRefused(t *testing.T) {
 	if err != nil || st.Blocked < 3 || st.Allowed != 0 || len(st.Links) != len(lsm.Hooks()) {
 		t.Fatalf("status %+v, %v: want 3 or more blocked, 0 allowed, all hooks", st, err)
 	}
+}
+
+// TestGuestRequirements: the allowlist's requirements, which need no
+// digest. With requireHostNamespaces a listed module loaded from a new PID
+// namespace (unshare -p -f) is refused, and from the host's allowed; with
+// requireModuleSignature the listed module stripped of its signature is
+// refused and the signed one allowed; in audit mode both pass as audit.
+// The controls, without requirements, admit both loads: the refusals are
+// the requirements' doing. (A caller in a new user namespace has no
+// CAP_SYS_MODULE in the initial one: the kernel refuses it before any LSM
+// is asked, so the user-namespace half has no load to decide here.)
+func TestGuestRequirements(t *testing.T) {
+	vmtest.RequireGuest(t)
+	signedImg, unsignedImg := readFixture(t, "dummy"), readFixture(t, "dummy_nosig")
+	if m, err := kmod.InspectBytes(signedImg); err != nil || !m.Signature.Present {
+		t.Fatalf("the kernel's dummy.ko carries no module signature (%v): this test needs a kernel that signs its modules", err)
+	}
+	// One init_module from a new PID namespace: this test binary again,
+	// in TestMain's init_module mode (busybox insmod may try finit_module
+	// too, and a second decision would follow).
+	foreignInsmod := func() ([]byte, error) {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("unshare", "-p", "-f", self)
+		cmd.Env = append(os.Environ(), envInitModuleChild+"="+vmtest.Fixture(t, "dummy"))
+		return cmd.CombinedOutput()
+	}
+	reqs := func(mode allowlist.Mode, hostNS, sig bool) *allowlist.Allowlist {
+		a := list(t, mode, entry{name: "dummy"})
+		a.Spec.RequireHostNamespaces, a.Spec.RequireModuleSignature = hostNS, sig
+		return a
+	}
+
+	enf := start(t, reqs(allowlist.ModeEnforce, false, false), enforcer.Config{})
+	if out, err := foreignInsmod(); err != nil {
+		t.Fatalf("control: insmod dummy from a new PID namespace, nothing required: %v\n%s", err, out)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(signedImg), "dummy")
+	unload(t, "dummy")
+	if err := initModule(unsignedImg); err != nil {
+		t.Fatalf("control: init_module(dummy without signature), nothing required: %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(unsignedImg), "dummy")
+	unload(t, "dummy")
+
+	if err := enf.Apply(reqs(allowlist.ModeEnforce, true, true)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := enf.Status()
+	if err != nil || fmt.Sprint(st.Require) != "[hostNamespaces moduleSignature]" {
+		t.Fatalf("status %+v, %v: want require [hostNamespaces moduleSignature]", st.Require, err)
+	}
+	if out, err := foreignInsmod(); err == nil {
+		t.Fatalf("insmod dummy from a new PID namespace under requireHostNamespaces succeeded:\n%s", out)
+	}
+	d := next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(signedImg), "dummy")
+	if !strings.Contains(d.Reason, "outside the initial user and PID namespaces") {
+		t.Fatalf("decision %+v: want the namespace requirement as the reason", d)
+	}
+	t.Logf("from a new PID namespace: %s by %s (pid %d): %s", d.Verdict, d.Comm, d.Pid, d.Reason)
+	if err := initModule(unsignedImg); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("init_module(dummy without signature) under requireModuleSignature = %v, want EPERM", err)
+	}
+	d = next(t, enf, lsm.OpInitModule)
+	wantDecision(t, d, lsm.OpInitModule, lsm.Blocked, sum(unsignedImg), "dummy")
+	if !strings.Contains(d.Reason, "no module signature") {
+		t.Fatalf("decision %+v: want the signature requirement as the reason", d)
+	}
+	t.Logf("without a signature: %s: %s", d.Verdict, d.Reason)
+	if err := initModule(signedImg); err != nil {
+		t.Fatalf("init_module(signed dummy) from the host under both requirements: %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Allowed, sum(signedImg), "dummy")
+	unload(t, "dummy")
+	if loaded("dummy") {
+		t.Fatal("dummy still loaded")
+	}
+
+	if err := enf.Apply(reqs(allowlist.ModeAudit, true, true)); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := foreignInsmod(); err != nil {
+		t.Fatalf("insmod dummy from a new PID namespace in audit mode: %v\n%s", err, out)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Audit, sum(signedImg), "dummy")
+	unload(t, "dummy")
+	if err := initModule(unsignedImg); err != nil {
+		t.Fatalf("init_module(dummy without signature) in audit mode: %v", err)
+	}
+	wantDecision(t, next(t, enf, lsm.OpInitModule), lsm.OpInitModule, lsm.Audit, sum(unsignedImg), "dummy")
+	unload(t, "dummy")
 }
 
 // TestGuestPinnedMeansEnforcing: while a daemon is loading the guard,
@@ -1754,4 +1849,24 @@ func mapOfMapsAttack(t *testing.T, cfgRO *ebpf.Map, pins string) {
 	if copy(c[:], val); c == [4]byte{} {
 		t.Fatalf("config reads unsealed after the map-of-maps attack")
 	}
+}
+
+// envInitModuleChild makes the test binary, instead of running tests,
+// call init_module once with the file it names and exit 0 on success, 1
+// on failure (TestMain).
+const envInitModuleChild = "KMODGUARD_TEST_INIT_MODULE"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envInitModuleChild); path != "" {
+		img, err := os.ReadFile(path)
+		if err == nil {
+			err = initModule(img)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "init_module %s: %v\n", path, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

@@ -69,6 +69,8 @@ var reasons = map[uint8]string{
 	11: "no allowlist installed",
 	12: "refused: the guard is sealed",
 	13: "other decisions held every slot of this CPU's scratch (preempted): refused, fail closed",
+	14: "caller outside the initial user and PID namespaces (the allowlist requires hostNamespaces)",
+	15: "no module signature appended (the allowlist requires moduleSignature; a compressed file hides it)",
 }
 
 const (

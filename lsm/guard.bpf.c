@@ -300,6 +300,32 @@ static __always_inline int refuse(__u16 op, __u64 object)
 }
 
 /*
+ * foreign_caller reports whether the current task runs outside the initial
+ * user namespace (its credentials') or the initial PID namespace: in a
+ * container, as far as namespaces tell (the sensor's host_ns, negated). A
+ * task whose namespaces cannot be read counts as foreign.
+ */
+static __always_inline bool foreign_caller(void)
+{
+	struct task_struct___guard *task = (void *)bpf_get_current_task();
+	const struct cred *cred = NULL;
+	struct user_namespace *userns = NULL;
+	struct pid *pid = NULL;
+	unsigned int pid_level = 1;
+	int user_level = 1;
+
+	kg_read(cred, task->cred);
+	if (cred)
+		kg_read(userns, cred->user_ns);
+	if (userns)
+		kg_read(user_level, userns->level);
+	kg_read(pid, task->thread_pid);
+	if (pid)
+		kg_read(pid_level, pid->level);
+	return user_level != 0 || pid_level != 0;
+}
+
+/*
  * decide fills e with the verdict for one module image in the kernel buffer
  * buf of size bytes, and returns the hook's result. The judgement itself is
  * decide.h's, which lsm/bpftest runs with BPF_PROG_TEST_RUN against
@@ -311,6 +337,8 @@ static __always_inline int decide(struct kg_event *e, const char *buf, __u64 siz
 
 	if (sealed())
 		e->flags |= KG_F_SEALED;
+	if (foreign_caller())
+		e->flags |= KG_F_FOREIGN;
 	kg_measure(e, buf, size, bpf_map_lookup_elem(&kg_names, &slot), slot);
 	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));
 	return emit(e);

@@ -28,6 +28,37 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint32(m))
 }
 
+// Require is what a policy demands of every load before its list is
+// looked at: checks that need no digest.
+type Require uint32
+
+const (
+	// RequireHostNamespaces refuses callers outside the initial user and
+	// PID namespaces (the sensor's host_ns false): containers, as far as
+	// namespaces tell.
+	RequireHostNamespaces Require = 1 << 0
+	// RequireSignature refuses images that do not end with an appended
+	// module signature. Whether it verifies is the kernel's check
+	// (module.sig_enforce); a compressed file, whose signature is inside
+	// the compression, is refused too.
+	RequireSignature Require = 1 << 1
+)
+
+// Names lists the requirements in r, in the words of the allowlist's spec.
+func (r Require) Names() []string {
+	var out []string
+	if r&RequireHostNamespaces != 0 {
+		out = append(out, "hostNamespaces")
+	}
+	if r&RequireSignature != 0 {
+		out = append(out, "moduleSignature")
+	}
+	if rest := r &^ (RequireHostNamespaces | RequireSignature); rest != 0 {
+		out = append(out, fmt.Sprintf("unknown(%#x)", uint32(rest)))
+	}
+	return out
+}
+
 // NameLen is the size of a module name in the kernel (MODULE_NAME_LEN on
 // 64-bit), terminating NUL included.
 const NameLen = 56
@@ -48,6 +79,8 @@ type Policy struct {
 	// Generation numbers the policy; decisions carry the generation that
 	// made them.
 	Generation uint64
+	// Require is checked before the list (the meta record's index).
+	Require Require
 	// Digests maps the SHA-256 of an image (ELF or compressed file) to the
 	// entry it admits.
 	Digests map[[32]byte]Entry
@@ -105,6 +138,9 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 	if p.Mode != ModeEnforce && p.Mode != ModeAudit {
 		return nil, 0, fmt.Errorf("invalid mode %d", p.Mode)
 	}
+	if p.Require&^(RequireHostNamespaces|RequireSignature) != 0 {
+		return nil, 0, fmt.Errorf("invalid requirements %#x", uint32(p.Require))
+	}
 	spec, err := loadGuard()
 	if err != nil {
 		return nil, 0, err
@@ -143,7 +179,7 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 	}
 	n := len(keys)
 	keys = append(keys, guardKgPolicyKey{Kind: keyMeta})
-	vals = append(vals, guardKgPolicyVal{Mode: uint32(p.Mode), Generation: p.Generation})
+	vals = append(vals, guardKgPolicyVal{Mode: uint32(p.Mode), Generation: p.Generation, Index: uint32(p.Require)})
 	for i := range keys {
 		if err := m.Update(&keys[i], &vals[i], ebpf.UpdateNoExist); err != nil {
 			m.Close()

@@ -3,8 +3,12 @@
 package lsm
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // Status is the state of a pinned guard.
@@ -15,6 +19,9 @@ type Status struct {
 	Generation uint64 `json:"generation"`
 	// Entries counts the digests and names in the policy in force.
 	Entries uint64 `json:"entries"`
+	// Require lists the policy's requirements (Require.Names): checks
+	// made on every load before the list.
+	Require []string `json:"require,omitempty"`
 	// Serial is the highest allowlist serial (metadata.serial) applied:
 	// older releases are refused.
 	Serial uint64 `json:"serial,omitempty"`
@@ -63,6 +70,11 @@ func (g *Guard) Status() (Status, error) {
 	st.Mode = Mode(c.Mode).String()
 	st.Generation = c.Generation
 	st.Entries = c.Entries
+	if r, err := g.requirements(); err != nil {
+		return st, err
+	} else {
+		st.Require = r.Names()
+	}
 	if m, err := g.openSerial(false); err != nil {
 		return st, err
 	} else if m != nil {
@@ -110,6 +122,36 @@ func (g *Guard) Status() (Status, error) {
 		st.Overrides = o
 	}
 	return st, nil
+}
+
+// requirements reads the requirements of the policy in force from its
+// meta record; none when no policy is installed.
+func (g *Guard) requirements() (Require, error) {
+	inner := g.inner
+	// The map in the slot can be swapped (and freed) between reading its
+	// id and opening it: then the slot holds a newer one.
+	for try := 0; inner == nil; try++ {
+		var id uint32
+		if err := g.policy.Lookup(uint32(0), &id); errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, nil
+		} else if err != nil {
+			return 0, fmt.Errorf("read the policy slot: %w", err)
+		}
+		m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+		if errors.Is(err, os.ErrNotExist) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("open the policy in force (map %d): %w", id, err)
+		}
+		defer m.Close()
+		inner = m
+	}
+	var meta guardKgPolicyVal
+	if err := inner.Lookup(guardKgPolicyKey{Kind: keyMeta}, &meta); err != nil {
+		return 0, fmt.Errorf("read the policy's meta record: %w", err)
+	}
+	return Require(meta.Index), nil
 }
 
 // Hooks lists the LSM hooks the guard attaches, in attach order.

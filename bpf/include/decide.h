@@ -13,7 +13,11 @@
  *     (a compressed buffer has no names: there the digest alone binds);
  *   - otherwise an entry without digests admits an image whose two names
  *     equal its name;
- *   - two names that differ, or that cannot be parsed, admit nothing.
+ *   - two names that differ, or that cannot be parsed, admit nothing;
+ *   - before any of that, the policy's requirements (the meta record's
+ *     index, KG_REQ_*): a caller outside the initial user and PID
+ *     namespaces, or an image without a module signature, is refused
+ *     whatever the list says.
  *
  * Include sha256.h and elf.h first.
  */
@@ -43,6 +47,8 @@ enum kg_reason {
 	KG_REASON_NO_POLICY = 11,        /* no allowlist installed */
 	KG_REASON_SEALED = 12,           /* seal refusal; op and object say what */
 	KG_REASON_BUSY = 13,             /* another decision holds this CPU's scratch */
+	KG_REASON_FOREIGN_NS = 14,       /* KG_REQ_HOST_NS, caller in another namespace */
+	KG_REASON_UNSIGNED = 15,         /* KG_REQ_SIGNED, no module signature seen */
 };
 
 /* Flags of a decision event. */
@@ -51,6 +57,15 @@ enum kg_reason {
 #define KG_F_MISMATCH (1U << 2)   /* the two names differ */
 #define KG_F_DIGEST (1U << 3)     /* digest holds the image's SHA-256 */
 #define KG_F_SEALED (1U << 4)     /* the guard was sealed */
+#define KG_F_FOREIGN (1U << 5)    /* caller outside the initial user or PID namespace */
+#define KG_F_SIGNED (1U << 6)     /* the image ends with a module signature */
+
+/*
+ * Requirements of a policy, in its meta record's index: checks that need no
+ * digest, made before the list is looked at.
+ */
+#define KG_REQ_HOST_NS (1U << 0) /* refuse callers flagged KG_F_FOREIGN */
+#define KG_REQ_SIGNED (1U << 1)  /* refuse images not flagged KG_F_SIGNED */
 
 /* Kinds of policy keys. */
 #define KG_KEY_META 0
@@ -69,7 +84,8 @@ struct kg_policy_key {
 /*
  * A value of the policy map. For a digest or a name, the entry it admits
  * (its folded name and its index in the allowlist). For the meta key, the
- * mode and the generation of the allowlist.
+ * mode and the generation of the allowlist, and in index its requirements
+ * (KG_REQ_*).
  */
 struct kg_policy_val {
 	char name[KG_NAME_LEN];
@@ -149,6 +165,33 @@ static __always_inline bool name_eq(const char *a, const char *b, const int n)
 	return true;
 }
 
+/*
+ * The marker the kernel looks for at the end of a signed module
+ * (MODULE_SIG_STRING), without its NUL.
+ */
+#define KG_SIG_MARKER "~Module signature appended~\n"
+#define KG_SIG_MARKER_LEN (sizeof(KG_SIG_MARKER) - 1)
+
+/*
+ * has_signature reports whether the image ends with the marker of an
+ * appended module signature. Whether the signature verifies is the
+ * kernel's check (module.sig_enforce); a compressed file hides it.
+ */
+static __always_inline bool has_signature(const char *buf, __u64 size)
+{
+	const char want[] = KG_SIG_MARKER;
+	char tail[KG_SIG_MARKER_LEN];
+
+	if (size < KG_SIG_MARKER_LEN)
+		return false;
+	if (bpf_probe_read_kernel(tail, sizeof(tail), buf + size - KG_SIG_MARKER_LEN))
+		return false;
+	for (int i = 0; i < (int)KG_SIG_MARKER_LEN; i++)
+		if (tail[i] != want[i])
+			return false;
+	return true;
+}
+
 static __always_inline bool is_elf(const char *buf)
 {
 	__u32 magic = 0;
@@ -173,6 +216,8 @@ static __always_inline void kg_measure(struct kg_event *e, const char *buf, __u6
 		e->flags |= KG_F_COMPRESSED;
 		return;
 	}
+	if (has_signature(buf, size))
+		e->flags |= KG_F_SIGNED;
 	if (!n) {
 		e->elf_status = KG_ELF_NO_SCRATCH;
 		return;
@@ -191,7 +236,7 @@ static __always_inline void kg_measure(struct kg_event *e, const char *buf, __u6
 /*
  * kg_judge sets e's verdict, reason, generation and matching entry from the
  * measured e and policy, a kg_policy_inner-shaped map (NULL when none is
- * installed, which refuses).
+ * installed, which refuses). The caller sets KG_F_FOREIGN in e first.
  */
 static __always_inline void kg_judge(struct kg_event *e, void *policy)
 {
@@ -211,6 +256,15 @@ static __always_inline void kg_judge(struct kg_event *e, void *policy)
 	}
 	audit = meta->mode == KG_MODE_AUDIT;
 	e->generation = meta->generation;
+
+	if ((meta->index & KG_REQ_HOST_NS) && (e->flags & KG_F_FOREIGN)) {
+		e->reason = KG_REASON_FOREIGN_NS;
+		goto deny;
+	}
+	if ((meta->index & KG_REQ_SIGNED) && !(e->flags & KG_F_SIGNED)) {
+		e->reason = KG_REASON_UNSIGNED;
+		goto deny;
+	}
 
 	if (!(e->flags & KG_F_DIGEST)) {
 		e->reason = KG_REASON_HASH_FAILED;

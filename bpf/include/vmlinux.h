@@ -300,6 +300,8 @@ struct files_struct___guard {
 struct task_struct___guard {
 	struct files_struct___guard *files;
 	struct nsproxy *nsproxy;
+	const struct cred *cred;
+	struct pid *thread_pid;
 } __attribute__((preserve_access_index));
 
 struct path___guard {

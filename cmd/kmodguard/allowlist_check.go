@@ -75,6 +75,12 @@ func runCheck(stdout, stderr io.Writer, a *allowlist.Allowlist, paths []string, 
 			continue
 		}
 		d := a.Match(m)
+		if a.Spec.RequireModuleSignature && !m.Signature.Present && d.Allowed {
+			// As the guard judges it: the requirement comes before the
+			// list. (A file's caller is unknown here: requireHostNamespaces
+			// is for loads.)
+			d = allowlist.Decision{Reason: "no module signature appended (spec.requireModuleSignature)"}
+		}
 		r.Name, r.ThisModuleName, r.SHA256, r.ELFSHA256 = m.Name, m.ThisModuleName, m.FileSHA256, m.ELFSHA256
 		r.Allowed, r.Via, r.Reason = d.Allowed, d.Via, d.Reason
 		if d.Entry != nil {

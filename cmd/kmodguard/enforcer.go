@@ -333,6 +333,9 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 		fmt.Fprintf(tw, "serial:\t%d (older allowlists are refused)\n", st.Serial)
 	}
 	fmt.Fprintf(tw, "policy entries:\t%d\n", st.Entries)
+	if len(st.Require) > 0 {
+		fmt.Fprintf(tw, "requires:\t%s (checked on every load before the list)\n", strings.Join(st.Require, ", "))
+	}
 	fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
 	if st.ReaderPid != 0 {
 		fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)

@@ -114,7 +114,8 @@ struct {
 /*
  * test_decide: kg_test_event = the guard's decision on the image
  * input[:args[0]] under the policy in kg_policy slot 0 (none when empty),
- * as guard.bpf.c's decide() makes it: kg_measure, then kg_judge.
+ * as guard.bpf.c's decide() makes it: kg_measure, then kg_judge, with the
+ * flags in args[1] (KG_F_FOREIGN: what decide() learns of the caller).
  */
 SEC("raw_tp")
 int test_decide(struct bpf_raw_tracepoint_args *ctx)
@@ -126,6 +127,7 @@ int test_decide(struct bpf_raw_tracepoint_args *ctx)
 	if (!e || !addr)
 		return 1;
 	__builtin_memset(e, 0, sizeof(*e));
+	e->flags = ctx->args[1];
 	kg_measure(e, (const char *)addr, ctx->args[0], bpf_map_lookup_elem(&kg_test_names, &zero),
 		   0);
 	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/enforcer"
+	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/kmod"
 )
 
@@ -33,11 +34,23 @@ const (
 	reasonBadELF           = 7
 	reasonCompressed       = 8
 	reasonNoPolicy         = 11
+	reasonForeignNS        = 14
+	reasonUnsigned         = 15
+
+	flagForeign = 1 << 5 // KG_F_FOREIGN
+	flagSigned  = 1 << 6 // KG_F_SIGNED
 )
 
 // decide runs decide.h's kg_measure and kg_judge on img under policy p (nil:
 // no policy installed) and returns the decision record.
 func (h *harness) decide(tb testing.TB, img []byte, a *allowlist.Allowlist, mode allowlist.Mode) bpftestKgEvent {
+	tb.Helper()
+	return h.decideAs(tb, img, a, mode, 0)
+}
+
+// decideAs is decide for a caller the guard would flag with flags
+// (flagForeign: outside the host's namespaces).
+func (h *harness) decideAs(tb testing.TB, img []byte, a *allowlist.Allowlist, mode allowlist.Mode, flags uint64) bpftestKgEvent {
 	tb.Helper()
 	if a == nil {
 		if err := h.objs.KgPolicy.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -61,6 +74,7 @@ func (h *harness) decide(tb testing.TB, img []byte, a *allowlist.Allowlist, mode
 		tb.Fatal(err)
 	}
 	ctx := binary.NativeEndian.AppendUint64(nil, uint64(len(img)))
+	ctx = binary.NativeEndian.AppendUint64(ctx, flags)
 	if ret, err := h.objs.TestDecide.Run(&ebpf.RunOptions{Context: ctx}); err != nil || ret != 0 {
 		tb.Fatalf("test_decide: %d, %v", ret, err)
 	}
@@ -182,4 +196,100 @@ func int8s(b []int8) []byte {
 		out[i] = byte(c)
 	}
 	return out
+}
+
+// signed returns img with an appended module signature: a PKCS#7 blob
+// (here opaque bytes), struct module_signature and the kernel's marker.
+func signed(img []byte) []byte {
+	blob := bytes.Repeat([]byte{0x30}, 40)
+	var sig [12]byte
+	sig[2] = 2 // id_type PKEY_ID_PKCS7
+	binary.BigEndian.PutUint32(sig[8:], uint32(len(blob)))
+	out := append(bytes.Clone(img), blob...)
+	out = append(out, sig[:]...)
+	return append(out, "~Module signature appended~\n"...)
+}
+
+// TestDecideRequirements runs the spec's requirements through the guard's
+// judgement: requireHostNamespaces refuses a caller the guard flags as
+// outside the host's namespaces, requireModuleSignature an image without
+// a signature (and a compressed file, whose signature the guard cannot
+// see), before the list is looked at; audit mode lets them through as
+// audit. allowlist.Judge, which Falco's kmod.allowed and watch use, must
+// say the same of the sensor's event for that load (host_ns, signed).
+func TestDecideRequirements(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	plain := module("license=GPL\x00name=dummy\x00", "dummy")
+	withSig := signed(plain)
+	var z bytes.Buffer
+	w, err := xz.WriterConfig{CheckSum: xz.CRC32}.NewWriter(&z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(withSig)
+	w.Close()
+	compressed := z.Bytes()
+	listed := func(mode allowlist.Mode, hostNS, sig bool, imgs ...[]byte) *allowlist.Allowlist {
+		e := allowlist.Entry{Name: "dummy"}
+		for _, img := range imgs {
+			e.SHA256 = append(e.SHA256, sum(img))
+		}
+		a := list(mode, e)
+		a.Spec.RequireHostNamespaces, a.Spec.RequireModuleSignature = hostNS, sig
+		return a
+	}
+	for _, tc := range []struct {
+		name    string
+		img     []byte
+		foreign bool
+		a       *allowlist.Allowlist
+		mode    allowlist.Mode
+		verdict uint8
+		reason  uint8
+	}{
+		{"host caller, host namespaces required", plain, false, listed("", true, false, plain), "", verdictAllowed, reasonDigest},
+		{"foreign caller, host namespaces required", plain, true, listed("", true, false, plain), "", verdictBlocked, reasonForeignNS},
+		{"foreign caller, audit", plain, true, listed("", true, false, plain), allowlist.ModeAudit, verdictAudit, reasonForeignNS},
+		{"foreign caller, nothing required", plain, true, listed("", false, false, plain), "", verdictAllowed, reasonDigest},
+		{"foreign caller, by name, required", plain, true, func() *allowlist.Allowlist { a := listed("", true, false); return a }(), "", verdictBlocked, reasonForeignNS},
+		{"unsigned, signature required", plain, false, listed("", false, true, plain), "", verdictBlocked, reasonUnsigned},
+		{"unsigned, signature required, audit", plain, false, listed("", false, true, plain), allowlist.ModeAudit, verdictAudit, reasonUnsigned},
+		{"signed, signature required", withSig, false, listed("", false, true, withSig), "", verdictAllowed, reasonDigest},
+		{"signed, by name, signature required", withSig, false, listed("", false, true), "", verdictAllowed, reasonName},
+		{"signed, not listed, signature required", withSig, false, listed("", false, true, plain), "", verdictBlocked, reasonNotListed},
+		{"unsigned, nothing required", plain, false, listed("", false, false, plain), "", verdictAllowed, reasonDigest},
+		{"compressed signed file, signature required", compressed, false, listed("", false, true, compressed), "", verdictBlocked, reasonUnsigned},
+		{"both required, foreign and signed", withSig, true, listed("", true, true, withSig), "", verdictBlocked, reasonForeignNS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var flags uint64
+			if tc.foreign {
+				flags = flagForeign
+			}
+			e := h.decideAs(t, tc.img, tc.a, tc.mode, flags)
+			if e.Verdict != tc.verdict || e.Reason != tc.reason {
+				t.Errorf("verdict %d, reason %d; want %d, %d", e.Verdict, e.Reason, tc.verdict, tc.reason)
+			}
+			m, err := kmod.InspectBytes(tc.img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Compression == kmod.CompressionNone && (e.Flags&flagSigned != 0) != m.Signature.Present {
+				t.Errorf("the guard flags the image signed=%v, kmod.Inspect says %v", e.Flags&flagSigned != 0, m.Signature.Present)
+			}
+			if m.Compression != kmod.CompressionNone {
+				// The guard sees the compressed bytes only (6.1, 6.12):
+				// no signature, no names; Judge reads the file inside.
+				return
+			}
+			ev := &event.Event{
+				Syscall: event.InitModule, Name: m.Name, ThisModuleName: m.ThisModuleName,
+				SHA256: m.FileSHA256, ELFSHA256: m.ELFSHA256, Signed: m.Signature.Present, HostNS: !tc.foreign,
+			}
+			tc.a.Judge(ev)
+			if got, want := *ev.Allowed, e.Verdict == verdictAllowed; got != want {
+				t.Errorf("allowlist.Judge says allowed=%v, the guard %v (reason %d)", got, want, e.Reason)
+			}
+		})
+	}
 }
