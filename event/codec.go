@@ -100,6 +100,8 @@ const (
 	fUserNS         = 53
 	fHostMntNS      = 54
 	fCoalesced      = 55
+	fTaint          = 56
+	fInventory      = 57
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -177,6 +179,8 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fLost, e.Lost)
 	w.uint(fThrottled, e.Throttled)
 	w.uint(fCoalesced, uint64(e.Coalesced))
+	w.str(fTaint, e.Taint)
+	w.str(fInventory, e.Inventory)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -489,7 +493,7 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.Coalesced = u32()
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
-		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason:
+		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory:
 		return fmt.Errorf("%w: string field %d sent as a varint", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.
@@ -547,6 +551,10 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.ContainerID = s
 	case fGuardReason:
 		e.GuardReason = s
+	case fTaint:
+		e.Taint = s
+	case fInventory:
+		e.Inventory = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,

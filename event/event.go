@@ -22,6 +22,10 @@ const (
 	// events the sensor lost (Lost, Throttled): it had no process and no
 	// module, and nothing about it is judged.
 	SensorLoss Syscall = "sensor_loss"
+	// Present marks a module that was already loaded when the sensor
+	// started (package inventory): no syscall, no caller; Path, the
+	// digests and Inventory say which file it was tied to.
+	Present Syscall = "present"
 )
 
 // Verdicts of the guard, for Event.Verdict.
@@ -71,6 +75,13 @@ type Event struct {
 	Depends    []string `json:"depends,omitempty"`
 	Signed     bool     `json:"signed"`
 	Signer     string   `json:"signer,omitempty"`
+	// Taint is the kernel's taint letters for a loaded module (present
+	// events: /sys/module/NAME/taint; E is an unsigned or unverified
+	// module, O out of tree, P proprietary).
+	Taint string `json:"taint,omitempty"`
+	// Inventory says, on a present event, how the loaded module was tied
+	// to its file: "file:srcversion", "file:name", or "no file: why".
+	Inventory string `json:"inventory,omitempty"`
 
 	// Capture flags.
 	Truncated   bool `json:"truncated"`

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Status is the state of a pinned guard.
@@ -137,7 +139,7 @@ func (g *Guard) requirements() (Require, error) {
 		} else if err != nil {
 			return 0, fmt.Errorf("read the policy slot: %w", err)
 		}
-		m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+		m, err := mapFromIDReadOnly(id)
 		if errors.Is(err, os.ErrNotExist) && try < 3 {
 			continue
 		}
@@ -156,3 +158,18 @@ func (g *Guard) requirements() (Require, error) {
 
 // Hooks lists the LSM hooks the guard attaches, in attach order.
 func Hooks() []string { return append([]string(nil), hooks...) }
+
+// mapFromIDReadOnly opens map id read-only (BPF_MAP_GET_FD_BY_ID with
+// BPF_F_RDONLY): a sealed guard refuses writable descriptors to its maps.
+func mapFromIDReadOnly(id uint32) (*ebpf.Map, error) {
+	attr := struct{ ID, NextID, OpenFlags uint32 }{ID: id, OpenFlags: unix.BPF_F_RDONLY}
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_GET_FD_BY_ID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		if errno == unix.ENOENT {
+			return nil, fmt.Errorf("map %d: %w", id, os.ErrNotExist)
+		}
+		return nil, fmt.Errorf("map %d: %w", id, errno)
+	}
+	// NewMapFromFD owns fd from here, and closes it on error.
+	return ebpf.NewMapFromFD(int(fd))
+}

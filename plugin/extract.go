@@ -72,6 +72,12 @@ func isLoad(e *event.Event) bool {
 	return e.Syscall == event.InitModule || e.Syscall == event.FinitModule
 }
 
+// inspected reports whether e carries what inspecting a module file or
+// image found: a load, or a present module tied to its file.
+func inspected(e *event.Event) bool {
+	return isLoad(e) || (e.Syscall == event.Present && e.Path != "")
+}
+
 // fieldValue is the value of field id in e, typed as the field list says
 // (string, []string, uint64 or bool), and false when e has no such value.
 func fieldValue(e *event.Event, id uint64) (any, bool) {
@@ -126,7 +132,7 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 	case fieldSrcversion:
 		return str(e.Srcversion)
 	case fieldDepends:
-		if !isLoad(e) || e.Name == "" {
+		if !inspected(e) || e.Name == "" {
 			return nil, false
 		}
 		if e.Depends == nil {
@@ -134,7 +140,7 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 		}
 		return e.Depends, true
 	case fieldSigned:
-		if !isLoad(e) || e.Name == "" {
+		if !inspected(e) || e.Name == "" {
 			return nil, false // nothing was inspected
 		}
 		return e.Signed, true
@@ -237,6 +243,13 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 			return nil, false
 		}
 		return uint64(e.Coalesced), true
+	case fieldTaint:
+		if e.Syscall != event.Present {
+			return nil, false
+		}
+		return e.Taint, true
+	case fieldInventory:
+		return str(e.Inventory)
 	}
 	return nil, false
 }

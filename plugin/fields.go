@@ -58,6 +58,8 @@ const (
 	fieldLost
 	fieldThrottled
 	fieldCoalesced
+	fieldTaint
+	fieldInventory
 	numFields
 )
 
@@ -69,7 +71,7 @@ const (
 
 var fieldList = [numFields]sdk.FieldEntry{
 	fieldSyscall: {Type: typeString, Name: "kmod.syscall", Display: "Syscall",
-		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost)."},
+		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost, present for a module already loaded when the live sensor started)."},
 	fieldRes: {Type: typeString, Name: "kmod.res", Display: "Result",
 		Desc: "The syscall's result like Falco's evt.res: SUCCESS, or the errno name (ENOSYS, EPERM, EEXIST...)."},
 	fieldOK: {Type: typeBool, Name: "kmod.ok", Display: "Succeeded",
@@ -164,6 +166,10 @@ var fieldList = [numFields]sdk.FieldEntry{
 		Desc: "On a sensor_loss event, the module syscalls of unprivileged callers over the sensor's rate limit since the previous report, not reported one by one. No value on other events."},
 	fieldCoalesced: {Type: typeUint64, Name: "kmod.coalesced", Display: "Junk calls coalesced",
 		Desc: "On an init_module event, the calls of the same thread with images the kernel cannot load (they fail its ELF header checks) that the sensor folded into this event since the thread's previous one: a flood of junk, sent at most once a second per thread so that it cannot crowd out real loads. 0 when none; no value on other syscalls."},
+	fieldTaint: {Type: typeString, Name: "kmod.taint", Display: "Module taint",
+		Desc: "On a present event, the kernel's taint letters for the loaded module (/sys/module/NAME/taint): E unsigned or not verified, O out of tree, P proprietary, F forced. Empty when untainted; no value on other syscalls."},
+	fieldInventory: {Type: typeString, Name: "kmod.inventory", Display: "Tied to file",
+		Desc: "On a present event, how the loaded module was tied to a module file of the running release: file:srcversion (same srcversion), file:name (neither has one), or 'no file: ' and why (no such file, a different srcversion); without a file there are no digests and kmod.allowed is false."},
 }
 
 // Fields lists the fields the plugin extracts, in field ID order.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kmodguard/kmodguard/bpf"
+	"github.com/kmodguard/kmodguard/inventory"
 )
 
 // openLive loads and starts the BPF sensor on this host.
@@ -26,7 +27,17 @@ func (p *Plugin) openLive() (*liveInstance, error) {
 		return nil, fmt.Errorf("start the live sensor: %w", err)
 	}
 	p.logger().WithField("hook", s.Hook()).WithField("results", s.ExitSide()).Info("live sensor attached")
-	return newLiveInstance(p, p.withCompanion(&sensorSource{Sensor: s, cancel: cancel})), nil
+	l := newLiveInstance(p, p.withCompanion(&sensorSource{Sensor: s, cancel: cancel}))
+	// Taken once the sensor is attached, so that a module loaded in
+	// between is seen at least once (a load event, a present event, or
+	// both).
+	if inv, err := inventory.Take(inventory.HostRoot()); err != nil {
+		p.logger().WithError(err).Warn("no inventory of the modules already loaded")
+	} else {
+		l.pending = inv
+		p.logger().WithField("modules", len(inv)).Info("inventory of the modules already loaded: sent as present events")
+	}
+	return l, nil
 }
 
 // sensorSource adapts a *bpf.Sensor to eventSource.

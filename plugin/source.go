@@ -114,7 +114,7 @@ func shrink(e *event.Event, stage int) *event.Event {
 	}
 	for _, s := range []*string{&c.Name, &c.ThisModuleName, &c.SHA256, &c.ELFSHA256, &c.Path, &c.Vermagic,
 		&c.Srcversion, &c.Signer, &c.AllowlistEntry, &c.Verdict, &c.GuardSHA256, &c.Comm, &c.Exe,
-		&c.Cgroup, &c.ContainerID} {
+		&c.Cgroup, &c.ContainerID, &c.Taint, &c.Inventory} {
 		*s = cut(*s, trimLen)
 	}
 	c.Flags, c.Depends = cutList(c.Flags), cutList(c.Depends)
@@ -317,6 +317,9 @@ type liveInstance struct {
 	timer   *time.Timer
 	timeout time.Duration
 	closed  bool
+	// pending holds the inventory taken at open (event.Present), sent
+	// before anything else.
+	pending []event.Event
 }
 
 func newLiveInstance(p *Plugin, src eventSource) *liveInstance {
@@ -354,6 +357,19 @@ func (l *liveInstance) nextBatch(evts sdk.EventWriters) (int, error) {
 			return 0, err
 		}
 		n++
+	}
+	if len(l.pending) > 0 {
+		a := l.p.policy.Current()
+		for len(l.pending) > 0 && n < evts.Len() {
+			e := &l.pending[0]
+			a.Judge(e)
+			if err := l.w.put(evts, n, e); err != nil {
+				return 0, err
+			}
+			l.pending = l.pending[1:]
+			n++
+		}
+		return n, nil
 	}
 	ch := l.src.Events()
 	var first *event.Event

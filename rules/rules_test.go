@@ -150,6 +150,16 @@ func TestRulesLint(t *testing.T) {
 			}
 			continue
 		}
+		if strings.HasPrefix(r.Condition, "kmodguard_present ") {
+			// A module already loaded has no caller: what it is, what
+			// the kernel says of it, and which file it was tied to.
+			for _, f := range []string{"name", "this_module_name", "syscall", "sha256", "path", "taint", "inventory"} {
+				if !strings.Contains(r.Output, "%kmod."+f+" ") && !strings.HasSuffix(strings.TrimRight(r.Output, ")\n"), "%kmod."+f) {
+					t.Errorf("%s: output lacks %%kmod.%s", where, f)
+				}
+			}
+			continue
+		}
 		// Who, what and where, in every alert; the digest and the
 		// registered name where there is an image (a delete_module has
 		// only the name asked for, and would print <NA> for them).

@@ -46,7 +46,21 @@ const (
 	ruleOverridden     = "Kernel Module Guard Overridden"
 	ruleEventsLost     = "Kmodguard Sensor Events Lost"
 	ruleFlood          = "Kernel Module Syscall Flood"
+	rulePresent        = "Kernel Module Present Not Allowlisted"
+	rulePresentUnsign  = "Kernel Module Present Unsigned"
 )
+
+// present is a module loaded before the sensor started, tied to its file
+// by srcversion and allowlisted: no caller at all.
+func present(f func(e *event.Event)) *event.Event {
+	e := &event.Event{
+		Syscall: event.Present, Name: "veth", ThisModuleName: "veth", SHA256: digest, ELFSHA256: digest,
+		Path: "/lib/modules/6.1.0-56-amd64/kernel/drivers/net/veth.ko", Srcversion: "A1B2C3",
+		Signed: true, Allowed: yes(), AllowlistEntry: "veth", Inventory: "file:srcversion", HostNS: true,
+	}
+	f(e)
+	return e
+}
 
 var scenarios = []struct {
 	name  string
@@ -54,6 +68,18 @@ var scenarios = []struct {
 	want  []string
 }{
 	{"allowlisted signed load by modprobe", base(), nil},
+	{"present: allowlisted, tied by srcversion, untainted", present(func(*event.Event) {}), nil},
+	{"present: no allowlist configured", present(func(e *event.Event) { e.Allowed = nil }), nil},
+	{"present: tied to no file (another build is loaded)", present(func(e *event.Event) {
+		e.Allowed, e.AllowlistEntry, e.Path, e.SHA256, e.ELFSHA256 = no(), "", "", "", ""
+		e.Inventory = `no file: /lib/modules/6.1.0-56-amd64/kernel/drivers/net/veth.ko has srcversion "A1B2C3", the loaded module "FFFF"`
+	}), []string{rulePresent}},
+	{"present: a hidden rootkit's leftover, out of tree and unsigned", present(func(e *event.Event) {
+		e.Name, e.ThisModuleName, e.Allowed, e.AllowlistEntry, e.Path, e.SHA256, e.ELFSHA256 = "rk", "", no(), "", "", "", ""
+		e.Taint, e.Inventory = "OE", "no file: no rk.ko* in modules.dep of 6.1.0-56-amd64"
+	}), []string{rulePresent, rulePresentUnsign}},
+	{"present: allowlisted but loaded without a verified signature", present(func(e *event.Event) { e.Taint = "E" }), []string{rulePresentUnsign}},
+	{"present: allowlisted out-of-tree signed module", present(func(e *event.Event) { e.Taint = "O" }), nil},
 	{"no allowlist configured", with(func(e *event.Event) { e.Allowed, e.AllowlistEntry = nil, "" }), nil},
 	{"udev worker loads from memory", with(func(e *event.Event) {
 		e.Syscall, e.Comm, e.Exe = event.InitModule, "(udev-worker)", "/usr/lib/systemd/systemd-udevd"

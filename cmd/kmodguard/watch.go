@@ -19,6 +19,7 @@ import (
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/inventory"
 )
 
 func init() { register(newWatchCmd) }
@@ -29,6 +30,7 @@ type watchOptions struct {
 	pubkey     string
 	record     string
 	count      int
+	inventory  bool
 	duration   time.Duration
 	ringSize   int
 	imageCap   uint64
@@ -65,6 +67,11 @@ exit).
 
 -o json prints one JSON object a line (JSON lines), -o yaml one YAML
 document an event, each opened by "---".
+
+First, once the sensor is attached, it prints the modules already loaded
+as "present" events: each tied to its module file by srcversion where it
+can be (see "inventory"), with the kernel's taint letters, and judged like
+a load (--inventory=false leaves them out).
 
 With --allowlist each load is matched against the list ("allowed" in the
 output); send SIGHUP to reload the file. With --record the events are also
@@ -105,7 +112,8 @@ full) and the rest.`,
 	completeFiles(cmd, "pubkey", "pub", "pem")
 	f.StringVar(&o.record, "record", "", "also append the events to this record file")
 	completeFiles(cmd, "record", "kgrec")
-	f.IntVar(&o.count, "count", 0, "exit after this many events (0: no limit)")
+	f.IntVar(&o.count, "count", 0, "exit after this many events (0: no limit; present events do not count)")
+	f.BoolVar(&o.inventory, "inventory", true, "first print the modules already loaded as present events, tied to their files and judged like loads")
 	f.DurationVar(&o.duration, "duration", 0, "exit after this long (0: no limit)")
 	f.IntVar(&o.ringSize, "ring-buffer-size", bpf.DefaultRingBufferSize, "ring buffer size in bytes (a power of two)")
 	f.Uint64Var(&o.imageCap, "image-cap", bpf.DefaultImageCap, "bytes of an init_module image to capture")
@@ -208,6 +216,21 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 		}
 		return err
 	}
+	// The modules loaded before the sensor, taken once it is attached.
+	if o.inventory {
+		inv, err := inventory.Take(inventory.HostRoot())
+		if err != nil {
+			log.WithError(err).Warn("no inventory of the modules already loaded")
+		}
+		for i := range inv {
+			if list != nil {
+				list.Current().Judge(&inv[i])
+			}
+			if err := emit(&inv[i]); err != nil {
+				return withCode(exitError, err)
+			}
+		}
+	}
 	// What the sensor lost is an event too (sensor_loss), checked once a
 	// second and at exit, so that a recording says where it is blind.
 	var loss bpf.LossMeter
@@ -294,6 +317,17 @@ func formatEvent(ev *event.Event) string {
 	}
 	if ev.Syscall == event.SensorLoss {
 		fmt.Fprintf(&b, "%s %-13s %d module syscall events lost (ring buffer full), %d unprivileged calls throttled", ts, ev.Syscall, ev.Lost, ev.Throttled)
+		return b.String()
+	}
+	if ev.Syscall == event.Present {
+		fmt.Fprintf(&b, "%s %-13s %-16s", ts, ev.Syscall, name)
+		if ev.Allowed != nil {
+			b.WriteString(map[bool]string{true: " ALLOWED", false: " NOT-ALLOWED"}[*ev.Allowed])
+		}
+		fmt.Fprintf(&b, " taint=%q %s", ev.Taint, ev.Inventory)
+		if ev.Path != "" {
+			fmt.Fprintf(&b, " path=%s sha256=%s", ev.Path, ev.SHA256)
+		}
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s %-13s %-16s %-16s", ts, ev.Syscall, name, formatRes(ev.Res))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/elftest"
 	"github.com/kmodguard/kmodguard/kmod"
 	"github.com/ulikunitz/xz"
 )
@@ -226,64 +227,15 @@ const (
 )
 
 // thisModule returns a .gnu.linkonce.this_module payload naming name.
-func thisModule(name string) []byte {
-	b := make([]byte, 0x380)
-	copy(b[24:24+56], name)
-	return b
-}
+func thisModule(name string) []byte { return elftest.ThisModule(name) }
 
-// buildELF lays out a minimal ELF64 relocatable object: the header, the
-// section contents, the section name table, then the section headers
-// (index 0 is the null section, the name table is last).
+// buildELF lays out a minimal ELF64 relocatable object (elftest.Build).
 func buildELF(secs []elfSec) []byte {
-	le := binary.LittleEndian
-	var strtab bytes.Buffer
-	strtab.WriteByte(0)
-	nameOff := make([]uint32, len(secs)+1)
+	out := make([]elftest.Section, len(secs))
 	for i, s := range secs {
-		nameOff[i] = uint32(strtab.Len())
-		strtab.WriteString(s.name)
-		strtab.WriteByte(0)
+		out[i] = elftest.Section{Name: s.name, Type: s.typ, Flags: s.flags, Data: s.data}
 	}
-	nameOff[len(secs)] = uint32(strtab.Len())
-	strtab.WriteString(".shstrtab\x00")
-	all := append(append([]elfSec(nil), secs...), elfSec{name: ".shstrtab", typ: shtStrtab, data: strtab.Bytes()})
-
-	img := make([]byte, 64)
-	offs := make([]uint64, len(all))
-	for i, s := range all {
-		for len(img)%8 != 0 {
-			img = append(img, 0)
-		}
-		offs[i] = uint64(len(img))
-		if s.typ != shtNobits {
-			img = append(img, s.data...)
-		}
-	}
-	for len(img)%8 != 0 {
-		img = append(img, 0)
-	}
-	shoff := len(img)
-	img = append(img, make([]byte, 64*(len(all)+1))...)
-	for i, s := range all {
-		h := img[shoff+64*(i+1):]
-		le.PutUint32(h[0:], nameOff[i])
-		le.PutUint32(h[4:], s.typ)
-		le.PutUint64(h[8:], s.flags)
-		le.PutUint64(h[24:], offs[i])
-		le.PutUint64(h[32:], uint64(len(s.data)))
-	}
-	copy(img, "\x7fELF")
-	img[4], img[5], img[6] = 2, 1, 1 // ELFCLASS64, ELFDATA2LSB, EV_CURRENT
-	le.PutUint16(img[16:], 1)        // ET_REL
-	le.PutUint16(img[18:], 62)       // EM_X86_64
-	le.PutUint32(img[20:], 1)
-	le.PutUint64(img[0x28:], uint64(shoff))
-	le.PutUint16(img[0x34:], 64)
-	le.PutUint16(img[0x3a:], 64)
-	le.PutUint16(img[0x3c:], uint16(len(all)+1))
-	le.PutUint16(img[0x3e:], uint16(len(all)))
-	return img
+	return elftest.Build(out)
 }
 
 // module builds a well-formed synthetic module with the given .modinfo.
