@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"hash/maphash"
 
@@ -22,11 +23,12 @@ const (
 // all of its bytes equal those of one it holds, so an event judged from the
 // cache is judged on its full content, exactly as if it had been hashed and
 // parsed again. It spares that work for an image loaded again and again (a
-// retry loop, a flood of one module) at the cost of a fast non-cryptographic
-// hash and one comparison. Memory is bounded (imageCacheBytes); the oldest
-// entry goes first. It is not safe for concurrent use.
+// retry loop, a flood of one module) at the cost of a fast hash of a sample
+// of the image and one comparison of all of it. Memory is bounded
+// (imageCacheBytes); the oldest entry goes first. It is not safe for
+// concurrent use.
 type imageCache struct {
-	seed    maphash.Seed
+	hash    maphash.Hash // seeded at random
 	entries map[uint64]*imageEntry
 	order   []uint64 // keys, oldest first
 	bytes   int
@@ -42,7 +44,7 @@ type imageEntry struct {
 }
 
 func newImageCache() *imageCache {
-	return &imageCache{seed: maphash.MakeSeed(), entries: make(map[uint64]*imageEntry)}
+	return &imageCache{entries: make(map[uint64]*imageEntry)}
 }
 
 // inspect returns the digests of img and, when it is a module, its
@@ -54,10 +56,7 @@ func (c *imageCache) inspect(img []byte, elfOnly bool) *imageEntry {
 	if len(img) > imageCacheMax {
 		return inspectImage(img, elfOnly)
 	}
-	key := maphash.Bytes(c.seed, img)
-	if elfOnly {
-		key = ^key
-	}
+	key := c.key(img, elfOnly)
 	if e := c.entries[key]; e != nil && e.elfOnly == elfOnly && bytes.Equal(e.img, img) {
 		return e
 	}
@@ -76,6 +75,33 @@ func (c *imageCache) inspect(img []byte, elfOnly bool) *imageEntry {
 	c.order = append(c.order, key)
 	c.bytes += len(img)
 	return e
+}
+
+// keySample is how many bytes of each end, and of the middle, of an image
+// go into its key.
+const keySample = 256
+
+// key is an image's place in the cache: a seeded hash of its length, its
+// ends and its middle, which bytes.Equal then confirms. Two images of one
+// key that differ elsewhere share the place; the second is not kept.
+func (c *imageCache) key(img []byte, elfOnly bool) uint64 {
+	h := &c.hash
+	h.Reset()
+	var n [9]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(img)))
+	if elfOnly {
+		n[8] = 1
+	}
+	h.Write(n[:])
+	if len(img) <= 3*keySample {
+		h.Write(img)
+	} else {
+		mid := len(img)/2 - keySample/2
+		h.Write(img[:keySample])
+		h.Write(img[mid : mid+keySample])
+		h.Write(img[len(img)-keySample:])
+	}
+	return h.Sum64()
 }
 
 // inspectImage hashes and inspects img: a plain module or, unless elfOnly,

@@ -379,9 +379,11 @@ func (s *Sensor) readLoop() {
 	j := newJoiner(s.cfg.ImageCap, s.enr.decode, send, func() { s.orphans.Add(1) })
 	var rec ringbuf.Record
 	lastSweep := time.Now()
+	// Wake up now and then to expire events whose result never came. The
+	// deadline moves at each sweep, not at each record: SetDeadline takes
+	// the reader's lock.
+	s.reader.SetDeadline(lastSweep.Add(pendingTimeout))
 	for {
-		// Wake up now and then to expire events whose result never came.
-		s.reader.SetDeadline(time.Now().Add(pendingTimeout))
 		err := s.reader.ReadInto(&rec)
 		now := time.Now()
 		switch {
@@ -408,6 +410,7 @@ func (s *Sensor) readLoop() {
 		if now.Sub(lastSweep) >= pendingTimeout {
 			j.expire(now, false)
 			lastSweep = now
+			s.reader.SetDeadline(now.Add(pendingTimeout))
 		}
 	}
 }
