@@ -487,16 +487,18 @@ func cmdline(b []byte) string {
 	for len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]
 	}
-	var sb strings.Builder
-	sb.Grow(len(b))
-	for {
-		i := bytes.IndexByte(b, 0)
-		if i < 0 {
-			sb.Write(b)
-			return sb.String()
-		}
-		sb.Write(b[:i])
-		sb.WriteByte(' ')
-		b = b[i+1:]
+	if len(b) == 0 {
+		return ""
 	}
+	line := bytes.Clone(b)
+	for rest := line; ; {
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 {
+			break
+		}
+		rest[i] = ' '
+		rest = rest[i+1:]
+	}
+	// line is this string's alone from here on.
+	return unsafe.String(unsafe.SliceData(line), len(line))
 }
