@@ -407,7 +407,9 @@ func (s *Sensor) readLoop() {
 			j.expire(now, true)
 			return
 		}
-		if now.Sub(lastSweep) >= pendingTimeout {
+		// The deadline may pass a little early (epoll counts whole
+		// milliseconds): it is a sweep's time too, and moves on.
+		if now.Sub(lastSweep) >= pendingTimeout || errors.Is(err, os.ErrDeadlineExceeded) {
 			j.expire(now, false)
 			lastSweep = now
 			s.reader.SetDeadline(now.Add(pendingTimeout))
