@@ -16,6 +16,8 @@ const (
 	imageCacheBytes   = 4 << 20
 	imageCacheEntries = 64
 	imageCacheMax     = imageCacheBytes / 4
+	// imageCacheSeen bounds the keys of images seen once.
+	imageCacheSeen = 4096
 )
 
 // imageCache remembers what the enricher found in recent module images:
@@ -24,14 +26,19 @@ const (
 // cache is judged on its full content, exactly as if it had been hashed and
 // parsed again. It spares that work for an image loaded again and again (a
 // retry loop, a flood of one module) at the cost of a fast hash of a sample
-// of the image and one comparison of all of it. Memory is bounded
-// (imageCacheBytes); the oldest entry goes first. It is not safe for
+// of the image and one comparison of all of it. An image is kept from its
+// second sighting on. Memory is bounded (imageCacheBytes); the oldest entry
+// goes first. It is not safe for
 // concurrent use.
 type imageCache struct {
 	hash    maphash.Hash // seeded at random
 	entries map[uint64]*imageEntry
 	order   []uint64 // keys, oldest first
 	bytes   int
+	// seen holds the keys of images seen once: an image is kept from its
+	// second sighting on, so that a stream of distinct images (a flood)
+	// costs no copies.
+	seen map[uint64]struct{}
 }
 
 // imageEntry is what an image gave: its digests, and its inspection (nil
@@ -44,7 +51,7 @@ type imageEntry struct {
 }
 
 func newImageCache() *imageCache {
-	return &imageCache{entries: make(map[uint64]*imageEntry)}
+	return &imageCache{entries: make(map[uint64]*imageEntry), seen: make(map[uint64]struct{})}
 }
 
 // inspect returns the digests of img and, when it is a module, its
@@ -64,6 +71,14 @@ func (c *imageCache) inspect(img []byte, elfOnly bool) *imageEntry {
 	if _, taken := c.entries[key]; taken {
 		return e // another image with the same key: keep the first
 	}
+	if _, again := c.seen[key]; !again {
+		if len(c.seen) >= imageCacheSeen {
+			clear(c.seen)
+		}
+		c.seen[key] = struct{}{}
+		return e
+	}
+	delete(c.seen, key)
 	for len(c.order) > 0 && (len(c.order) >= imageCacheEntries || c.bytes+len(img) > imageCacheBytes) {
 		old := c.order[0]
 		c.order = c.order[1:]

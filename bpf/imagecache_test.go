@@ -17,14 +17,19 @@ func TestImageCache(t *testing.T) {
 	if first.sha256 != sha(img) || first.mod != nil || first.elfSHA != "" {
 		t.Fatalf("not a module: %+v", first)
 	}
-	if again := c.inspect(bytes.Clone(img), true); again != first {
+	if len(c.entries) != 0 {
+		t.Errorf("an image seen once was kept")
+	}
+	// Kept from its second sighting, found again from its third.
+	second := c.inspect(bytes.Clone(img), true)
+	if again := c.inspect(bytes.Clone(img), true); again != second || second.sha256 != first.sha256 {
 		t.Errorf("equal bytes were not found again")
 	}
 	// One byte changed, anywhere, is another image: the cache keeps none
 	// of the caller's bytes, and compares all of them.
 	for _, off := range []int{0, 2048, len(img) - 1} {
 		img[off] ^= 1
-		if e := c.inspect(img, true); e.sha256 != sha(img) || e == first {
+		if e := c.inspect(img, true); e.sha256 != sha(img) || e == second {
 			t.Errorf("byte %d changed: digest %s, want %s", off, e.sha256, sha(img))
 		}
 		img[off] ^= 1
@@ -39,21 +44,35 @@ func TestImageCache(t *testing.T) {
 		b := make([]byte, 100)
 		b[0], b[1] = byte(i), byte(i>>8)
 		c.inspect(b, false)
+		c.inspect(b, false)
 	}
-	if len(c.entries) > imageCacheEntries || len(c.order) != len(c.entries) {
+	if len(c.entries) != imageCacheEntries || len(c.order) != len(c.entries) {
 		t.Errorf("%d entries (%d in order), bound %d", len(c.entries), len(c.order), imageCacheEntries)
 	}
 	for i := range 8 {
 		b := make([]byte, imageCacheMax)
 		b[0] = byte(i)
 		c.inspect(b, false)
+		c.inspect(b, false)
 	}
-	if c.bytes > imageCacheBytes {
+	if c.bytes > imageCacheBytes || len(c.entries) == 0 {
 		t.Errorf("%d bytes held, bound %d", c.bytes, imageCacheBytes)
 	}
 	big := make([]byte, imageCacheMax+1)
-	if e := c.inspect(big, false); e.sha256 != sha(big) || e.img != nil {
-		t.Errorf("an image over the bound: %+v", e.sha256)
+	for range 2 {
+		if e := c.inspect(big, false); e.sha256 != sha(big) || e.img != nil {
+			t.Errorf("an image over the bound: %+v", e.sha256)
+		}
+	}
+	// A stream of distinct images is never copied.
+	c = newImageCache()
+	for i := range 3 * imageCacheSeen {
+		b := make([]byte, 100)
+		b[0], b[1] = byte(i), byte(i>>8)
+		c.inspect(b, false)
+	}
+	if len(c.entries) != 0 || len(c.seen) > imageCacheSeen {
+		t.Errorf("distinct images: %d kept, %d keys seen", len(c.entries), len(c.seen))
 	}
 }
 
