@@ -595,3 +595,35 @@ func TestDecodersMatchReference(t *testing.T) {
 		t.Errorf("joinPath of 100 components = %q, want %q", got, want)
 	}
 }
+
+// TestJoinerReusesBuffers checks that images put together in one buffer,
+// one after the other, each get their own digest: the joiner reuses an
+// image's buffer once its event is decoded.
+func TestJoinerReusesBuffers(t *testing.T) {
+	var emitted []*event.Event
+	n := &enricher{}
+	j := newJoiner(1<<20, n.decode, func(ev *event.Event) { emitted = append(emitted, ev) }, func() { t.Error("orphan") })
+	init := sensorKgSyscallKG_SYS_INIT_MODULE
+	var want []string
+	for i := range 4 {
+		img := bytes.Repeat([]byte{byte('a' + i)}, 5000)
+		want = append(want, sha(img))
+		for _, rec := range [][]byte{
+			chunkRecord(7, uint64(i), 0, img),
+			eventRecord(init, 7, uint64(i), uint64(len(img)), uint64(len(img))),
+			exitRecord(init, 7, -38),
+		} {
+			if err := j.record(aligned(rec), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(emitted) != len(want) {
+		t.Fatalf("%d events, want %d", len(emitted), len(want))
+	}
+	for i, ev := range emitted {
+		if ev.SHA256 != want[i] || ev.Truncated {
+			t.Errorf("image %d: sha %s truncated %v, want %s", i, ev.SHA256, ev.Truncated, want[i])
+		}
+	}
+}

@@ -34,6 +34,19 @@ func TestImageCache(t *testing.T) {
 		}
 		img[off] ^= 1
 	}
+	// The cache holds a copy: a caller that reuses its buffer (the
+	// joiner does) changes nothing in it.
+	buf := bytes.Clone(img)
+	c.inspect(buf, true)
+	for i := range buf {
+		buf[i] = 0xa5
+	}
+	if e := c.inspect(bytes.Clone(img), true); e.sha256 != sha(img) {
+		t.Errorf("a reused buffer changed the cache: digest %s, want %s", e.sha256, sha(img))
+	}
+	if e := c.inspect(buf, true); e.sha256 != sha(buf) {
+		t.Errorf("the reused buffer's new content: digest %s, want %s", e.sha256, sha(buf))
+	}
 	// A longer image with the same start is another image too.
 	if e := c.inspect(append(bytes.Clone(img), 0), true); e.sha256 == first.sha256 {
 		t.Error("a longer image got the shorter one's digest")
