@@ -9,10 +9,12 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -476,4 +478,72 @@ func nextInitModule(b *testing.B, s *Sensor, tid uint32) *event.Event {
 			b.Fatalf("no init_module event from thread %d within 5 s (stats %+v)", tid, s.Stats())
 		}
 	}
+}
+
+// BenchmarkReaderPath is the reader's CPU per init_module event, without
+// the kernel: the records of one call (image chunks, the event, its
+// result), laid out as the sensor sends them, go through the joiner and the
+// enricher as the read loop hands them over. It isolates the user-space
+// share of BenchmarkInitModuleEvents, which shares the CPU with the
+// producer. Variants: the 4 KiB image those benchmarks send, the same image
+// with a new digest on every call, and Debian 6.1's dummy.ko.
+func BenchmarkReaderPath(b *testing.B) {
+	run := func(b *testing.B, img []byte, vary bool) {
+		n := newEnricher(Config{})
+		sent := 0
+		j := newJoiner(DefaultImageCap, n.decode, func(*event.Event) { sent++ }, func() { b.Fatal("orphan record") })
+		const tid = 4242
+		init := sensorKgSyscallKG_SYS_INIT_MODULE
+		// A caller as the kernel describes it: strings leaf first.
+		ev := eventWithData(init, tid, "", "numdummies=3\x00", "", "bpf.test\x00tmp\x00",
+			"/tmp/bpf.test\x00-test.bench\x00BenchmarkReaderPath\x00",
+			"docker-"+strings.Repeat("0123456789abcdef", 4)+".scope\x00system.slice\x00")
+		hdr := (*sensorKgEvent)(unsafe.Pointer(&ev[0]))
+		hdr.Len, hdr.Captured = uint64(len(img)), uint64(len(img))
+		var chunks [][]byte
+		for off := 0; off < len(img); off += 16384 {
+			c := chunkRecord(tid, 0, uint64(off), img[off:min(off+16384, len(img))])
+			(*sensorKgChunk)(unsafe.Pointer(&c[0])).Total = uint64(len(img))
+			chunks = append(chunks, aligned(c))
+		}
+		ev, exit := aligned(ev), aligned(exitRecord(init, tid, -38))
+		now := time.Now()
+		b.SetBytes(int64(len(img)))
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			ts := uint64(i + 1)
+			if vary {
+				// A new image each call: a cache of digests must miss.
+				binary.LittleEndian.PutUint64(chunks[0][chunkHeaderSize+len(img)-8:], ts)
+			}
+			for _, c := range chunks {
+				(*sensorKgChunk)(unsafe.Pointer(&c[0])).Ts = ts
+				if err := j.record(c, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+			hdr := (*sensorKgEvent)(unsafe.Pointer(&ev[0]))
+			hdr.Ts = ts
+			if err := j.record(ev, now); err != nil {
+				b.Fatal(err)
+			}
+			if err := j.record(exit, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if sent != b.N {
+			b.Fatalf("%d events for %d calls", sent, b.N)
+		}
+	}
+	small := elftest.Header(make([]byte, 4096))
+	b.Run("4KiB", func(b *testing.B) { run(b, small, false) })
+	b.Run("4KiB-distinct", func(b *testing.B) { run(b, slices.Clone(small), true) })
+	b.Run("dummy.ko", func(b *testing.B) {
+		img, err := os.ReadFile(dummyModule(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, img, false)
+	})
 }

@@ -3,7 +3,9 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -516,5 +518,112 @@ func TestChooseProcDir(t *testing.T) {
 	}
 	if !isProcfs("/proc") || isProcfs(t.TempDir()) {
 		t.Error("isProcfs does not tell /proc from a directory")
+	}
+}
+
+// The string decoders as first written, plainly: references for the ones
+// the read loop uses, which avoid the regexp and most allocations.
+var refContainerIDRe = regexp.MustCompile(`(?:^|[-/:])([0-9a-f]{64})(?:\.scope)?$`)
+
+func refContainerID(cgroup string) string {
+	parts := strings.Split(cgroup, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if m := refContainerIDRe.FindStringSubmatch("/" + parts[i]); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+func refJoinPath(b []byte, truncated bool) string {
+	var comps []string
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			i = len(b)
+		}
+		comps = append(comps, string(b[:i]))
+		b = b[min(i+1, len(b)):]
+	}
+	if len(comps) == 0 && !truncated {
+		return "/"
+	}
+	var sb strings.Builder
+	if truncated {
+		sb.WriteString("…")
+	}
+	for i := len(comps) - 1; i >= 0; i-- {
+		sb.WriteByte('/')
+		sb.WriteString(comps[i])
+	}
+	return sb.String()
+}
+
+func refCmdline(b []byte) string {
+	s := strings.TrimRight(string(b), "\x00")
+	return strings.ReplaceAll(s, "\x00", " ")
+}
+
+// TestDecodersMatchReference checks ContainerID, joinPath and cmdline
+// against their references on random strings built from the pieces that
+// matter to them: separators, NULs, hex runs around 64 digits, ".scope".
+func TestDecodersMatchReference(t *testing.T) {
+	id := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	pieces := []string{"/", "-", ":", "\x00", ".scope", "docker", "x", "f", "A", "é", id, id[:63], id[1:], id + "0", ".", "scope"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var sb strings.Builder
+		for range rng.IntN(8) {
+			sb.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		s := sb.String()
+		if got, want := ContainerID(s), refContainerID(s); got != want {
+			t.Fatalf("ContainerID(%q) = %q, want %q", s, got, want)
+		}
+		for _, tr := range []bool{false, true} {
+			if got, want := joinPath([]byte(s), tr), refJoinPath([]byte(s), tr); got != want {
+				t.Fatalf("joinPath(%q, %v) = %q, want %q", s, tr, got, want)
+			}
+		}
+		if got, want := cmdline([]byte(s)), refCmdline([]byte(s)); got != want {
+			t.Fatalf("cmdline(%q) = %q, want %q", s, got, want)
+		}
+	}
+	// Deep paths overflow joinPath's stack array.
+	deep := strings.Repeat("d\x00", 100)
+	if got, want := joinPath([]byte(deep), false), refJoinPath([]byte(deep), false); got != want {
+		t.Errorf("joinPath of 100 components = %q, want %q", got, want)
+	}
+}
+
+// TestJoinerReusesBuffers checks that images put together in one buffer,
+// one after the other, each get their own digest: the joiner reuses an
+// image's buffer once its event is decoded.
+func TestJoinerReusesBuffers(t *testing.T) {
+	var emitted []*event.Event
+	n := &enricher{}
+	j := newJoiner(1<<20, n.decode, func(ev *event.Event) { emitted = append(emitted, ev) }, func() { t.Error("orphan") })
+	init := sensorKgSyscallKG_SYS_INIT_MODULE
+	var want []string
+	for i := range 4 {
+		img := bytes.Repeat([]byte{byte('a' + i)}, 5000)
+		want = append(want, sha(img))
+		for _, rec := range [][]byte{
+			chunkRecord(7, uint64(i), 0, img),
+			eventRecord(init, 7, uint64(i), uint64(len(img)), uint64(len(img))),
+			exitRecord(init, 7, -38),
+		} {
+			if err := j.record(aligned(rec), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(emitted) != len(want) {
+		t.Fatalf("%d events, want %d", len(emitted), len(want))
+	}
+	for i, ev := range emitted {
+		if ev.SHA256 != want[i] || ev.Truncated {
+			t.Errorf("image %d: sha %s truncated %v, want %s", i, ev.SHA256, ev.Truncated, want[i])
+		}
 	}
 }

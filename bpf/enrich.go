@@ -2,14 +2,12 @@ package bpf
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +37,8 @@ type enricher struct {
 	procRoot string
 	// fileCap bounds the finit_module file read for inspection.
 	fileCap int64
+	// images remembers recent images' digests and inspections.
+	images *imageCache
 }
 
 func newEnricher(cfg Config) *enricher {
@@ -164,16 +164,9 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		}
 		if complete && len(img) > 0 {
 			// init_module takes a plain ELF image; anything else is only hashed.
-			if !bytes.HasPrefix(img, []byte("\x7fELF")) {
-				sum := sha256.Sum256(img)
-				ev.SHA256 = hex.EncodeToString(sum[:])
-			} else if m, err := kmod.InspectBytes(img); err == nil {
-				mod = m
-				ev.SHA256, ev.ELFSHA256 = m.FileSHA256, m.ELFSHA256
-			} else {
-				sum := sha256.Sum256(img)
-				ev.SHA256 = hex.EncodeToString(sum[:])
-			}
+			e := n.inspectImage(img, true)
+			mod = e.mod
+			ev.SHA256, ev.ELFSHA256 = e.sha256, e.elfSHA
 		}
 	case event.FinitModule:
 		ev.FD = rec.Fd
@@ -203,7 +196,8 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		ev.NameMismatch = mod.NameMismatch
 		ev.Vermagic = mod.Vermagic
 		ev.Srcversion = mod.Srcversion
-		ev.Depends = mod.Depends
+		// The Module may be the image cache's: the event gets its own list.
+		ev.Depends = slices.Clone(mod.Depends)
 		ev.Signed = mod.Signature.Present
 		ev.Signer = mod.Signature.Signer
 	}
@@ -289,15 +283,17 @@ func (n *enricher) inspectFile(ev *event.Event) *kmod.Module {
 	if err != nil || len(b) == 0 {
 		return nil
 	}
-	m, err := kmod.InspectBytes(b)
-	if err != nil {
-		sum := sha256.Sum256(b)
-		ev.SHA256 = hex.EncodeToString(sum[:])
-		return nil
+	e := n.inspectImage(b, false)
+	ev.SHA256, ev.ELFSHA256 = e.sha256, e.elfSHA
+	return e.mod
+}
+
+// inspectImage returns what an image gives (see imageCache.inspect).
+func (n *enricher) inspectImage(img []byte, elfOnly bool) *imageEntry {
+	if n.images == nil {
+		n.images = newImageCache()
 	}
-	ev.SHA256 = m.FileSHA256
-	ev.ELFSHA256 = m.ELFSHA256
-	return m
+	return n.images.inspect(img, elfOnly)
 }
 
 // openDescriptor opens the caller's descriptor ev.FD through /proc, if the
@@ -386,21 +382,44 @@ func flagNames(v uint32, names []struct {
 	return out
 }
 
-// containerIDRe finds a 64-hex container id in a cgroup path component, as
-// docker (docker-<id>.scope, /docker/<id>), containerd
-// (cri-containerd-<id>.scope), CRI-O (crio-<id>.scope) and podman
-// (libpod-<id>.scope) name them.
-var containerIDRe = regexp.MustCompile(`(?:^|[-/:])([0-9a-f]{64})(?:\.scope)?$`)
-
-// ContainerID returns the container id in a cgroup path, or "".
+// ContainerID returns the container id in a cgroup path, or "": a 64-hex
+// id that ends a path component, alone or after '-' or ':', optionally
+// followed by ".scope", as docker (docker-<id>.scope, /docker/<id>),
+// containerd (cri-containerd-<id>.scope), CRI-O (crio-<id>.scope) and
+// podman (libpod-<id>.scope) name them. The component nearest the leaf
+// wins.
 func ContainerID(cgroup string) string {
-	parts := strings.Split(cgroup, "/")
-	for i := len(parts) - 1; i >= 0; i-- {
-		if m := containerIDRe.FindStringSubmatch("/" + parts[i]); m != nil {
-			return m[1]
+	rest := cgroup
+	for {
+		i := strings.LastIndexByte(rest, '/')
+		if id := componentID(rest[i+1:]); id != "" {
+			return id
+		}
+		if i < 0 {
+			return ""
+		}
+		rest = rest[:i]
+	}
+}
+
+// componentID is the container id that ends one cgroup path component.
+func componentID(c string) string {
+	c = strings.TrimSuffix(c, ".scope")
+	if len(c) < 64 {
+		return ""
+	}
+	id := c[len(c)-64:]
+	for i := range len(id) {
+		if ch := id[i]; (ch < '0' || ch > '9') && (ch < 'a' || ch > 'f') {
+			return ""
 		}
 	}
-	return ""
+	if len(c) > 64 {
+		if sep := c[len(c)-65]; sep != '-' && sep != ':' {
+			return ""
+		}
+	}
+	return id
 }
 
 // bytesOf views a C char array as bytes.
@@ -432,31 +451,54 @@ func trimNUL(b []byte) []byte {
 // path. A truncated walk lost its top components; the path then starts
 // with "…/" rather than "/".
 func joinPath(b []byte, truncated bool) string {
-	var comps []string
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, 0)
-		if i < 0 {
-			i = len(b)
+	// Bounds of the components, leaf first: on the stack for most paths.
+	var stack [32][2]int
+	comps := stack[:0]
+	size := 0
+	for off := 0; off < len(b); {
+		end := len(b)
+		if i := bytes.IndexByte(b[off:], 0); i >= 0 {
+			end = off + i
 		}
-		comps = append(comps, string(b[:i]))
-		b = b[min(i+1, len(b)):]
+		comps = append(comps, [2]int{off, end})
+		size += 1 + end - off
+		off = min(end+1, len(b))
 	}
 	if len(comps) == 0 && !truncated {
 		return "/"
 	}
 	var sb strings.Builder
 	if truncated {
+		sb.Grow(len("…") + size)
 		sb.WriteString("…")
+	} else {
+		sb.Grow(size)
 	}
 	for i := len(comps) - 1; i >= 0; i-- {
 		sb.WriteByte('/')
-		sb.WriteString(comps[i])
+		sb.Write(b[comps[i][0]:comps[i][1]])
 	}
 	return sb.String()
 }
 
-// cmdline turns the NUL-separated argv into one line.
+// cmdline turns the NUL-separated argv into one line: trailing NULs
+// dropped, the others turned into spaces.
 func cmdline(b []byte) string {
-	s := strings.TrimRight(string(b), "\x00")
-	return strings.ReplaceAll(s, "\x00", " ")
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return ""
+	}
+	line := bytes.Clone(b)
+	for rest := line; ; {
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 {
+			break
+		}
+		rest[i] = ' '
+		rest = rest[i+1:]
+	}
+	// line is this string's alone from here on.
+	return unsafe.String(unsafe.SliceData(line), len(line))
 }

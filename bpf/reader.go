@@ -76,10 +76,13 @@ type joiner struct {
 	cap     uint64
 	images  map[uint32]*image
 	pending map[uint32]*pending
-	// decode turns an event record and its image into an Event.
+	// decode turns an event record and its image into an Event. It must
+	// not retain img: the image's buffer is used again for the next.
 	decode func(rec *sensorKgEvent, data eventData, img []byte, imgGap bool) *event.Event
 	emit   func(*event.Event)
 	orphan func()
+	// spare is the buffer of an image already decoded, for the next one.
+	spare []byte
 
 	// Records are shorter than the structs bpf2go mirrors (only the bytes
 	// used travel), so headers are copied out rather than cast.
@@ -176,6 +179,7 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 			j.emit(old.ev)
 		}
 		p := &pending{ev: j.decode(rec, data, img, gap), since: now}
+		j.reuse(img)
 		if mayRetry(rec) {
 			p.retry = newRetryRecord(rec, data)
 		}
@@ -250,6 +254,7 @@ func (j *joiner) retried(p *pending, x *sensorKgExit, params []byte) {
 			hdr.Flags = hdr.Flags&^uint32(sensorKgFlagKG_F_IMAGE_UNREADABLE) | uint32(sensorKgFlagKG_F_IMAGE_AT_EXIT)
 			hdr.Captured = x.Captured
 			p.ev = j.decode(&hdr, data, im.buf, im.gap)
+			j.reuse(im.buf)
 			return
 		}
 		if im != nil {
@@ -277,7 +282,7 @@ func (j *joiner) chunk(tid uint32, ts, off, total uint64, data []byte) {
 				break
 			}
 		}
-		im = &image{ts: ts, buf: make([]byte, 0, min(total, j.cap))}
+		im = &image{ts: ts, buf: j.buffer(min(total, j.cap))}
 		j.images[tid] = im
 	}
 	if off != uint64(len(im.buf)) || off+uint64(len(data)) > j.cap {
@@ -285,6 +290,25 @@ func (j *joiner) chunk(tid uint32, ts, off, total uint64, data []byte) {
 		return
 	}
 	im.buf = append(im.buf, data...)
+}
+
+// maxSpare bounds the buffer the joiner keeps between images.
+const maxSpare = 4 << 20
+
+// buffer returns an empty buffer for an image of n bytes.
+func (j *joiner) buffer(n uint64) []byte {
+	if b := j.spare; b != nil && uint64(cap(b)) >= n {
+		j.spare = nil
+		return b[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// reuse keeps the buffer of a decoded image for the next image.
+func (j *joiner) reuse(b []byte) {
+	if cap(b) > 0 && cap(b) <= maxSpare && cap(b) > cap(j.spare) {
+		j.spare = b
+	}
 }
 
 // expire delivers events that waited longer than pendingTimeout and whose
@@ -355,9 +379,11 @@ func (s *Sensor) readLoop() {
 	j := newJoiner(s.cfg.ImageCap, s.enr.decode, send, func() { s.orphans.Add(1) })
 	var rec ringbuf.Record
 	lastSweep := time.Now()
+	// Wake up now and then to expire events whose result never came. The
+	// deadline moves at each sweep, not at each record: SetDeadline takes
+	// the reader's lock.
+	s.reader.SetDeadline(lastSweep.Add(pendingTimeout))
 	for {
-		// Wake up now and then to expire events whose result never came.
-		s.reader.SetDeadline(time.Now().Add(pendingTimeout))
 		err := s.reader.ReadInto(&rec)
 		now := time.Now()
 		switch {
@@ -381,9 +407,12 @@ func (s *Sensor) readLoop() {
 			j.expire(now, true)
 			return
 		}
-		if now.Sub(lastSweep) >= pendingTimeout {
+		// The deadline may pass a little early (epoll counts whole
+		// milliseconds): it is a sweep's time too, and moves on.
+		if now.Sub(lastSweep) >= pendingTimeout || errors.Is(err, os.ErrDeadlineExceeded) {
 			j.expire(now, false)
 			lastSweep = now
+			s.reader.SetDeadline(now.Add(pendingTimeout))
 		}
 	}
 }

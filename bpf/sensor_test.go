@@ -124,7 +124,7 @@ func mine(tid int, sc event.Syscall) func(*event.Event) bool {
 }
 
 // dummyModule returns the path of Debian 6.1's dummy.ko, or skips.
-func dummyModule(t *testing.T) string {
+func dummyModule(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -100,9 +100,6 @@ func InspectBytes(b []byte) (*Module, error) {
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(b), MaxImageSize)
 	}
 	m := &Module{FileSize: int64(len(b))}
-	fileSum := sha256.Sum256(b)
-	m.FileSHA256 = hex.EncodeToString(fileSum[:])
-
 	img := b
 	m.Compression = detectCompression(b)
 	if m.Compression != CompressionNone {
@@ -114,15 +111,19 @@ func InspectBytes(b []byte) (*Module, error) {
 		}
 		*bp = out[:0]
 		img = out
-		elfSum := sha256.Sum256(img)
-		m.ELFSHA256 = hex.EncodeToString(elfSum[:])
-	} else {
-		m.ELFSHA256 = m.FileSHA256
 	}
 	m.ELFSize = int64(len(img))
-
 	if err := m.inspectELF(img); err != nil {
 		return nil, err
+	}
+	// The digests come last: bytes that are no module cost no hashing
+	// here, and a caller that hashes them anyway hashes them once.
+	fileSum := sha256.Sum256(b)
+	m.FileSHA256 = hex.EncodeToString(fileSum[:])
+	m.ELFSHA256 = m.FileSHA256
+	if m.Compression != CompressionNone {
+		elfSum := sha256.Sum256(img)
+		m.ELFSHA256 = hex.EncodeToString(elfSum[:])
 	}
 	return m, nil
 }
