@@ -10,13 +10,14 @@ import (
 // alike. It judges the names and digests the event carries, so that a
 // recording made without an allowlist can be judged at replay. A module
 // the sensor could not read has no names and is not allowed. Events that
-// name no module to judge (delete_module, sensor_loss) and a nil a leave e
+// name no module to judge (delete_module, sensor_loss, module_request: an
+// alias, not a module) and a nil a leave e
 // as it is. The spec's requirements are checked first, as the guard does:
 // with requireHostNamespaces a caller outside the host's namespaces
 // (host_ns false), with requireModuleSignature an image without a
 // signature, is not allowed, listed or not.
 func (a *Allowlist) Judge(e *event.Event) {
-	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
+	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss || e.Syscall == event.ModuleRequest {
 		return
 	}
 	no := false

@@ -189,6 +189,13 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
 			ev.Name = string(trimNUL(data.name))
 		}
+	case event.ModuleRequest:
+		// RawFlags is request_module's wait: 1 when the caller waits for
+		// modprobe to finish.
+		ev.RawFlags = rec.RawFlags
+		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
+			ev.Name = string(trimNUL(data.name))
+		}
 	}
 	if mod != nil {
 		ev.Name = mod.Name

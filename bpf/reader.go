@@ -165,6 +165,15 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 		if !ok {
 			return fmt.Errorf("%w: event data lengths do not add up", errMalformed)
 		}
+		if syscallOf(rec.Syscall) == event.ModuleRequest {
+			// No exit record follows, and the requester may be inside a
+			// module syscall (a module's init asking for another): the
+			// event goes out now, leaving that syscall's state alone.
+			ev := j.decode(rec, data, nil, false)
+			ev.Res = 0
+			j.emit(ev)
+			return nil
+		}
 		var img []byte
 		gap := false
 		if im := j.images[rec.Tid]; im != nil && im.ts == rec.Ts {
@@ -344,6 +353,8 @@ func syscallOf(k uint8) event.Syscall {
 		return event.FinitModule
 	case sensorKgSyscallKG_SYS_DELETE_MODULE:
 		return event.DeleteModule
+	case sensorKgSyscallKG_SYS_MODULE_REQUEST:
+		return event.ModuleRequest
 	}
 	return ""
 }
@@ -376,7 +387,11 @@ func (s *Sensor) readLoop() {
 		}
 		s.discarded.Add(1)
 	}
-	j := newJoiner(s.cfg.ImageCap, s.enr.decode, send, func() { s.orphans.Add(1) })
+	req := newRequests()
+	j := newJoiner(s.cfg.ImageCap, s.enr.decode, func(ev *event.Event) {
+		req.observe(ev, time.Now())
+		send(ev)
+	}, func() { s.orphans.Add(1) })
 	var rec ringbuf.Record
 	lastSweep := time.Now()
 	// Wake up now and then to expire events whose result never came. The

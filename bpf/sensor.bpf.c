@@ -132,6 +132,7 @@ enum kg_syscall {
 	KG_SYS_INIT_MODULE = 1,
 	KG_SYS_FINIT_MODULE = 2,
 	KG_SYS_DELETE_MODULE = 3,
+	KG_SYS_MODULE_REQUEST = 4, /* autoload (request_module): no exit record */
 };
 
 /* Capture flags of struct kg_event. */
@@ -400,6 +401,38 @@ static __always_inline struct kg_event *kg_scratch(void)
 	__u32 key = 0;
 
 	return bpf_map_lookup_elem(&kg_event_buf, &key);
+}
+
+/* kg_event_init starts e as an event record at ts with nothing in it. */
+static __always_inline void kg_event_init(struct kg_event *e, __u64 ts)
+{
+	e->kind = KG_REC_EVENT;
+	e->ts = ts;
+	e->flags = 0;
+	e->data_len = 0;
+	e->params_len = 0;
+	e->name_len = 0;
+	e->exe_len = 0;
+	e->path_len = 0;
+	e->cgroup_len = 0;
+	e->cmdline_len = 0;
+	e->len = 0;
+	e->captured = 0;
+	e->fd = -1;
+	e->raw_flags = 0;
+	e->ino = 0;
+	e->size = 0;
+	e->mtime_sec = 0;
+	e->mtime_nsec = 0;
+	e->ctime_sec = 0;
+	e->ctime_nsec = 0;
+	e->userns = 0;
+	e->dev = 0;
+	e->ppid = 0;
+	e->pidns = 0;
+	e->mntns = 0;
+	e->cap_effective = 0;
+	e->coalesced = 0;
 }
 
 /* The state of a path walk, carried across bpf_loop steps. */
@@ -1065,32 +1098,7 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 	e = kg_scratch();
 	if (!e)
 		return 0;
-	e->kind = KG_REC_EVENT;
-	e->ts = ts;
-	e->flags = 0;
-	e->data_len = 0;
-	e->params_len = 0;
-	e->name_len = 0;
-	e->exe_len = 0;
-	e->path_len = 0;
-	e->cgroup_len = 0;
-	e->cmdline_len = 0;
-	e->len = 0;
-	e->captured = 0;
-	e->fd = -1;
-	e->raw_flags = 0;
-	e->ino = 0;
-	e->size = 0;
-	e->mtime_sec = 0;
-	e->mtime_nsec = 0;
-	e->ctime_sec = 0;
-	e->ctime_nsec = 0;
-	e->userns = 0;
-	e->dev = 0;
-	e->ppid = 0;
-	e->pidns = 0;
-	e->mntns = 0;
-	e->cap_effective = 0;
+	kg_event_init(e, ts);
 	e->coalesced = coalesced;
 
 	switch (nr) {
@@ -1170,6 +1178,59 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 			bpf_map_update_elem(&kg_retries, &tid, &r, BPF_ANY);
 	}
 	return 0;
+}
+
+/*
+ * Autoload. request_module() asks user space (modprobe, through the
+ * kernel.modprobe helper) for a module on behalf of the current task: a
+ * socket of a family no module provides yet, an unknown file system type,
+ * a device node without its driver. The module:module_request tracepoint
+ * fires in the requester's context, before the helper starts, so the event
+ * names who caused the load and what it asked for (an alias such as
+ * net-pf-38 or fs-cramfs, which modprobe resolves to a module). It has no
+ * result and no exit record.
+ */
+static __always_inline int kg_request(const char *name, bool wait)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct kg_event *e = kg_scratch();
+	long n;
+
+	if (!e)
+		return 0;
+	kg_event_init(e, bpf_ktime_get_boot_ns());
+	e->syscall = KG_SYS_MODULE_REQUEST;
+	e->raw_flags = wait;
+	/* The first segment: data_len is 0. */
+	n = bpf_probe_read_kernel_str(e->data, KG_MODNAME_MAX, name);
+	if (n <= 0) {
+		e->flags |= KG_F_NAME_UNREADABLE;
+	} else {
+		e->name_len = n;
+		e->data_len = n;
+		if (n == KG_MODNAME_MAX)
+			e->flags |= KG_F_NAME_TRUNCATED;
+	}
+	kg_fill_task(e, task);
+	if (bpf_ringbuf_output(&kg_events, e,
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+		kg_count(KG_CNT_DROPS);
+		return 0;
+	}
+	kg_count(KG_CNT_EVENTS);
+	return 0;
+}
+
+SEC("tp_btf/module_request")
+int kg_module_request(__u64 *ctx)
+{
+	return kg_request((const char *)ctx[0], (bool)ctx[1]);
+}
+
+SEC("raw_tracepoint/module_request")
+int kg_raw_module_request(struct bpf_raw_tracepoint_args *ctx)
+{
+	return kg_request((const char *)ctx->args[0], (bool)ctx->args[1]);
 }
 
 static __always_inline int kg_exit(long nr, long ret)

@@ -238,6 +238,12 @@ type Sensor struct {
 	attach   []attachment
 	events   *ebpf.Map
 	counters *ebpf.Map
+	// autoload is the program on module:module_request, in a collection
+	// of its own that shares the sensor's maps; nil when the kernel has no
+	// such tracepoint (no module support) or refused it (autoloadErr).
+	autoload     *ebpf.Collection
+	autoloadHook Hook
+	autoloadErr  error
 
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -329,9 +335,64 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.loadAutoload(spec)
 	s.enr = newEnricher(cfg)
 	return s, nil
 }
+
+// autoloadPrograms are the programs on module:module_request, in the order
+// they are tried.
+var autoloadPrograms = []struct {
+	hook Hook
+	prog string
+}{{HookBTF, "kg_module_request"}, {HookRaw, "kg_raw_module_request"}}
+
+// loadAutoload loads the autoload program with the sensor's maps. A
+// kernel built without module support has no module:module_request
+// tracepoint: the sensor then goes on without autoload events, and says
+// why (Autoload).
+func (s *Sensor) loadAutoload(spec *ebpf.CollectionSpec) {
+	maps := map[string]*ebpf.Map{}
+	for name, m := range s.coll.Maps {
+		maps[name] = m
+	}
+	var errs []error
+	for _, a := range autoloadPrograms {
+		if _, ok := spec.Programs[a.prog]; !ok {
+			errs = append(errs, fmt.Errorf("%s: not in the object", a.prog))
+			continue
+		}
+		sp := spec.Copy()
+		for name := range sp.Programs {
+			if name != a.prog {
+				delete(sp.Programs, name)
+			}
+		}
+		for name := range sp.Maps {
+			if maps[name] == nil {
+				delete(sp.Maps, name)
+			}
+		}
+		for name, v := range sp.Variables {
+			if maps[v.SectionName] == nil {
+				delete(sp.Variables, name)
+			}
+		}
+		coll, err := ebpf.NewCollectionWithOptions(sp, ebpf.CollectionOptions{MapReplacements: maps})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.hook, err))
+			continue
+		}
+		s.autoload, s.autoloadHook = coll, a.hook
+		return
+	}
+	s.autoloadErr = errors.Join(errs...)
+	s.log.WithError(s.autoloadErr).Info("sensor: no autoload events (module:module_request): the kernel has no such tracepoint (no module support) or refused the program")
+}
+
+// Autoload says how the sensor sees autoload requests (module_request
+// events): the hook, or "" and why not.
+func (s *Sensor) Autoload() (Hook, error) { return s.autoloadHook, s.autoloadErr }
 
 // load loads the programs of hook h and the maps they use; the other
 // hooks' programs stay out of the kernel. When the kernel refuses an
@@ -559,6 +620,12 @@ func (s *Sensor) start(ctx context.Context) error {
 		}
 		s.links = append(s.links, l)
 	}
+	if s.autoload != nil {
+		if err := s.attachAutoload(); err != nil {
+			s.autoloadErr, s.autoloadHook = err, ""
+			s.log.WithError(err).Warn("sensor: no autoload events: the kernel refused to attach the program")
+		}
+	}
 	s.out = make(chan *event.Event, s.cfg.EventBuffer)
 	go func() {
 		select {
@@ -653,7 +720,31 @@ func (s *Sensor) closeLinks() {
 	s.links = nil
 }
 
+// attachAutoload attaches the loaded autoload program.
+func (s *Sensor) attachAutoload() error {
+	var (
+		l   link.Link
+		err error
+	)
+	for _, p := range s.autoload.Programs {
+		if s.autoloadHook == HookRaw {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "module_request", Program: p})
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: p})
+		}
+		if err != nil {
+			return err
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
 func (s *Sensor) closeObjects() {
+	if s.autoload != nil {
+		s.autoload.Close()
+		s.autoload = nil
+	}
 	if s.coll != nil {
 		s.coll.Close()
 		s.coll = nil

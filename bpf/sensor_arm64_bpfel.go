@@ -148,9 +148,10 @@ type sensorKgRetry struct {
 type sensorKgSyscall uint32
 
 const (
-	sensorKgSyscallKG_SYS_INIT_MODULE   sensorKgSyscall = 1
-	sensorKgSyscallKG_SYS_FINIT_MODULE  sensorKgSyscall = 2
-	sensorKgSyscallKG_SYS_DELETE_MODULE sensorKgSyscall = 3
+	sensorKgSyscallKG_SYS_INIT_MODULE    sensorKgSyscall = 1
+	sensorKgSyscallKG_SYS_FINIT_MODULE   sensorKgSyscall = 2
+	sensorKgSyscallKG_SYS_DELETE_MODULE  sensorKgSyscall = 3
+	sensorKgSyscallKG_SYS_MODULE_REQUEST sensorKgSyscall = 4
 )
 
 // Names of all BPF objects in the ELF.
@@ -172,6 +173,8 @@ const (
 	sensorProgKgFexitDeleteModule  = "kg_fexit_delete_module"
 	sensorProgKgFexitFinitModule   = "kg_fexit_finit_module"
 	sensorProgKgFexitInitModule    = "kg_fexit_init_module"
+	sensorProgKgModuleRequest      = "kg_module_request"
+	sensorProgKgRawModuleRequest   = "kg_raw_module_request"
 	sensorProgKgRawSysEnter        = "kg_raw_sys_enter"
 	sensorProgKgRawSysExit         = "kg_raw_sys_exit"
 	sensorProgKgSysEnter           = "kg_sys_enter"
@@ -233,6 +236,8 @@ type sensorProgramSpecs struct {
 	KgFexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_fexit_delete_module"`
 	KgFexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_fexit_finit_module"`
 	KgFexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_fexit_init_module"`
+	KgModuleRequest      *ebpf.ProgramSpec `ebpf:"kg_module_request"`
+	KgRawModuleRequest   *ebpf.ProgramSpec `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter        *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit         *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
 	KgSysEnter           *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
@@ -335,6 +340,8 @@ type sensorPrograms struct {
 	KgFexitDeleteModule  *ebpf.Program `ebpf:"kg_fexit_delete_module"`
 	KgFexitFinitModule   *ebpf.Program `ebpf:"kg_fexit_finit_module"`
 	KgFexitInitModule    *ebpf.Program `ebpf:"kg_fexit_init_module"`
+	KgModuleRequest      *ebpf.Program `ebpf:"kg_module_request"`
+	KgRawModuleRequest   *ebpf.Program `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter        *ebpf.Program `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit         *ebpf.Program `ebpf:"kg_raw_sys_exit"`
 	KgSysEnter           *ebpf.Program `ebpf:"kg_sys_enter"`
@@ -349,6 +356,8 @@ func (p *sensorPrograms) Close() error {
 		p.KgFexitDeleteModule,
 		p.KgFexitFinitModule,
 		p.KgFexitInitModule,
+		p.KgModuleRequest,
+		p.KgRawModuleRequest,
 		p.KgRawSysEnter,
 		p.KgRawSysExit,
 		p.KgSysEnter,

@@ -148,9 +148,10 @@ type sensorKgRetry struct {
 type sensorKgSyscall uint32
 
 const (
-	sensorKgSyscallKG_SYS_INIT_MODULE   sensorKgSyscall = 1
-	sensorKgSyscallKG_SYS_FINIT_MODULE  sensorKgSyscall = 2
-	sensorKgSyscallKG_SYS_DELETE_MODULE sensorKgSyscall = 3
+	sensorKgSyscallKG_SYS_INIT_MODULE    sensorKgSyscall = 1
+	sensorKgSyscallKG_SYS_FINIT_MODULE   sensorKgSyscall = 2
+	sensorKgSyscallKG_SYS_DELETE_MODULE  sensorKgSyscall = 3
+	sensorKgSyscallKG_SYS_MODULE_REQUEST sensorKgSyscall = 4
 )
 
 // Names of all BPF objects in the ELF.
@@ -178,6 +179,8 @@ const (
 	sensorProgKgIa32FexitDeleteModule  = "kg_ia32_fexit_delete_module"
 	sensorProgKgIa32FexitFinitModule   = "kg_ia32_fexit_finit_module"
 	sensorProgKgIa32FexitInitModule    = "kg_ia32_fexit_init_module"
+	sensorProgKgModuleRequest          = "kg_module_request"
+	sensorProgKgRawModuleRequest       = "kg_raw_module_request"
 	sensorProgKgRawSysEnter            = "kg_raw_sys_enter"
 	sensorProgKgRawSysExit             = "kg_raw_sys_exit"
 	sensorProgKgSysEnter               = "kg_sys_enter"
@@ -245,6 +248,8 @@ type sensorProgramSpecs struct {
 	KgIa32FexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_delete_module"`
 	KgIa32FexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_finit_module"`
 	KgIa32FexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_init_module"`
+	KgModuleRequest          *ebpf.ProgramSpec `ebpf:"kg_module_request"`
+	KgRawModuleRequest       *ebpf.ProgramSpec `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter            *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit             *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
 	KgSysEnter               *ebpf.ProgramSpec `ebpf:"kg_sys_enter"`
@@ -353,6 +358,8 @@ type sensorPrograms struct {
 	KgIa32FexitDeleteModule  *ebpf.Program `ebpf:"kg_ia32_fexit_delete_module"`
 	KgIa32FexitFinitModule   *ebpf.Program `ebpf:"kg_ia32_fexit_finit_module"`
 	KgIa32FexitInitModule    *ebpf.Program `ebpf:"kg_ia32_fexit_init_module"`
+	KgModuleRequest          *ebpf.Program `ebpf:"kg_module_request"`
+	KgRawModuleRequest       *ebpf.Program `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter            *ebpf.Program `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit             *ebpf.Program `ebpf:"kg_raw_sys_exit"`
 	KgSysEnter               *ebpf.Program `ebpf:"kg_sys_enter"`
@@ -373,6 +380,8 @@ func (p *sensorPrograms) Close() error {
 		p.KgIa32FexitDeleteModule,
 		p.KgIa32FexitFinitModule,
 		p.KgIa32FexitInitModule,
+		p.KgModuleRequest,
+		p.KgRawModuleRequest,
 		p.KgRawSysEnter,
 		p.KgRawSysExit,
 		p.KgSysEnter,

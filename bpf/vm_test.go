@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -376,4 +377,70 @@ func refuseFinitModule() error {
 		return fmt.Errorf("seccomp: %w", err)
 	}
 	return nil
+}
+
+// TestGuestSensorAutoload: mounting a file system type the kernel does not
+// know makes it ask modprobe for "fs-TYPE" on the caller's behalf
+// (request_module, whatever modprobe then finds). The sensor's
+// module_request event names that alias and the calling thread, with its
+// process context: in the host's namespaces from this test, and outside
+// them from a new PID namespace (unshare -p -f).
+func TestGuestSensorAutoload(t *testing.T) {
+	vmtest.RequireGuest(t)
+	s, c := newTestSensor(t, Config{})
+	hook, err := s.Autoload()
+	if hook == "" {
+		t.Fatalf("no autoload events on %s: %v", vmtest.Release(), err)
+	}
+	t.Logf("autoload requests through %s", hook)
+	dir := t.TempDir()
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	fs := fmt.Sprintf("kgtest%d", tid)
+	if err := unix.Mount("none", dir, fs, 0, ""); !errors.Is(err, unix.ENODEV) {
+		t.Fatalf("mount -t %s: %v, want ENODEV (no such file system type)", fs, err)
+	}
+	ev := c.wait(t, mine(tid, event.ModuleRequest))
+	t.Logf("module_request: name %q pid %d comm %q host_ns %v res %d flags %d", ev.Name, ev.Pid, ev.Comm, ev.HostNS, ev.Res, ev.RawFlags)
+	if ev.Name != "fs-"+fs || int(ev.Pid) != os.Getpid() || !ev.HostNS || ev.Exe == "" || ev.Cmdline == "" || ev.Res != 0 {
+		t.Errorf("module_request event %+v: want name fs-%s from this process, in the host's namespaces", ev, fs)
+	}
+
+	other := fs + "ns"
+	out, err := exec.Command("unshare", "-p", "-f", "mount", "-t", other, "none", dir).CombinedOutput()
+	if err == nil {
+		t.Fatalf("mount -t %s from a new PID namespace succeeded: %s", other, out)
+	}
+	ev = c.wait(t, func(ev *event.Event) bool { return ev.Syscall == event.ModuleRequest && ev.Name == "fs-"+other })
+	t.Logf("module_request from unshare -p -f: name %q comm %q host_ns %v pidns %d", ev.Name, ev.Comm, ev.HostNS, ev.PidNS)
+	if ev.HostNS || ev.Comm != "mount" {
+		t.Errorf("module_request from a new PID namespace: %+v; want host_ns false, comm mount", ev)
+	}
+
+	// The join: the kernel's modprobe (busybox's here), run for an alias
+	// that /etc/modprobe.d maps to dummy, loads it; that load names the
+	// request and this process.
+	joined := fs + "join"
+	if err := os.MkdirAll("/etc/modprobe.d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := "/etc/modprobe.d/kmodguard-test.conf"
+	if err := os.WriteFile(conf, []byte("alias fs-"+joined+" dummy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(conf)
+	helper, _ := os.ReadFile("/proc/sys/kernel/modprobe")
+	unix.Mount("none", dir, joined, 0, "") // dummy is no file system: ENODEV once it is loaded
+	defer unix.DeleteModule("dummy", unix.O_NONBLOCK)
+	ev = c.wait(t, func(ev *event.Event) bool {
+		return (ev.Syscall == event.InitModule || ev.Syscall == event.FinitModule) && ev.Name == "dummy"
+	})
+	t.Logf("the helper's load (kernel.modprobe %s): %s by %q (ppid %d) cmdline %q: request %q by %q pid %d",
+		strings.TrimSpace(string(helper)), ev.Syscall, ev.Comm, ev.Ppid, ev.Cmdline, ev.RequestName, ev.RequestComm, ev.RequestPid)
+	if ev.RequestName != "fs-"+joined || int(ev.RequestPid) != os.Getpid() || ev.Ppid != kthreadd {
+		t.Errorf("the helper's load of dummy: request %q by pid %d, ppid %d; want fs-%s by this process (%d), a child of kthreadd",
+			ev.RequestName, ev.RequestPid, ev.Ppid, joined, os.Getpid())
+	}
 }

@@ -102,6 +102,9 @@ const (
 	fCoalesced      = 55
 	fTaint          = 56
 	fInventory      = 57
+	fRequestName    = 58
+	fRequestPid     = 59
+	fRequestComm    = 60
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -181,6 +184,9 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fCoalesced, uint64(e.Coalesced))
 	w.str(fTaint, e.Taint)
 	w.str(fInventory, e.Inventory)
+	w.str(fRequestName, e.RequestName)
+	w.uint(fRequestPid, uint64(e.RequestPid))
+	w.str(fRequestComm, e.RequestComm)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -491,9 +497,11 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.Throttled = v
 	case fCoalesced:
 		e.Coalesced = u32()
+	case fRequestPid:
+		e.RequestPid = u32()
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
-		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory:
+		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory, fRequestName, fRequestComm:
 		return fmt.Errorf("%w: string field %d sent as a varint", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.
@@ -555,10 +563,14 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.Taint = s
 	case fInventory:
 		e.Inventory = s
+	case fRequestName:
+		e.RequestName = s
+	case fRequestComm:
+		e.RequestComm = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced:
+		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced, fRequestPid:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

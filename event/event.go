@@ -26,6 +26,10 @@ const (
 	// started (package inventory): no syscall, no caller; Path, the
 	// digests and Inventory say which file it was tied to.
 	Present Syscall = "present"
+	// ModuleRequest marks an autoload request (request_module): the
+	// kernel asked modprobe for Name (an alias such as net-pf-38) on
+	// behalf of the process the event names. It has no result.
+	ModuleRequest Syscall = "module_request"
 )
 
 // Verdicts of the guard, for Event.Verdict.
@@ -79,6 +83,12 @@ type Event struct {
 	// events: /sys/module/NAME/taint; E is an unsigned or unverified
 	// module, O out of tree, P proprietary).
 	Taint string `json:"taint,omitempty"`
+	// RequestName, RequestPid and RequestComm name, on a load by the
+	// kernel's modprobe, the autoload request that caused it: the alias
+	// asked for and the process that asked (a module_request event).
+	RequestName string `json:"request_name,omitempty"`
+	RequestPid  uint32 `json:"request_pid,omitempty"`
+	RequestComm string `json:"request_comm,omitempty"`
 	// Inventory says, on a present event, how the loaded module was tied
 	// to its file: "file:srcversion", "file:name", or "no file: why".
 	Inventory string `json:"inventory,omitempty"`

@@ -3,13 +3,15 @@
 // /proc/modules says is loaded, tied to the module file it came from where
 // that can be shown, and what the kernel knows of each (its taint letters).
 //
-// A loaded module is tied to a file of the running release
-// (modules.dep) when both carry the same srcversion (a digest of the
-// module's sources that the kernel keeps in /sys/module/NAME/srcversion):
-// the file's digests then stand for the module and are judged. When
-// neither has a srcversion the module is tied by name only, and says so;
-// when they differ, or no file of that name exists, it is not tied, has no
-// digest, and no allowlist admits it.
+// A loaded module is tied to a file of the running release (modules.dep)
+// when both carry the same GNU build ID (the kernel shows the loaded
+// module's in /sys/module/NAME/notes/.note.gnu.build-id: it changes with
+// every build), or, where either has none, the same srcversion (a digest
+// of the module's sources, /sys/module/NAME/srcversion): the file's
+// digests then stand for the module and are judged. When neither is there
+// the module is tied by name only, and says so; when they differ, or no
+// file of that name exists, it is not tied, has no digest, and no
+// allowlist admits it.
 package inventory
 
 import (
@@ -31,6 +33,7 @@ import (
 
 // How a loaded module was tied to its file (event.Event.Inventory).
 const (
+	TiedByBuildID    = "file:build-id"
 	TiedBySrcversion = "file:srcversion"
 	TiedByName       = "file:name"
 	NotTied          = "no file"
@@ -80,9 +83,10 @@ func Take(root string) ([]event.Event, error) {
 		if t := strings.TrimSpace(readSmall(filepath.Join(sysDir, "taint"))); t != "" {
 			e.Taint = t
 		}
-		loadedSrc := strings.TrimSpace(readSmall(filepath.Join(sysDir, "srcversion")))
-		e.Srcversion = loadedSrc
-		tie(&e, files, filesErr, release, loadedSrc)
+		loaded := loadedIDs{srcversion: strings.TrimSpace(readSmall(filepath.Join(sysDir, "srcversion")))}
+		loaded.buildID, _ = kmod.BuildIDNote([]byte(readSmall(filepath.Join(sysDir, "notes/.note.gnu.build-id"))))
+		e.Srcversion = loaded.srcversion
+		tie(&e, files, filesErr, release, loaded)
 		out = append(out, e)
 	}
 	return out, nil
@@ -90,7 +94,10 @@ func Take(root string) ([]event.Event, error) {
 
 // tie fills in the file of e's module and its description, or says why
 // there is none.
-func tie(e *event.Event, files map[string]string, filesErr error, release, loadedSrc string) {
+// loadedIDs is what the kernel shows of a loaded module's build.
+type loadedIDs struct{ buildID, srcversion string }
+
+func tie(e *event.Event, files map[string]string, filesErr error, release string, loaded loadedIDs) {
 	if filesErr != nil {
 		e.Inventory = fmt.Sprintf("%s: the module tree of %s: %v", NotTied, release, filesErr)
 		return
@@ -106,12 +113,18 @@ func tie(e *event.Event, files map[string]string, filesErr error, release, loade
 		return
 	}
 	switch {
-	case loadedSrc != "" && m.Srcversion == loadedSrc:
+	case loaded.buildID != "" && m.BuildID != "":
+		if loaded.buildID != m.BuildID {
+			e.Inventory = fmt.Sprintf("%s: %s has build ID %s, the loaded module %s", NotTied, path, m.BuildID, loaded.buildID)
+			return
+		}
+		e.Inventory = TiedByBuildID
+	case loaded.srcversion != "" && m.Srcversion == loaded.srcversion:
 		e.Inventory = TiedBySrcversion
-	case loadedSrc == "" && m.Srcversion == "":
+	case loaded.srcversion == "" && m.Srcversion == "":
 		e.Inventory = TiedByName
 	default:
-		e.Inventory = fmt.Sprintf("%s: %s has srcversion %q, the loaded module %q", NotTied, path, m.Srcversion, loadedSrc)
+		e.Inventory = fmt.Sprintf("%s: %s has srcversion %q, the loaded module %q", NotTied, path, m.Srcversion, loaded.srcversion)
 		return
 	}
 	e.Path = path

@@ -57,6 +57,8 @@ func TestTake(t *testing.T) {
 		"dummy 16384 0 - Live 0xffffffffc0a2b000",
 		"rootkit 16384 0 - Live 0xffffffffc0a1b000 (OE)",
 		"nosrc 16384 0 - Live 0xffffffffc0a0b000",
+		"bid 16384 0 - Live 0xffffffffc0a0c000",
+		"rebuilt 16384 0 - Live 0xffffffffc0a0d000",
 		"",
 	}, "\n"))
 	dummy := elftest.Module("license=GPL\x00srcversion=AAA111\x00name=dummy\x00", "dummy")
@@ -65,6 +67,22 @@ func TestTake(t *testing.T) {
 	dummyPath := h.file("kernel/drivers/net/dummy.ko", dummy)
 	h.file("kernel/drivers/net/veth.ko", veth)
 	h.file("extra/nosrc.ko", nosrc)
+	// Build IDs decide where both sides have one, whatever srcversion says.
+	note := func(id string) []byte {
+		n := []byte{4, 0, 0, 0, byte(len(id)), 0, 0, 0, 3, 0, 0, 0, 'G', 'N', 'U', 0}
+		return append(n, id...)
+	}
+	bidSec := func(id string) elftest.Section {
+		return elftest.Section{Name: ".note.gnu.build-id", Type: 7, Flags: elftest.SHFAlloc, Data: note(id)}
+	}
+	bid := elftest.Module("license=GPL\x00srcversion=SAME\x00name=bid\x00", "bid", bidSec("\x01\x02\x03\x04"))
+	rebuilt := elftest.Module("license=GPL\x00srcversion=SAME\x00name=rebuilt\x00", "rebuilt", bidSec("\x01\x02\x03\x04"))
+	h.file("extra/bid.ko", bid)
+	h.file("extra/rebuilt.ko", rebuilt)
+	h.write("sys/module/bid/srcversion", "SAME\n")
+	h.write("sys/module/bid/notes/.note.gnu.build-id", string(note("\x01\x02\x03\x04")))
+	h.write("sys/module/rebuilt/srcversion", "SAME\n")
+	h.write("sys/module/rebuilt/notes/.note.gnu.build-id", string(note("\x09\x09\x09\x09")))
 	h.write("sys/module/dummy/srcversion", "AAA111\n")
 	h.write("sys/module/dummy/taint", "\n")
 	h.write("sys/module/veth/srcversion", "CCC333\n") // another build is loaded
@@ -83,7 +101,7 @@ func TestTake(t *testing.T) {
 		by[e.Name] = e
 		names = append(names, e.Name)
 	}
-	if got := strings.Join(names, " "); got != "dummy nosrc rootkit veth" {
+	if got := strings.Join(names, " "); got != "bid dummy nosrc rebuilt rootkit veth" {
 		t.Fatalf("present modules %q, want them all, sorted", got)
 	}
 	if e := by["dummy"]; e.Inventory != TiedBySrcversion || e.Path != dummyPath || e.SHA256 != digest(dummy) || e.ThisModuleName != "dummy" || e.Srcversion != "AAA111" {
@@ -91,6 +109,12 @@ func TestTake(t *testing.T) {
 	}
 	if e := by["nosrc"]; e.Inventory != TiedByName || e.SHA256 != digest(nosrc) {
 		t.Errorf("nosrc: %+v; want tied by name", e)
+	}
+	if e := by["bid"]; e.Inventory != TiedByBuildID || e.SHA256 != digest(bid) {
+		t.Errorf("bid: %+v; want tied by build ID", e)
+	}
+	if e := by["rebuilt"]; !strings.Contains(e.Inventory, "has build ID 01020304, the loaded module 09090909") || e.SHA256 != "" {
+		t.Errorf("rebuilt: %+v; want not tied: the same srcversion, another build", e)
 	}
 	if e := by["veth"]; !strings.HasPrefix(e.Inventory, NotTied) || !strings.Contains(e.Inventory, `"BBB222"`) || e.SHA256 != "" || e.Path != "" {
 		t.Errorf("veth: %+v; want not tied: another srcversion is loaded", e)

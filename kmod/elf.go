@@ -47,6 +47,7 @@ const (
 	shOffSize      = 32
 	secModinfo     = ".modinfo"
 	secThisModule  = ".gnu.linkonce.this_module"
+	secBuildID     = ".note.gnu.build-id"
 	thisModNameOff = 24 // offsetof(struct module, name) on 64-bit
 	thisModNameLen = 56 // MODULE_NAME_LEN on 64-bit
 	modinfoNameTag = "name="
@@ -85,40 +86,47 @@ func (s *section) data(img []byte) ([]byte, error) {
 // elfSections checks the ELF header and returns the .modinfo and
 // .gnu.linkonce.this_module section headers; found is false when absent.
 func elfSections(img []byte) (modinfo, thisModule section, err error) {
+	modinfo, thisModule, _, err = elfSectionsWith(img, "")
+	return modinfo, thisModule, err
+}
+
+// elfSectionsWith is elfSections that also returns the section named
+// extra (none when extra is "").
+func elfSectionsWith(img []byte, extra string) (modinfo, thisModule, ex section, err error) {
 	var none section
 	if len(img) < 4 || !bytes.Equal(img[:4], []byte("\x7fELF")) {
-		return none, none, ErrNotELF
+		return none, none, none, ErrNotELF
 	}
 	if len(img) < elfHeaderSize {
-		return none, none, fmt.Errorf("%w: %d bytes is shorter than the ELF header", ErrMalformedELF, len(img))
+		return none, none, none, fmt.Errorf("%w: %d bytes is shorter than the ELF header", ErrMalformedELF, len(img))
 	}
 	if img[4] != elfClass64 {
-		return none, none, fmt.Errorf("%w: ELF class %d (only ELF64 modules are supported)", ErrUnsupported, img[4])
+		return none, none, none, fmt.Errorf("%w: ELF class %d (only ELF64 modules are supported)", ErrUnsupported, img[4])
 	}
 	if img[5] != elfData2LSB {
-		return none, none, fmt.Errorf("%w: ELF data encoding %d (only little-endian modules are supported)", ErrUnsupported, img[5])
+		return none, none, none, fmt.Errorf("%w: ELF data encoding %d (only little-endian modules are supported)", ErrUnsupported, img[5])
 	}
 	le := binary.LittleEndian
 	if t := le.Uint16(img[16:]); t != elfTypeRel {
-		return none, none, fmt.Errorf("%w: e_type %d is not ET_REL, so this is not a kernel module", ErrMalformedELF, t)
+		return none, none, none, fmt.Errorf("%w: e_type %d is not ET_REL, so this is not a kernel module", ErrMalformedELF, t)
 	}
 	shoff := le.Uint64(img[offShoff:])
 	shentsize := le.Uint16(img[offShentsize:])
 	shnum := uint64(le.Uint16(img[offShnum:]))
 	shstrndx := uint64(le.Uint16(img[offShstrndx:]))
 	if shentsize != elfSectionSize {
-		return none, none, fmt.Errorf("%w: e_shentsize %d, want %d", ErrMalformedELF, shentsize, elfSectionSize)
+		return none, none, none, fmt.Errorf("%w: e_shentsize %d, want %d", ErrMalformedELF, shentsize, elfSectionSize)
 	}
 	if shnum == 0 {
-		return none, none, fmt.Errorf("%w: no section headers", ErrMalformedELF)
+		return none, none, none, fmt.Errorf("%w: no section headers", ErrMalformedELF)
 	}
 	// shnum <= 0xffff, so shnum*64 cannot overflow; shoff+that can.
 	tableEnd := shoff + shnum*elfSectionSize
 	if tableEnd < shoff || tableEnd > uint64(len(img)) {
-		return none, none, fmt.Errorf("%w: section header table [%#x, +%d*%d) is outside the %d-byte image", ErrMalformedELF, shoff, shnum, elfSectionSize, len(img))
+		return none, none, none, fmt.Errorf("%w: section header table [%#x, +%d*%d) is outside the %d-byte image", ErrMalformedELF, shoff, shnum, elfSectionSize, len(img))
 	}
 	if shstrndx == 0 || shstrndx >= shnum {
-		return none, none, fmt.Errorf("%w: e_shstrndx %d out of range (e_shnum %d)", ErrMalformedELF, shstrndx, shnum)
+		return none, none, none, fmt.Errorf("%w: e_shstrndx %d out of range (e_shnum %d)", ErrMalformedELF, shstrndx, shnum)
 	}
 	header := func(i uint64) section {
 		h := img[shoff+i*elfSectionSize:]
@@ -133,38 +141,40 @@ func elfSections(img []byte) (modinfo, thisModule section, err error) {
 	strtab.name = "section name table"
 	names, err := strtab.data(img)
 	if err != nil {
-		return none, none, err
+		return none, none, none, err
 	}
 	for i := uint64(1); i < shnum; i++ {
 		s := header(i)
 		nameOff := uint64(le.Uint32(img[shoff+i*elfSectionSize+shOffName:]))
 		if nameOff >= uint64(len(names)) {
-			return none, none, fmt.Errorf("%w: section %d name offset %#x is outside the %d-byte name table", ErrMalformedELF, i, nameOff, len(names))
+			return none, none, none, fmt.Errorf("%w: section %d name offset %#x is outside the %d-byte name table", ErrMalformedELF, i, nameOff, len(names))
 		}
 		n := names[nameOff:]
 		end := bytes.IndexByte(n, 0)
 		if end < 0 {
-			return none, none, fmt.Errorf("%w: section %d name is not NUL-terminated", ErrMalformedELF, i)
+			return none, none, none, fmt.Errorf("%w: section %d name is not NUL-terminated", ErrMalformedELF, i)
 		}
 		var slot *section
-		switch string(n[:end]) {
-		case secModinfo:
+		switch name := string(n[:end]); {
+		case name == secModinfo:
 			slot, s.name = &modinfo, secModinfo
-		case secThisModule:
+		case name == secThisModule:
 			slot, s.name = &thisModule, secThisModule
+		case extra != "" && name == extra:
+			slot, s.name = &ex, extra
 		default:
 			continue
 		}
 		if slot.found {
-			return none, none, fmt.Errorf("%w: more than one %s section", ErrMalformedELF, s.name)
+			return none, none, none, fmt.Errorf("%w: more than one %s section", ErrMalformedELF, s.name)
 		}
 		if s.flags&shfAlloc == 0 {
-			return none, none, fmt.Errorf("%w: section %s lacks SHF_ALLOC", ErrMalformedELF, s.name)
+			return none, none, none, fmt.Errorf("%w: section %s lacks SHF_ALLOC", ErrMalformedELF, s.name)
 		}
 		s.found = true
 		*slot = s
 	}
-	return modinfo, thisModule, nil
+	return modinfo, thisModule, ex, nil
 }
 
 // ParseNames returns a module image's two names: .modinfo's name= (what the

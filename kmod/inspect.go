@@ -133,13 +133,18 @@ func (m *Module) inspectELF(img []byte) error {
 	// Section bounds are checked against the whole image, signature
 	// included, as the kernel's post_load_data hook (and the guard) sees it.
 	_, m.Signature = splitSignature(img)
-	mi, tm, err := elfSections(img)
+	mi, tm, bid, err := elfSectionsWith(img, secBuildID)
 	if err != nil {
 		return err
 	}
 	m.Name, m.ThisModuleName, err = sectionNames(img, mi, tm)
 	if err != nil {
 		return err
+	}
+	if bid.found {
+		if note, err := bid.data(img); err == nil {
+			m.BuildID, _ = BuildIDNote(note)
+		}
 	}
 	if mi.found {
 		info, err := mi.data(img)

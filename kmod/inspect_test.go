@@ -857,3 +857,33 @@ func TestModinfoBounds(t *testing.T) {
 		t.Errorf("license %q, in-tree %v, depends[0] %q", m.License, m.InTree, m.Depends[0])
 	}
 }
+
+// TestBuildIDNote reads the GNU build ID out of note sections, skipping
+// other notes, and refuses notes whose sizes run past the bytes.
+func TestBuildIDNote(t *testing.T) {
+	gnu := func(typ byte, desc string) []byte {
+		n := []byte{4, 0, 0, 0, byte(len(desc)), 0, 0, 0, typ, 0, 0, 0, 'G', 'N', 'U', 0}
+		n = append(n, desc...)
+		for len(n)%4 != 0 {
+			n = append(n, 0)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"build ID", gnu(3, "\xde\xad\xbe\xef\x01"), "deadbeef01"},
+		{"after another note", append(gnu(1, "xyz"), gnu(3, "\xab")...), "ab"},
+		{"no build ID note", gnu(1, "\x01\x02"), ""},
+		{"empty", nil, ""},
+		{"name size past the end", []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 3, 0, 0, 0}, ""},
+		{"description size past the end", []byte{4, 0, 0, 0, 0xf0, 0xff, 0xff, 0xff, 3, 0, 0, 0, 'G', 'N', 'U', 0}, ""},
+	} {
+		got, ok := BuildIDNote(tc.b)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: %q %v, want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}

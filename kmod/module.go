@@ -4,6 +4,11 @@
 // input as hostile: no input makes it panic or hang.
 package kmod
 
+import (
+	"encoding/binary"
+	"encoding/hex"
+)
+
 // Compression is the container around the ELF image.
 type Compression string
 
@@ -30,11 +35,16 @@ type Module struct {
 	// any difference, '-' against '_' included, is a forgery signal.
 	NameMismatch bool `json:"name_mismatch"`
 
-	Vermagic   string   `json:"vermagic,omitempty"`
-	Srcversion string   `json:"srcversion,omitempty"`
-	License    string   `json:"license,omitempty"`
-	Depends    []string `json:"depends,omitempty"`
-	Params     []Param  `json:"params,omitempty"`
+	Vermagic   string `json:"vermagic,omitempty"`
+	Srcversion string `json:"srcversion,omitempty"`
+	// BuildID is the hex GNU build ID of the module's link
+	// (.note.gnu.build-id): it tells builds apart where srcversion, a
+	// digest of the sources, does not. The kernel shows a loaded module's
+	// in /sys/module/NAME/notes/.note.gnu.build-id.
+	BuildID string   `json:"build_id,omitempty"`
+	License string   `json:"license,omitempty"`
+	Depends []string `json:"depends,omitempty"`
+	Params  []Param  `json:"params,omitempty"`
 	// Description and Authors are .modinfo's description= and author=
 	// (which repeats).
 	Description string   `json:"description,omitempty"`
@@ -88,4 +98,29 @@ func NormalizeName(name string) string {
 		}
 	}
 	return string(b)
+}
+
+// BuildIDNote returns the build ID (hex) held in the contents of a
+// .note.gnu.build-id section, as a module file or
+// /sys/module/NAME/notes/.note.gnu.build-id has it: notes of a 4-byte
+// name size, description size and type, then the name and the description,
+// each padded to 4 bytes. It looks for the GNU note of type
+// NT_GNU_BUILD_ID (3) and reports false when there is none.
+func BuildIDNote(b []byte) (string, bool) {
+	const ntGNUBuildID = 3
+	for len(b) >= 12 {
+		namesz := uint64(binary.LittleEndian.Uint32(b[0:]))
+		descsz := uint64(binary.LittleEndian.Uint32(b[4:]))
+		typ := binary.LittleEndian.Uint32(b[8:])
+		name := (namesz + 3) &^ 3
+		desc := (descsz + 3) &^ 3
+		if name > uint64(len(b)-12) || desc > uint64(len(b)-12)-name {
+			return "", false
+		}
+		if typ == ntGNUBuildID && namesz == 4 && string(b[12:16]) == "GNU\x00" && descsz > 0 {
+			return hex.EncodeToString(b[12+name : 12+name+descsz]), true
+		}
+		b = b[12+name+desc:]
+	}
+	return "", false
 }

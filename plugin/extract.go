@@ -179,8 +179,8 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 	case fieldAllowlistEntry:
 		return str(e.AllowlistEntry)
 	case fieldVerdict:
-		if e.Syscall == event.DeleteModule {
-			return nil, false // no LSM hook for unloads
+		if e.Syscall == event.DeleteModule || e.Syscall == event.Present || e.Syscall == event.ModuleRequest {
+			return nil, false // no guard decision: an unload, a module already there, a request
 		}
 		if e.Verdict == "" {
 			return event.VerdictNone, true
@@ -250,6 +250,12 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 		return e.Taint, true
 	case fieldInventory:
 		return str(e.Inventory)
+	case fieldRequestName:
+		return str(e.RequestName)
+	case fieldRequestPid:
+		return nonZero(uint64(e.RequestPid))
+	case fieldRequestComm:
+		return str(e.RequestComm)
 	}
 	return nil, false
 }
@@ -272,7 +278,15 @@ func lossValue(e *event.Event, id uint64) (any, bool) {
 // resUnknown is the Res of an event whose sys_exit was lost (bpf.ResUnknown).
 const resUnknown = math.MinInt64
 
-func hasRes(e *event.Event) bool { return e.Syscall != event.Guard && e.Res != resUnknown }
+// hasRes reports whether e has a syscall result: a guard decision, a
+// module already present and an autoload request have none.
+func hasRes(e *event.Event) bool {
+	switch e.Syscall {
+	case event.Guard, event.Present, event.ModuleRequest:
+		return false
+	}
+	return e.Res != resUnknown
+}
 
 func str(s string) (any, bool) { return s, s != "" }
 

@@ -60,6 +60,9 @@ const (
 	fieldCoalesced
 	fieldTaint
 	fieldInventory
+	fieldRequestName
+	fieldRequestPid
+	fieldRequestComm
 	numFields
 )
 
@@ -71,7 +74,7 @@ const (
 
 var fieldList = [numFields]sdk.FieldEntry{
 	fieldSyscall: {Type: typeString, Name: "kmod.syscall", Display: "Syscall",
-		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost, present for a module already loaded when the live sensor started)."},
+		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost, present for a module already loaded when the live sensor started, module_request for an autoload request: the kernel asked modprobe for kmod.name on behalf of the process the event names)."},
 	fieldRes: {Type: typeString, Name: "kmod.res", Display: "Result",
 		Desc: "The syscall's result like Falco's evt.res: SUCCESS, or the errno name (ENOSYS, EPERM, EEXIST...)."},
 	fieldOK: {Type: typeBool, Name: "kmod.ok", Display: "Succeeded",
@@ -168,8 +171,14 @@ var fieldList = [numFields]sdk.FieldEntry{
 		Desc: "On an init_module event, the calls of the same thread with images the kernel cannot load (they fail its ELF header checks) that the sensor folded into this event since the thread's previous one: a flood of junk, sent at most once a second per thread so that it cannot crowd out real loads. 0 when none; no value on other syscalls."},
 	fieldTaint: {Type: typeString, Name: "kmod.taint", Display: "Module taint",
 		Desc: "On a present event, the kernel's taint letters for the loaded module (/sys/module/NAME/taint): E unsigned or not verified, O out of tree, P proprietary, F forced. Empty when untainted; no value on other syscalls."},
+	fieldRequestName: {Type: typeString, Name: "kmod.request_name", Display: "Autoload alias",
+		Desc: "On a load by the kernel's modprobe (request_module), the alias asked for (net-pf-38, fs-cramfs), joined from the module_request event that caused it within 30 s."},
+	fieldRequestPid: {Type: typeUint64, Name: "kmod.request_pid", Display: "Autoload requester pid",
+		Desc: "On a load by the kernel's modprobe, the pid of the process whose request caused it (see kmod.request_name)."},
+	fieldRequestComm: {Type: typeString, Name: "kmod.request_comm", Display: "Autoload requester",
+		Desc: "On a load by the kernel's modprobe, the comm of the process whose request caused it (see kmod.request_name)."},
 	fieldInventory: {Type: typeString, Name: "kmod.inventory", Display: "Tied to file",
-		Desc: "On a present event, how the loaded module was tied to a module file of the running release: file:srcversion (same srcversion), file:name (neither has one), or 'no file: ' and why (no such file, a different srcversion); without a file there are no digests and kmod.allowed is false."},
+		Desc: "On a present event, how the loaded module was tied to a module file of the running release: file:build-id (the GNU build ID the kernel shows for it equals the file's), file:srcversion (no build ID on one side, the same srcversion), file:name (neither), or 'no file: ' and why (no such file, another build); without a file there are no digests and kmod.allowed is false."},
 }
 
 // Fields lists the fields the plugin extracts, in field ID order.

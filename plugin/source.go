@@ -114,7 +114,7 @@ func shrink(e *event.Event, stage int) *event.Event {
 	}
 	for _, s := range []*string{&c.Name, &c.ThisModuleName, &c.SHA256, &c.ELFSHA256, &c.Path, &c.Vermagic,
 		&c.Srcversion, &c.Signer, &c.AllowlistEntry, &c.Verdict, &c.GuardSHA256, &c.Comm, &c.Exe,
-		&c.Cgroup, &c.ContainerID, &c.Taint, &c.Inventory} {
+		&c.Cgroup, &c.ContainerID, &c.Taint, &c.Inventory, &c.RequestName, &c.RequestComm} {
 		*s = cut(*s, trimLen)
 	}
 	c.Flags, c.Depends = cutList(c.Flags), cutList(c.Depends)

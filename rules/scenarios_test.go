@@ -48,7 +48,20 @@ const (
 	ruleFlood          = "Kernel Module Syscall Flood"
 	rulePresent        = "Kernel Module Present Not Allowlisted"
 	rulePresentUnsign  = "Kernel Module Present Unsigned"
+	ruleAutoload       = "Kernel Module Autoload Requested from Container"
 )
+
+// request is an autoload request by a process on the host: ip asking for
+// the netlink family's module.
+func request(f func(e *event.Event)) *event.Event {
+	e := &event.Event{
+		Syscall: event.ModuleRequest, Name: "net-pf-16-proto-16-family-nl80211", RawFlags: 1,
+		Pid: 200, Tid: 200, Ppid: 1, Comm: "ip", Exe: "/usr/bin/ip", Cmdline: "ip link",
+		LoginUID: 1000, Cgroup: "/user.slice/user-1000.slice/session-2.scope", HostNS: true,
+	}
+	f(e)
+	return e
+}
 
 // present is a module loaded before the sensor started, tied to its file
 // by srcversion and allowlisted: no caller at all.
@@ -68,6 +81,16 @@ var scenarios = []struct {
 	want  []string
 }{
 	{"allowlisted signed load by modprobe", base(), nil},
+	{"autoload from the host", request(func(*event.Event) {}), nil},
+	{"autoload from a container's socket of an unloaded family", request(func(e *event.Event) {
+		e.Name, e.Comm, e.Exe, e.Cmdline = "net-pf-38", "python3", "/usr/bin/python3", "python3 exploit.py"
+		e.HostNS, e.PidNS, e.Cgroup = false, 4026532300, "/kubepods/besteffort/pod1/"+digest
+		e.ContainerID = digest
+	}), []string{ruleAutoload}},
+	{"autoload from a privileged container (host namespaces, container cgroup)", request(func(e *event.Event) {
+		e.Name, e.Comm, e.Exe, e.Cmdline = "fs-cramfs", "mount", "/usr/bin/mount", "mount -t cramfs /dev/loop0 /mnt"
+		e.ContainerID, e.Cgroup = digest, "/system.slice/docker-"+digest+".scope"
+	}), []string{ruleAutoload}},
 	{"present: allowlisted, tied by srcversion, untainted", present(func(*event.Event) {}), nil},
 	{"present: no allowlist configured", present(func(e *event.Event) { e.Allowed = nil }), nil},
 	{"present: tied to no file (another build is loaded)", present(func(e *event.Event) {

@@ -69,9 +69,9 @@ exit).
 document an event, each opened by "---".
 
 First, once the sensor is attached, it prints the modules already loaded
-as "present" events: each tied to its module file by srcversion where it
-can be (see "inventory"), with the kernel's taint letters, and judged like
-a load (--inventory=false leaves them out).
+as "present" events: each tied to its module file by build ID (or
+srcversion) where it can be, with the kernel's taint letters, and judged
+like a load (--inventory=false leaves them out).
 
 With --allowlist each load is matched against the list ("allowed" in the
 output); send SIGHUP to reload the file. With --record the events are also

@@ -23,9 +23,10 @@ import (
 // The TOCTOU test may skip: under TCG the rewriting thread seldom runs
 // during the syscall, and it says so with its measurements.
 var guestTests = map[string][]string{
-	"TestGuestFalcoBlocked":  {"PASS"},
-	"TestGuestFalcoOverride": {"PASS"},
-	"TestGuestFalcoTOCTOU":   {"PASS"}, // deterministic: userfaultfd holds the kernel's copy
+	"TestGuestFalcoInventory": {"PASS"}, // runs first: no guard is pinned yet
+	"TestGuestFalcoBlocked":   {"PASS"},
+	"TestGuestFalcoOverride":  {"PASS"},
+	"TestGuestFalcoTOCTOU":    {"PASS"}, // deterministic: userfaultfd holds the kernel's copy
 }
 
 // TestVM boots each Debian kernel with the plugin's guest tests.
@@ -44,8 +45,12 @@ func TestVM(t *testing.T) {
 	// Two vCPUs on their own host threads, so that the TOCTOU test's
 	// rewriting thread can run while the kernel copies the image.
 	vmtest.Run(t, vmtest.Spec{
-		Modules:    []string{"dummy", "veth"},
-		Crafted:    []vmtest.Crafted{{Name: "dummy_nosig", From: "dummy", StripSignature: true}},
+		Modules: []string{"dummy", "veth"},
+		Crafted: []vmtest.Crafted{
+			{Name: "dummy_nosig", From: "dummy", StripSignature: true},
+			// A module no module tree holds (the inventory test).
+			{Name: "dumbo", From: "dummy", ModinfoName: "dumbo", ThisModuleName: "dumbo", StripSignature: true},
+		},
 		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
 		Files:      map[string]string{"plugin.test": bin},
 		CPUs:       2,
