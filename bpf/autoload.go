@@ -17,14 +17,15 @@ const maxRequests = 1024
 
 // requests joins the loads the kernel's modprobe makes to the autoload
 // request that caused them. request_module() runs modprobe as
-// `MODPROBE -q -- ALIAS` from a kernel thread, a child of kthreadd (pid 2),
-// so the load carries neither the requester nor a link to it; the request
-// event (module_request, in the requester's context) names the alias. A
-// load whose caller is a child of kthreadd and whose command line ends in
-// " -- ALIAS" for an alias requested within requestWindow gets the
-// requester's pid, comm and the alias (Event.Request*). A process of user
-// space cannot be a child of kthreadd, so it cannot borrow another's
-// request. It is not safe for concurrent use.
+// `MODPROBE -q -- ALIAS`, started by a kernel thread (a kworker, or
+// kthreadd), so the load carries neither the requester nor a link to it;
+// the request event (module_request, in the requester's context) names the
+// alias. A load whose caller's parent is a kernel thread (the sensor's
+// KG_F_PARENT_KTHREAD) and whose command line ends in " -- ALIAS" for an
+// alias requested within requestWindow gets the requester's pid, comm and
+// the alias (Event.Request*). No process of user space has a kernel thread
+// for a parent, so none can borrow another's request. It is not safe for
+// concurrent use.
 type requests struct {
 	byAlias map[string]request
 }
@@ -34,9 +35,6 @@ type request struct {
 	pid  uint32
 	comm string
 }
-
-// kthreadd is the parent of the kernel's user-mode helpers.
-const kthreadd = 2
 
 func newRequests() *requests { return &requests{byAlias: map[string]request{}} }
 
@@ -55,7 +53,7 @@ func (r *requests) observe(ev *event.Event, now time.Time) {
 		}
 		r.byAlias[ev.Name] = request{at: now, pid: ev.Pid, comm: ev.Comm}
 	case event.InitModule, event.FinitModule:
-		if ev.Ppid != kthreadd {
+		if !ev.ParentKthread {
 			return
 		}
 		i := strings.LastIndex(ev.Cmdline, " -- ")

@@ -7,7 +7,7 @@ import (
 	"github.com/kmodguard/kmodguard/event"
 )
 
-// TestRequestsJoin: a load by the kernel's modprobe (a child of kthreadd,
+// TestRequestsJoin: a load by the kernel's modprobe (started by a kernel thread,
 // "-q -- ALIAS") within the window of a request for ALIAS names the
 // requester; a load by anything else, for another alias, or too late does
 // not.
@@ -15,20 +15,20 @@ func TestRequestsJoin(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := newRequests()
 	r.observe(&event.Event{Syscall: event.ModuleRequest, Name: "net-pf-38", Pid: 4242, Comm: "exploit"}, now)
-	load := func(ppid uint32, cmdline string, at time.Time) *event.Event {
-		ev := &event.Event{Syscall: event.FinitModule, Name: "af_alg", Ppid: ppid, Cmdline: cmdline}
+	load := func(kernelParent bool, cmdline string, at time.Time) *event.Event {
+		ev := &event.Event{Syscall: event.FinitModule, Name: "af_alg", ParentKthread: kernelParent, Cmdline: cmdline}
 		r.observe(ev, at)
 		return ev
 	}
-	if ev := load(kthreadd, "/sbin/modprobe -q -- net-pf-38", now.Add(time.Second)); ev.RequestName != "net-pf-38" || ev.RequestPid != 4242 || ev.RequestComm != "exploit" {
+	if ev := load(true, "/sbin/modprobe -q -- net-pf-38", now.Add(time.Second)); ev.RequestName != "net-pf-38" || ev.RequestPid != 4242 || ev.RequestComm != "exploit" {
 		t.Errorf("the helper's load: %+v, want joined to the request of pid 4242", ev)
 	}
 	for name, ev := range map[string]*event.Event{
-		"a process of user space": load(1, "/sbin/modprobe -q -- net-pf-38", now.Add(time.Second)),
-		"another alias":           load(kthreadd, "/sbin/modprobe -q -- net-pf-10", now.Add(time.Second)),
-		"no alias":                load(kthreadd, "/sbin/modprobe", now.Add(time.Second)),
-		"after the window":        load(kthreadd, "/sbin/modprobe -q -- net-pf-38", now.Add(requestWindow+time.Second)),
-		"an unload":               observed(r, &event.Event{Syscall: event.DeleteModule, Ppid: kthreadd, Cmdline: "x -- net-pf-38"}, now),
+		"a process of user space": load(false, "/sbin/modprobe -q -- net-pf-38", now.Add(time.Second)),
+		"another alias":           load(true, "/sbin/modprobe -q -- net-pf-10", now.Add(time.Second)),
+		"no alias":                load(true, "/sbin/modprobe", now.Add(time.Second)),
+		"after the window":        load(true, "/sbin/modprobe -q -- net-pf-38", now.Add(requestWindow+time.Second)),
+		"an unload":               observed(r, &event.Event{Syscall: event.DeleteModule, ParentKthread: true, Cmdline: "x -- net-pf-38"}, now),
 	} {
 		if ev.RequestName != "" || ev.RequestPid != 0 {
 			t.Errorf("%s: joined %+v", name, ev)

@@ -152,6 +152,7 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 	ev.Truncated = has(sensorKgFlagKG_F_IMAGE_TRUNCATED | sensorKgFlagKG_F_IMAGE_DROPPED | sensorKgFlagKG_F_IMAGE_SKIPPED |
 		sensorKgFlagKG_F_NAME_TRUNCATED | sensorKgFlagKG_F_PATH_TRUNCATED)
 	ev.ImageAtExit = has(sensorKgFlagKG_F_IMAGE_AT_EXIT)
+	ev.ParentKthread = has(sensorKgFlagKG_F_PARENT_KTHREAD)
 	setParams(ev, f, data.params)
 
 	var mod *kmod.Module

@@ -173,7 +173,15 @@ enum kg_flag {
 	 * copied. KG_F_PARAMS_TRUNCATED may come with it.
 	 */
 	KG_F_PARAMS_AT_EXIT = 1 << 16,
+	/*
+	 * The caller's parent is a kernel thread: the caller was started by
+	 * the kernel (a user-mode helper such as the modprobe of an autoload
+	 * request). No process of user space can have such a parent.
+	 */
+	KG_F_PARENT_KTHREAD = 1 << 17,
 };
+
+#define KG_PF_KTHREAD 0x00200000 /* task_struct.flags: a kernel thread */
 
 /* Indexes of kg_counters. */
 enum kg_counter {
@@ -747,8 +755,14 @@ static __always_inline void kg_fill_task(struct kg_event *e, struct task_struct 
 	e->cgroup_id = bpf_get_current_cgroup_id();
 
 	kg_read(parent, task->real_parent);
-	if (parent)
+	if (parent) {
+		unsigned int pflags = 0;
+
 		kg_read(e->ppid, parent->tgid);
+		kg_read(pflags, parent->flags);
+		if (pflags & KG_PF_KTHREAD)
+			e->flags |= KG_F_PARENT_KTHREAD;
+	}
 	e->loginuid = (__u32)-1;
 	if (KG_FIELD_EXISTS(task->loginuid))
 		kg_read(e->loginuid, task->loginuid.val);

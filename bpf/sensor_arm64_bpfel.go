@@ -120,6 +120,7 @@ const (
 	sensorKgFlagKG_F_EXE_DELETED        sensorKgFlag = 16384
 	sensorKgFlagKG_F_IMAGE_AT_EXIT      sensorKgFlag = 32768
 	sensorKgFlagKG_F_PARAMS_AT_EXIT     sensorKgFlag = 65536
+	sensorKgFlagKG_F_PARENT_KTHREAD     sensorKgFlag = 131072
 )
 
 type sensorKgJunkState struct {

@@ -83,6 +83,11 @@ type Event struct {
 	// events: /sys/module/NAME/taint; E is an unsigned or unverified
 	// module, O out of tree, P proprietary).
 	Taint string `json:"taint,omitempty"`
+	// ParentKthread is set when the caller's parent is a kernel thread:
+	// the kernel started the caller (a user-mode helper, such as the
+	// modprobe of an autoload request). Sensor-internal: it joins those
+	// loads to their requests, and is not recorded.
+	ParentKthread bool `json:"-"`
 	// RequestName, RequestPid and RequestComm name, on a load by the
 	// kernel's modprobe, the autoload request that caused it: the alias
 	// asked for and the process that asked (a module_request event).
