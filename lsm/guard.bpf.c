@@ -21,9 +21,9 @@
  * update, so a load sees either the old allowlist or the new one, whole.
  *
  * Seal: once kg_config.sealed is set, the bpf, bpf_map, bpf_prog, inode_*,
- * sb_umount, sb_mount, move_mount and kexec hooks refuse root every way to
- * detach, unpin, move, override or rewrite the guard, or to boot into
- * another kernel, until reboot. Writes to the config map are themselves
+ * sb_umount, sb_mount, move_mount, sb_pivotroot and kexec hooks refuse root
+ * every way to detach, unpin, move, override or rewrite the guard, or to
+ * boot into another kernel, until reboot. Writes to the config map are themselves
  * refused then, so the seal cannot be lifted.
  */
 #include "vmlinux.h"
@@ -962,6 +962,29 @@ int kg_move_mount(__u64 *ctx)
 	if (in_pins_ns(&ns) && covers_pins(to, &ino))
 		return refuse(KG_OP_MOUNT, ino);
 	return 0;
+}
+
+/*
+ * sb_pivotroot(old_path, new_path), in the namespaces that hold the pins,
+ * once sealed: refused, as MS_MOVE is. pivot_root(2) moves the caller's
+ * root mount to put_old and the mount at new_root to where the root was.
+ * A thread chrooted into /sys (a mount with a parent) can so put the
+ * bpffs holding the pins on /sys and sysfs under it: both keep their ids,
+ * but the pins leave their path (a daemon or status finds no guard there)
+ * and the mounts sit on inodes the seal did not record. The kernel calls
+ * the hook before it looks at the mounts (which must all be in the
+ * caller's namespace), so the namespace decides. Object: the namespace.
+ * In other namespaces (a container runtime's pivot_root) the mounts are
+ * copies, and pass.
+ */
+SEC("lsm/sb_pivotroot")
+int kg_sb_pivotroot(__u64 *ctx)
+{
+	__u32 ns;
+
+	if (!sealed() || !in_pins_ns(&ns))
+		return 0;
+	return refuse(KG_OP_MOUNT, ns);
 }
 
 #define KG_MAX_UMOUNT_WALK 256 /* mounts below a lazy umount checked before giving up */

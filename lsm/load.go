@@ -30,6 +30,7 @@ var hooks = []string{
 	"kg_sb_umount",
 	"kg_sb_mount",
 	"kg_move_mount",
+	"kg_sb_pivotroot",
 }
 
 // Open loads the guard with the initial policy, attaches it and pins it, or,
