@@ -12,8 +12,9 @@
  * both module names from the ELF (elf.h), looks them up in the policy and
  * returns 0 or -EPERM. Loads whose contents the kernel will not show us
  * (kernel_load_data / kernel_read_file with contents == false) are refused
- * in enforce mode. Every other id (firmware, IMA policy, x509 ...) passes
- * untouched, except the kexec ids once the guard is sealed.
+ * in enforce mode. A read id the guard does not know is decided as a
+ * module (readid.h). Every other id (firmware, IMA policy, x509 ...)
+ * passes untouched, except the kexec ids once the guard is sealed.
  *
  * Policy: kg_policy is an ARRAY_OF_MAPS with one slot. The slot holds one
  * hash map with the mode, the digests and the names of one allowlist. User
@@ -38,11 +39,9 @@
 #include "sha256.h"
 #include "elf.h"
 #include "decide.h"
+#include "readid.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
-
-/* The running kernel's value of an enumerator (CO-RE enum value relocation). */
-#define kg_enum_value(type, name) __builtin_preserve_enum_value(*(typeof(type) *)name, 1)
 
 /* What a decision event is about. */
 enum kg_op {
@@ -422,7 +421,9 @@ int kg_post_read_file(__u64 *ctx)
 	__u64 size = ctx[2];
 	__u32 id = (__u32)ctx[3];
 
-	if (id != kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+	/* A compressed file is decided on its decompressed image, shown
+	 * next as READING_MODULE; an id not known here, as a module. */
+	if (kg_read_kind(id) != KG_READ_MODULE)
 		return 0;
 	return decide_load(KG_OP_FINIT_MODULE, buf, size);
 }
@@ -448,7 +449,7 @@ int kg_read_file(__u64 *ctx)
 	__u32 id = (__u32)ctx[1];
 	bool contents = (bool)ctx[2];
 
-	if (id == kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+	if (kg_read_kind(id) != KG_READ_OTHER)
 		return contents ? 0 : no_contents(KG_OP_FINIT_MODULE);
 	if ((id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_IMAGE) ||
 	     id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_INITRAMFS)) &&

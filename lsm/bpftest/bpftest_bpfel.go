@@ -158,6 +158,7 @@ const (
 	bpftestMapKgTestOut       = "kg_test_out"
 	bpftestProgTestDecide     = "test_decide"
 	bpftestProgTestElfNames   = "test_elf_names"
+	bpftestProgTestReadKind   = "test_read_kind"
 	bpftestProgTestSha256     = "test_sha256"
 )
 
@@ -205,6 +206,7 @@ type bpftestSpecs struct {
 type bpftestProgramSpecs struct {
 	TestDecide   *ebpf.ProgramSpec `ebpf:"test_decide"`
 	TestElfNames *ebpf.ProgramSpec `ebpf:"test_elf_names"`
+	TestReadKind *ebpf.ProgramSpec `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.ProgramSpec `ebpf:"test_sha256"`
 }
 
@@ -283,6 +285,7 @@ type bpftestVariables struct {
 type bpftestPrograms struct {
 	TestDecide   *ebpf.Program `ebpf:"test_decide"`
 	TestElfNames *ebpf.Program `ebpf:"test_elf_names"`
+	TestReadKind *ebpf.Program `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.Program `ebpf:"test_sha256"`
 }
 
@@ -290,6 +293,7 @@ func (p *bpftestPrograms) Close() error {
 	return _BpftestClose(
 		p.TestDecide,
 		p.TestElfNames,
+		p.TestReadKind,
 		p.TestSha256,
 	)
 }
