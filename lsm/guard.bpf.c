@@ -118,11 +118,18 @@ struct {
 	__type(value, struct kg_config);
 } kg_cfg SEC(".maps");
 
-/* Protected object -> 1, consulted only once sealed. */
+/*
+ * Protected object -> 1, consulted only once sealed. The seal fills it with
+ * the guard's maps and links, the pins, and for each namespace it acts on
+ * (the sealing one and the host's) the mounts, mountpoints and directories
+ * on the path to the pins, and before 6.12 the override hooks: 64 entries
+ * were full on 6.1 sealed from a private mount namespace. A pinned guard
+ * keeps the size it was loaded with (adopt).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_RDONLY_PROG);
-	__uint(max_entries, 64);
+	__uint(max_entries, 256);
 	__type(key, struct kg_protect_key);
 	__type(value, __u8);
 } kg_protect SEC(".maps");
