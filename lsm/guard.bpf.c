@@ -12,8 +12,8 @@
  * both module names from the ELF (elf.h), looks them up in the policy and
  * returns 0 or -EPERM. Loads whose contents the kernel will not show us
  * (kernel_load_data / kernel_read_file with contents == false) are refused
- * in enforce mode. A read id the guard does not know is decided as a
- * module (readid.h). Every other id (firmware, IMA policy, x509 ...)
+ * in enforce mode. A read or load id the guard does not know is decided
+ * as a module (readid.h). Every other id (firmware, IMA policy, x509 ...)
  * passes untouched, except the kexec ids once the guard is sealed.
  *
  * Policy: kg_policy is an ARRAY_OF_MAPS with one slot. The slot holds one
@@ -416,7 +416,8 @@ int kg_post_load_data(__u64 *ctx)
 	__u64 size = ctx[1];
 	__u32 id = (__u32)ctx[2];
 
-	if (id != kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+	/* An id not known here is decided as a module (readid.h). */
+	if (kg_load_kind(id) != KG_READ_MODULE)
 		return 0;
 	return decide_load(KG_OP_INIT_MODULE, buf, size);
 }
@@ -441,7 +442,7 @@ int kg_load_data(__u64 *ctx)
 	__u32 id = (__u32)ctx[0];
 	bool contents = (bool)ctx[1];
 
-	if (id == kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+	if (kg_load_kind(id) != KG_READ_OTHER)
 		return contents ? 0 : no_contents(KG_OP_INIT_MODULE);
 	if ((id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_IMAGE) ||
 	     id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_INITRAMFS)) &&

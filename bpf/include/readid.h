@@ -2,8 +2,9 @@
 /*
  * readid.h: what the guard makes of a kernel_read_file id, the id that
  * security_kernel_read_file and security_kernel_post_read_file are called
- * with. The ids' values are the running kernel's (CO-RE enum value
- * relocations). Include after vmlinux.h.
+ * with, and of a kernel_load_data id (security_kernel_load_data and
+ * security_kernel_post_load_data). The ids' values are the running
+ * kernel's (CO-RE enum value relocations). Include after vmlinux.h.
  */
 #ifndef KG_READID_H
 #define KG_READID_H
@@ -56,6 +57,26 @@ static __always_inline enum kg_read_kind kg_read_kind(__u32 id)
 	    id == kg_enum_value(enum kernel_read_file_id___kg_compressed,
 				READING_MODULE_COMPRESSED))
 		return KG_READ_COMPRESSED;
+	return KG_READ_MODULE;
+}
+
+/*
+ * kg_load_kind returns what the guard makes of a load of id, by the same
+ * rule: LOADING_MODULE and every id not known here are module loads; the
+ * known others (firmware from the sysfs fallback loader, kexec images,
+ * IMA policy, x509 certificates, LOADING_UNKNOWN) are not.
+ */
+static __always_inline enum kg_read_kind kg_load_kind(__u32 id)
+{
+	if (id == kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+		return KG_READ_MODULE;
+	if (id == kg_enum_value(enum kernel_load_data_id, LOADING_UNKNOWN) ||
+	    id == kg_enum_value(enum kernel_load_data_id, LOADING_FIRMWARE) ||
+	    id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_IMAGE) ||
+	    id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_INITRAMFS) ||
+	    id == kg_enum_value(enum kernel_load_data_id, LOADING_POLICY) ||
+	    id == kg_enum_value(enum kernel_load_data_id, LOADING_X509_CERTIFICATE))
+		return KG_READ_OTHER;
 	return KG_READ_MODULE;
 }
 

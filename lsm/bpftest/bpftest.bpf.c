@@ -145,3 +145,16 @@ int test_read_kind(struct bpf_raw_tracepoint_args *ctx)
 	res->ret = kg_read_kind((__u32)ctx->args[0]);
 	return 0;
 }
+
+/* test_load_kind: kg_test_out.ret = the guard's kind (readid.h) of load id args[0]. */
+SEC("raw_tp")
+int test_load_kind(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+
+	if (!res)
+		return 1;
+	res->ret = kg_load_kind((__u32)ctx->args[0]);
+	return 0;
+}
