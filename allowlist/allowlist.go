@@ -73,6 +73,8 @@ type Allowlist struct {
 	Spec       Spec     `yaml:"spec" json:"spec"`
 
 	source string                // file name for messages, set by Parse
+	parsed []byte                // the bytes Parse read (see Signed)
+	sig    []byte                // their detached signature, as given (see Signed)
 	idx    atomic.Pointer[index] // built on first use
 }
 

@@ -155,7 +155,7 @@ func Parse(data []byte, source string) (*Allowlist, error) {
 	}
 
 	d := &decoder{errs: &errList{source: source}, lines: map[string]int{}}
-	a := &Allowlist{source: source}
+	a := &Allowlist{source: source, parsed: bytes.Clone(data)}
 	d.document(doc.Content[0], a)
 	if err := d.errs.err(); err != nil {
 		return nil, err

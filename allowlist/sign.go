@@ -175,22 +175,71 @@ func VerifyFile(path string, pub ed25519.PublicKey) error {
 	if err != nil {
 		return err
 	}
-	return verifyBytes(path, data, pub)
+	_, err = verifyBytes(path, data, pub)
+	return err
 }
 
-func verifyBytes(path string, data []byte, pub ed25519.PublicKey) error {
+// maxSigSize bounds a detached signature: base64 of 64 bytes is 88.
+const maxSigSize = 1024
+
+// verifyBytes checks path+".sig" over data and returns the signature.
+func verifyBytes(path string, data []byte, pub ed25519.PublicKey) ([]byte, error) {
 	sig, err := os.ReadFile(path + SigSuffix)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%s: %w: %s is missing", path, ErrUnsigned, path+SigSuffix)
+		return nil, fmt.Errorf("%s: %w: %s is missing", path, ErrUnsigned, path+SigSuffix)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: read signature: %w", path, err)
+		return nil, fmt.Errorf("%s: read signature: %w", path, err)
 	}
-	if len(sig) > 1024 {
-		return fmt.Errorf("%s: %w: %s is %d bytes, not a signature", path, ErrBadSignature, path+SigSuffix, len(sig))
+	if len(sig) > maxSigSize {
+		return nil, fmt.Errorf("%s: %w: %s is %d bytes, not a signature", path, ErrBadSignature, path+SigSuffix, len(sig))
 	}
 	if err := Verify(data, sig, pub); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return sig, nil
+}
+
+// ParseSigned parses data as Parse does and keeps sig as the detached
+// signature that came with it, unchecked: VerifySigned checks it. For a
+// consumer that is handed a document and its signature rather than a file.
+func ParseSigned(data, sig []byte, source string) (*Allowlist, error) {
+	a, err := Parse(data, source)
+	if err != nil {
+		return nil, err
+	}
+	if len(sig) > 0 {
+		a.sig = bytes.Clone(sig)
+	}
+	return a, nil
+}
+
+// Signed returns the document a was parsed from and the detached signature
+// that came with it: the one LoadVerified checked, or the one given to
+// ParseSigned. doc is nil for an allowlist built in memory, sig for one
+// loaded without a signature. Neither follows changes made to a after it
+// was parsed: a consumer that verifies again (VerifySigned) verifies, and
+// applies, the document.
+func (a *Allowlist) Signed() (doc, sig []byte) { return a.parsed, a.sig }
+
+// VerifySigned checks a's detached signature over the exact bytes a was
+// parsed from. An allowlist built in memory, or parsed without a
+// signature, is ErrUnsigned.
+func (a *Allowlist) VerifySigned(pub ed25519.PublicKey) error {
+	name := a.source
+	if name == "" {
+		name = "allowlist"
+	}
+	switch {
+	case a.parsed == nil:
+		return fmt.Errorf("%s: %w: built in memory, not parsed from a signed document", name, ErrUnsigned)
+	case len(a.sig) == 0:
+		return fmt.Errorf("%s: %w: no signature came with it", name, ErrUnsigned)
+	case len(a.sig) > maxSigSize:
+		return fmt.Errorf("%s: %w: the signature is %d bytes, not a signature", name, ErrBadSignature, len(a.sig))
+	}
+	if err := Verify(a.parsed, a.sig, pub); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
@@ -203,10 +252,16 @@ func LoadVerified(path string, pubKey ed25519.PublicKey) (*Allowlist, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyBytes(path, data, pubKey); err != nil {
+	sig, err := verifyBytes(path, data, pubKey)
+	if err != nil {
 		return nil, err
 	}
-	return Parse(data, path)
+	a, err := Parse(data, path)
+	if err != nil {
+		return nil, err
+	}
+	a.sig = sig
+	return a, nil
 }
 
 // LoadOptions tells a consumer how much to trust an allowlist file.

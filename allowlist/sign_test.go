@@ -128,3 +128,56 @@ func TestParseKeys(t *testing.T) {
 		t.Errorf("public key round trip: %v", err)
 	}
 }
+
+// TestVerifySigned: an allowlist carries the exact bytes it was parsed from
+// and the signature that came with them, so that a consumer handed both
+// (the enforcer companion) verifies what it applies.
+func TestVerifySigned(t *testing.T) {
+	path, pubPath, _ := writeSigned(t)
+	pub, err := LoadPublicKey(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := LoadVerified(path, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, sig := a.Signed()
+	if file, _ := os.ReadFile(path); string(doc) != string(file) || len(sig) == 0 {
+		t.Fatalf("Signed() = %d bytes, %q; want the file's bytes and its signature", len(doc), sig)
+	}
+	if err := a.VerifySigned(pub); err != nil {
+		t.Fatalf("VerifySigned of a verified file: %v", err)
+	}
+	// The same document and signature handed over, as over the wire.
+	b, err := ParseSigned(doc, sig, "wire")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.VerifySigned(pub); err != nil {
+		t.Fatalf("VerifySigned of the document handed over: %v", err)
+	}
+	otherPub, _, _ := GenerateKey()
+	changed := append([]byte("# one more line\n"), doc...)
+	c, err := ParseSigned(changed, sig, "wire")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, _ := Parse(doc, "wire")
+	loaded, _ := Load(path)
+	for name, tc := range map[string]struct {
+		a    *Allowlist
+		key  []byte
+		want error
+	}{
+		"other key":          {b, otherPub, ErrBadSignature},
+		"document changed":   {c, pub, ErrBadSignature},
+		"no signature":       {unsigned, pub, ErrUnsigned},
+		"loaded without key": {loaded, pub, ErrUnsigned},
+		"built in memory":    {New("mem", ModeEnforce), pub, ErrUnsigned},
+	} {
+		if err := tc.a.VerifySigned(tc.key); !errors.Is(err, tc.want) {
+			t.Errorf("%s: VerifySigned = %v, want %v", name, err, tc.want)
+		}
+	}
+}

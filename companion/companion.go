@@ -73,6 +73,11 @@ var ErrUnavailable = errors.New("enforcer unavailable")
 // companion refused.
 var ErrInvalidAllowlist = errors.New("invalid allowlist")
 
+// ErrUntrusted is wrapped by the errors of Apply for an allowlist without a
+// valid signature, refused by a companion that was given a public key: the
+// signature of exactly the bytes sent must verify under it.
+var ErrUntrusted = errors.New("allowlist refused: no valid signature under the enforcer's key")
+
 // ErrDisconnected is wrapped by the errors of calls that failed because the
 // companion went away (it exited, or the connection broke).
 var ErrDisconnected = errors.New("companion disconnected")

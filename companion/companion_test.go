@@ -289,6 +289,12 @@ func TestGRPCHostileApply(t *testing.T) {
 			}
 		})
 	}
+	// A signature far larger than one (base64 of 64 bytes).
+	valid := "apiVersion: kmodguard.io/v1\nkind: ModuleAllowlist\nspec:\n  mode: enforce\n  modules: []\n"
+	_, err := raw.Apply(context.Background(), &pb.ApplyRequest{Allowlist: []byte(valid), Signature: []byte(strings.Repeat("A", 4096)), Source: "hostile.yaml"})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "signature") {
+		t.Errorf("Apply with a 4 KiB signature: %v, want InvalidArgument naming the signature", err)
+	}
 	if st, _ := impl.Status(context.Background()); st.Generation != 0 {
 		t.Errorf("a refused allowlist was applied: %+v", st)
 	}

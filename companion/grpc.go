@@ -24,6 +24,10 @@ import (
 // message limit, which refuses anything larger before it reaches us.
 const maxAllowlistBytes = 3 << 20
 
+// maxSignatureBytes bounds the detached signature (base64 of 64 bytes and a
+// newline: 89).
+const maxSignatureBytes = 1024
+
 // EnforcerPlugin is the go-plugin plugin of the companion. A server sets
 // Impl; a client leaves it nil.
 type EnforcerPlugin struct {
@@ -60,6 +64,10 @@ func serverError(err error) error {
 		return nil
 	case errors.Is(err, ErrUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrUntrusted):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, allowlist.ErrRollback), errors.Is(err, allowlist.ErrExpired):
+		return status.Error(codes.InvalidArgument, fmt.Errorf("%w: %w", ErrInvalidAllowlist, err).Error())
 	case errors.Is(err, ErrInvalidAllowlist):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled):
@@ -77,7 +85,12 @@ func (s *grpcServer) Apply(ctx context.Context, req *pb.ApplyRequest) (*pb.Apply
 	if source == "" {
 		source = "allowlist"
 	}
-	a, err := allowlist.Parse(req.GetAllowlist(), source)
+	if len(req.GetSignature()) > maxSignatureBytes {
+		return nil, serverError(fmt.Errorf("%w: a signature of %d bytes, more than the %d accepted", ErrInvalidAllowlist, len(req.GetSignature()), maxSignatureBytes))
+	}
+	// The signature stays with the document it came with: a companion
+	// given a key verifies it over exactly these bytes (Enforcer.Apply).
+	a, err := allowlist.ParseSigned(req.GetAllowlist(), req.GetSignature(), source)
 	if err != nil {
 		return nil, serverError(fmt.Errorf("%w: %w", ErrInvalidAllowlist, err))
 	}
@@ -221,6 +234,8 @@ func clientError(call string, err error) error {
 		return fmt.Errorf("companion %s: %w", call, wrapped{ErrUnavailable, msg})
 	case codes.InvalidArgument:
 		return fmt.Errorf("companion %s: %w", call, wrapped{ErrInvalidAllowlist, msg})
+	case codes.PermissionDenied:
+		return fmt.Errorf("companion %s: %w", call, wrapped{ErrUntrusted, msg})
 	case codes.Unavailable, codes.Canceled:
 		return fmt.Errorf("companion %s: %w: %s", call, ErrDisconnected, msg)
 	default:
@@ -239,16 +254,23 @@ func (w wrapped) Error() string { return w.msg }
 func (w wrapped) Unwrap() error { return w.sentinel }
 
 // Apply sends a to the companion as YAML; the companion parses and validates
-// it again before it applies it.
+// it again before it applies it. An allowlist that came with a signature
+// (loaded with a key: allowlist.LoadVerified) goes as the document it was
+// parsed from, with that signature, for a companion that requires one;
+// another goes as allowlist.Marshal writes it, unsigned.
 func (c *GRPCClient) Apply(ctx context.Context, a *allowlist.Allowlist) (Applied, error) {
 	if a == nil {
 		return Applied{}, errors.New("companion apply: no allowlist")
 	}
-	data, err := allowlist.Marshal(a)
-	if err != nil {
-		return Applied{}, fmt.Errorf("companion apply: %w", err)
+	data, sig := a.Signed()
+	if len(data) == 0 || len(sig) == 0 {
+		var err error
+		if data, err = allowlist.Marshal(a); err != nil {
+			return Applied{}, fmt.Errorf("companion apply: %w", err)
+		}
+		sig = nil
 	}
-	res, err := c.c.Apply(ctx, &pb.ApplyRequest{Allowlist: data, Source: a.Source()})
+	res, err := c.c.Apply(ctx, &pb.ApplyRequest{Allowlist: data, Source: a.Source(), Signature: sig})
 	if err != nil {
 		return Applied{}, clientError("apply", err)
 	}

@@ -4,6 +4,7 @@ package enforcer
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +33,25 @@ type CompanionConfig struct {
 	Initial *allowlist.Allowlist
 	// Stderr receives go-plugin's own log (JSON).
 	Stderr io.Writer
+	// Trust is what Apply requires of a client's allowlist.
+	Trust Trust
 }
+
+// Trust is what a companion requires of the allowlists its clients apply:
+// the rule of every other consumer (allowlist.LoadOptions), so that a
+// configured key means a valid signature is required on the socket too.
+type Trust struct {
+	// PublicKey, when set, makes Apply refuse an allowlist whose detached
+	// signature does not verify under it over exactly the bytes the client
+	// sent (companion.ErrUntrusted).
+	PublicKey ed25519.PublicKey
+	// RequireSignature refuses to serve without a PublicKey.
+	RequireSignature bool
+}
+
+// ErrNoKey is returned by NewCompanion for Trust.RequireSignature without
+// Trust.PublicKey.
+var ErrNoKey = errors.New("a signature is required (--require-signature) but no public key was given (--pubkey)")
 
 // ErrNotLaunched is returned by ServeCompanion without a socket in a
 // process that a go-plugin client did not start.
@@ -50,7 +69,7 @@ func ServeCompanion(ctx context.Context, cfg CompanionConfig) error {
 	if cfg.Socket == "" && os.Getenv(companion.Handshake.MagicCookieKey) != companion.Handshake.MagicCookieValue {
 		return ErrNotLaunched
 	}
-	svc, err := NewCompanion(cfg.Config, cfg.Initial)
+	svc, err := NewCompanion(cfg.Config, cfg.Initial, cfg.Trust)
 	if err != nil {
 		return err
 	}
@@ -88,15 +107,18 @@ type Companion struct {
 	unavailable error
 	// readOnly refuses Apply: the enforcer's policy comes from its file.
 	readOnly bool
+	// trust is what Apply requires of an allowlist.
+	trust Trust
 }
 
 var _ companion.Enforcer = (*Companion)(nil)
 
 // NewCompanion returns the companion service of an enforcer configured by
-// cfg, loaded with initial when it is set. When the guard cannot run on
-// this kernel, the service answers every call with the reason (wrapping
+// cfg, loaded with initial when it is set, that applies only allowlists
+// that satisfy trust (initial too). When the guard cannot run on this
+// kernel, the service answers every call with the reason (wrapping
 // companion.ErrUnavailable).
-func NewCompanion(cfg Config, initial *allowlist.Allowlist) (*Companion, error) {
+func NewCompanion(cfg Config, initial *allowlist.Allowlist, trust Trust) (*Companion, error) {
 	load := func(cfg Config, a *allowlist.Allowlist) (engine, error) {
 		enf, err := Load(cfg, a)
 		if err != nil {
@@ -104,14 +126,17 @@ func NewCompanion(cfg Config, initial *allowlist.Allowlist) (*Companion, error) 
 		}
 		return enf, nil
 	}
-	return newCompanion(cfg, initial, Supported(), load)
+	return newCompanion(cfg, initial, trust, Supported(), load)
 }
 
-func newCompanion(cfg Config, initial *allowlist.Allowlist, unsupported error, load func(Config, *allowlist.Allowlist) (engine, error)) (*Companion, error) {
+func newCompanion(cfg Config, initial *allowlist.Allowlist, trust Trust, unsupported error, load func(Config, *allowlist.Allowlist) (engine, error)) (*Companion, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	c := &Companion{cfg: cfg, log: cfg.Logger, load: load, subs: map[int]chan Message{}}
+	if trust.RequireSignature && trust.PublicKey == nil {
+		return nil, ErrNoKey
+	}
+	c := &Companion{cfg: cfg, log: cfg.Logger, load: load, subs: map[int]chan Message{}, trust: trust}
 	if unsupported != nil {
 		c.log.WithError(unsupported).Error("the guard cannot run on this kernel: serving the reason to the client")
 		c.unavailable = unsupported
@@ -144,7 +169,11 @@ func (c *Companion) unavail() error {
 	return fmt.Errorf("%w: %w", companion.ErrUnavailable, c.unavailable)
 }
 
-// Apply puts a in force, loading the guard with it the first time.
+// Apply puts a in force, loading the guard with it the first time. With a
+// public key (Trust), a must carry a signature that verifies under it over
+// exactly the document it was parsed from (allowlist.VerifySigned), or it
+// is refused and the list in force stays. The guard's rollback floor
+// applies either way (Enforcer.Apply; Load checks a pinned guard's).
 func (c *Companion) Apply(_ context.Context, a *allowlist.Allowlist) (companion.Applied, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -153,6 +182,12 @@ func (c *Companion) Apply(_ context.Context, a *allowlist.Allowlist) (companion.
 	}
 	if c.readOnly {
 		return companion.Applied{}, errors.New("this enforcer applies its own allowlist file (kmodguard enforcer run --allowlist); edit that file instead")
+	}
+	if c.trust.PublicKey != nil {
+		if err := a.VerifySigned(c.trust.PublicKey); err != nil {
+			c.log.WithError(err).Error("allowlist refused: its signature does not verify under the enforcer's key; the list in force stays")
+			return companion.Applied{}, fmt.Errorf("%w: %w", companion.ErrUntrusted, err)
+		}
 	}
 	if c.enf == nil {
 		enf, err := c.load(c.cfg, a)

@@ -5,6 +5,7 @@ package enforcer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +15,13 @@ import (
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kmodguard/kmodguard/allowlist"
 	"github.com/kmodguard/kmodguard/companion"
 	"github.com/kmodguard/kmodguard/companion/companiontest"
+	pb "github.com/kmodguard/kmodguard/companion/proto"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/lsm"
 )
@@ -230,7 +234,7 @@ func TestCompanion(t *testing.T) {
 	log, _ := logtest.NewNullLogger()
 	f := newFake()
 	loads := 0
-	c, err := newCompanion(Config{Logger: log}, nil, nil, func(Config, *allowlist.Allowlist) (engine, error) {
+	c, err := newCompanion(Config{Logger: log}, nil, Trust{}, nil, func(Config, *allowlist.Allowlist) (engine, error) {
 		loads++
 		return f, nil
 	})
@@ -286,7 +290,7 @@ func TestCompanion(t *testing.T) {
 func TestCompanionRefuses(t *testing.T) {
 	log, _ := logtest.NewNullLogger()
 	noLSM := errors.New("BPF LSM is not active")
-	unavailable, err := newCompanion(Config{Logger: log}, nil, noLSM, nil)
+	unavailable, err := newCompanion(Config{Logger: log}, nil, Trust{}, noLSM, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +315,116 @@ func TestCompanionRefuses(t *testing.T) {
 				t.Errorf("Status: %v; want unavailable %v", err, tc.unavailable)
 			}
 		})
+	}
+}
+
+// TestCompanionTrust: a companion given a public key (serve-companion
+// --pubkey) applies only what is signed under it, whoever the client: the
+// bypass of a root client on the socket that sends an unsigned list, or a
+// signed one with bytes changed, is refused through a real gRPC
+// connection, with PermissionDenied, and the list in force stays.
+func TestCompanionTrust(t *testing.T) {
+	log, _ := logtest.NewNullLogger()
+	pub, priv, err := allowlist.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPriv, _ := allowlist.GenerateKey()
+	if _, err := newCompanion(Config{Logger: log}, nil, Trust{RequireSignature: true}, nil, nil); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("newCompanion requiring a signature without a key = %v, want ErrNoKey", err)
+	}
+	f := newFake()
+	c, err := newCompanion(Config{Logger: log}, nil, Trust{PublicKey: pub, RequireSignature: true}, nil,
+		func(Config, *allowlist.Allowlist) (engine, error) { return f, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e, client := companiontest.GRPCPair(t, c)
+	raw := pb.NewEnforcerClient(client.Conn)
+	ctx := t.Context()
+	doc := []byte(listYAML)
+	sig := allowlist.Sign(doc, priv)
+
+	for _, tc := range []struct {
+		name     string
+		doc, sig []byte
+	}{
+		{"unsigned", doc, nil},
+		{"signed with another key", doc, allowlist.Sign(doc, otherPriv)},
+		{"document changed after signing", append([]byte("# veth and more\n"), doc...), sig},
+		{"signature not base64", doc, []byte("not a signature\n")},
+	} {
+		_, err := raw.Apply(ctx, &pb.ApplyRequest{Allowlist: tc.doc, Signature: tc.sig, Source: "socket.yaml"})
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "signature") {
+			t.Errorf("%s: Apply = %v, want PermissionDenied naming the signature", tc.name, err)
+		}
+	}
+	// The Go client, with a list built in memory (no signature to send).
+	if _, err := e.Apply(ctx, allowlist.New("mem", allowlist.ModeAudit)); !errors.Is(err, companion.ErrUntrusted) {
+		t.Errorf("Apply of an unsigned list through the Go client = %v, want ErrUntrusted", err)
+	}
+	if f.appliedCount() != 0 {
+		t.Fatalf("a refused list was applied (%d applies)", f.appliedCount())
+	}
+
+	// Signed: the raw request, and the Go client with a list loaded from a
+	// signed file, which sends the file's bytes and its signature.
+	if res, err := raw.Apply(ctx, &pb.ApplyRequest{Allowlist: doc, Signature: sig, Source: "socket.yaml"}); err != nil || res.GetGeneration() == 0 {
+		t.Fatalf("Apply of the signed list = %+v, %v", res, err)
+	}
+	path := filepath.Join(t.TempDir(), "allow.yaml")
+	writeList(t, path, listYAML+"    - name: dummy\n")
+	k, err := allowlist.MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(t.TempDir(), "k.key")
+	if err := os.WriteFile(keyPath, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := allowlist.LoadPrivateKey(keyPath); err != nil {
+		t.Fatal(err)
+	} else if err := allowlist.SignFile(path, key); err != nil {
+		t.Fatal(err)
+	}
+	a, err := allowlist.LoadVerified(path, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Apply(ctx, a); err != nil {
+		t.Fatalf("Apply of a list loaded from a signed file through the Go client: %v", err)
+	}
+	if n := f.appliedCount(); n != 1 { // the first signed one loaded the guard
+		t.Fatalf("applied %d times, want 1 after load", n)
+	}
+	if got := f.Allowlist(); len(got.Spec.Modules) != 2 {
+		t.Errorf("list in force %+v, want the signed file's two entries", got.Spec)
+	}
+}
+
+// TestCompanionFloorOverGRPC: a rollback refused by the guard reaches the
+// client as an invalid allowlist naming it.
+func TestCompanionFloorOverGRPC(t *testing.T) {
+	log, _ := logtest.NewNullLogger()
+	f := newFake()
+	c, err := newCompanion(Config{Logger: log}, nil, Trust{}, nil, func(Config, *allowlist.Allowlist) (engine, error) { return f, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e := companionPair(t, c)
+	a, err := allowlist.Parse([]byte(listYAML), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Apply(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.applyErr = fmt.Errorf("apply: %w", allowlist.ErrRollback)
+	f.mu.Unlock()
+	if _, err := e.Apply(t.Context(), a); !errors.Is(err, companion.ErrInvalidAllowlist) || !strings.Contains(err.Error(), "rolled back") {
+		t.Errorf("Apply of a rollback = %v, want ErrInvalidAllowlist naming it", err)
 	}
 }

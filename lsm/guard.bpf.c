@@ -12,8 +12,9 @@
  * both module names from the ELF (elf.h), looks them up in the policy and
  * returns 0 or -EPERM. Loads whose contents the kernel will not show us
  * (kernel_load_data / kernel_read_file with contents == false) are refused
- * in enforce mode. Every other id (firmware, IMA policy, x509 ...) passes
- * untouched, except the kexec ids once the guard is sealed.
+ * in enforce mode. A read or load id the guard does not know is decided
+ * as a module (readid.h). Every other id (firmware, IMA policy, x509 ...)
+ * passes untouched, except the kexec ids once the guard is sealed.
  *
  * Policy: kg_policy is an ARRAY_OF_MAPS with one slot. The slot holds one
  * hash map with the mode, the digests and the names of one allowlist. User
@@ -21,9 +22,9 @@
  * update, so a load sees either the old allowlist or the new one, whole.
  *
  * Seal: once kg_config.sealed is set, the bpf, bpf_map, bpf_prog, inode_*,
- * sb_umount, sb_mount, move_mount and kexec hooks refuse root every way to
- * detach, unpin, move, override or rewrite the guard, or to boot into
- * another kernel, until reboot. Writes to the config map are themselves
+ * sb_umount, sb_mount, move_mount, sb_pivotroot and kexec hooks refuse root
+ * every way to detach, unpin, move, override or rewrite the guard, or to
+ * boot into another kernel, until reboot. Writes to the config map are themselves
  * refused then, so the seal cannot be lifted.
  */
 #include "vmlinux.h"
@@ -38,11 +39,9 @@
 #include "sha256.h"
 #include "elf.h"
 #include "decide.h"
+#include "readid.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
-
-/* The running kernel's value of an enumerator (CO-RE enum value relocation). */
-#define kg_enum_value(type, name) __builtin_preserve_enum_value(*(typeof(type) *)name, 1)
 
 /* What a decision event is about. */
 enum kg_op {
@@ -119,11 +118,18 @@ struct {
 	__type(value, struct kg_config);
 } kg_cfg SEC(".maps");
 
-/* Protected object -> 1, consulted only once sealed. */
+/*
+ * Protected object -> 1, consulted only once sealed. The seal fills it with
+ * the guard's maps and links, the pins, and for each namespace it acts on
+ * (the sealing one and the host's) the mounts, mountpoints and directories
+ * on the path to the pins, and before 6.12 the override hooks: 64 entries
+ * were full on 6.1 sealed from a private mount namespace. A pinned guard
+ * keeps the size it was loaded with (adopt).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_RDONLY_PROG);
-	__uint(max_entries, 64);
+	__uint(max_entries, 256);
 	__type(key, struct kg_protect_key);
 	__type(value, __u8);
 } kg_protect SEC(".maps");
@@ -438,7 +444,8 @@ int kg_post_load_data(__u64 *ctx)
 	__u64 size = ctx[1];
 	__u32 id = (__u32)ctx[2];
 
-	if (id != kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+	/* An id not known here is decided as a module (readid.h). */
+	if (kg_load_kind(id) != KG_READ_MODULE)
 		return 0;
 	return decide_load(KG_OP_INIT_MODULE, buf, size);
 }
@@ -450,7 +457,9 @@ int kg_post_read_file(__u64 *ctx)
 	__u64 size = ctx[2];
 	__u32 id = (__u32)ctx[3];
 
-	if (id != kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+	/* A compressed file is decided on its decompressed image, shown
+	 * next as READING_MODULE; an id not known here, as a module. */
+	if (kg_read_kind(id) != KG_READ_MODULE)
 		return 0;
 	return decide_load(KG_OP_FINIT_MODULE, buf, size);
 }
@@ -461,7 +470,7 @@ int kg_load_data(__u64 *ctx)
 	__u32 id = (__u32)ctx[0];
 	bool contents = (bool)ctx[1];
 
-	if (id == kg_enum_value(enum kernel_load_data_id, LOADING_MODULE))
+	if (kg_load_kind(id) != KG_READ_OTHER)
 		return contents ? 0 : no_contents(KG_OP_INIT_MODULE);
 	if ((id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_IMAGE) ||
 	     id == kg_enum_value(enum kernel_load_data_id, LOADING_KEXEC_INITRAMFS)) &&
@@ -476,7 +485,7 @@ int kg_read_file(__u64 *ctx)
 	__u32 id = (__u32)ctx[1];
 	bool contents = (bool)ctx[2];
 
-	if (id == kg_enum_value(enum kernel_read_file_id, READING_MODULE))
+	if (kg_read_kind(id) != KG_READ_OTHER)
 		return contents ? 0 : no_contents(KG_OP_FINIT_MODULE);
 	if ((id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_IMAGE) ||
 	     id == kg_enum_value(enum kernel_read_file_id, READING_KEXEC_INITRAMFS)) &&
@@ -990,6 +999,29 @@ int kg_move_mount(__u64 *ctx)
 	if (in_pins_ns(&ns) && covers_pins(to, &ino))
 		return refuse(KG_OP_MOUNT, ino);
 	return 0;
+}
+
+/*
+ * sb_pivotroot(old_path, new_path), in the namespaces that hold the pins,
+ * once sealed: refused, as MS_MOVE is. pivot_root(2) moves the caller's
+ * root mount to put_old and the mount at new_root to where the root was.
+ * A thread chrooted into /sys (a mount with a parent) can so put the
+ * bpffs holding the pins on /sys and sysfs under it: both keep their ids,
+ * but the pins leave their path (a daemon or status finds no guard there)
+ * and the mounts sit on inodes the seal did not record. The kernel calls
+ * the hook before it looks at the mounts (which must all be in the
+ * caller's namespace), so the namespace decides. Object: the namespace.
+ * In other namespaces (a container runtime's pivot_root) the mounts are
+ * copies, and pass.
+ */
+SEC("lsm/sb_pivotroot")
+int kg_sb_pivotroot(__u64 *ctx)
+{
+	__u32 ns;
+
+	if (!sealed() || !in_pins_ns(&ns))
+		return 0;
+	return refuse(KG_OP_MOUNT, ns);
 }
 
 #define KG_MAX_UMOUNT_WALK 256 /* mounts below a lazy umount checked before giving up */

@@ -155,6 +155,7 @@ const (
 	guardProgKgPostReadFile = "kg_post_read_file"
 	guardProgKgReadFile     = "kg_read_file"
 	guardProgKgSbMount      = "kg_sb_mount"
+	guardProgKgSbPivotroot  = "kg_sb_pivotroot"
 	guardProgKgSbUmount     = "kg_sb_umount"
 )
 
@@ -212,6 +213,7 @@ type guardProgramSpecs struct {
 	KgPostReadFile *ebpf.ProgramSpec `ebpf:"kg_post_read_file"`
 	KgReadFile     *ebpf.ProgramSpec `ebpf:"kg_read_file"`
 	KgSbMount      *ebpf.ProgramSpec `ebpf:"kg_sb_mount"`
+	KgSbPivotroot  *ebpf.ProgramSpec `ebpf:"kg_sb_pivotroot"`
 	KgSbUmount     *ebpf.ProgramSpec `ebpf:"kg_sb_umount"`
 }
 
@@ -309,6 +311,7 @@ type guardPrograms struct {
 	KgPostReadFile *ebpf.Program `ebpf:"kg_post_read_file"`
 	KgReadFile     *ebpf.Program `ebpf:"kg_read_file"`
 	KgSbMount      *ebpf.Program `ebpf:"kg_sb_mount"`
+	KgSbPivotroot  *ebpf.Program `ebpf:"kg_sb_pivotroot"`
 	KgSbUmount     *ebpf.Program `ebpf:"kg_sb_umount"`
 }
 
@@ -326,6 +329,7 @@ func (p *guardPrograms) Close() error {
 		p.KgPostReadFile,
 		p.KgReadFile,
 		p.KgSbMount,
+		p.KgSbPivotroot,
 		p.KgSbUmount,
 	)
 }

@@ -30,6 +30,7 @@ var hooks = []string{
 	"kg_sb_umount",
 	"kg_sb_mount",
 	"kg_move_mount",
+	"kg_sb_pivotroot",
 }
 
 // Open loads the guard with the initial policy, attaches it and pins it, or,
@@ -293,6 +294,9 @@ func adopt(dir string) (_ *Guard, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// A guard pinned by an older build keeps its maps; the programs do
+	// not depend on kg_protect's size, which has grown.
+	spec.Maps["kg_protect"].MaxEntries = g.protect.MaxEntries()
 	coll, err := newCollection(spec, map[string]*ebpf.Map{
 		"kg_policy": g.policy, "kg_cfg": g.config, "kg_protect": g.protect,
 		"kg_events": g.events, "kg_counters": g.counters,

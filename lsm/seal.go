@@ -19,10 +19,11 @@ import (
 // rename or rewrite any of it, to load a program that uses the guard's maps
 // (the decision ring buffer included), to freeze the ring buffer, to
 // unmount the mounts holding the pins (or a mount whose unmount propagates
-// to them, see guard.bpf.c), to move them (move_mount(2) of one, any MS_MOVE
-// in the sealing and init mount namespaces) or mount over the path to the
-// pins, to load or attach programs that could decide before the guard
-// (fmod_ret, and LSM programs on overrideHooks), and kexec. Other mounts of
+// to them, see guard.bpf.c), to move them (move_mount(2) of one, any
+// MS_MOVE or pivot_root(2) in the sealing and init mount namespaces) or
+// mount over the path to the pins, to load or attach programs that could
+// decide before the guard (fmod_ret, and LSM programs on overrideHooks),
+// and kexec, the crash kernel's (kdump) included. Other mounts of
 // the same file systems unmount as usual. The ring buffer still opens
 // writable, for the daemon to consume it; a second consumer is detected by
 // the reader (Reader.Missing). The policy in force is frozen; SetPolicy

@@ -515,6 +515,55 @@ func TestSignedAllowlist(t *testing.T) {
 	}
 }
 
+// TestSignatureDeletedKeepsList is the attack of issue 11 on the plugin:
+// with public_key set and require_signature false, whoever can write the
+// allowlist rewrites it to admit dummy and deletes its .sig, so that
+// kmod.allowed goes quiet. A configured key means a valid signature is
+// required (allowlist.LoadOptions): the rewrite is refused and the signed
+// list stays in force.
+func TestSignatureDeletedKeepsList(t *testing.T) {
+	dir := t.TempDir()
+	list, keyFile := filepath.Join(dir, "allow.yaml"), filepath.Join(dir, "key.pub")
+	pub, priv, err := allowlist.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := allowlist.MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeAllowlist(t, list, allowlist.Entry{Name: "veth"})
+	if err := allowlist.SignFile(list, priv); err != nil {
+		t.Fatal(err)
+	}
+	p := newPlugin(t, `{"allowlist": "`+list+`", "require_signature": false, "public_key": "`+keyFile+`", "allowlist_check_interval": "100ms"}`)
+	clock := time.Now()
+	p.policy.now = func() time.Time { return clock }
+	judge := func() *bool {
+		e := initEvent() // dummy
+		p.policy.Current().Judge(e)
+		return e.Allowed
+	}
+	if a := judge(); a == nil || *a {
+		t.Fatalf("dummy under the signed list: allowed %v, want false", a)
+	}
+	writeAllowlist(t, list, allowlist.Entry{Name: "veth"}, allowlist.Entry{Name: "dummy"})
+	if err := os.Remove(list + allowlist.SigSuffix); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Second)
+	if a := judge(); a == nil || *a {
+		t.Fatalf("after the list was rewritten and its .sig deleted: dummy allowed %v, want false (the signed list)", a)
+	}
+	if m := metricValues(p); m["allowlist_reload_failures"] != 1 || m["allowlist_entries"] != 1 {
+		t.Errorf("after the .sig was deleted: allowlist_reload_failures=%d allowlist_entries=%d, want 1 and 1",
+			m["allowlist_reload_failures"], m["allowlist_entries"])
+	}
+}
+
 // chanSource is an eventSource fed by the test.
 type chanSource struct {
 	ch     chan *event.Event

@@ -35,6 +35,12 @@ With --socket it serves the same service on a Unix socket (mode 0600) for
 clients that attach instead of launching it (init_config "enforcer":
 {"socket": PATH}).
 
+With --pubkey, every allowlist is verified under the key, as enforcer run and
+apply verify theirs: --allowlist against FILE.sig, and each list a client
+applies against the signature it sends with it (a client's unsigned or badly
+signed list is refused, and the list in force stays).
+--require-signature refuses to start without --pubkey.
+
 The guard is loaded with the first allowlist a client applies (or with
 --allowlist at start), or adopted when one is pinned. When the kernel cannot
 run it (no BPF LSM), the companion still serves and answers every call with
@@ -44,7 +50,7 @@ the reason, so that Falco reports it and keeps detecting.`,
 
   # a standalone companion that Falco attaches to
   kmodguard enforcer serve-companion --socket /run/kmodguard/companion.sock \
-    --allowlist /etc/kmodguard/allowlist.yaml`,
+    --allowlist /etc/kmodguard/allowlist.yaml --pubkey /etc/kmodguard/signing.pub`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLog(cmd.ErrOrStderr())
@@ -53,6 +59,14 @@ the reason, so that Falco reports it and keeps detecting.`,
 				Config: enforcer.Config{PinDir: *pinDir, Mode: allowlist.Mode(mode), Seal: seal, Logger: log},
 				Socket: socket, Stderr: cmd.ErrOrStderr(),
 			}
+			if trust.pubkey != "" {
+				k, err := allowlist.LoadPublicKey(trust.pubkey)
+				if err != nil {
+					return withCode(exitError, err)
+				}
+				cfg.Trust.PublicKey = k
+			}
+			cfg.Trust.RequireSignature = trust.require
 			if path != "" {
 				a, err := trust.load(path)
 				if err != nil {

@@ -36,7 +36,12 @@ type ApplyRequest struct {
 	// companion parses and validates it strictly.
 	Allowlist []byte `protobuf:"bytes,1,opt,name=allowlist,proto3" json:"allowlist,omitempty"`
 	// Where the document came from, for error messages (a file name).
-	Source        string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The detached ed25519 signature of exactly the bytes of allowlist, as
+	// FILE.sig holds it (`kmodguard allowlist sign`). A companion started
+	// with a public key (--pubkey) refuses an Apply without one that
+	// verifies (PERMISSION_DENIED); one without a key ignores it.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,6 +88,13 @@ func (x *ApplyRequest) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *ApplyRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type ApplyResponse struct {
@@ -581,10 +593,11 @@ var File_companion_proto protoreflect.FileDescriptor
 
 const file_companion_proto_rawDesc = "" +
 	"\n" +
-	"\x0fcompanion.proto\x12\x16kmodguard.companion.v1\"D\n" +
+	"\x0fcompanion.proto\x12\x16kmodguard.companion.v1\"b\n" +
 	"\fApplyRequest\x12\x1c\n" +
 	"\tallowlist\x18\x01 \x01(\fR\tallowlist\x12\x16\n" +
-	"\x06source\x18\x02 \x01(\tR\x06source\"]\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"]\n" +
 	"\rApplyResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +

@@ -7,10 +7,11 @@
  * argument, and writes its answer to kg_test_out (test_decide: to
  * kg_test_event).
  */
-#include "kg_bpf.h"
+#include "vmlinux.h"
 #include "sha256.h"
 #include "elf.h"
 #include "decide.h"
+#include "readid.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -131,5 +132,31 @@ int test_decide(struct bpf_raw_tracepoint_args *ctx)
 	kg_measure(e, (const char *)addr, ctx->args[0], bpf_map_lookup_elem(&kg_test_names, &zero),
 		   0);
 	kg_judge(e, bpf_map_lookup_elem(&kg_policy, &zero));
+	return 0;
+}
+
+/* test_read_kind: kg_test_out.ret = the guard's kind (readid.h) of read id args[0]. */
+SEC("raw_tp")
+int test_read_kind(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+
+	if (!res)
+		return 1;
+	res->ret = kg_read_kind((__u32)ctx->args[0]);
+	return 0;
+}
+
+/* test_load_kind: kg_test_out.ret = the guard's kind (readid.h) of load id args[0]. */
+SEC("raw_tp")
+int test_load_kind(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+
+	if (!res)
+		return 1;
+	res->ret = kg_load_kind((__u32)ctx->args[0]);
 	return 0;
 }

@@ -158,6 +158,8 @@ const (
 	bpftestMapKgTestOut       = "kg_test_out"
 	bpftestProgTestDecide     = "test_decide"
 	bpftestProgTestElfNames   = "test_elf_names"
+	bpftestProgTestLoadKind   = "test_load_kind"
+	bpftestProgTestReadKind   = "test_read_kind"
 	bpftestProgTestSha256     = "test_sha256"
 )
 
@@ -205,6 +207,8 @@ type bpftestSpecs struct {
 type bpftestProgramSpecs struct {
 	TestDecide   *ebpf.ProgramSpec `ebpf:"test_decide"`
 	TestElfNames *ebpf.ProgramSpec `ebpf:"test_elf_names"`
+	TestLoadKind *ebpf.ProgramSpec `ebpf:"test_load_kind"`
+	TestReadKind *ebpf.ProgramSpec `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.ProgramSpec `ebpf:"test_sha256"`
 }
 
@@ -283,6 +287,8 @@ type bpftestVariables struct {
 type bpftestPrograms struct {
 	TestDecide   *ebpf.Program `ebpf:"test_decide"`
 	TestElfNames *ebpf.Program `ebpf:"test_elf_names"`
+	TestLoadKind *ebpf.Program `ebpf:"test_load_kind"`
+	TestReadKind *ebpf.Program `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.Program `ebpf:"test_sha256"`
 }
 
@@ -290,6 +296,8 @@ func (p *bpftestPrograms) Close() error {
 	return _BpftestClose(
 		p.TestDecide,
 		p.TestElfNames,
+		p.TestLoadKind,
+		p.TestReadKind,
 		p.TestSha256,
 	)
 }

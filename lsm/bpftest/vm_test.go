@@ -32,6 +32,7 @@ func TestGuestHelpers(t *testing.T) {
 	t.Run("ScratchBusy", TestScratchBusy)
 	t.Run("ELFNamesCrafted", TestELFNamesCrafted)
 	t.Run("ELFNamesFault", TestELFNamesFault)
+	t.Run("ReadKind", TestReadKind)
 	t.Run("Fixtures", func(t *testing.T) {
 		h := newHarness(t, 4<<20)
 		for _, name := range []string{"dummy", "veth"} {
