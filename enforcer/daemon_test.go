@@ -83,9 +83,16 @@ func (f *fakeEngine) appliedCount() int {
 
 const listYAML = "apiVersion: kmodguard.io/v1\nkind: ModuleAllowlist\nmetadata: {name: test}\nspec:\n  mode: enforce\n  modules:\n    - name: veth\n"
 
+// writeList replaces the file by rename, as editors and ConfigMap swaps do:
+// written in place, a poll between the truncation and the write could
+// take the file twice (the partial version's FileID, then the whole one's).
 func writeList(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -105,6 +105,7 @@ const (
 	fRequestName    = 58
 	fRequestPid     = 59
 	fRequestComm    = 60
+	fParentKthread  = 61
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -187,6 +188,7 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.str(fRequestName, e.RequestName)
 	w.uint(fRequestPid, uint64(e.RequestPid))
 	w.str(fRequestComm, e.RequestComm)
+	w.bool(fParentKthread, e.ParentKthread)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -499,6 +501,8 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.Coalesced = u32()
 	case fRequestPid:
 		e.RequestPid = u32()
+	case fParentKthread:
+		e.ParentKthread = v != 0
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
 		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory, fRequestName, fRequestComm:
@@ -570,7 +574,7 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced, fRequestPid:
+		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced, fRequestPid, fParentKthread:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

@@ -85,9 +85,9 @@ type Event struct {
 	Taint string `json:"taint,omitempty"`
 	// ParentKthread is set when the caller's parent is a kernel thread:
 	// the kernel started the caller (a user-mode helper, such as the
-	// modprobe of an autoload request). Sensor-internal: it joins those
-	// loads to their requests, and is not recorded.
-	ParentKthread bool `json:"-"`
+	// modprobe of an autoload request). The sensor joins such loads to
+	// their requests (Request*).
+	ParentKthread bool `json:"parent_kthread,omitempty"`
 	// RequestName, RequestPid and RequestComm name, on a load by the
 	// kernel's modprobe, the autoload request that caused it: the alias
 	// asked for and the process that asked (a module_request event).
