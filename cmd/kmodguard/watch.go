@@ -330,7 +330,11 @@ func formatEvent(ev *event.Event) string {
 		}
 		return b.String()
 	}
-	fmt.Fprintf(&b, "%s %-13s %-16s %-16s", ts, ev.Syscall, name, formatRes(ev.Res))
+	res := formatRes(ev.Res)
+	if ev.Syscall == event.ModuleRequest {
+		res = "request" // no result: the kernel's modprobe runs after it
+	}
+	fmt.Fprintf(&b, "%s %-13s %-16s %-16s", ts, ev.Syscall, name, res)
 	if ev.Allowed != nil {
 		if *ev.Allowed {
 			b.WriteString(" ALLOWED")
@@ -365,6 +369,9 @@ func formatEvent(ev *event.Event) string {
 		}
 	case event.FinitModule:
 		fmt.Fprintf(&b, " fd=%d path=%s", ev.FD, ev.Path)
+	}
+	if ev.RequestName != "" {
+		fmt.Fprintf(&b, " autoload=%s requested_by=%q(pid %d)", ev.RequestName, ev.RequestComm, ev.RequestPid)
 	}
 	if len(ev.Flags) > 0 {
 		fmt.Fprintf(&b, " flags=%s", strings.Join(ev.Flags, "|"))

@@ -221,6 +221,21 @@ func TestFormatEvent(t *testing.T) {
 	if got := formatEvent(ev); strings.Contains(got, "pidns=") {
 		t.Errorf("%q names the namespaces of a caller on the host", got)
 	}
+	// An autoload request has no result; the load it caused names it.
+	req := &event.Event{Syscall: event.ModuleRequest, Name: "net-pf-38", Pid: 9, Comm: "python3", HostNS: true}
+	if got := formatEvent(req); !strings.Contains(got, "module_request net-pf-38") || !strings.Contains(got, " request ") || strings.Contains(got, "res=") {
+		t.Errorf("%q: want the alias and no result", got)
+	}
+	load := &event.Event{Syscall: event.FinitModule, Name: "af_alg", Pid: 10, Comm: "modprobe", HostNS: true,
+		RequestName: "net-pf-38", RequestComm: "python3", RequestPid: 9}
+	if got := formatEvent(load); !strings.Contains(got, ` autoload=net-pf-38 requested_by="python3"(pid 9)`) {
+		t.Errorf("%q does not name the request", got)
+	}
+	// A module already loaded: no caller, its file and taint.
+	present := &event.Event{Syscall: event.Present, Name: "veth", Taint: "E", Inventory: "file:build-id", Path: "/lib/modules/r/veth.ko", SHA256: "ab", Allowed: &no}
+	if got := formatEvent(present); !strings.Contains(got, `present       veth             NOT-ALLOWED taint="E" file:build-id path=/lib/modules/r/veth.ko sha256=ab`) {
+		t.Errorf("present event: %q", got)
+	}
 	if got := formatRes(bpf.ResUnknown); got != "res=?" {
 		t.Errorf("unknown result: %q", got)
 	}
