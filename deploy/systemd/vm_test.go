@@ -929,27 +929,6 @@ func TestVMSystemdFailClosed(t *testing.T) {
 	})
 }
 
-// guardStatus is the part of `kmodguard enforcer status -o json` these
-// tests read.
-type guardStatus struct {
-	Mode       string `json:"mode"`
-	Generation uint64 `json:"generation"`
-	Entries    int    `json:"entries"`
-	Sealed     bool   `json:"sealed"`
-	Blocked    uint64 `json:"blocked"`
-	Allowlist  string `json:"allowlist"`
-}
-
-func readGuard(t *testing.T) guardStatus {
-	t.Helper()
-	out, err := sh("kmodguard", "enforcer", "status", "-o", "json")
-	var st guardStatus
-	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
-		t.Fatalf("enforcer status: %v: %s", err, out)
-	}
-	return st
-}
-
 // TestGuestFailClosedBoot: with no allowlist and --fail-closed, the unit
 // fails where systemctl --failed shows it, after pinning a guard with an
 // empty policy in enforce mode, which refused udev's drivers and
@@ -976,7 +955,7 @@ func TestGuestFailClosedBoot(t *testing.T) {
 			t.Errorf("the journal does not say %q:\n%s", want, log)
 		}
 	}
-	st := readGuard(t)
+	st := enforcerStatus(t)
 	t.Logf("the guard at boot: %+v", st)
 	if st.Mode != "enforce" || st.Entries != 0 || st.Sealed || st.Blocked == 0 {
 		t.Errorf("guard %+v: want enforce, 0 entries, not sealed, loads refused", st)
@@ -1002,7 +981,7 @@ func TestGuestFailClosedBoot(t *testing.T) {
 	if out, err := sh("systemctl", "start", enforcerUnit); err != nil {
 		t.Fatalf("systemctl start with the allowlist back: %v: %s", err, out)
 	}
-	fixed := readGuard(t)
+	fixed := enforcerStatus(t)
 	if fixed.Entries == 0 || fixed.Generation <= st.Generation {
 		t.Fatalf("guard after the fix: %+v; want the allowlist's entries in a later generation", fixed)
 	}
@@ -1030,7 +1009,7 @@ func TestGuestFailClosedBoot(t *testing.T) {
 	}
 	sh("systemctl", "restart", enforcerUnit)
 	waitFailed(t, enforcerUnit)
-	after := readGuard(t)
+	after := enforcerStatus(t)
 	if after.Entries != fixed.Entries || after.Generation != fixed.Generation {
 		t.Errorf("guard after a broken list with --fail-closed: %+v; want the good policy (%+v) kept", after, fixed)
 	}
@@ -1114,9 +1093,14 @@ ExecStart=/usr/bin/kmodguard enforcer run --allowlist /etc/kmodguard/allowlist.y
 	return os.WriteFile(filepath.Join(dir, "local-allowlist.conf"), []byte(dropIn), 0o644)
 }
 
+// status is the part of `kmodguard enforcer status -o json` these tests
+// read.
 type status struct {
+	Mode       string `json:"mode"`
 	Generation uint64 `json:"generation"`
 	Entries    uint64 `json:"entries"`
+	Sealed     bool   `json:"sealed"`
+	Blocked    uint64 `json:"blocked"`
 }
 
 func enforcerStatus(t *testing.T) status {
