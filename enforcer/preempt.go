@@ -41,11 +41,16 @@ func (e *Enforcer) warnPreemption(seal bool) {
 	}
 }
 
-// skipWatch is what checkSkipped saw last.
+// skipWatch is what checkSkipped saw last, and where it looks.
 type skipWatch struct {
 	misses  map[string]uint64
 	exposed bool
 	failed  bool
+	checked bool // a check ran (the start logged the model)
+	// read and detect are the guard's RecursionMisses and
+	// lsm.DetectPreemption, replaced in tests.
+	read   func() ([]lsm.ProgramMisses, error)
+	detect func() lsm.Preemption
 }
 
 // checkSkipped reads the guard programs' recursion misses and logs, and
@@ -54,17 +59,31 @@ type skipWatch struct {
 // It also logs when the kernel becomes exposed (lsm.Preemption.Exposed):
 // root switched the preemption model at run time.
 func (e *Enforcer) checkSkipped(w *skipWatch) {
-	if p := lsm.DetectPreemption(); p.Exposed() != w.exposed {
-		if p.Exposed() && w.misses != nil {
+	if w.read == nil {
+		w.read = e.guard.RecursionMisses
+	}
+	if w.detect == nil {
+		w.detect = lsm.DetectPreemption
+	}
+	p := w.detect()
+	if p.Exposed() != w.exposed {
+		if p.Exposed() && w.checked {
 			e.log.WithFields(logrus.Fields{"preempt_model": p.Model, "preempt_model_from": p.ModelFrom}).
 				Error("the kernel's preemption model changed: a module load that preempts the guard is now admitted undecided; " + preemptAdvice)
 		}
 		w.exposed = p.Exposed()
 	}
-	ms, err := e.guard.RecursionMisses()
+	w.checked = true
+	ms, err := w.read()
 	if err != nil {
 		if !w.failed {
-			e.log.WithError(err).Warn("cannot read the guard programs' recursion misses: calls the kernel skips go unreported")
+			// Only a kernel that skips makes the misses matter.
+			log := e.log.WithError(err)
+			if p.SkipsBusy {
+				log.Warn("cannot read the guard programs' recursion misses: calls the kernel skips go unreported")
+			} else {
+				log.Info("cannot read the guard programs' recursion misses (this kernel does not skip a running guard program)")
+			}
 		}
 		w.failed = true
 		return

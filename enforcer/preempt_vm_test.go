@@ -101,7 +101,7 @@ func (r preemptRace) inside() bool {
 	return r.smallStart.After(r.bigStart) && r.smallEnd.Before(r.bigEnd)
 }
 
-// TestGuestPreemptSkipsGuard is issue 11 part 3. From 5.13 to 6.1, the
+// TestGuestPreemptSkipsGuard is issue 11 part 3. From 5.13 to 6.1.53, the
 // BPF trampoline runs a non-sleepable LSM program only if it is not
 // already running on that CPU (prog->active, __bpf_prog_enter): a second
 // call is skipped, counted in the program's recursion_misses, and the hook
@@ -110,8 +110,8 @@ func (r preemptRace) inside() bool {
 // the guard while it hashes a large image on the same CPU would never be
 // decided. 6.2 (commit "bpf: Remove prog->active check for bpf_lsm and
 // bpf_iter") runs LSM programs without that check, and the preempting load
-// is decided in a scratch slot of its own. Debian's 6.1.0-57 (6.1.192) has
-// that change too (bpf_trampoline_enter is in its kallsyms): on both
+// is decided in a scratch slot of its own. 6.1.54 has that change too, and
+// so Debian's 6.1.0-57 (6.1.192; bpf_trampoline_enter in kallsyms): on both
 // Debian kernels the preempting loads are refused, which this test shows;
 // on a kernel that skips (lsm.TrampolineSkipsBusyLSM) it wants the bypass
 // shown and every miss reported.

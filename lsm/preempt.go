@@ -25,7 +25,8 @@ import (
 // while it hashes another image on the same CPU is then never decided.
 // 6.2 (commit "bpf: Remove prog->active check for bpf_lsm and bpf_iter")
 // picks the enter function per program type (bpf_trampoline_enter), and
-// LSM programs run without that check.
+// LSM programs run without that check; 6.1.54 carries the same change
+// (Debian's 6.1.0-13 and later). The check came in 5.13.
 
 // Preemption is what the running kernel does to a guard program that a
 // module load preempts.
@@ -124,10 +125,12 @@ var skipsBusyOnce = func() func(string) (bool, string) {
 }()
 
 // skipsBusy looks for the trampoline's enter functions in kallsyms: from
-// 6.2, bpf_trampoline_enter picks one per program; before, there is none
-// and every non-sleepable program but struct_ops and lsm_cgroup went
-// through the counting __bpf_prog_enter. Without kallsyms, the release
-// decides.
+// 6.2 (and 6.1.54), bpf_trampoline_enter picks one per program; before,
+// there is none and every non-sleepable program but struct_ops and
+// lsm_cgroup went through the counting __bpf_prog_enter. Without
+// kallsyms, the release decides, on the safe side: a 6.1 release string
+// (Debian's 6.1.0-57) does not say its patch level, so every 6.1 counts as
+// skipping.
 func skipsBusy(release string) (bool, string) {
 	if f, err := os.Open(kallsymsPath); err == nil {
 		defer f.Close()
