@@ -74,7 +74,7 @@ func (p Preemption) String() string {
 	if model == "" {
 		model = "unknown"
 	}
-	s := fmt.Sprintf("preemption %s (%s)", model, p.ModelFrom)
+	s := fmt.Sprintf("model %s (%s)", model, p.ModelFrom)
 	if p.SkipsBusy {
 		return s + ", trampoline skips a running LSM program (before 6.2)"
 	}
