@@ -210,6 +210,8 @@ func preemptModel(release, version string) (model, from string, dynamic bool) {
 			}
 		}
 		return "", "uname -v (PREEMPT_DYNAMIC, boot default unknown)", true
+	case has("PREEMPT_LAZY"):
+		return "lazy", "uname -v", false
 	case has("PREEMPT"):
 		return "full", "uname -v", false
 	}

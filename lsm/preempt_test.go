@@ -68,6 +68,7 @@ func TestPreemptModel(t *testing.T) {
 		{"config default", "", "root=/dev/vda", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3", "voluntary", true, false},
 		{"rt", "", "", "#1 SMP PREEMPT_RT Debian 6.1.192-3", "rt", false, true},
 		{"static full", "", "", "#1 SMP PREEMPT Thu Jan 1", "full", false, true},
+		{"static lazy", "", "", "#1 SMP PREEMPT_LAZY Debian 7.2.13-1", "lazy", false, true},
 		{"static voluntary", "", "", "#1 SMP Debian 5.10", "voluntary", false, false},
 	} {
 		preemptDebugPath = filepath.Join(dir, "nodebug")
