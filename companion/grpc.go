@@ -191,9 +191,9 @@ func fromProto(p *pb.Decision) event.GuardMessage {
 		at = time.Unix(0, ns)
 	}
 	switch kind := event.ReportKind(p.GetOp()); kind {
-	case event.ReportMissing, event.ReportOverride:
+	case event.ReportMissing, event.ReportOverride, event.ReportSkipped:
 		r := event.Report{Time: at, Kind: kind, Reason: p.GetReason(), Pid: p.GetPid(), UID: p.GetUid(), Comm: p.GetComm()}
-		if kind == event.ReportMissing {
+		if kind != event.ReportOverride {
 			r.Count = p.GetObject()
 		} else {
 			r.LinkID = uint32(p.GetObject())

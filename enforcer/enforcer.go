@@ -146,7 +146,13 @@ func Load(cfg Config, a *allowlist.Allowlist) (*Enforcer, error) {
 			return nil, err
 		}
 	}
+	e.warnPreemption(cfg.Seal)
 	if cfg.Seal {
+		// Hold the programs' descriptors before the seal refuses them:
+		// their recursion misses are read through them.
+		if _, err := g.RecursionMisses(); err != nil {
+			e.log.WithError(err).Warn("cannot read the guard programs' recursion misses")
+		}
 		if err := g.Seal(); err != nil {
 			g.Close()
 			return nil, fmt.Errorf("seal guard: %w", err)

@@ -55,6 +55,8 @@ type MetricsSource struct {
 //	kmodguard_guard_sealed                     1 when the guard is sealed until reboot
 //	kmodguard_guard_links{state}               hooks attached ("attached") and not ("missing")
 //	kmodguard_guard_overrides                  programs that can decide the guard's hooks before it (lsm.Override)
+//	kmodguard_guard_recursion_misses_total{hook} calls to a guard program the kernel skipped (it was running on that CPU)
+//	kmodguard_guard_preempt_exposed            1 when a load that preempts the guard can skip it (lsm.Preemption)
 //	kmodguard_allowlist_generation             generation of the policy in force
 //	kmodguard_allowlist_entries                digests and names in the policy in force
 //	kmodguard_allowlist_info{name,mode}        1, labelled with the allowlist in force and the guard's mode
@@ -167,6 +169,10 @@ var (
 		"The guard's hooks by state: attached, or missing (not pinned: not enforcing through that hook).", []string{"state"}, nil)
 	descGuardOverrides = prometheus.NewDesc("kmodguard_guard_overrides",
 		"Someone else's BPF programs that can decide a load before the guard does (fmod_ret on a security_ function it hooks; before 6.12, LSM programs on the hooks where a positive return skips it): anything above 0 means the guard can be bypassed.", nil, nil)
+	descGuardMisses = prometheus.NewDesc("kmodguard_guard_recursion_misses_total",
+		"Calls to a guard program that the kernel skipped because the program was already running on that CPU (its recursion_misses), by hook. Before Linux 6.2 a skipped module hook admits the load undecided: anything above 0 is a bypass.", []string{"hook"}, nil)
+	descGuardExposed = prometheus.NewDesc("kmodguard_guard_preempt_exposed",
+		"1 when this kernel skips a guard program already running on a CPU (before 6.2) and its preemption model lets a load preempt the guard (full, lazy, rt): such a load is admitted undecided.", nil, nil)
 	descGeneration = prometheus.NewDesc("kmodguard_allowlist_generation",
 		"Generation of the policy in force in the guard.", nil, nil)
 	descEntries = prometheus.NewDesc("kmodguard_allowlist_entries",
@@ -185,7 +191,7 @@ type stateCollector struct{ src MetricsSource }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descGuardDecisions, descGuardLost, descGuardUp, descGuardPinned,
-		descGuardSealed, descGuardLinks, descGuardOverrides, descGeneration, descEntries, descInfo, descSensorDrops, descSensorTrunc} {
+		descGuardSealed, descGuardLinks, descGuardOverrides, descGuardMisses, descGuardExposed, descGeneration, descEntries, descInfo, descSensorDrops, descSensorTrunc} {
 		ch <- d
 	}
 }
@@ -215,6 +221,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			if st.OverridesError == "" {
 				ch <- prometheus.MustNewConstMetric(descGuardOverrides, prometheus.GaugeValue, float64(len(st.Overrides)))
 			}
+			if st.RecursionMissesError == "" {
+				for _, l := range st.Links {
+					var n uint64
+					for _, m := range st.RecursionMissesByHook {
+						if m.Hook == l.Hook {
+							n = m.Misses
+						}
+					}
+					ch <- prometheus.MustNewConstMetric(descGuardMisses, prometheus.CounterValue, float64(n), l.Hook)
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(descGuardExposed, prometheus.GaugeValue, b2f(st.Preemption.Exposed()))
 			ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(st.Generation))
 			ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(st.Entries))
 		}

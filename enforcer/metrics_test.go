@@ -136,6 +136,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"kmodguard_guard_links", []string{"state", "attached"}, float64(len(lsm.Hooks()))},
 		{"kmodguard_guard_links", []string{"state", "missing"}, 0},
 		{"kmodguard_guard_overrides", nil, 0},
+		{"kmodguard_guard_recursion_misses_total", []string{"hook", "kg_post_load_data"}, 0},
+		{"kmodguard_guard_preempt_exposed", nil, 0},
 		{"kmodguard_allowlist_generation", nil, 3},
 		{"kmodguard_allowlist_entries", nil, 12},
 		{"kmodguard_allowlist_info", []string{"name", "prod-hosts", "mode", "enforce"}, 1},
@@ -157,10 +159,19 @@ func TestMetricsScrape(t *testing.T) {
 	st.Links = st.Links[1:]
 	st.Sealed = true
 	st.Overrides = []lsm.Override{{Target: "security_kernel_post_read_file", LinkID: 9, ProgID: 40}}
+	st.RecursionMisses = 3
+	st.RecursionMissesByHook = []lsm.ProgramMisses{{Hook: "kg_post_read_file", ProgID: 41, Misses: 3}}
+	st.Preemption = lsm.Preemption{SkipsBusy: true, Model: "full"}
 	mu.Unlock()
 	fams = scrape(t, url)
 	if v, _ := value(fams, "kmodguard_guard_overrides"); v != 1 {
 		t.Errorf("overrides = %v after one appeared, want 1", v)
+	}
+	if v, _ := value(fams, "kmodguard_guard_recursion_misses_total", "hook", "kg_post_read_file"); v != 3 {
+		t.Errorf("recursion misses of kg_post_read_file = %v, want 3", v)
+	}
+	if v, _ := value(fams, "kmodguard_guard_preempt_exposed"); v != 1 {
+		t.Errorf("preempt exposed = %v on a kernel that skips and preempts, want 1", v)
 	}
 	if v, _ := value(fams, "kmodguard_guard_links", "state", "missing"); v != 1 {
 		t.Errorf("missing links = %v after removing one, want 1", v)

@@ -33,7 +33,9 @@ const overridesEvery = 10 * time.Second
 func (e *Enforcer) watchOverrides() {
 	defer e.wg.Done()
 	seen := map[uint32]lsm.Override{}
+	var skipped skipWatch
 	check := func() {
+		e.checkSkipped(&skipped)
 		found, err := e.guard.Overrides()
 		if err != nil {
 			e.log.WithError(err).Warn("cannot look for programs that override the guard")

@@ -1761,6 +1761,12 @@ func TestGuestZSealed(t *testing.T) {
 	if out, err := runCmd(kg, "enforcer", "stop"); err == nil || !strings.Contains(string(out), "sealed") {
 		t.Fatalf("kmodguard enforcer stop under seal: %v\n%s", err, out)
 	}
+	// The seal refuses descriptors to the guard's programs: status reads
+	// their recursion misses from the fdinfo of the decision reader's
+	// (this process's) descriptors, opened before the seal.
+	if st := statusOf(t, kg, pins); st.RecursionMissesError != "" || st.RecursionMisses != 0 {
+		t.Fatalf("status under seal: %d recursion misses (%q), want 0 read from this process's descriptors", st.RecursionMisses, st.RecursionMissesError)
+	}
 	// A daemon started under the seal adopts the guard read-only, says the
 	// allowlist is frozen, and still reports decisions (this process lets go
 	// of the ring buffer first: one reader per guard).
@@ -1779,6 +1785,11 @@ func TestGuestZSealed(t *testing.T) {
 	waitLog(t, d.log, "module=veth")
 	if st := waitStatus(t, kg, pins, 1); !st.Sealed || st.Generation != 1 || st.Mode != "enforce" {
 		t.Fatalf("status under seal after a daemon start: %+v", st)
+	}
+	// That daemon came after the seal: it holds no descriptor to the
+	// programs, and nothing can read their misses until reboot.
+	if st := statusOf(t, kg, pins); !strings.Contains(st.RecursionMissesError, "holds no descriptor") {
+		t.Errorf("status under seal, daemon started after it: recursion misses error %q, want that the daemon holds no descriptor", st.RecursionMissesError)
 	}
 	readAwayDecisions(t, kg, d, pins, veth)
 	// With no process holding the guard any more, the pins alone keep it.

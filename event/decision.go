@@ -148,6 +148,11 @@ const (
 	// before it, and admit what it refuses (LinkID is its link). Reason
 	// starts with "override: ".
 	ReportOverride ReportKind = "guard_overridden"
+	// ReportSkipped: calls to the guard's programs that the kernel skipped
+	// because the program was already running on that CPU (Count more of
+	// them, its recursion_misses). Before Linux 6.2 a skipped module hook
+	// admits the load undecided.
+	ReportSkipped ReportKind = "guard_skipped"
 )
 
 // Report is what the enforcer reports about the guard that is not one of
@@ -156,7 +161,8 @@ type Report struct {
 	Time   time.Time  `json:"time"`
 	Kind   ReportKind `json:"kind"`
 	Reason string     `json:"reason"`
-	// Count is how many decisions were found missing (ReportMissing).
+	// Count is how many decisions were found missing (ReportMissing), or
+	// how many more calls were skipped (ReportSkipped).
 	Count uint64 `json:"count,omitempty"`
 	// LinkID is the overriding program's link (ReportOverride).
 	LinkID uint32 `json:"link_id,omitempty"`

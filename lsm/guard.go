@@ -62,6 +62,10 @@ type Guard struct {
 	counters *ebpf.Map // kg_counters
 	inner    *ebpf.Map // the policy in force, when this process installed it
 	links    map[string]link.Link
+	// progs holds descriptors to the guard's programs, for their
+	// recursion misses: taken at load, or opened while unsealed (the seal
+	// refuses new ones).
+	progs    map[string]*ebpf.Program
 	readOnly bool
 	closed   bool
 	unlock   func() // releases the pin directory lock Open took
@@ -183,5 +187,8 @@ func (g *Guard) closeFDs() {
 	}
 	for _, l := range g.links {
 		l.Close()
+	}
+	for _, p := range g.progs {
+		p.Close()
 	}
 }

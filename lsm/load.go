@@ -144,6 +144,7 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 		events:   coll.Maps["kg_events"],
 		counters: coll.Maps["kg_counters"],
 		links:    map[string]link.Link{},
+		progs:    map[string]*ebpf.Program{},
 	}
 	// Take the maps out of the collection so that coll.Close leaves them.
 	for _, name := range []string{"kg_policy", "kg_cfg", "kg_protect", "kg_events", "kg_counters"} {
@@ -179,6 +180,8 @@ func load(dir string, opts Options, initial *Policy) (_ *Guard, err error) {
 			return nil, attachErr("attach", name, err)
 		}
 		g.links[name] = l
+		g.progs[name] = coll.Programs[name]
+		delete(coll.Programs, name)
 		p := filepath.Join(dir, linkPin(name))
 		if err := l.Pin(p); err != nil {
 			return nil, fmt.Errorf("pin link %s: %w", p, err)

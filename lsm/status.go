@@ -50,6 +50,19 @@ type Status struct {
 	// listed.
 	Overrides      []Override `json:"overrides,omitempty"`
 	OverridesError string     `json:"overrides_error,omitempty"`
+	// RecursionMisses is the kernel's count of calls to the guard's
+	// programs that it skipped because the program was already running on
+	// that CPU (recursion_misses, summed over the programs; the non-zero
+	// ones in RecursionMissesByHook). Before 6.2 a skipped module hook
+	// admits the load undecided: any miss is a bypass (see Preemption).
+	// RecursionMissesError says why they could not be read (a sealed
+	// guard refuses descriptors to its programs: only a process that
+	// holds them, the daemon, can read them).
+	RecursionMisses       uint64          `json:"recursion_misses"`
+	RecursionMissesByHook []ProgramMisses `json:"recursion_misses_by_hook,omitempty"`
+	RecursionMissesError  string          `json:"recursion_misses_error,omitempty"`
+	// Preemption is whether this kernel can skip a preempted guard.
+	Preemption Preemption `json:"preemption"`
 }
 
 // LinkStatus is one attached hook.
@@ -123,6 +136,22 @@ func (g *Guard) Status() (Status, error) {
 	} else {
 		st.Overrides = o
 	}
+	ms, err := g.recursionMissesLocked()
+	if errors.Is(err, errNoPrograms) && st.ReaderPid != 0 {
+		// Sealed: the daemon, the decision reader, holds descriptors to
+		// the programs, and the kernel shows their counts in its fdinfo.
+		ms, err = missesFromFdinfo(st.ReaderPid, st.Links)
+	}
+	if err != nil {
+		st.RecursionMissesError = err.Error()
+	}
+	for _, m := range ms {
+		st.RecursionMisses += m.Misses
+		if m.Misses != 0 {
+			st.RecursionMissesByHook = append(st.RecursionMissesByHook, m)
+		}
+	}
+	st.Preemption = DetectPreemption()
 	return st, nil
 }
 

@@ -358,11 +358,31 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 			fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d\n", o.Target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
 		}
 	}
+	switch {
+	case st.RecursionMissesError != "":
+		fmt.Fprintf(tw, "recursion misses:\tunknown (%s)\n", st.RecursionMissesError)
+	case st.RecursionMisses == 0:
+		fmt.Fprintf(tw, "recursion misses:\tnone\n")
+	default:
+		fmt.Fprintf(tw, "recursion misses:\t%d call(s) to the guard skipped by the kernel (it was running on that CPU): undecided\n", st.RecursionMisses)
+		for _, m := range st.RecursionMissesByHook {
+			fmt.Fprintf(tw, "  %s\tprog %d, %d skipped\n", m.Hook, m.ProgID, m.Misses)
+		}
+	}
+	exposure := "no"
+	switch {
+	case st.Preemption.Exposed():
+		exposure = "YES: a load that preempts the guard on its CPU is admitted undecided"
+	case st.Preemption.Switchable():
+		exposure = "not now; root can switch the kernel to preempt=full"
+	}
+	fmt.Fprintf(tw, "preemption:\t%s; skippable: %s\n", st.Preemption, exposure)
 	return tw.Flush()
 }
 
-// incomplete is status's exit 1: a pinned guard with hooks missing, or
-// with a program that decides before it.
+// incomplete is status's exit 1: a pinned guard with hooks missing, with a
+// program that decides before it, or with calls the kernel skipped
+// (recursion misses).
 func incomplete(st enforcer.Status) error {
 	var why []string
 	if len(st.Missing) > 0 {
@@ -370,6 +390,9 @@ func incomplete(st enforcer.Status) error {
 	}
 	for _, o := range st.Overrides {
 		why = append(why, fmt.Sprintf("overridden by %s", o))
+	}
+	for _, m := range st.RecursionMissesByHook {
+		why = append(why, fmt.Sprintf("%s skipped %d time(s) by the kernel (recursion misses: those calls were not decided)", m.Hook, m.Misses))
 	}
 	if len(why) == 0 {
 		return nil

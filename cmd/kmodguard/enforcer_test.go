@@ -14,6 +14,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/enforcer"
 	"github.com/kmodguard/kmodguard/internal/version"
+	"github.com/kmodguard/kmodguard/lsm"
 )
 
 func TestEnforcerHelpTeaches(t *testing.T) {
@@ -225,5 +226,43 @@ func TestProcessStart(t *testing.T) {
 	}
 	if _, err := processStart(1 << 30); err == nil {
 		t.Error("a pid beyond pid_max has a start time")
+	}
+}
+
+// TestStatusRecursionMisses: calls the kernel skipped are shown per hook
+// and make status exit 1, like an override; a kernel that can skip the
+// guard says so.
+func TestStatusRecursionMisses(t *testing.T) {
+	st := enforcer.Status{
+		PinDir: "/sys/fs/bpf/kmodguard", Mode: "enforce",
+		Links:                 []lsm.LinkStatus{{Hook: "kg_post_load_data", LinkID: 3, ProgID: 41}},
+		RecursionMisses:       2,
+		RecursionMissesByHook: []lsm.ProgramMisses{{Hook: "kg_post_load_data", ProgID: 41, Misses: 2}},
+		Preemption:            lsm.Preemption{SkipsBusy: true, SkipsBusyFrom: "kallsyms", Model: "full", ModelFrom: "/sys/kernel/debug/sched/preempt", Dynamic: true},
+	}
+	var b strings.Builder
+	if err := printStatus(&b, st, version.Info{Version: "0.1.0"}, nil, formatText); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"recursion misses:", "2 call(s) to the guard skipped", "kg_post_load_data", "prog 41, 2 skipped", "preemption:", "YES: a load that preempts the guard"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("status %q lacks %q", b.String(), w)
+		}
+	}
+	err := incomplete(st)
+	if err == nil || !strings.Contains(err.Error(), "kg_post_load_data skipped 2 time(s)") {
+		t.Errorf("incomplete = %v; want the skipped hook", err)
+	}
+	st.RecursionMisses, st.RecursionMissesByHook = 0, nil
+	st.Preemption.Model = "voluntary"
+	b.Reset()
+	if err := printStatus(&b, st, version.Info{Version: "0.1.0"}, nil, formatText); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "recursion misses:") || !strings.Contains(b.String(), "root can switch") {
+		t.Errorf("status %q: want no misses and a switchable kernel", b.String())
+	}
+	if err := incomplete(st); err != nil {
+		t.Errorf("incomplete with no misses = %v", err)
 	}
 }
