@@ -392,9 +392,11 @@ func (*DecisionsRequest) Descriptor() ([]byte, []int) {
 
 // Decision is one decision of the guard, or a report about the guard
 // (event.Report in Go): op "decisions_missing" (object: how many decisions
-// another process consumed from the guard's ring buffer) or
+// another process consumed from the guard's ring buffer),
 // "guard_overridden" (object: the link id of a program that can decide
-// before the guard), with verdict "none".
+// before the guard) or "guard_skipped" (object: how many more calls the
+// kernel skipped because one of the guard's programs was already running
+// on that CPU), with verdict "none".
 type Decision struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TimeUnixNano int64                  `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
