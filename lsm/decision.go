@@ -63,7 +63,7 @@ var reasons = map[uint8]string{
 	5:  "digest listed under another module name",
 	6:  ".modinfo name and struct module name differ",
 	7:  "not both module names could be parsed from the ELF image",
-	8:  "compressed file: digest not listed (names cannot be parsed from compressed bytes)",
+	8:  "not an ELF image (a compressed file, or bytes that are no module): digest not listed, and no names to parse",
 	9:  "load without contents cannot be verified",
 	10: "digest could not be computed",
 	11: "no allowlist installed",
