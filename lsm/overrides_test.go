@@ -47,11 +47,49 @@ func TestOverridesOnHost(t *testing.T) {
 		t.Skipf("tp_btf attach refused here (%v): the walk is tested in the guests", err)
 	}
 	defer l.Close()
-	o, err := findOverrides(nil, true)
+	o, err := findOverrides(ownObjects{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(o) != 0 {
 		t.Fatalf("overrides on a host that refuses fmod_ret: %+v", o)
 	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		"/sys/fs/cgroup":         "/sys/fs/cgroup",
+		`/mnt/with\040space`:     "/mnt/with space",
+		`/a\011tab\134backslash`: "/a\ttab\\backslash",
+		`/short\04`:              `/short\04`,
+		`/not\99octal`:           `/not\99octal`,
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestQueryLSMCgroupOnHost asks the host's cgroup2 root for its cgroup LSM
+// programs the way the override search does (with the attach flags buffer
+// the kernel wants for this attach type): no error, whatever the answer.
+// The guests attach real ones (enforcer.TestSealGapsGuest).
+func TestQueryLSMCgroupOnHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) for BPF_PROG_QUERY")
+	}
+	root := cgroup2Root()
+	if root == "" {
+		t.Skip("no cgroup2 mount in this mount namespace")
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ids, err := queryLSMCgroup(int(f.Fd()))
+	if err != nil {
+		t.Fatalf("query lsm_cgroup programs of %s: %v", root, err)
+	}
+	t.Logf("%s: %d lsm_cgroup program(s)", root, len(ids))
 }

@@ -186,21 +186,27 @@ func (s *sealer) protectLinks() error {
 	return nil
 }
 
-// protectHooks records overrideHooks where the verifier lets LSM programs
-// return any value (before 6.12). Where it keeps them to the hooks' return
-// values, another program there can only refuse more: the hooks stay open
-// to other products.
+// protectHooks records overrideHooks for BPF_LSM_CGROUP programs on
+// every kernel (protCgroupHook: the verifier checks their own return, 0 or
+// 1, not the value they give the hook with bpf_set_retval), and for BPF
+// LSM programs where the verifier lets them return any value (protHook,
+// before 6.12). Where it keeps them to the hooks' return values, another
+// LSM program there can only refuse more: the hooks stay open to other
+// products.
 func (s *sealer) protectHooks() error {
-	if lsmReturnsChecked() {
-		return nil
-	}
 	ids, err := hookBTFIDs(overrideHooks)
 	if err != nil {
 		return err
 	}
-	for i, id := range ids {
-		if err := s.put(protHook, 0, uint64(id)); err != nil {
-			return fmt.Errorf("hook %s: %w", overrideHooks[i], err)
+	kinds := []uint32{protCgroupHook}
+	if !lsmReturnsChecked() {
+		kinds = append(kinds, protHook)
+	}
+	for _, kind := range kinds {
+		for i, id := range ids {
+			if err := s.put(kind, 0, uint64(id)); err != nil {
+				return fmt.Errorf("hook %s: %w", overrideHooks[i], err)
+			}
 		}
 	}
 	return nil
@@ -398,6 +404,10 @@ const (
 	// protPath is a directory on the path from / to the pins, as path
 	// lookup ends on it (dev, inode): no mount goes on it once sealed.
 	protPath = 10
+	// protCgroupHook is protHook for BPF_LSM_CGROUP programs, on every
+	// kernel: the value such a program sets with bpf_set_retval is the
+	// hook's return, unchecked.
+	protCgroupHook = 11
 )
 
 // overrideHooks are the guard's hooks where someone else's BPF LSM program
