@@ -87,13 +87,29 @@ func loadLSMCgroup(hook string, insns asm.Instructions) (*ebpf.Program, error) {
 	runtime.KeepAlive(code.Bytes())
 	runtime.KeepAlive(license)
 	if errno != 0 {
-		log := string(bytes.TrimRight(logBuf, "\x00"))
-		if i := strings.LastIndex(strings.TrimSpace(log), "\n"); i >= 0 {
-			log = strings.TrimSpace(log)[i+1:]
+		lines := strings.Split(strings.TrimSpace(string(bytes.TrimRight(logBuf, "\x00"))), "\n")
+		if len(lines) > 4 {
+			lines = lines[len(lines)-4:]
 		}
-		return nil, fmt.Errorf("BPF_PROG_LOAD: %w (verifier: %s)", errno, strings.TrimSpace(log))
+		return nil, fmt.Errorf("BPF_PROG_LOAD: %w (verifier: %s)", errno, strings.Join(lines, " | "))
 	}
 	return ebpf.NewProgramFromFD(int(fd))
+}
+
+// loadCgroupAttack is loadCgroupOverride where the kernel takes it. Where
+// its verifier refuses the value set (checked true), it loads a program
+// that only returns 1 (the hook's value left alone) instead: the seal must
+// refuse that one too, but it overrides nothing.
+func loadCgroupAttack(t *testing.T, hook string, arg int16) (p *ebpf.Program, checked bool, err error) {
+	t.Helper()
+	p, err = loadCgroupOverride(hook, arg)
+	var errno unix.Errno
+	if err == nil || !errors.As(err, &errno) || errno != unix.EINVAL {
+		return p, false, err
+	}
+	t.Logf("lsm_cgroup/%s setting the return value: refused by this kernel's verifier: %v", hook, err)
+	p, err = loadLSMCgroup(hook, asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()})
+	return p, true, err
 }
 
 // attachCgroupProg attaches p to the root cgroup with BPF_PROG_ATTACH and
@@ -222,6 +238,7 @@ func vethInitThrough(t *testing.T, img []byte) (bool, error) {
 // cgroupHeld is what cgroupOverridesBeforeSeal keeps for after the seal.
 type cgroupHeld struct {
 	lsmcg     *ebpf.Program // lsm_cgroup on kernel_post_read_file, not attached
+	checked   bool          // this kernel's verifier refuses the value lsmcg would set
 	attached  func()        // detach of one attached to the root cgroup before the seal
 	attProg   uint32        // its program id
 	guardProg *ebpf.Program // the guard's kg_post_read_file
@@ -257,6 +274,20 @@ func wantOverride(t *testing.T, enf *enforcer.Enforcer, kind string, prog, linkI
 	t.Errorf("status overrides %+v (%s): want %s program %d (link %d)", st.Overrides, st.OverridesError, kind, prog, linkID)
 }
 
+// noOverride checks that Status does not name the program prog.
+func noOverride(t *testing.T, enf *enforcer.Enforcer, prog uint32) {
+	t.Helper()
+	st, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range st.Overrides {
+		if o.ProgID == prog {
+			t.Errorf("status names %s: it cannot override the guard on this kernel", o)
+		}
+	}
+}
+
 func progID(t *testing.T, p *ebpf.Program) uint32 {
 	t.Helper()
 	info, err := p.Info()
@@ -283,7 +314,8 @@ func progID(t *testing.T, p *ebpf.Program) uint32 {
 func cgroupOverridesBeforeSeal(t *testing.T, enf *enforcer.Enforcer, pins string, veth []byte) *cgroupHeld {
 	t.Helper()
 	h := &cgroupHeld{}
-	p, err := loadCgroupOverride("kernel_post_read_file", 2)
+	p, checked, err := loadCgroupAttack(t, "kernel_post_read_file", 2)
+	h.checked = checked
 	if err != nil {
 		t.Fatalf("%v (kernels from 6.0 have lsm_cgroup)", err)
 	}
@@ -298,7 +330,14 @@ func cgroupOverridesBeforeSeal(t *testing.T, enf *enforcer.Enforcer, pins string
 	if !through {
 		next(t, enf, lsm.OpFinitModule)
 	}
-	wantOverride(t, enf, "lsm_cgroup", progID(t, p), 0)
+	if through == h.checked {
+		t.Errorf("veth loaded=%v under an lsm_cgroup program, with the set value refused by the verifier=%v: the attack should get through exactly where the kernel takes it", through, h.checked)
+	}
+	if !h.checked {
+		wantOverride(t, enf, "lsm_cgroup", progID(t, p), 0)
+	} else {
+		noOverride(t, enf, progID(t, p))
+	}
 	detach()
 	// BPF_LINK_CREATE.
 	l, err := linkCgroupProg(p)
@@ -314,11 +353,15 @@ func cgroupOverridesBeforeSeal(t *testing.T, enf *enforcer.Enforcer, pins string
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantOverride(t, enf, "lsm_cgroup", progID(t, p), uint32(li.ID))
+	if !h.checked {
+		wantOverride(t, enf, "lsm_cgroup", progID(t, p), uint32(li.ID))
+	} else {
+		noOverride(t, enf, progID(t, p))
+	}
 	l.Close()
 
 	// init_module: kernel_post_load_data's size is its second argument.
-	pl, err := loadCgroupOverride("kernel_post_load_data", 1)
+	pl, _, err := loadCgroupAttack(t, "kernel_post_load_data", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,10 +414,17 @@ func cgroupOverridesBeforeSeal(t *testing.T, enf *enforcer.Enforcer, pins string
 }
 
 // cgroupOverridesSealed runs them against the sealed guard: each must be
-// refused, and the one attached before the seal found.
+// refused, and the one attached before the seal found. Where the kernel's
+// verifier keeps the value an lsm_cgroup program sets to the hook's
+// values (h.checked), such programs cannot override the guard: the seal
+// leaves the hooks open to them, and veth stays refused with one attached.
 func cgroupOverridesSealed(t *testing.T, enf *enforcer.Enforcer, h *cgroupHeld, refused func(string, lsm.Op, error)) {
 	t.Helper()
-	wantOverride(t, enf, "lsm_cgroup", h.attProg, 0)
+	if !h.checked {
+		wantOverride(t, enf, "lsm_cgroup", h.attProg, 0)
+	} else {
+		noOverride(t, enf, h.attProg)
+	}
 	h.attached()
 	h.attached = nil
 	if through, err := vethThrough(t); through {
@@ -382,49 +432,47 @@ func cgroupOverridesSealed(t *testing.T, enf *enforcer.Enforcer, h *cgroupHeld, 
 	}
 	next(t, enf, lsm.OpFinitModule)
 
-	// A new lsm_cgroup program on the hook.
-	p, err := loadCgroupOverride("kernel_post_read_file", 2)
-	if err == nil {
-		detach, aerr := attachCgroupProg(p)
-		through, verr := false, error(nil)
-		if aerr == nil {
-			through, verr = vethThrough(t)
+	// attempt checks one way to attach an lsm_cgroup program on
+	// kernel_post_read_file under the seal: err is the load's or the
+	// attach's, detach undoes it.
+	attempt := func(what string, detach func(), err error) {
+		t.Helper()
+		switch {
+		case err != nil && h.checked:
+			t.Errorf("%s under the seal: %v; want it allowed (this kernel checks the value such a program sets)", what, err)
+		case err != nil:
+			refused(what, lsm.OpBPF, err)
+		default:
+			through, verr := vethThrough(t)
 			detach()
+			if !through {
+				next(t, enf, lsm.OpFinitModule)
+			}
+			if h.checked && !through {
+				t.Logf("%s under the seal: allowed (the verifier checks the value it sets); veth still refused: %v", what, errText(verr))
+				return
+			}
+			t.Errorf("%s under the seal: attached; finit_module(unlisted veth) loaded=%v err=%v", what, through, errText(verr))
 		}
-		if !through && aerr == nil {
-			next(t, enf, lsm.OpFinitModule)
+	}
+	// A new one, attached to the root cgroup with BPF_PROG_ATTACH.
+	p, _, err := loadCgroupAttack(t, "kernel_post_read_file", 2)
+	if err == nil {
+		detach, err := attachCgroupProg(p)
+		attempt("lsm_cgroup program on kernel_post_read_file, loaded and attached", func() { detach(); p.Close() }, err)
+		if err != nil {
+			p.Close()
 		}
-		p.Close()
-		t.Errorf("lsm_cgroup/kernel_post_read_file under the seal: loaded; BPF_PROG_ATTACH to the root cgroup: %v; finit_module(unlisted veth) loaded=%v err=%v",
-			errText(aerr), through, errText(verr))
 	} else {
-		refused("lsm_cgroup program on kernel_post_read_file", lsm.OpBPF, err)
+		attempt("lsm_cgroup program on kernel_post_read_file", nil, err)
 	}
 	// The one loaded before the seal: BPF_PROG_ATTACH, BPF_LINK_CREATE.
 	detach, err := attachCgroupProg(h.lsmcg)
-	if err == nil {
-		through, verr := vethThrough(t)
-		detach()
-		t.Errorf("BPF_PROG_ATTACH under the seal of an lsm_cgroup program loaded before it: attached; finit_module(unlisted veth) loaded=%v err=%v", through, errText(verr))
-		if !through {
-			next(t, enf, lsm.OpFinitModule)
-		}
-	} else {
-		refused("BPF_PROG_ATTACH of an lsm_cgroup program loaded before the seal", lsm.OpBPF, err)
-	}
+	attempt("BPF_PROG_ATTACH of an lsm_cgroup program loaded before the seal", detach, err)
 	l, err := linkCgroupProg(h.lsmcg)
-	if err == nil {
-		through, verr := vethThrough(t)
-		l.Close()
-		t.Errorf("BPF_LINK_CREATE under the seal of an lsm_cgroup program loaded before it: attached; finit_module(unlisted veth) loaded=%v err=%v", through, errText(verr))
-		if !through {
-			next(t, enf, lsm.OpFinitModule)
-		}
-	} else {
-		refused("BPF_LINK_CREATE of an lsm_cgroup program loaded before the seal", lsm.OpBPF, err)
-	}
+	attempt("BPF_LINK_CREATE of an lsm_cgroup program loaded before the seal", func() { l.Close() }, err)
 	// On a hook the guard does not depend on, lsm_cgroup still loads.
-	if p, err := loadCgroupOverride("file_open", 0); err != nil {
+	if p, err := loadLSMCgroup("file_open", asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}); err != nil {
 		t.Errorf("lsm_cgroup on file_open under the seal: %v (only the guard's hooks are refused)", err)
 	} else {
 		p.Close()

@@ -96,9 +96,10 @@ struct kg_config {
 #define KG_PROT_PATH 10
 /*
  * id: vmlinux BTF id of a bpf_lsm_<hook> function (the KG_PROT_HOOK ones)
- * where no BPF_LSM_CGROUP program may go once sealed, on every kernel: the
- * verifier keeps such a program's own return to 0 or 1, but the value it
- * sets with bpf_set_retval is the hook's, unchecked (6.1 and 6.12).
+ * where no BPF_LSM_CGROUP program may go once sealed: the verifier keeps
+ * such a program's own return to 0 or 1, but the value it sets with
+ * bpf_set_retval is the hook's. Recorded only on kernels that do not check
+ * that value (6.1 and 6.12; 7.2 does).
  */
 #define KG_PROT_CGROUP_HOOK 11
 

@@ -3,6 +3,7 @@
 package lsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,9 +36,10 @@ import (
 //     return any value (before 6.12): programs on one hook run newest
 //     first, and the first non-zero return ends the hook;
 //   - a BPF_LSM_CGROUP program on one of those hooks, attached to a cgroup
-//     (with or without a link), on every kernel: it runs for the cgroup's
-//     tasks, before the guard when attached after it, and the value it
-//     sets with bpf_set_retval is the hook's return, unchecked;
+//     (with or without a link), on a kernel that does not check the value
+//     it sets with bpf_set_retval, the hook's return (6.1 and 6.12; 7.2
+//     does): it runs for the cgroup's tasks, before the guard when
+//     attached after it;
 //   - an extension (freplace) of one of the guard's own programs.
 //
 // The seal refuses new ones; Overrides finds those attached before it (or
@@ -116,6 +118,72 @@ var lsmReturnsChecked = sync.OnceValue(func() bool {
 	var ve *ebpf.VerifierError
 	return errors.As(err, &ve) && strings.Contains(err.Error(), "should have been in")
 })
+
+// cgroupRetvalChecked reports whether this kernel's verifier keeps the
+// value a BPF_LSM_CGROUP program sets with bpf_set_retval to the hook's
+// return values ([-MAX_ERRNO, 0] for the guard's hooks; 7.2 does, 6.1 and
+// 6.12 do not), so that such a program can only refuse more. It asks the
+// verifier for one that sets 1, on file_open (a hook the seal leaves open).
+// Only the verifier's own range error answers true.
+var cgroupRetvalChecked = sync.OnceValue(func() bool {
+	fd, log, err := loadLSMCgroup("file_open", asm.Instructions{
+		asm.Mov.Imm(asm.R1, 1),
+		asm.FnSetRetval.Call(),
+		asm.Mov.Imm(asm.R0, 1),
+		asm.Return(),
+	})
+	if err == nil {
+		unix.Close(fd)
+		return false
+	}
+	return strings.Contains(log, "should have been in")
+})
+
+// loadLSMCgroup loads insns as a BPF_LSM_CGROUP program on hook and
+// returns its fd, or the verifier's log with the error (cilium/ebpf
+// resolves the hook of BPF_LSM_MAC programs only).
+func loadLSMCgroup(hook string, insns asm.Instructions) (int, string, error) {
+	ids, err := hookBTFIDs([]string{hook})
+	if err != nil {
+		return -1, "", err
+	}
+	var code bytes.Buffer
+	if err := insns.Marshal(&code, binary.LittleEndian); err != nil {
+		return -1, "", err
+	}
+	const progTypeLSM = 29
+	license := []byte("GPL\x00")
+	logBuf := make([]byte, 4096)
+	attr := struct {
+		progType, insnCnt            uint32
+		insns, license               uint64
+		logLevel, logSize            uint32
+		logBuf                       uint64
+		kernVersion, progFlags       uint32
+		name                         [16]byte
+		ifindex, expectedAttachType  uint32
+		btfFD, funcInfoRecSize       uint32
+		funcInfo                     uint64
+		funcInfoCnt, lineInfoRecSize uint32
+		lineInfo                     uint64
+		lineInfoCnt, attachBTFID     uint32
+	}{
+		progType: progTypeLSM, insnCnt: uint32(code.Len() / asm.InstructionSize),
+		insns:    uint64(uintptr(unsafe.Pointer(&code.Bytes()[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+		logLevel: 1, logSize: uint32(len(logBuf)), logBuf: uint64(uintptr(unsafe.Pointer(&logBuf[0]))),
+		expectedAttachType: uint32(ebpf.AttachLSMCgroup), attachBTFID: uint32(ids[0]),
+	}
+	copy(attr.name[:], "kg_probe")
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(code.Bytes())
+	runtime.KeepAlive(license)
+	runtime.KeepAlive(logBuf)
+	if errno != 0 {
+		return -1, string(bytes.TrimRight(logBuf, "\x00")), fmt.Errorf("load lsm_cgroup on %s: %w", hook, errno)
+	}
+	return int(fd), "", nil
+}
 
 // Overrides lists someone else's programs that can decide a hook the guard
 // relies on before it does (see [Override]), in link id order (those
@@ -289,11 +357,14 @@ func cgroupOverrides(kernel **btf.Spec, lsmTargets map[string]bool, cgLinks map[
 			if path == root && errors.Is(err, unix.EINVAL) {
 				return filepath.SkipAll // no lsm_cgroup on this kernel (before 6.0)
 			}
+			if errors.Is(err, unix.ENOENT) {
+				return nil // removed meanwhile
+			}
 			return fmt.Errorf("query lsm_cgroup programs of %s: %w", path, err)
 		}
 		for _, id := range progs {
 			target := cgroupHook(kernel, ebpf.ProgramID(id), names)
-			if target != "" && !lsmTargets[target] {
+			if (target != "" && !lsmTargets[target]) || cgroupRetvalChecked() {
 				continue
 			}
 			o := Override{Kind: "lsm_cgroup", Target: target, ProgID: id, Cgroup: path,

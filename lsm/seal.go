@@ -186,19 +186,22 @@ func (s *sealer) protectLinks() error {
 	return nil
 }
 
-// protectHooks records overrideHooks for BPF_LSM_CGROUP programs on
-// every kernel (protCgroupHook: the verifier checks their own return, 0 or
-// 1, not the value they give the hook with bpf_set_retval), and for BPF
-// LSM programs where the verifier lets them return any value (protHook,
-// before 6.12). Where it keeps them to the hooks' return values, another
-// LSM program there can only refuse more: the hooks stay open to other
-// products.
+// protectHooks records overrideHooks for BPF_LSM_CGROUP programs where
+// the verifier does not check the value they give the hook with
+// bpf_set_retval (protCgroupHook: 6.1 and 6.12; it checks their own
+// return, 0 or 1, only), and for BPF LSM programs where it lets them
+// return any value (protHook, before 6.12). Where it keeps them to the
+// hooks' return values, another program there can only refuse more: the
+// hooks stay open to other products.
 func (s *sealer) protectHooks() error {
 	ids, err := hookBTFIDs(overrideHooks)
 	if err != nil {
 		return err
 	}
-	kinds := []uint32{protCgroupHook}
+	var kinds []uint32
+	if !cgroupRetvalChecked() {
+		kinds = append(kinds, protCgroupHook)
+	}
 	if !lsmReturnsChecked() {
 		kinds = append(kinds, protHook)
 	}
@@ -404,9 +407,9 @@ const (
 	// protPath is a directory on the path from / to the pins, as path
 	// lookup ends on it (dev, inode): no mount goes on it once sealed.
 	protPath = 10
-	// protCgroupHook is protHook for BPF_LSM_CGROUP programs, on every
-	// kernel: the value such a program sets with bpf_set_retval is the
-	// hook's return, unchecked.
+	// protCgroupHook is protHook for BPF_LSM_CGROUP programs, on kernels
+	// where the value such a program sets with bpf_set_retval, the hook's
+	// return, is not checked (cgroupRetvalChecked).
 	protCgroupHook = 11
 )
 
