@@ -594,8 +594,8 @@ static __always_inline bool is_lsm_prog(struct bpf_prog___guard *prog)
  * return from security_kernel_post_read_file is taken for the file's
  * length), an LSM program on a KG_PROT_HOOK hook, a BPF_LSM_CGROUP
  * program on a KG_PROT_CGROUP_HOOK hook (its bpf_set_retval value is the
- * hook's return), or an extension (freplace) loaded to replace code of an
- * LSM program: the guard's own, or one on the guard's hooks (the
+ * hook's return), or an extension (freplace) loaded to replace code of
+ * any LSM program (the kernel refuses to extend the guard's own today; an
  * extension's return is never checked against the hook's values).
  */
 static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 *what)
