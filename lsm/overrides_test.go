@@ -93,3 +93,21 @@ func TestQueryLSMCgroupOnHost(t *testing.T) {
 	}
 	t.Logf("%s: %d lsm_cgroup program(s)", root, len(ids))
 }
+
+func TestOverrideString(t *testing.T) {
+	for _, c := range []struct {
+		o    Override
+		want string
+	}{
+		{Override{Kind: "fmod_ret", Target: "security_kernel_post_read_file", LinkID: 38, ProgID: 42, ProgName: "evil"},
+			`fmod_ret program 42 ("evil", link 38) on security_kernel_post_read_file`},
+		{Override{Kind: "lsm_cgroup", Target: "bpf_lsm_kernel_post_read_file", ProgID: 22, Cgroup: "/sys/fs/cgroup"},
+			`lsm_cgroup program 22 ("", no link, cgroup /sys/fs/cgroup) on bpf_lsm_kernel_post_read_file`},
+		{Override{Kind: "lsm_cgroup", LinkID: 19, ProgID: 22, Cgroup: "/sys/fs/cgroup/x"},
+			`lsm_cgroup program 22 ("", link 19, cgroup /sys/fs/cgroup/x) on an LSM hook it hides under the seal`},
+	} {
+		if got := c.o.String(); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.o, got, c.want)
+		}
+	}
+}
