@@ -32,7 +32,10 @@ const overridesEvery = 10 * time.Second
 // while it is attached.
 func (e *Enforcer) watchOverrides() {
 	defer e.wg.Done()
-	seen := map[uint32]lsm.Override{}
+	// Keyed by link, program and cgroup: an lsm_cgroup program attached
+	// without a link has link id 0.
+	key := func(o lsm.Override) string { return fmt.Sprintf("%d/%d/%s", o.LinkID, o.ProgID, o.Cgroup) }
+	seen := map[string]lsm.Override{}
 	var skipped skipWatch
 	check := func() {
 		e.checkSkipped(&skipped)
@@ -41,13 +44,17 @@ func (e *Enforcer) watchOverrides() {
 			e.log.WithError(err).Warn("cannot look for programs that override the guard")
 			return
 		}
-		now := map[uint32]lsm.Override{}
+		now := map[string]lsm.Override{}
 		for _, o := range found {
-			now[o.LinkID] = o
-			if _, ok := seen[o.LinkID]; !ok {
-				e.log.WithFields(logrus.Fields{
+			now[key(o)] = o
+			if _, ok := seen[key(o)]; !ok {
+				fields := logrus.Fields{
 					"kind": o.Kind, "target": o.Target, "link_id": o.LinkID, "prog_id": o.ProgID, "prog_name": o.ProgName,
-				}).Error("a BPF program can decide module loads before the guard: while it is attached, its return value wins over the guard's refusal (detach it: bpftool link detach id LINK_ID)")
+				}
+				if o.Cgroup != "" {
+					fields["cgroup"] = o.Cgroup
+				}
+				e.log.WithFields(fields).Error("a BPF program can decide module loads before the guard: while it is attached, its return value wins over the guard's refusal (detach it: bpftool link detach id LINK_ID, or for an lsm_cgroup program without a link bpftool cgroup detach CGROUP lsm_cgroup id PROG_ID)")
 			}
 			// Reported at every check, not once: a consumer that comes
 			// later (the Falco plugin's companion stream connects after

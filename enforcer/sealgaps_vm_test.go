@@ -20,8 +20,9 @@ import (
 )
 
 // TestVMSealGaps boots each kernel once more for the roads around the seal
-// that the sealed test does not take: pivot_root(2) and kdump. A sealed
-// guard stays until reboot, so these need a guest of their own.
+// that the sealed test does not take: pivot_root(2), kdump, cgroup LSM
+// programs and extensions. A sealed guard stays until reboot, so these
+// need a guest of their own.
 func TestVMSealGaps(t *testing.T) {
 	spec := vmSpec()
 	spec.Run = "^TestSealGapsGuest"
@@ -51,6 +52,11 @@ const (
 //     it as it refuses MS_MOVE there. In a new mount namespace, whose
 //     mounts are copies, the same pivot_root is allowed and leaves the
 //     host's pins where they are.
+//   - BPF_LSM_CGROUP programs that set the hook's return value to the
+//     file's size, and extensions (freplace) of LSM programs
+//     (cgroupOverridesBeforeSeal shows what they do to the unsealed guard
+//     and that the enforcer finds them; cgroupOverridesSealed, that the
+//     seal refuses them).
 //
 // After each, the guard is whole: pinned, sealed, veth refused, dummy
 // loaded.
@@ -82,6 +88,10 @@ func TestSealGapsGuest(t *testing.T) {
 	default:
 		t.Logf("kexec_file_load(dummy.ko, KEXEC_FILE_ON_CRASH) before the seal: %v (read, then refused by the kernel as no image)", err)
 	}
+
+	// lsm_cgroup and freplace programs (issue 11 item 2), before the seal.
+	cg := cgroupOverridesBeforeSeal(t, enf, pins, veth)
+	defer cg.close()
 
 	if err := enf.Seal(); err != nil {
 		t.Fatal(err)
@@ -115,6 +125,9 @@ func TestSealGapsGuest(t *testing.T) {
 		next(t, enf, lsm.OpInitModule)
 		unload(t, "dummy")
 	}
+
+	cgroupOverridesSealed(t, enf, cg, refused)
+	whole("lsm_cgroup and freplace programs")
 
 	// kdump.
 	if err := kexecLoadFlags(kexecOnCrash); errors.Is(err, unix.ENOSYS) {

@@ -94,6 +94,14 @@ struct kg_config {
 #define KG_PROT_MNTNS 9
 /* dev, id: a directory on the path from / to the pins, as lookup ends on it. */
 #define KG_PROT_PATH 10
+/*
+ * id: vmlinux BTF id of a bpf_lsm_<hook> function (the KG_PROT_HOOK ones)
+ * where no BPF_LSM_CGROUP program may go once sealed: the verifier keeps
+ * such a program's own return to 0 or 1, but the value it sets with
+ * bpf_set_retval is the hook's. Recorded only on kernels that do not check
+ * that value (6.1 and 6.12; 7.2 does).
+ */
+#define KG_PROT_CGROUP_HOOK 11
 
 struct kg_protect_key {
 	__u32 kind;
@@ -187,6 +195,7 @@ struct {
 #define BPF_MAP_UPDATE_ELEM 2
 #define BPF_MAP_DELETE_ELEM 3
 #define BPF_PROG_LOAD 5
+#define BPF_PROG_ATTACH 8
 #define BPF_PROG_DETACH 9
 #define BPF_MAP_LOOKUP_AND_DELETE_ELEM 21
 #define BPF_MAP_FREEZE 22
@@ -198,12 +207,15 @@ struct {
 #define BPF_RAW_TRACEPOINT_OPEN 17
 #define BPF_LINK_DETACH 34
 
-/* UAPI values for the fmod_ret and LSM program checks. */
+/* UAPI values for the fmod_ret, LSM and freplace program checks. */
 #define BPF_PROG_TYPE_TRACING 26
+#define BPF_PROG_TYPE_EXT 28
 #define BPF_PROG_TYPE_LSM 29
 #define BPF_MODIFY_RETURN 26
 #define BPF_LSM_MAC 27
 #define BPF_TRACE_ITER 28
+#define BPF_LSM_CGROUP 43
+#define BPF_STRUCT_OPS 44
 
 static __always_inline bool sealed(void)
 {
@@ -562,15 +574,34 @@ static __always_inline bool fd_is_guard_link(__s32 fd, __u32 *id)
 }
 
 /*
+ * is_lsm_prog: prog is a BPF LSM program (the guard's own, or anyone's),
+ * whose code an extension (freplace) would replace.
+ */
+static __always_inline bool is_lsm_prog(struct bpf_prog___guard *prog)
+{
+	__u32 type = 0;
+
+	if (!prog)
+		return false;
+	kg_read(type, prog->type);
+	return type == BPF_PROG_TYPE_LSM;
+}
+
+/*
  * prog_overrides: prog could decide a load, or a bpf() call, before the
  * guard, and so skip it: an fmod_ret program (on a security_ function it
  * can return anything, and 0 is not what makes it dangerous: a positive
  * return from security_kernel_post_read_file is taken for the file's
- * length), or an LSM program on a KG_PROT_HOOK hook.
+ * length), an LSM program on a KG_PROT_HOOK hook, a BPF_LSM_CGROUP
+ * program on a KG_PROT_CGROUP_HOOK hook (its bpf_set_retval value is the
+ * hook's return), or an extension (freplace) loaded to replace code of
+ * any LSM program (the kernel refuses to extend the guard's own today; an
+ * extension's return is never checked against the hook's values).
  */
 static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 *what)
 {
 	struct bpf_prog_aux___guard *aux = NULL;
+	struct bpf_prog___guard *dst = NULL;
 	__u32 type = 0, eat = 0, btf_id = 0;
 
 	if (!prog)
@@ -581,14 +612,48 @@ static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 
 		*what = 0;
 		return true;
 	}
-	if (type != BPF_PROG_TYPE_LSM || eat != BPF_LSM_MAC)
+	if (type != BPF_PROG_TYPE_LSM && type != BPF_PROG_TYPE_EXT)
 		return false;
 	kg_read(aux, prog->aux);
 	if (!aux)
 		return true; /* fail closed */
+	if (type == BPF_PROG_TYPE_EXT) {
+		/*
+		 * The target it was loaded for, until its first attach (then
+		 * the kernel clears it, and a new attach must name a target:
+		 * kg_bpf checks that one).
+		 */
+		kg_read(dst, aux->dst_prog);
+		*what = 0;
+		return is_lsm_prog(dst);
+	}
 	kg_read(btf_id, aux->attach_btf_id);
 	*what = btf_id;
+	if (eat == BPF_LSM_CGROUP)
+		return protected(KG_PROT_CGROUP_HOOK, 0, btf_id);
+	if (eat != BPF_LSM_MAC)
+		return false;
 	return protected(KG_PROT_HOOK, 0, btf_id);
+}
+
+/*
+ * ext_attach_overrides: prog, attached with BPF_LINK_CREATE to the
+ * program behind target_fd (0: the one it was loaded for), is an extension
+ * of an LSM program.
+ */
+static __always_inline bool ext_attach_overrides(struct bpf_prog___guard *prog, __u32 target_fd)
+{
+	__u32 type = 0;
+	__u64 what = 0;
+
+	if (!prog)
+		return false;
+	kg_read(type, prog->type);
+	if (type != BPF_PROG_TYPE_EXT)
+		return false;
+	if (target_fd == 0)
+		return prog_overrides(prog, &what);
+	return is_lsm_prog(fd_private(target_fd));
 }
 
 /*
@@ -596,7 +661,9 @@ static __always_inline bool prog_overrides(struct bpf_prog___guard *prog, __u64 
  * through descriptors opened before the seal (which the kernel refuses
  * too: the seal freezes them), the freeze of its ring
  * buffer, the detach of its links, loading fmod_ret programs, and attaching
- * any program that could decide before the guard (prog_overrides).
+ * any program that could decide before the guard (prog_overrides): with
+ * BPF_LINK_CREATE, BPF_RAW_TRACEPOINT_OPEN, or BPF_PROG_ATTACH to a cgroup
+ * (BPF_LSM_CGROUP), and extensions of LSM programs.
  */
 SEC("lsm/bpf")
 int kg_bpf(__u64 *ctx)
@@ -667,14 +734,40 @@ int kg_bpf(__u64 *ctx)
 		 * first field; attach_type says it is a program's fd (for
 		 * struct_ops it is a map's).
 		 */
-		if (a == BPF_MODIFY_RETURN || a == BPF_LSM_MAC) {
+		if (a == BPF_MODIFY_RETURN || a == BPF_LSM_MAC || a == BPF_LSM_CGROUP) {
 			__u64 what = 0;
 
 			bpf_probe_read_kernel(&fd, sizeof(fd), attr);
 			if (prog_overrides(fd_private(fd), &what))
 				return refuse(KG_OP_BPF, ((__u64)cmd << 32) | (__u32)what);
 		}
+		/*
+		 * An extension takes any attach_type; target_fd (after prog_fd)
+		 * names the program whose code it replaces, or 0 for the one
+		 * it was loaded for.
+		 */
+		if (a != BPF_STRUCT_OPS) {
+			bpf_probe_read_kernel(&fd, sizeof(fd), attr);
+			bpf_probe_read_kernel(&b, sizeof(b), (const char *)attr + 4);
+			if (ext_attach_overrides(fd_private(fd), b))
+				return refuse(KG_OP_BPF, (__u64)cmd << 32);
+		}
 		return 0;
+	case BPF_PROG_ATTACH: {
+		/*
+		 * target_fd, attach_bpf_fd, attach_type: a BPF_LSM_CGROUP program
+		 * attached to a cgroup without a link (prog_overrides).
+		 */
+		__u64 what = 0;
+
+		bpf_probe_read_kernel(&a, sizeof(a), (const char *)attr + 8);
+		if (a != BPF_LSM_CGROUP)
+			return 0;
+		bpf_probe_read_kernel(&fd, sizeof(fd), (const char *)attr + 4);
+		if (prog_overrides(fd_private(fd), &what))
+			return refuse(KG_OP_BPF, ((__u64)cmd << 32) | (__u32)what);
+		return 0;
+	}
 	case BPF_RAW_TRACEPOINT_OPEN: {
 		/* raw_tracepoint.prog_fd follows the name pointer; the way
 		 * tracing and LSM programs were attached before BPF_LINK_CREATE. */

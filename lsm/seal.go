@@ -186,21 +186,30 @@ func (s *sealer) protectLinks() error {
 	return nil
 }
 
-// protectHooks records overrideHooks where the verifier lets LSM programs
-// return any value (before 6.12). Where it keeps them to the hooks' return
-// values, another program there can only refuse more: the hooks stay open
-// to other products.
+// protectHooks records overrideHooks for BPF_LSM_CGROUP programs where
+// the verifier does not check the value they give the hook with
+// bpf_set_retval (protCgroupHook: 6.1 and 6.12; it checks their own
+// return, 0 or 1, only), and for BPF LSM programs where it lets them
+// return any value (protHook, before 6.12). Where it keeps them to the
+// hooks' return values, another program there can only refuse more: the
+// hooks stay open to other products.
 func (s *sealer) protectHooks() error {
-	if lsmReturnsChecked() {
-		return nil
-	}
 	ids, err := hookBTFIDs(overrideHooks)
 	if err != nil {
 		return err
 	}
-	for i, id := range ids {
-		if err := s.put(protHook, 0, uint64(id)); err != nil {
-			return fmt.Errorf("hook %s: %w", overrideHooks[i], err)
+	var kinds []uint32
+	if !cgroupRetvalChecked() {
+		kinds = append(kinds, protCgroupHook)
+	}
+	if !lsmReturnsChecked() {
+		kinds = append(kinds, protHook)
+	}
+	for _, kind := range kinds {
+		for i, id := range ids {
+			if err := s.put(kind, 0, uint64(id)); err != nil {
+				return fmt.Errorf("hook %s: %w", overrideHooks[i], err)
+			}
 		}
 	}
 	return nil
@@ -398,6 +407,10 @@ const (
 	// protPath is a directory on the path from / to the pins, as path
 	// lookup ends on it (dev, inode): no mount goes on it once sealed.
 	protPath = 10
+	// protCgroupHook is protHook for BPF_LSM_CGROUP programs, on kernels
+	// where the value such a program sets with bpf_set_retval, the hook's
+	// return, is not checked (cgroupRetvalChecked).
+	protCgroupHook = 11
 )
 
 // overrideHooks are the guard's hooks where someone else's BPF LSM program

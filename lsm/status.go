@@ -127,9 +127,10 @@ func (g *Guard) Status() (Status, error) {
 			st.ReaderChecked = time.Unix(0, rs.Checked)
 		}
 	}
-	own := map[uint32]bool{}
+	own := ownObjects{links: map[uint32]bool{}, progs: map[uint32]string{}}
 	for _, l := range st.Links {
-		own[l.LinkID] = true
+		own.links[l.LinkID] = true
+		own.progs[l.ProgID] = l.Hook
 	}
 	if o, err := findOverrides(own, !st.Sealed); err != nil {
 		st.OverridesError = err.Error()

@@ -326,10 +326,13 @@ struct bpf_link___guard {
 	__u32 id;
 } __attribute__((preserve_access_index));
 
+struct bpf_prog___guard;
+
 struct bpf_prog_aux___guard {
 	__u32 used_map_cnt;
 	__u32 attach_btf_id;
 	struct bpf_map___guard **used_maps;
+	struct bpf_prog___guard *dst_prog; /* an extension's target until its first attach */
 } __attribute__((preserve_access_index));
 
 struct bpf_prog___guard {

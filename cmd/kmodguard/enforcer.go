@@ -355,7 +355,15 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 	default:
 		fmt.Fprintf(tw, "overrides:\t%d program(s) decide before the guard: it can be bypassed\n", len(st.Overrides))
 		for _, o := range st.Overrides {
-			fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d\n", o.Target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
+			target := o.Target
+			if target == "" {
+				target = "(hook unknown under the seal)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s prog %d (%s), link %d", target, o.Kind, o.ProgID, o.ProgName, o.LinkID)
+			if o.Cgroup != "" {
+				fmt.Fprintf(tw, ", cgroup %s", o.Cgroup)
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	switch {
