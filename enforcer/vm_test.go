@@ -590,6 +590,7 @@ func TestGuestAutoloadDeny(t *testing.T) {
 	d = next(t, enf, append(loads, lsm.OpModuleRequest)...)
 	wantRequest(d, lsm.Blocked, "net-pf-21", "net_pf_*")
 	t.Logf("socket(AF_RDS): %v; %s %s, pattern %s", err, d.Name, d.Verdict, d.Entry)
+	autoloadCost(t, enf, mount)
 
 	// An alias no pattern matches: the helper runs and loads dummy.
 	mount("kgallow")
@@ -631,6 +632,79 @@ func TestGuestAutoloadDeny(t *testing.T) {
 	st, err = enf.Status()
 	if err != nil || st.Blocked < 2 || st.Audited < 1 {
 		t.Fatalf("status %+v, %v: want 2 or more blocked, 1 or more audit", st, err)
+	}
+}
+
+// autoloadCost measures the kg_module_request program with the kernel's
+// run-time statistics: a refused request (the first pattern matches), and
+// the worst case, an alias of 50 bytes that none of 32 patterns of 55 bytes
+// matches (each tried whole). It applies a 32-pattern list of its own and
+// then fs-kg-deny and net-pf-* again.
+func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
+	t.Helper()
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("enable BPF run-time statistics: %v", err)
+	}
+	defer stats.Close()
+	st, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prog *ebpf.Program
+	for _, l := range st.Links {
+		if l.Hook == "kg_module_request" {
+			if prog, err = ebpf.NewProgramFromID(ebpf.ProgramID(l.ProgID)); err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+		}
+	}
+	if prog == nil {
+		t.Fatal("no kg_module_request link")
+	}
+	sample := func() (time.Duration, uint64) {
+		ps, err := prog.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps.Runtime, ps.RunCount
+	}
+	const n = 20
+	t0, r0 := sample()
+	for range n {
+		mount("kg-deny")
+		if d := next(t, enf, lsm.OpModuleRequest); d.Verdict != lsm.Blocked {
+			t.Fatalf("decision %+v, want blocked", d)
+		}
+	}
+	t1, r1 := sample()
+	if r1-r0 != n {
+		t.Fatalf("%d runs of kg_module_request for %d requests", r1-r0, n)
+	}
+	denied := (t1 - t0) / n
+
+	a := list(t, allowlist.ModeEnforce, entry{name: "dummy"})
+	for i := range allowlist.MaxAutoloadPatterns {
+		a.Spec.Autoload.Deny = append(a.Spec.Autoload.Deny, fmt.Sprintf("%02d%s", i, strings.Repeat("z", allowlist.MaxPatternLen-2)))
+	}
+	if err := enf.Apply(a); err != nil {
+		t.Fatal(err)
+	}
+	fs := "kg" + strings.Repeat("n", 45) // fs-kgnnn...: 50 bytes, no module
+	for range n {
+		mount(fs)
+	}
+	t2, r2 := sample()
+	if r2-r1 != n {
+		t.Fatalf("%d runs of kg_module_request for %d requests", r2-r1, n)
+	}
+	t.Logf("kg_module_request run time (kernel.bpf_stats_enabled, %d requests each): refused on the first of 2 patterns %v per request; an alias of %d bytes against 32 patterns of %d bytes, none matching, %v per request",
+		n, denied, len("fs-"+fs), allowlist.MaxPatternLen, (t2-t1)/n)
+	b := list(t, allowlist.ModeEnforce, entry{name: "dummy"})
+	b.Spec.Autoload.Deny = []string{"fs-kg-deny", "net-pf-*"}
+	if err := enf.Apply(b); err != nil {
+		t.Fatal(err)
 	}
 }
 
