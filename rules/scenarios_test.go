@@ -58,7 +58,7 @@ const (
 func deniedRequest(verdict event.Verdict) *event.Event {
 	d := event.Decision{Op: event.OpModuleRequest, Verdict: verdict, Name: "net-pf-21", Entry: "net_pf_*",
 		Reason: "autoload request denied: the alias matches a pattern of the allowlist's autoload.deny",
-		Ret: -1, Pid: 300, Tid: 300, UID: 1000, Comm: "python3", Generation: 4}
+		Ret:    -1, Pid: 300, Tid: 300, UID: 1000, Comm: "python3", Generation: 4}
 	if verdict != event.VerdictBlocked {
 		d.Ret = 0
 	}
