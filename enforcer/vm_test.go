@@ -663,6 +663,11 @@ func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
 	if prog == nil {
 		t.Fatal("no kg_module_request link")
 	}
+	if info, err := prog.Info(); err == nil {
+		if n, ok := info.VerifiedInstructions(); ok {
+			t.Logf("kg_module_request: %d instructions verified on %s", n, vmtest.Release())
+		}
+	}
 	sample := func() (time.Duration, uint64) {
 		ps, err := prog.Stats()
 		if err != nil {
