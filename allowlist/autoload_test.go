@@ -189,3 +189,21 @@ func FuzzMatchAlias(f *testing.F) {
 		}
 	})
 }
+
+// TestDiffSpec: the spec's switches and deny patterns are differences too,
+// so that `allowlist diff --exit-code` does not call two lists the same
+// when one stops denying an autoload.
+func TestDiffSpec(t *testing.T) {
+	a, b := New("a", ModeEnforce), New("b", ModeEnforce)
+	a.Spec.Autoload.Deny = []string{"net-pf-*", "fs-cramfs"}
+	b.Spec.Autoload.Deny = []string{"net_pf_*", "tcp-ulp-*"}
+	b.Spec.RequireHostNamespaces = true
+	d := Diff(a, b)
+	if d.Empty() || strings.Join(d.Require, " ") != "+requireHostNamespaces" ||
+		strings.Join(d.AutoloadDenyAdded, " ") != "tcp-ulp-*" || strings.Join(d.AutoloadDenyRemoved, " ") != "fs-cramfs" {
+		t.Errorf("diff %+v", d)
+	}
+	if d := Diff(b, b); !d.Empty() {
+		t.Errorf("a list differs from itself: %+v", d)
+	}
+}
