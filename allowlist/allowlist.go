@@ -124,8 +124,10 @@ type Spec struct {
 	// module signature (the event field signed false), whatever the
 	// modules list. Whether a signature verifies is the kernel's check
 	// (module.sig_enforce=1).
-	RequireModuleSignature bool    `yaml:"requireModuleSignature,omitempty" json:"requireModuleSignature,omitempty"`
-	Modules                []Entry `yaml:"modules" json:"modules"`
+	RequireModuleSignature bool `yaml:"requireModuleSignature,omitempty" json:"requireModuleSignature,omitempty"`
+	// Autoload governs the kernel's own module requests (request_module).
+	Autoload Autoload `yaml:"autoload,omitempty" json:"autoload,omitzero"`
+	Modules  []Entry  `yaml:"modules" json:"modules"`
 }
 
 // Entry admits one module name, optionally pinned to digests.
@@ -272,6 +274,7 @@ func (a *Allowlist) validate(errs *errList, lines map[string]int) {
 			errs.add(at(field+".kernel"), field+".kernel", fmt.Errorf("%q is not a kernel release", e.Kernel))
 		}
 	}
+	a.validateAutoload(errs, at)
 }
 
 // MatchKind says how a decision was reached.

@@ -15,6 +15,14 @@ type Difference struct {
 	Added    []Entry       `json:"added,omitempty"`
 	Removed  []Entry       `json:"removed,omitempty"`
 	Changed  []EntryChange `json:"changed,omitempty"`
+	// Require lists the spec's switches turned on (+name) or off (-name):
+	// +requireHostNamespaces narrows the policy, -requireModuleSignature
+	// widens it.
+	Require []string `json:"require,omitempty"`
+	// AutoloadDenyAdded and AutoloadDenyRemoved are spec.autoload.deny's
+	// patterns (as written) that only one list has; a removal widens.
+	AutoloadDenyAdded   []string `json:"autoload_deny_added,omitempty"`
+	AutoloadDenyRemoved []string `json:"autoload_deny_removed,omitempty"`
 }
 
 // EntryChange is one entry present in both lists with other contents.
@@ -33,7 +41,8 @@ type EntryChange struct {
 
 // Empty reports whether the lists are equivalent.
 func (d *Difference) Empty() bool {
-	return d.ModeFrom == d.ModeTo && len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0
+	return d.ModeFrom == d.ModeTo && len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0 &&
+		len(d.Require) == 0 && len(d.AutoloadDenyAdded) == 0 && len(d.AutoloadDenyRemoved) == 0
 }
 
 // Diff compares two allowlists. The result is sorted by name.
@@ -47,6 +56,31 @@ func Diff(from, to *Allowlist) *Difference {
 	d := &Difference{}
 	if from.Spec.Mode != to.Spec.Mode {
 		d.ModeFrom, d.ModeTo = from.Spec.Mode, to.Spec.Mode
+	}
+	for _, sw := range []struct {
+		name     string
+		from, to bool
+	}{
+		{"requireHostNamespaces", from.Spec.RequireHostNamespaces, to.Spec.RequireHostNamespaces},
+		{"requireModuleSignature", from.Spec.RequireModuleSignature, to.Spec.RequireModuleSignature},
+	} {
+		if sw.from != sw.to {
+			d.Require = append(d.Require, map[bool]string{true: "+", false: "-"}[sw.to]+sw.name)
+		}
+	}
+	// Patterns compare as the guard holds them (FoldPattern).
+	has := func(list []string, p string) bool {
+		return slices.ContainsFunc(list, func(q string) bool { return FoldPattern(q) == FoldPattern(p) })
+	}
+	for _, p := range to.Spec.Autoload.Deny {
+		if !has(from.Spec.Autoload.Deny, p) {
+			d.AutoloadDenyAdded = append(d.AutoloadDenyAdded, p)
+		}
+	}
+	for _, p := range from.Spec.Autoload.Deny {
+		if !has(to.Spec.Autoload.Deny, p) {
+			d.AutoloadDenyRemoved = append(d.AutoloadDenyRemoved, p)
+		}
 	}
 	seen := make(map[key]bool, len(to.Spec.Modules))
 	for i := range to.Spec.Modules {

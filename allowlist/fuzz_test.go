@@ -16,6 +16,7 @@ func FuzzParse(f *testing.F) {
 		validDoc,
 		head,
 		head + "    - name: veth\n",
+		"apiVersion: kmodguard.io/v1\nkind: ModuleAllowlist\nspec:\n  mode: enforce\n  requireHostNamespaces: true\n  autoload:\n    deny: [net-pf-*, fs-cramfs, \"a**?\"]\n  modules: []\n",
 		head + "    - name: dummy\n      sha256: [" + digA + "]\n",
 		head + "    - name: dummy\n      sha256: [abc]\n",
 		head + "    - {name: a, sha256: [" + digB + "], kernel: 6.1.0-1-amd64, comment: c}\n",

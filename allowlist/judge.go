@@ -10,14 +10,27 @@ import (
 // alike. It judges the names and digests the event carries, so that a
 // recording made without an allowlist can be judged at replay. A module
 // the sensor could not read has no names and is not allowed. Events that
-// name no module to judge (delete_module, sensor_loss, module_request: an
-// alias, not a module) and a nil a leave e
+// name no module to judge (delete_module, sensor_loss) and a nil a leave e
 // as it is. The spec's requirements are checked first, as the guard does:
 // with requireHostNamespaces a caller outside the host's namespaces
 // (host_ns false), with requireModuleSignature an image without a
 // signature, is not allowed, listed or not.
+//
+// An autoload request (module_request, or the guard's decision on one)
+// names an alias, not a module: with spec.autoload.deny it is not allowed
+// when the alias matches a pattern, allowed otherwise (AllowlistEntry "":
+// no entry admits an alias); without a deny list it is left as it is.
 func (a *Allowlist) Judge(e *event.Event) {
-	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss || e.Syscall == event.ModuleRequest {
+	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
+		return
+	}
+	if e.IsRequest() {
+		if len(a.Spec.Autoload.Deny) == 0 {
+			return
+		}
+		_, denied := a.DeniedAutoload(e.Name)
+		allowed := !denied
+		e.Allowed, e.AllowlistEntry = &allowed, ""
 		return
 	}
 	no := false

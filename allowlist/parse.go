@@ -256,6 +256,49 @@ func (d *decoder) scalar(n *yaml.Node, field string, optional bool) string {
 	return n.Value
 }
 
+// boolean decodes a YAML boolean (true or false); absent or null is false.
+func (d *decoder) boolean(n *yaml.Node, field string) bool {
+	if n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+		return false
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		d.errs.add(n.Line, field, fmt.Errorf("must be true or false, not %s %q", kindName(n), n.Value))
+		return false
+	}
+	v, err := strconv.ParseBool(n.Value)
+	if err != nil {
+		// YAML 1.1 spellings (yes, on) are not booleans to yaml.v3.
+		d.errs.add(n.Line, field, fmt.Errorf("must be true or false, not %q", n.Value))
+	}
+	return v
+}
+
+// autoload decodes spec.autoload: {deny: [pattern, ...]}.
+func (d *decoder) autoload(n *yaml.Node, a *Allowlist) {
+	al, ok := d.mapping(n, "spec.autoload", "deny")
+	if !ok {
+		return
+	}
+	deny := al["deny"]
+	if deny == nil || (deny.Kind == yaml.ScalarNode && deny.Tag == "!!null") {
+		return
+	}
+	if deny.Kind != yaml.SequenceNode {
+		d.errs.add(deny.Line, "spec.autoload.deny", fmt.Errorf("must be a list of patterns, not %s", kindName(deny)))
+		return
+	}
+	a.Spec.Autoload.Deny = make([]string, 0, len(deny.Content))
+	for i, v := range deny.Content {
+		field := fmt.Sprintf("spec.autoload.deny[%d]", i)
+		d.lines[field] = v.Line
+		if v.Kind == yaml.AliasNode {
+			d.errs.add(v.Line, field, errors.New("aliases are not allowed"))
+			continue
+		}
+		a.Spec.Autoload.Deny = append(a.Spec.Autoload.Deny, d.scalar(v, field, false))
+	}
+}
+
 func (d *decoder) document(n *yaml.Node, a *Allowlist) {
 	top, ok := d.mapping(n, "", "apiVersion", "kind", "metadata", "spec")
 	if !ok {
@@ -294,11 +337,16 @@ func (d *decoder) document(n *yaml.Node, a *Allowlist) {
 }
 
 func (d *decoder) spec(n *yaml.Node, a *Allowlist) {
-	spec, ok := d.mapping(n, "spec", "mode", "modules")
+	spec, ok := d.mapping(n, "spec", "mode", "requireHostNamespaces", "requireModuleSignature", "autoload", "modules")
 	if !ok {
 		return
 	}
 	a.Spec.Mode = Mode(d.scalar(spec["mode"], "spec.mode", true))
+	a.Spec.RequireHostNamespaces = d.boolean(spec["requireHostNamespaces"], "spec.requireHostNamespaces")
+	a.Spec.RequireModuleSignature = d.boolean(spec["requireModuleSignature"], "spec.requireModuleSignature")
+	if al := spec["autoload"]; al != nil && !(al.Kind == yaml.ScalarNode && al.Tag == "!!null") {
+		d.autoload(al, a)
+	}
 	a.Spec.Modules = []Entry{}
 	mods := spec["modules"]
 	if mods == nil || (mods.Kind == yaml.ScalarNode && mods.Tag == "!!null") {

@@ -42,8 +42,11 @@ func (a *Allowlist) doc() any {
 		Comment string   `yaml:"comment,omitempty"`
 	}
 	type spec struct {
-		Mode    Mode    `yaml:"mode"`
-		Modules []entry `yaml:"modules"`
+		Mode                   Mode     `yaml:"mode"`
+		RequireHostNamespaces  bool     `yaml:"requireHostNamespaces,omitempty"`
+		RequireModuleSignature bool     `yaml:"requireModuleSignature,omitempty"`
+		Autoload               Autoload `yaml:"autoload,omitempty"`
+		Modules                []entry  `yaml:"modules"`
 	}
 	type doc struct {
 		APIVersion string   `yaml:"apiVersion"`
@@ -52,7 +55,9 @@ func (a *Allowlist) doc() any {
 		Spec       spec     `yaml:"spec"`
 	}
 	out := doc{APIVersion: a.APIVersion, Kind: a.Kind, Metadata: a.Metadata,
-		Spec: spec{Mode: a.Spec.Mode, Modules: make([]entry, len(a.Spec.Modules))}}
+		Spec: spec{Mode: a.Spec.Mode, RequireHostNamespaces: a.Spec.RequireHostNamespaces,
+			RequireModuleSignature: a.Spec.RequireModuleSignature, Autoload: a.Spec.Autoload,
+			Modules: make([]entry, len(a.Spec.Modules))}}
 	for i, e := range a.Spec.Modules {
 		out.Spec.Modules[i] = entry{e.Name, e.SHA256, e.Kernel, e.Comment}
 	}
@@ -63,6 +68,8 @@ func (a *Allowlist) doc() any {
 func (a *Allowlist) clone() *Allowlist {
 	c := &Allowlist{APIVersion: a.APIVersion, Kind: a.Kind, Metadata: a.Metadata, source: a.source}
 	c.Spec.Mode = a.Spec.Mode
+	c.Spec.RequireHostNamespaces, c.Spec.RequireModuleSignature = a.Spec.RequireHostNamespaces, a.Spec.RequireModuleSignature
+	c.Spec.Autoload.Deny = slices.Clone(a.Spec.Autoload.Deny)
 	c.Spec.Modules = make([]Entry, len(a.Spec.Modules))
 	for i, e := range a.Spec.Modules {
 		e.SHA256 = slices.Clone(e.SHA256)

@@ -203,7 +203,10 @@ func PolicyFor(a *allowlist.Allowlist, mode allowlist.Mode, gen uint64) (*lsm.Po
 		Generation: gen,
 		Require:    Requirements(a),
 		Digests:    map[[32]byte]lsm.Entry{},
-		Names:      map[string]lsm.Entry{},
+		// Validated by the allowlist (allowlist.MaxAutoloadPatterns,
+		// MaxPatternLen); lsm checks again.
+		AutoloadDeny: autoloadDeny(a),
+		Names:        map[string]lsm.Entry{},
 	}
 	switch mode {
 	case allowlist.ModeEnforce, "":
@@ -433,6 +436,22 @@ func release() string {
 	}
 	return strings.TrimRight(string(u.Release[:]), "\x00")
 }
+
+// autoloadDeny is a's spec.autoload.deny as the guard takes it (allowlist.FoldPattern).
+func autoloadDeny(a *allowlist.Allowlist) []string {
+	var out []string
+	for _, p := range a.Spec.Autoload.Deny {
+		out = append(out, allowlist.FoldPattern(p))
+	}
+	return out
+}
+
+// The guard holds every deny list the allowlist accepts: this does not
+// compile the day it would not.
+var (
+	_ [lsm.MaxAutoloadPatterns - allowlist.MaxAutoloadPatterns]struct{}
+	_ [lsm.NameLen - 1 - allowlist.MaxPatternLen]struct{}
+)
 
 // Requirements are the guard's terms for a's spec.requireHostNamespaces
 // and spec.requireModuleSignature.

@@ -27,6 +27,10 @@ const (
 	OpKexec       Op = "kexec"
 	// OpMount is a mount (MS_MOVE, move_mount) refused by the seal.
 	OpMount Op = "mount"
+	// OpModuleRequest is an autoload request (request_module) whose alias
+	// matches the allowlist's spec.autoload.deny: Name is the alias,
+	// Entry the pattern.
+	OpModuleRequest Op = "module_request"
 )
 
 // Verdict is the guard's answer: VerdictAllowed, VerdictBlocked or
@@ -125,6 +129,14 @@ func (d Decision) Event() *Event {
 	if d.IsLoad() {
 		allowed := d.Verdict == VerdictAllowed
 		e.Allowed = &allowed
+	}
+	if d.Op == OpModuleRequest {
+		// The alias asked for, as the sensor's module_request names it
+		// (Event.IsRequest); the guard reports only requests it denies
+		// (or would, in audit mode), so never allowed. Entry is the
+		// pattern, not an allowlist entry.
+		no := false
+		e.RequestName, e.Allowed, e.AllowlistEntry = d.Name, &no, ""
 	}
 	return e
 }

@@ -185,3 +185,10 @@ const (
 
 // OK reports whether the syscall succeeded.
 func (e *Event) OK() bool { return e.Res == 0 }
+
+// IsRequest reports whether e is about an autoload request: the sensor's
+// module_request, or the guard's decision on one (Decision.Event: the
+// alias in both Name and RequestName).
+func (e *Event) IsRequest() bool {
+	return e.Syscall == ModuleRequest || (e.Syscall == Guard && e.RequestName != "" && e.RequestName == e.Name)
+}

@@ -40,9 +40,12 @@ const (
 	OpUmount      = event.OpUmount
 	OpKexec       = event.OpKexec
 	OpMount       = event.OpMount
+	// OpModuleRequest is an autoload request whose alias matches a deny
+	// pattern: Name is the alias, Entry the pattern.
+	OpModuleRequest = event.OpModuleRequest
 )
 
-var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec, 8: OpMount}
+var ops = map[uint16]Op{1: OpInitModule, 2: OpFinitModule, 3: OpBPF, 4: OpUnlink, 5: OpRename, 6: OpUmount, 7: OpKexec, 8: OpMount, 9: OpModuleRequest}
 
 // Verdicts of Decision.Verdict.
 const (
@@ -71,6 +74,7 @@ var reasons = map[uint8]string{
 	13: "other decisions held every slot of this CPU's scratch (preempted): refused, fail closed",
 	14: "caller outside the initial user and PID namespaces (the allowlist requires hostNamespaces)",
 	15: "no module signature appended (the allowlist requires moduleSignature; a compressed file hides it)",
+	16: "autoload request denied: the alias matches a pattern of the allowlist's autoload.deny",
 }
 
 const (

@@ -16,6 +16,12 @@
  * as a module (readid.h). Every other id (firmware, IMA policy, x509 ...)
  * passes untouched, except the kexec ids once the guard is sealed.
  *
+ * Autoload: lsm/kernel_module_request refuses the kernel's own module
+ * requests (request_module, in the requesting process's context) whose
+ * alias matches a pattern of the allowlist's spec.autoload.deny (glob.h),
+ * so that the kernel never runs modprobe for them. What modprobe then
+ * loads, and any load by name from user space, is decided as above.
+ *
  * Policy: kg_policy is an ARRAY_OF_MAPS with one slot. The slot holds one
  * hash map with the mode, the digests and the names of one allowlist. User
  * space builds a complete new inner map and swaps it into the slot with one
@@ -39,6 +45,7 @@
 #include "sha256.h"
 #include "elf.h"
 #include "decide.h"
+#include "glob.h"
 #include "readid.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -53,6 +60,7 @@ enum kg_op {
 	KG_OP_UMOUNT = 6,
 	KG_OP_KEXEC = 7,
 	KG_OP_MOUNT = 8,
+	KG_OP_MODULE_REQUEST = 9, /* autoload request (request_module) */
 };
 
 /*
@@ -504,6 +512,73 @@ int kg_read_file(__u64 *ctx)
 	    sealed())
 		return refuse(KG_OP_KEXEC, id);
 	return 0;
+}
+
+/* ---- autoload requests --------------------------------------------- */
+
+/*
+ * kernel_module_request(kmod_name): the kernel is about to run modprobe
+ * for kmod_name (an alias such as net-pf-38 or fs-cramfs, at most
+ * MODULE_NAME_LEN bytes), on behalf of the current task. A request whose
+ * alias matches a deny pattern of the policy in force is refused (-EPERM:
+ * no modprobe runs, the caller's socket or mount fails as if no module
+ * provided it), or let through in audit mode, and reported with the alias
+ * in name and the pattern in entry. Other requests pass unreported (the
+ * sensor reports every request). An alias that cannot be read is refused
+ * when a deny list is in force. Without a policy nothing is refused here:
+ * every load that could follow is.
+ */
+SEC("lsm/kernel_module_request")
+int kg_module_request(__u64 *ctx)
+{
+	const char *kmod_name = (const char *)ctx[0];
+	struct kg_policy_key key = { .kind = KG_KEY_META };
+	struct kg_glob_str alias = {};
+	struct kg_policy_val *meta, *pat;
+	struct kg_event *e;
+	__u32 zero = 0;
+	__u8 verdict;
+	void *policy;
+	int ret;
+
+	policy = bpf_map_lookup_elem(&kg_policy, &zero);
+	if (!policy)
+		return 0;
+	meta = bpf_map_lookup_elem(policy, &key);
+	if (!meta)
+		return 0;
+	if (bpf_probe_read_kernel_str(alias.s, sizeof(alias.s), kmod_name) < 0) {
+		/* unreadable: denied when any pattern is in force */
+		key.kind = KG_KEY_AUTOLOAD;
+		key.data[0] = 0;
+		if (!bpf_map_lookup_elem(policy, &key))
+			return 0;
+		pat = NULL;
+	} else {
+		pat = kg_autoload_denied(policy, &alias);
+		if (!pat)
+			return 0;
+	}
+	verdict = meta->mode == KG_MODE_AUDIT ? KG_VERDICT_AUDIT : KG_VERDICT_BLOCKED;
+	ret = verdict == KG_VERDICT_BLOCKED ? -EPERM : 0;
+	count(verdict - 1);
+	e = bpf_ringbuf_reserve(&kg_events, sizeof(*e), 0);
+	if (!e) {
+		count(3);
+		return ret;
+	}
+	fill_context(e);
+	e->op = KG_OP_MODULE_REQUEST;
+	e->verdict = verdict;
+	e->reason = KG_REASON_AUTOLOAD_DENIED;
+	e->flags = sealed() ? KG_F_SEALED : 0;
+	e->generation = meta->generation;
+	e->ret = ret;
+	__builtin_memcpy(e->name, alias.s, sizeof(alias.s));
+	if (pat)
+		__builtin_memcpy(e->entry, pat->name, sizeof(e->entry));
+	bpf_ringbuf_submit(e, 0);
+	return ret;
 }
 
 /* ---- seal ----------------------------------------------------------- */

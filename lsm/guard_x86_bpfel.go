@@ -132,31 +132,32 @@ type guardKgSha256Scratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	guardMapKgBusy          = "kg_busy"
-	guardMapKgCfg           = "kg_cfg"
-	guardMapKgCounters      = "kg_counters"
-	guardMapKgElfScratch    = "kg_elf_scratch"
-	guardMapKgEvents        = "kg_events"
-	guardMapKgNames         = "kg_names"
-	guardMapKgPolicy        = "kg_policy"
-	guardMapKgPolicyInner   = "kg_policy_inner"
-	guardMapKgProtect       = "kg_protect"
-	guardMapKgScratch       = "kg_scratch"
-	guardMapKgSha256Scratch = "kg_sha256_scratch"
-	guardProgKgBpf          = "kg_bpf"
-	guardProgKgBpfMap       = "kg_bpf_map"
-	guardProgKgBpfProg      = "kg_bpf_prog"
-	guardProgKgInodeRename  = "kg_inode_rename"
-	guardProgKgInodeRmdir   = "kg_inode_rmdir"
-	guardProgKgInodeUnlink  = "kg_inode_unlink"
-	guardProgKgLoadData     = "kg_load_data"
-	guardProgKgMoveMount    = "kg_move_mount"
-	guardProgKgPostLoadData = "kg_post_load_data"
-	guardProgKgPostReadFile = "kg_post_read_file"
-	guardProgKgReadFile     = "kg_read_file"
-	guardProgKgSbMount      = "kg_sb_mount"
-	guardProgKgSbPivotroot  = "kg_sb_pivotroot"
-	guardProgKgSbUmount     = "kg_sb_umount"
+	guardMapKgBusy           = "kg_busy"
+	guardMapKgCfg            = "kg_cfg"
+	guardMapKgCounters       = "kg_counters"
+	guardMapKgElfScratch     = "kg_elf_scratch"
+	guardMapKgEvents         = "kg_events"
+	guardMapKgNames          = "kg_names"
+	guardMapKgPolicy         = "kg_policy"
+	guardMapKgPolicyInner    = "kg_policy_inner"
+	guardMapKgProtect        = "kg_protect"
+	guardMapKgScratch        = "kg_scratch"
+	guardMapKgSha256Scratch  = "kg_sha256_scratch"
+	guardProgKgBpf           = "kg_bpf"
+	guardProgKgBpfMap        = "kg_bpf_map"
+	guardProgKgBpfProg       = "kg_bpf_prog"
+	guardProgKgInodeRename   = "kg_inode_rename"
+	guardProgKgInodeRmdir    = "kg_inode_rmdir"
+	guardProgKgInodeUnlink   = "kg_inode_unlink"
+	guardProgKgLoadData      = "kg_load_data"
+	guardProgKgModuleRequest = "kg_module_request"
+	guardProgKgMoveMount     = "kg_move_mount"
+	guardProgKgPostLoadData  = "kg_post_load_data"
+	guardProgKgPostReadFile  = "kg_post_read_file"
+	guardProgKgReadFile      = "kg_read_file"
+	guardProgKgSbMount       = "kg_sb_mount"
+	guardProgKgSbPivotroot   = "kg_sb_pivotroot"
+	guardProgKgSbUmount      = "kg_sb_umount"
 )
 
 // loadGuard returns the embedded CollectionSpec for guard.
@@ -201,20 +202,21 @@ type guardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type guardProgramSpecs struct {
-	KgBpf          *ebpf.ProgramSpec `ebpf:"kg_bpf"`
-	KgBpfMap       *ebpf.ProgramSpec `ebpf:"kg_bpf_map"`
-	KgBpfProg      *ebpf.ProgramSpec `ebpf:"kg_bpf_prog"`
-	KgInodeRename  *ebpf.ProgramSpec `ebpf:"kg_inode_rename"`
-	KgInodeRmdir   *ebpf.ProgramSpec `ebpf:"kg_inode_rmdir"`
-	KgInodeUnlink  *ebpf.ProgramSpec `ebpf:"kg_inode_unlink"`
-	KgLoadData     *ebpf.ProgramSpec `ebpf:"kg_load_data"`
-	KgMoveMount    *ebpf.ProgramSpec `ebpf:"kg_move_mount"`
-	KgPostLoadData *ebpf.ProgramSpec `ebpf:"kg_post_load_data"`
-	KgPostReadFile *ebpf.ProgramSpec `ebpf:"kg_post_read_file"`
-	KgReadFile     *ebpf.ProgramSpec `ebpf:"kg_read_file"`
-	KgSbMount      *ebpf.ProgramSpec `ebpf:"kg_sb_mount"`
-	KgSbPivotroot  *ebpf.ProgramSpec `ebpf:"kg_sb_pivotroot"`
-	KgSbUmount     *ebpf.ProgramSpec `ebpf:"kg_sb_umount"`
+	KgBpf           *ebpf.ProgramSpec `ebpf:"kg_bpf"`
+	KgBpfMap        *ebpf.ProgramSpec `ebpf:"kg_bpf_map"`
+	KgBpfProg       *ebpf.ProgramSpec `ebpf:"kg_bpf_prog"`
+	KgInodeRename   *ebpf.ProgramSpec `ebpf:"kg_inode_rename"`
+	KgInodeRmdir    *ebpf.ProgramSpec `ebpf:"kg_inode_rmdir"`
+	KgInodeUnlink   *ebpf.ProgramSpec `ebpf:"kg_inode_unlink"`
+	KgLoadData      *ebpf.ProgramSpec `ebpf:"kg_load_data"`
+	KgModuleRequest *ebpf.ProgramSpec `ebpf:"kg_module_request"`
+	KgMoveMount     *ebpf.ProgramSpec `ebpf:"kg_move_mount"`
+	KgPostLoadData  *ebpf.ProgramSpec `ebpf:"kg_post_load_data"`
+	KgPostReadFile  *ebpf.ProgramSpec `ebpf:"kg_post_read_file"`
+	KgReadFile      *ebpf.ProgramSpec `ebpf:"kg_read_file"`
+	KgSbMount       *ebpf.ProgramSpec `ebpf:"kg_sb_mount"`
+	KgSbPivotroot   *ebpf.ProgramSpec `ebpf:"kg_sb_pivotroot"`
+	KgSbUmount      *ebpf.ProgramSpec `ebpf:"kg_sb_umount"`
 }
 
 // guardMapSpecs contains maps before they are loaded into the kernel.
@@ -299,20 +301,21 @@ type guardVariables struct {
 //
 // It can be passed to loadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type guardPrograms struct {
-	KgBpf          *ebpf.Program `ebpf:"kg_bpf"`
-	KgBpfMap       *ebpf.Program `ebpf:"kg_bpf_map"`
-	KgBpfProg      *ebpf.Program `ebpf:"kg_bpf_prog"`
-	KgInodeRename  *ebpf.Program `ebpf:"kg_inode_rename"`
-	KgInodeRmdir   *ebpf.Program `ebpf:"kg_inode_rmdir"`
-	KgInodeUnlink  *ebpf.Program `ebpf:"kg_inode_unlink"`
-	KgLoadData     *ebpf.Program `ebpf:"kg_load_data"`
-	KgMoveMount    *ebpf.Program `ebpf:"kg_move_mount"`
-	KgPostLoadData *ebpf.Program `ebpf:"kg_post_load_data"`
-	KgPostReadFile *ebpf.Program `ebpf:"kg_post_read_file"`
-	KgReadFile     *ebpf.Program `ebpf:"kg_read_file"`
-	KgSbMount      *ebpf.Program `ebpf:"kg_sb_mount"`
-	KgSbPivotroot  *ebpf.Program `ebpf:"kg_sb_pivotroot"`
-	KgSbUmount     *ebpf.Program `ebpf:"kg_sb_umount"`
+	KgBpf           *ebpf.Program `ebpf:"kg_bpf"`
+	KgBpfMap        *ebpf.Program `ebpf:"kg_bpf_map"`
+	KgBpfProg       *ebpf.Program `ebpf:"kg_bpf_prog"`
+	KgInodeRename   *ebpf.Program `ebpf:"kg_inode_rename"`
+	KgInodeRmdir    *ebpf.Program `ebpf:"kg_inode_rmdir"`
+	KgInodeUnlink   *ebpf.Program `ebpf:"kg_inode_unlink"`
+	KgLoadData      *ebpf.Program `ebpf:"kg_load_data"`
+	KgModuleRequest *ebpf.Program `ebpf:"kg_module_request"`
+	KgMoveMount     *ebpf.Program `ebpf:"kg_move_mount"`
+	KgPostLoadData  *ebpf.Program `ebpf:"kg_post_load_data"`
+	KgPostReadFile  *ebpf.Program `ebpf:"kg_post_read_file"`
+	KgReadFile      *ebpf.Program `ebpf:"kg_read_file"`
+	KgSbMount       *ebpf.Program `ebpf:"kg_sb_mount"`
+	KgSbPivotroot   *ebpf.Program `ebpf:"kg_sb_pivotroot"`
+	KgSbUmount      *ebpf.Program `ebpf:"kg_sb_umount"`
 }
 
 func (p *guardPrograms) Close() error {
@@ -324,6 +327,7 @@ func (p *guardPrograms) Close() error {
 		p.KgInodeRmdir,
 		p.KgInodeUnlink,
 		p.KgLoadData,
+		p.KgModuleRequest,
 		p.KgMoveMount,
 		p.KgPostLoadData,
 		p.KgPostReadFile,

@@ -21,6 +21,7 @@ var hooks = []string{
 	"kg_post_read_file",
 	"kg_load_data",
 	"kg_read_file",
+	"kg_module_request",
 	"kg_bpf",
 	"kg_bpf_map",
 	"kg_bpf_prog",
@@ -32,6 +33,12 @@ var hooks = []string{
 	"kg_move_mount",
 	"kg_sb_pivotroot",
 }
+
+// laterHooks are hooks added after guards were first pinned and sealed in
+// the field: a guard sealed by an older build lacks them and cannot attach
+// them until reboot, yet is adopted (Status.Missing names them). A sealed
+// guard missing any other link is refused, as something took it away.
+var laterHooks = map[string]bool{"kg_module_request": true}
 
 // Open loads the guard with the initial policy, attaches it and pins it, or,
 // when a guard is already pinned in opts.PinDir, adopts it: the pinned maps
@@ -291,7 +298,15 @@ func adopt(dir string) (_ *Guard, err error) {
 		return g, nil
 	}
 	if g.readOnly {
-		return nil, fmt.Errorf("guard in %s is sealed but links %v are missing", dir, missing)
+		for _, name := range missing {
+			if !laterHooks[name] {
+				return nil, fmt.Errorf("guard in %s is sealed but links %v are missing", dir, missing)
+			}
+		}
+		// Sealed by an older build, before these hooks existed: it
+		// cannot take them now, and enforces what it has (status lists
+		// the rest as missing).
+		return g, nil
 	}
 	spec, err := loadSpec(Options{})
 	if err != nil {

@@ -233,6 +233,52 @@ func TestPolicyBuild(t *testing.T) {
 	if _, _, err := (&Policy{Mode: 5}).build(); err == nil {
 		t.Error("an invalid mode was accepted")
 	}
+
+	// Autoload deny patterns: keys of their own, numbered from 0, not
+	// counted as entries.
+	p.AutoloadDeny = []string{"net_pf_*", "fs_cramfs"}
+	m2, n, err := p.build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if n != 3 {
+		t.Errorf("build counted %d entries with patterns, want 3", n)
+	}
+	for i, want := range p.AutoloadDeny {
+		k := guardKgPolicyKey{Kind: keyAutoload}
+		k.Data[0] = uint8(i)
+		if err := m2.Lookup(&k, &v); err != nil || cstr(v.Name[:]) != want || v.Index != uint32(i) {
+			t.Errorf("pattern %d: %q %d, %v; want %q", i, cstr(v.Name[:]), v.Index, err, want)
+		}
+	}
+	for _, bad := range [][]string{
+		{""}, {strings.Repeat("a", NameLen)}, {"a**"}, {"a\x00b"},
+		make([]string, MaxAutoloadPatterns+1),
+	} {
+		if _, _, err := (&Policy{Mode: ModeEnforce, AutoloadDeny: bad}).build(); err == nil {
+			t.Errorf("autoload deny %q accepted", bad)
+		}
+	}
+}
+
+func TestDecodeModuleRequest(t *testing.T) {
+	in := guardKgEvent{TsBoot: 7e9, Op: 9, Verdict: 2, Reason: 16, Ret: -1, Generation: 4, Pid: 30, Tid: 31}
+	setStr(in.Name[:], "net-pf-21")
+	setStr(in.Entry[:], "net_pf_*")
+	setStr(in.Comm[:], "python3")
+	d, err := decode(rawEvent(t, in), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Op != OpModuleRequest || d.Verdict != Blocked || d.Name != "net-pf-21" || d.Entry != "net_pf_*" ||
+		!strings.Contains(d.Reason, "autoload.deny") || d.IsLoad() {
+		t.Errorf("decode: %+v", d)
+	}
+	e := d.Event()
+	if !e.IsRequest() || e.RequestName != "net-pf-21" || e.Allowed == nil || *e.Allowed || e.AllowlistEntry != "" {
+		t.Errorf("event of the decision: %+v", e)
+	}
 }
 
 // TestMountpointInode checks, on this host's own mounts, that the inode

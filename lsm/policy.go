@@ -4,6 +4,7 @@ package lsm
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -86,7 +87,16 @@ type Policy struct {
 	Digests map[[32]byte]Entry
 	// Names maps the name of an entry without digests to that entry.
 	Names map[string]Entry
+	// AutoloadDeny holds the allowlist's spec.autoload.deny patterns,
+	// folded (allowlist.FoldPattern: '-' as '_', no two stars in a row), at
+	// most MaxAutoloadPatterns of at most NameLen-1 bytes: autoload
+	// requests whose alias matches one are refused (glob.h).
+	AutoloadDeny []string
 }
+
+// MaxAutoloadPatterns is the most deny patterns a policy holds
+// (KG_AUTOLOAD_MAX).
+const MaxAutoloadPatterns = 32
 
 // Fold folds an entry's module name as modprobe and kbuild do: '-'
 // becomes '_'.
@@ -127,6 +137,9 @@ const (
 	keyMeta   = 0
 	keyDigest = 1
 	keyName   = 2
+	// keyAutoload numbers the deny patterns (data[0]) from 0; see
+	// KG_KEY_AUTOLOAD in decide.h for why they share the policy map.
+	keyAutoload = 3
 )
 
 // build creates a complete policy map; the caller swaps it into place.
@@ -141,13 +154,21 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 	if p.Require&^(RequireHostNamespaces|RequireSignature) != 0 {
 		return nil, 0, fmt.Errorf("invalid requirements %#x", uint32(p.Require))
 	}
+	if len(p.AutoloadDeny) > MaxAutoloadPatterns {
+		return nil, 0, fmt.Errorf("%d autoload deny patterns, over the %d the guard holds", len(p.AutoloadDeny), MaxAutoloadPatterns)
+	}
+	for _, pat := range p.AutoloadDeny {
+		if pat == "" || len(pat) >= NameLen || strings.ContainsRune(pat, 0) || strings.Contains(pat, "**") {
+			return nil, 0, fmt.Errorf("autoload deny pattern %q must be 1 to %d bytes without NUL, folded (no two stars in a row)", pat, NameLen-1)
+		}
+	}
 	spec, err := loadGuard()
 	if err != nil {
 		return nil, 0, err
 	}
 	inner := spec.Maps["kg_policy_inner"].Copy()
 	inner.Name = "kg_policy_gen"
-	inner.MaxEntries = uint32(1 + len(p.Digests) + len(p.Names))
+	inner.MaxEntries = uint32(1 + len(p.Digests) + len(p.Names) + len(p.AutoloadDeny))
 	m, err := ebpf.NewMap(inner)
 	if err != nil {
 		return nil, 0, fmt.Errorf("create policy map: %w", err)
@@ -180,6 +201,15 @@ func (p *Policy) build() (*ebpf.Map, int, error) {
 	n := len(keys)
 	keys = append(keys, guardKgPolicyKey{Kind: keyMeta})
 	vals = append(vals, guardKgPolicyVal{Mode: uint32(p.Mode), Generation: p.Generation, Index: uint32(p.Require)})
+	for i, pat := range p.AutoloadDeny {
+		k := guardKgPolicyKey{Kind: keyAutoload}
+		k.Data[0] = uint8(i)
+		v := guardKgPolicyVal{Index: uint32(i), Mode: uint32(p.Mode), Generation: p.Generation}
+		for j := 0; j < len(pat); j++ {
+			v.Name[j] = int8(pat[j])
+		}
+		keys, vals = append(keys, k), append(vals, v)
+	}
 	for i := range keys {
 		if err := m.Update(&keys[i], &vals[i], ebpf.UpdateNoExist); err != nil {
 			m.Close()

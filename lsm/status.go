@@ -24,6 +24,11 @@ type Status struct {
 	// Require lists the policy's requirements (Require.Names): checks
 	// made on every load before the list.
 	Require []string `json:"require,omitempty"`
+	// AutoloadDeny lists the policy's autoload deny patterns, folded
+	// (allowlist.FoldPattern), in order. They are enforced only while the
+	// kg_module_request hook is attached (a guard pinned by an older build
+	// has none: Missing names it).
+	AutoloadDeny []string `json:"autoload_deny,omitempty"`
 	// Serial is the highest allowlist serial (metadata.serial) applied:
 	// older releases are refused.
 	Serial uint64 `json:"serial,omitempty"`
@@ -85,10 +90,10 @@ func (g *Guard) Status() (Status, error) {
 	st.Mode = Mode(c.Mode).String()
 	st.Generation = c.Generation
 	st.Entries = c.Entries
-	if r, err := g.requirements(); err != nil {
+	if r, deny, err := g.terms(); err != nil {
 		return st, err
 	} else {
-		st.Require = r.Names()
+		st.Require, st.AutoloadDeny = r.Names(), deny
 	}
 	if m, err := g.openSerial(false); err != nil {
 		return st, err
@@ -156,34 +161,49 @@ func (g *Guard) Status() (Status, error) {
 	return st, nil
 }
 
-// requirements reads the requirements of the policy in force from its
-// meta record; none when no policy is installed.
-func (g *Guard) requirements() (Require, error) {
+// terms reads the requirements of the policy in force from its meta
+// record, and its autoload deny patterns; none when no policy is
+// installed.
+func (g *Guard) terms() (Require, []string, error) {
 	inner := g.inner
 	// The map in the slot can be swapped (and freed) between reading its
 	// id and opening it: then the slot holds a newer one.
 	for try := 0; inner == nil; try++ {
 		var id uint32
 		if err := g.policy.Lookup(uint32(0), &id); errors.Is(err, ebpf.ErrKeyNotExist) {
-			return 0, nil
+			return 0, nil, nil
 		} else if err != nil {
-			return 0, fmt.Errorf("read the policy slot: %w", err)
+			return 0, nil, fmt.Errorf("read the policy slot: %w", err)
 		}
 		m, err := mapFromIDReadOnly(id)
 		if errors.Is(err, os.ErrNotExist) && try < 3 {
 			continue
 		}
 		if err != nil {
-			return 0, fmt.Errorf("open the policy in force (map %d): %w", id, err)
+			return 0, nil, fmt.Errorf("open the policy in force (map %d): %w", id, err)
 		}
 		defer m.Close()
 		inner = m
 	}
 	var meta guardKgPolicyVal
 	if err := inner.Lookup(guardKgPolicyKey{Kind: keyMeta}, &meta); err != nil {
-		return 0, fmt.Errorf("read the policy's meta record: %w", err)
+		return 0, nil, fmt.Errorf("read the policy's meta record: %w", err)
 	}
-	return Require(meta.Index), nil
+	var deny []string
+	for i := range MaxAutoloadPatterns {
+		var v guardKgPolicyVal
+		k := guardKgPolicyKey{Kind: keyAutoload}
+		k.Data[0] = uint8(i)
+		err := inner.Lookup(k, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("read the policy's autoload pattern %d: %w", i, err)
+		}
+		deny = append(deny, cstr(v.Name[:]))
+	}
+	return Require(meta.Index), deny, nil
 }
 
 // Hooks lists the LSM hooks the guard attaches, in attach order.

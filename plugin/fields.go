@@ -118,7 +118,7 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldFileChanged: {Type: typeBool, Name: "kmod.file_changed", Display: "File changed",
 		Desc: "True when the finit_module file changed between the syscall and the sensor's read of it: its inode, device, size, mtime or ctime differ from what the kernel saw. The ctime catches an owner who rewrites the file in place and sets the mtime back; root can still set the clock, and only the guard's digest of the kernel's own copy (kmod.toctou) holds against that."},
 	fieldAllowed: {Type: typeBool, Name: "kmod.allowed", Display: "Allowlisted",
-		Desc: "True when the module is on the plugin's allowlist (both names and, for pinned entries, a digest) and the load meets the list's requirements (requireHostNamespaces: kmod.host_ns; requireModuleSignature: kmod.signed). No value when no allowlist is configured."},
+		Desc: "True when the module is on the plugin's allowlist (both names and, for pinned entries, a digest) and the load meets the list's requirements (requireHostNamespaces: kmod.host_ns; requireModuleSignature: kmod.signed). On an autoload request (module_request, or the guard's refusal of one): false when the alias matches the list's autoload.deny, true when not, no value when the list has none. No value when no allowlist is configured."},
 	fieldAllowlistEntry: {Type: typeString, Name: "kmod.allowlist_entry", Display: "Allowlist entry",
 		Desc: "Name of the allowlist entry that admitted the module."},
 	fieldVerdict: {Type: typeString, Name: "kmod.verdict", Display: "Guard verdict",

@@ -49,7 +49,21 @@ const (
 	rulePresent        = "Kernel Module Present Not Allowlisted"
 	rulePresentUnsign  = "Kernel Module Present Unsigned"
 	ruleAutoload       = "Kernel Module Autoload Requested from Container"
+	ruleAutoloadDenied = "Kernel Module Autoload Denied by Guard"
 )
+
+// deniedRequest is the guard's refusal of an autoload request whose alias
+// matches the allowlist's autoload.deny, as it reaches Falco (a decision
+// no sensor event joins: Decision.Event).
+func deniedRequest(verdict event.Verdict) *event.Event {
+	d := event.Decision{Op: event.OpModuleRequest, Verdict: verdict, Name: "net-pf-21", Entry: "net_pf_*",
+		Reason: "autoload request denied: the alias matches a pattern of the allowlist's autoload.deny",
+		Ret:    -1, Pid: 300, Tid: 300, UID: 1000, Comm: "python3", Generation: 4}
+	if verdict != event.VerdictBlocked {
+		d.Ret = 0
+	}
+	return d.Event()
+}
 
 // request is an autoload request by a process on the host: ip asking for
 // the netlink family's module.
@@ -91,6 +105,8 @@ var scenarios = []struct {
 		e.Name, e.Comm, e.Exe, e.Cmdline = "fs-cramfs", "mount", "/usr/bin/mount", "mount -t cramfs /dev/loop0 /mnt"
 		e.ContainerID, e.Cgroup = digest, "/system.slice/docker-"+digest+".scope"
 	}), []string{ruleAutoload}},
+	{"autoload request denied by the guard", deniedRequest(event.VerdictBlocked), []string{ruleAutoloadDenied}},
+	{"autoload request denied by the guard in audit mode", deniedRequest(event.VerdictAudit), []string{ruleAutoloadDenied}},
 	{"present: allowlisted, tied by srcversion, untainted", present(func(*event.Event) {}), nil},
 	{"present: no allowlist configured", present(func(e *event.Event) { e.Allowed = nil }), nil},
 	{"present: tied to no file (another build is loaded)", present(func(e *event.Event) {

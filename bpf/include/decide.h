@@ -49,6 +49,7 @@ enum kg_reason {
 	KG_REASON_BUSY = 13,             /* another decision holds this CPU's scratch */
 	KG_REASON_FOREIGN_NS = 14,       /* KG_REQ_HOST_NS, caller in another namespace */
 	KG_REASON_UNSIGNED = 15,         /* KG_REQ_SIGNED, no module signature seen */
+	KG_REASON_AUTOLOAD_DENIED = 16,  /* autoload request matching a deny pattern (glob.h) */
 };
 
 /* Flags of a decision event. */
@@ -67,10 +68,21 @@ enum kg_reason {
 #define KG_REQ_HOST_NS (1U << 0) /* refuse callers flagged KG_F_FOREIGN */
 #define KG_REQ_SIGNED (1U << 1)  /* refuse images not flagged KG_F_SIGNED */
 
-/* Kinds of policy keys. */
+/*
+ * Kinds of policy keys. KG_KEY_AUTOLOAD keys hold the allowlist's
+ * spec.autoload.deny, data[0] numbering the patterns from 0 (glob.h). They
+ * live in the policy map rather than in a map of their own so that they
+ * are swapped with the rest of the allowlist in the same one update (a
+ * request never sees one allowlist's patterns with another's mode), and so
+ * that a guard pinned by an older build, whose programs never look these
+ * keys up and whose inner-map template has the same key and value, still
+ * takes every new policy map (it then does not enforce the deny list: its
+ * kg_module_request link is missing, and status says so).
+ */
 #define KG_KEY_META 0
 #define KG_KEY_DIGEST 1
 #define KG_KEY_NAME 2
+#define KG_KEY_AUTOLOAD 3
 
 #define KG_MODE_ENFORCE 0
 #define KG_MODE_AUDIT 1
@@ -85,7 +97,8 @@ struct kg_policy_key {
  * A value of the policy map. For a digest or a name, the entry it admits
  * (its folded name and its index in the allowlist). For the meta key, the
  * mode and the generation of the allowlist, and in index its requirements
- * (KG_REQ_*).
+ * (KG_REQ_*). For an autoload key, the folded pattern in name and its
+ * index in spec.autoload.deny.
  */
 struct kg_policy_val {
 	char name[KG_NAME_LEN];

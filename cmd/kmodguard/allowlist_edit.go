@@ -340,6 +340,15 @@ func printDiff(w io.Writer, d *allowlist.Difference) {
 	if d.ModeFrom != d.ModeTo {
 		fmt.Fprintf(w, "mode: %s -> %s\n", d.ModeFrom, d.ModeTo)
 	}
+	for _, r := range d.Require {
+		fmt.Fprintf(w, "%s (spec)\n", r)
+	}
+	for _, p := range d.AutoloadDenyRemoved {
+		fmt.Fprintf(w, "- autoload.deny %s (wider)\n", p)
+	}
+	for _, p := range d.AutoloadDenyAdded {
+		fmt.Fprintf(w, "+ autoload.deny %s\n", p)
+	}
 	label := func(name, kernel string) string {
 		if kernel != "" {
 			return name + " (" + kernel + ")"

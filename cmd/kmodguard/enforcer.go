@@ -336,6 +336,9 @@ func printStatus(out io.Writer, st enforcer.Status, v version.Info, reader *vers
 	if len(st.Require) > 0 {
 		fmt.Fprintf(tw, "requires:\t%s (checked on every load before the list)\n", strings.Join(st.Require, ", "))
 	}
+	if len(st.AutoloadDeny) > 0 {
+		fmt.Fprintf(tw, "autoload deny:\t%d patterns: %s (kernel autoload requests refused)\n", len(st.AutoloadDeny), strings.Join(st.AutoloadDeny, " "))
+	}
 	fmt.Fprintf(tw, "decisions:\t%d allowed, %d blocked, %d audit, %d lost\n", st.Allowed, st.Blocked, st.Audited, st.LostEvents)
 	if st.ReaderPid != 0 {
 		fmt.Fprintf(tw, "missing decisions:\t%d (consumed by another process; as found by the reader, pid %d)\n", st.MissingDecisions, st.ReaderPid)

@@ -11,6 +11,7 @@
 #include "sha256.h"
 #include "elf.h"
 #include "decide.h"
+#include "glob.h"
 #include "readid.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -158,5 +159,48 @@ int test_load_kind(struct bpf_raw_tracepoint_args *ctx)
 	if (!res)
 		return 1;
 	res->ret = kg_load_kind((__u32)ctx->args[0]);
+	return 0;
+}
+
+/* kg_test_glob: 0 -> a pattern, 1 -> an alias, for test_glob and test_autoload. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct kg_glob_str);
+} kg_test_glob SEC(".maps");
+
+/* test_glob: kg_test_out.ret = kg_glob_match(kg_test_glob[0], kg_test_glob[1]). */
+SEC("raw_tp")
+int test_glob(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, one = 1;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+	struct kg_glob_str *pat = bpf_map_lookup_elem(&kg_test_glob, &zero);
+	struct kg_glob_str *alias = bpf_map_lookup_elem(&kg_test_glob, &one);
+
+	if (!res || !pat || !alias)
+		return 1;
+	res->ret = kg_glob_match(pat, alias);
+	return 0;
+}
+
+/*
+ * test_autoload: kg_test_out.ret = 1 + the index of the deny pattern of the
+ * policy in kg_policy slot 0 that the alias kg_test_glob[1] matches, as
+ * guard.bpf.c's kg_module_request finds it; 0 when none does.
+ */
+SEC("raw_tp")
+int test_autoload(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0, one = 1;
+	struct kg_test_result *res = bpf_map_lookup_elem(&kg_test_out, &zero);
+	struct kg_glob_str *alias = bpf_map_lookup_elem(&kg_test_glob, &one);
+	struct kg_policy_val *pat;
+
+	if (!res || !alias)
+		return 1;
+	pat = kg_autoload_denied(bpf_map_lookup_elem(&kg_policy, &zero), alias);
+	res->ret = pat ? (__s64)pat->index + 1 : 0;
 	return 0;
 }

@@ -108,6 +108,11 @@ type bpftestKgEvent struct {
 	Comm       [16]int8
 }
 
+type bpftestKgGlobStr struct {
+	_ structs.HostLayout
+	S [56]int8
+}
+
 type bpftestKgPolicyKey struct {
 	_    structs.HostLayout
 	Kind uint32
@@ -153,11 +158,14 @@ const (
 	bpftestMapKgPolicyInner   = "kg_policy_inner"
 	bpftestMapKgSha256Scratch = "kg_sha256_scratch"
 	bpftestMapKgTestEvent     = "kg_test_event"
+	bpftestMapKgTestGlob      = "kg_test_glob"
 	bpftestMapKgTestInput     = "kg_test_input"
 	bpftestMapKgTestNames     = "kg_test_names"
 	bpftestMapKgTestOut       = "kg_test_out"
+	bpftestProgTestAutoload   = "test_autoload"
 	bpftestProgTestDecide     = "test_decide"
 	bpftestProgTestElfNames   = "test_elf_names"
+	bpftestProgTestGlob       = "test_glob"
 	bpftestProgTestLoadKind   = "test_load_kind"
 	bpftestProgTestReadKind   = "test_read_kind"
 	bpftestProgTestSha256     = "test_sha256"
@@ -205,8 +213,10 @@ type bpftestSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpftestProgramSpecs struct {
+	TestAutoload *ebpf.ProgramSpec `ebpf:"test_autoload"`
 	TestDecide   *ebpf.ProgramSpec `ebpf:"test_decide"`
 	TestElfNames *ebpf.ProgramSpec `ebpf:"test_elf_names"`
+	TestGlob     *ebpf.ProgramSpec `ebpf:"test_glob"`
 	TestLoadKind *ebpf.ProgramSpec `ebpf:"test_load_kind"`
 	TestReadKind *ebpf.ProgramSpec `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.ProgramSpec `ebpf:"test_sha256"`
@@ -221,6 +231,7 @@ type bpftestMapSpecs struct {
 	KgPolicyInner   *ebpf.MapSpec `ebpf:"kg_policy_inner"`
 	KgSha256Scratch *ebpf.MapSpec `ebpf:"kg_sha256_scratch"`
 	KgTestEvent     *ebpf.MapSpec `ebpf:"kg_test_event"`
+	KgTestGlob      *ebpf.MapSpec `ebpf:"kg_test_glob"`
 	KgTestInput     *ebpf.MapSpec `ebpf:"kg_test_input"`
 	KgTestNames     *ebpf.MapSpec `ebpf:"kg_test_names"`
 	KgTestOut       *ebpf.MapSpec `ebpf:"kg_test_out"`
@@ -257,6 +268,7 @@ type bpftestMaps struct {
 	KgPolicyInner   *ebpf.Map `ebpf:"kg_policy_inner"`
 	KgSha256Scratch *ebpf.Map `ebpf:"kg_sha256_scratch"`
 	KgTestEvent     *ebpf.Map `ebpf:"kg_test_event"`
+	KgTestGlob      *ebpf.Map `ebpf:"kg_test_glob"`
 	KgTestInput     *ebpf.Map `ebpf:"kg_test_input"`
 	KgTestNames     *ebpf.Map `ebpf:"kg_test_names"`
 	KgTestOut       *ebpf.Map `ebpf:"kg_test_out"`
@@ -269,6 +281,7 @@ func (m *bpftestMaps) Close() error {
 		m.KgPolicyInner,
 		m.KgSha256Scratch,
 		m.KgTestEvent,
+		m.KgTestGlob,
 		m.KgTestInput,
 		m.KgTestNames,
 		m.KgTestOut,
@@ -285,8 +298,10 @@ type bpftestVariables struct {
 //
 // It can be passed to loadBpftestObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpftestPrograms struct {
+	TestAutoload *ebpf.Program `ebpf:"test_autoload"`
 	TestDecide   *ebpf.Program `ebpf:"test_decide"`
 	TestElfNames *ebpf.Program `ebpf:"test_elf_names"`
+	TestGlob     *ebpf.Program `ebpf:"test_glob"`
 	TestLoadKind *ebpf.Program `ebpf:"test_load_kind"`
 	TestReadKind *ebpf.Program `ebpf:"test_read_kind"`
 	TestSha256   *ebpf.Program `ebpf:"test_sha256"`
@@ -294,8 +309,10 @@ type bpftestPrograms struct {
 
 func (p *bpftestPrograms) Close() error {
 	return _BpftestClose(
+		p.TestAutoload,
 		p.TestDecide,
 		p.TestElfNames,
+		p.TestGlob,
 		p.TestLoadKind,
 		p.TestReadKind,
 		p.TestSha256,

@@ -23,6 +23,11 @@ func TestVerifierBudget(t *testing.T) {
 		{"test_sha256", h.objs.TestSha256, 30_000},
 		// kg_elf_names: every loop is a bpf_loop callback, verified once.
 		{"test_elf_names", h.objs.TestElfNames, 20_000},
+		// kg_glob_match: a global function, verified once, without a
+		// branch on the bytes it compares (glob.h).
+		{"test_glob", h.objs.TestGlob, 100_000},
+		// kg_autoload_denied: 32 lookups, each calling kg_glob_match.
+		{"test_autoload", h.objs.TestAutoload, 100_000},
 	} {
 		info, err := tc.prog.Info()
 		if err != nil {

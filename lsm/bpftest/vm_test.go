@@ -33,6 +33,8 @@ func TestGuestHelpers(t *testing.T) {
 	t.Run("ELFNamesCrafted", TestELFNamesCrafted)
 	t.Run("ELFNamesFault", TestELFNamesFault)
 	t.Run("ReadKind", TestReadKind)
+	t.Run("Glob", TestGlob)
+	t.Run("AutoloadPolicy", TestAutoloadPolicy)
 	t.Run("Fixtures", func(t *testing.T) {
 		h := newHarness(t, 4<<20)
 		for _, name := range []string{"dummy", "veth"} {
