@@ -11,13 +11,19 @@ import (
 // recording made without an allowlist can be judged at replay. A module
 // the sensor could not read has no names and is not allowed. Events that
 // name no module to judge (delete_module, sensor_loss, module_request: an
-// alias, not a module) and a nil a leave e
+// alias, not a module; module_load, module_free and hidden, which carry
+// the kernel's name for a module but not its image: the load syscall's
+// own event is the one judged) and a nil a leave e
 // as it is. The spec's requirements are checked first, as the guard does:
 // with requireHostNamespaces a caller outside the host's namespaces
 // (host_ns false), with requireModuleSignature an image without a
 // signature, is not allowed, listed or not.
 func (a *Allowlist) Judge(e *event.Event) {
-	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss || e.Syscall == event.ModuleRequest {
+	switch e.Syscall {
+	case event.DeleteModule, event.SensorLoss, event.ModuleRequest, event.ModuleLoad, event.ModuleFree, event.Hidden:
+		return
+	}
+	if a == nil {
 		return
 	}
 	no := false

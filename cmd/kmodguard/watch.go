@@ -330,6 +330,19 @@ func formatEvent(ev *event.Event) string {
 		}
 		return b.String()
 	}
+	switch ev.Syscall {
+	case event.ModuleLoad, event.ModuleFree:
+		// The kernel's own record: no result, no image, its verdicts.
+		fmt.Fprintf(&b, "%s %-13s %-16s module=%#x taint=%q", ts, ev.Syscall, name, ev.ModuleAddr, ev.Taint)
+		if ev.SigOK != nil {
+			fmt.Fprintf(&b, " sig_ok=%t", *ev.SigOK)
+		}
+		fmt.Fprintf(&b, " pid=%d tid=%d comm=%q", ev.Pid, ev.Tid, ev.Comm)
+		return b.String()
+	case event.Hidden:
+		fmt.Fprintf(&b, "%s %-13s %-16s HIDDEN module=%#x %s", ts, ev.Syscall, name, ev.ModuleAddr, ev.Hidden)
+		return b.String()
+	}
 	res := formatRes(ev.Res)
 	if ev.Syscall == event.ModuleRequest {
 		res = "request" // no result: the kernel's modprobe runs after it
