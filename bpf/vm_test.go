@@ -43,6 +43,7 @@ func TestVMArm64(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
 		Arch:       "arm64",
 		Modules:    []string{"dummy"},
+		Crafted:    []vmtest.Crafted{{Name: "dummy-unsigned", From: "dummy", StripSignature: true}},
 		Files:      files,
 		FailOnSkip: true,
 	})
@@ -454,10 +455,22 @@ func TestGuestSensorAutoload(t *testing.T) {
 // free carries the load's struct module address.
 func TestGuestSensorModuleEvents(t *testing.T) {
 	vmtest.RequireGuest(t)
+	all := modEventPrograms
+	defer func() { modEventPrograms = all }()
+	for i, want := range []Hook{HookBTF, HookRaw} {
+		t.Run(string(want), func(t *testing.T) {
+			// The raw_tracepoint fallback, as where tp_btf is refused.
+			modEventPrograms = all[i:]
+			guestModuleEvents(t, want)
+		})
+	}
+}
+
+func guestModuleEvents(t *testing.T, want Hook) {
 	s, c := newTestSensor(t, Config{})
 	hook, err := s.ModuleEvents()
-	if hook == "" {
-		t.Fatalf("no module_load events on %s: %v", vmtest.Release(), err)
+	if hook != want {
+		t.Fatalf("module_load events on %s through %q (%v), want %s", vmtest.Release(), hook, err, want)
 	}
 	t.Logf("module_load and module_free through %s", hook)
 	runtime.LockOSThread()
