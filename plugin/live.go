@@ -66,10 +66,16 @@ type sensorSource struct {
 
 // merge sends the events of more along with the sensor's.
 func (s *sensorSource) merge(ctx context.Context, more <-chan *event.Event) {
-	in := s.Sensor.Events()
-	s.merged = make(chan *event.Event, cap(in))
+	s.merged = mergeEvents(ctx, s.Sensor.Events(), more)
+}
+
+// mergeEvents forwards the events of in and of more on one channel, which
+// closes when in closes. Once ctx ends (the source is closing) the rest of
+// in is drained and dropped.
+func mergeEvents(ctx context.Context, in, more <-chan *event.Event) chan *event.Event {
+	out := make(chan *event.Event, cap(in))
 	go func() {
-		defer close(s.merged)
+		defer close(out)
 		for {
 			var e *event.Event
 			var ok bool
@@ -85,15 +91,15 @@ func (s *sensorSource) merge(ctx context.Context, more <-chan *event.Event) {
 				}
 			}
 			select {
-			case s.merged <- e:
+			case out <- e:
 			case <-ctx.Done():
-				// Closing: the sensor's channel closes once it has stopped.
 				for range in {
 				}
 				return
 			}
 		}
 	}()
+	return out
 }
 
 // Events is the sensor's events, with the hidden module scan's when merged.
