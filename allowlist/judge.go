@@ -10,7 +10,10 @@ import (
 // alike. It judges the names and digests the event carries, so that a
 // recording made without an allowlist can be judged at replay. A module
 // the sensor could not read has no names and is not allowed. Events that
-// name no module to judge (delete_module, sensor_loss) and a nil a leave e
+// name no module to judge (delete_module, sensor_loss; module_load,
+// module_free and hidden, which carry the kernel's name for a module but
+// not its image: the load syscall's own event is the one judged) and a nil
+// a leave e
 // as it is. The spec's requirements are checked first, as the guard does:
 // with requireHostNamespaces a caller outside the host's namespaces
 // (host_ns false), with requireModuleSignature an image without a
@@ -21,7 +24,11 @@ import (
 // when the alias matches a pattern, allowed otherwise (AllowlistEntry "":
 // no entry admits an alias); without a deny list it is left as it is.
 func (a *Allowlist) Judge(e *event.Event) {
-	if a == nil || e.Syscall == event.DeleteModule || e.Syscall == event.SensorLoss {
+	switch e.Syscall {
+	case event.DeleteModule, event.SensorLoss, event.ModuleLoad, event.ModuleFree, event.Hidden:
+		return
+	}
+	if a == nil {
 		return
 	}
 	if e.IsRequest() {

@@ -69,7 +69,7 @@ func guestAarch32(t *testing.T, c *collector, img []byte) {
 	c.mu.Lock()
 	var got []*event.Event
 	for _, ev := range c.events {
-		if ev.Pid == pid {
+		if ev.Pid == pid && !kernelRecord(ev) {
 			got = append(got, ev)
 		}
 	}

@@ -197,6 +197,19 @@ func (n *enricher) decode(rec *sensorKgEvent, data eventData, img []byte, imgGap
 		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
 			ev.Name = string(trimNUL(data.name))
 		}
+	case event.ModuleLoad, event.ModuleFree:
+		// What the kernel's struct module says: the name it registered
+		// under, its address, its taints and (module_load, with
+		// CONFIG_MODULE_SIG) whether its signature was verified.
+		if !has(sensorKgFlagKG_F_NAME_UNREADABLE) {
+			ev.Name = string(trimNUL(data.name))
+		}
+		ev.ModuleAddr = rec.Module
+		ev.Taint = event.TaintLetters(rec.Taints)
+		if ev.Syscall == event.ModuleLoad && has(sensorKgFlagKG_F_SIG_KNOWN) {
+			ok := has(sensorKgFlagKG_F_SIG_OK)
+			ev.SigOK = &ok
+		}
 	}
 	if mod != nil {
 		ev.Name = mod.Name

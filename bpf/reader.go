@@ -165,9 +165,10 @@ func (j *joiner) record(raw []byte, now time.Time) error {
 		if !ok {
 			return fmt.Errorf("%w: event data lengths do not add up", errMalformed)
 		}
-		if syscallOf(rec.Syscall) == event.ModuleRequest {
-			// No exit record follows, and the requester may be inside a
-			// module syscall (a module's init asking for another): the
+		if sc := syscallOf(rec.Syscall); sc == event.ModuleRequest || sc == event.ModuleLoad || sc == event.ModuleFree {
+			// No exit record follows, and the task is often inside a
+			// module syscall (a module's init asking for another; the
+			// kernel's own module_load and module_free events): the
 			// event goes out now, leaving that syscall's state alone.
 			ev := j.decode(rec, data, nil, false)
 			ev.Res = 0
@@ -355,6 +356,10 @@ func syscallOf(k uint8) event.Syscall {
 		return event.DeleteModule
 	case sensorKgSyscallKG_SYS_MODULE_REQUEST:
 		return event.ModuleRequest
+	case sensorKgSyscallKG_SYS_MODULE_LOAD:
+		return event.ModuleLoad
+	case sensorKgSyscallKG_SYS_MODULE_FREE:
+		return event.ModuleFree
 	}
 	return ""
 }

@@ -133,6 +133,8 @@ enum kg_syscall {
 	KG_SYS_FINIT_MODULE = 2,
 	KG_SYS_DELETE_MODULE = 3,
 	KG_SYS_MODULE_REQUEST = 4, /* autoload (request_module): no exit record */
+	KG_SYS_MODULE_LOAD = 5,    /* module:module_load: no exit record */
+	KG_SYS_MODULE_FREE = 6,    /* module:module_free: no exit record */
 };
 
 /* Capture flags of struct kg_event. */
@@ -179,6 +181,13 @@ enum kg_flag {
 	 * request). No process of user space can have such a parent.
 	 */
 	KG_F_PARENT_KTHREAD = 1 << 17,
+	/*
+	 * module_load: the kernel's struct module says the signature was
+	 * verified (sig_ok). KG_F_SIG_KNOWN says the kernel has the field at
+	 * all (CONFIG_MODULE_SIG); without it, KG_F_SIG_OK means nothing.
+	 */
+	KG_F_SIG_OK = 1 << 18,
+	KG_F_SIG_KNOWN = 1 << 19,
 };
 
 #define KG_PF_KTHREAD 0x00200000 /* task_struct.flags: a kernel thread */
@@ -238,6 +247,12 @@ struct kg_event {
 	 * load that were not sent since its previous event (see kg_junk).
 	 */
 	__u32 coalesced;
+	/*
+	 * module_load, module_free: the struct module's address (the key that
+	 * ties a free to its load) and its taint bits (mod->taints).
+	 */
+	__u64 module;
+	__u64 taints;
 	char comm[KG_COMM_LEN];
 	char data[KG_DATA_MAX];
 };
@@ -441,6 +456,8 @@ static __always_inline void kg_event_init(struct kg_event *e, __u64 ts)
 	e->mntns = 0;
 	e->cap_effective = 0;
 	e->coalesced = 0;
+	e->module = 0;
+	e->taints = 0;
 }
 
 /* The state of a path walk, carried across bpf_loop steps. */
@@ -1245,6 +1262,79 @@ SEC("raw_tracepoint/module_request")
 int kg_raw_module_request(struct bpf_raw_tracepoint_args *ctx)
 {
 	return kg_request((const char *)ctx->args[0], (bool)ctx->args[1]);
+}
+
+/*
+ * The kernel's own module events. module:module_load fires once a module is
+ * fully formed, its signature checked and its sysfs entries made, just
+ * before its init function runs (state COMING); module:module_free fires
+ * when it is freed (after delete_module, or when its init failed). Both run
+ * in the task that loads or unloads it, only for those calls, so they cost
+ * the rest of the system nothing. They carry what only the kernel knows:
+ * the name it registered under, whether the signature was verified
+ * (sig_ok, with CONFIG_MODULE_SIG) and its taints. No exit record follows.
+ */
+static __always_inline int kg_module_event(struct module *mod, __u8 kind)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct kg_event *e = kg_scratch();
+	long n;
+
+	if (!e || !mod)
+		return 0;
+	kg_event_init(e, bpf_ktime_get_boot_ns());
+	e->syscall = kind;
+	e->module = (__u64)mod;
+	kg_read(e->taints, mod->taints);
+	if (KG_FIELD_EXISTS(mod->sig_ok)) {
+		bool ok = false;
+
+		kg_read(ok, mod->sig_ok);
+		e->flags |= KG_F_SIG_KNOWN;
+		if (ok)
+			e->flags |= KG_F_SIG_OK;
+	}
+	/* The first segment: data_len is 0. */
+	n = bpf_probe_read_kernel_str(e->data, KG_MODNAME_MAX,
+				      __builtin_preserve_access_index(&mod->name));
+	if (n <= 0) {
+		e->flags |= KG_F_NAME_UNREADABLE;
+	} else {
+		e->name_len = n;
+		e->data_len = n;
+	}
+	kg_fill_task(e, task);
+	if (bpf_ringbuf_output(&kg_events, e,
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+		kg_count(KG_CNT_DROPS);
+		return 0;
+	}
+	kg_count(KG_CNT_EVENTS);
+	return 0;
+}
+
+SEC("tp_btf/module_load")
+int kg_module_load(__u64 *ctx)
+{
+	return kg_module_event((struct module *)ctx[0], KG_SYS_MODULE_LOAD);
+}
+
+SEC("tp_btf/module_free")
+int kg_module_free(__u64 *ctx)
+{
+	return kg_module_event((struct module *)ctx[0], KG_SYS_MODULE_FREE);
+}
+
+SEC("raw_tracepoint/module_load")
+int kg_raw_module_load(struct bpf_raw_tracepoint_args *ctx)
+{
+	return kg_module_event((struct module *)ctx->args[0], KG_SYS_MODULE_LOAD);
+}
+
+SEC("raw_tracepoint/module_free")
+int kg_raw_module_free(struct bpf_raw_tracepoint_args *ctx)
+{
+	return kg_module_event((struct module *)ctx->args[0], KG_SYS_MODULE_FREE);
 }
 
 static __always_inline int kg_exit(long nr, long ret)

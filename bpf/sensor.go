@@ -238,12 +238,13 @@ type Sensor struct {
 	attach   []attachment
 	events   *ebpf.Map
 	counters *ebpf.Map
-	// autoload is the program on module:module_request, in a collection
-	// of its own that shares the sensor's maps; nil when the kernel has no
-	// such tracepoint (no module support) or refused it (autoloadErr).
-	autoload     *ebpf.Collection
-	autoloadHook Hook
-	autoloadErr  error
+	// autoload is the program on module:module_request, and modEvents
+	// those on module:module_load and module:module_free, each in a
+	// collection of its own that shares the sensor's maps; their coll is
+	// nil when the kernel has no such tracepoints (no module support) or
+	// refused them (err).
+	autoload  sideProgs
+	modEvents sideProgs
 
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -340,31 +341,66 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	return s, nil
 }
 
+// sideSet is one way to watch a group of the kernel's own tracepoints:
+// its hook, and its programs by the tracepoint each attaches to.
+type sideSet struct {
+	hook  Hook
+	progs map[string]string // program -> tracepoint
+}
+
+// sideProgs is a group of programs on the kernel's own tracepoints, loaded
+// beside the syscall programs with the sensor's maps.
+type sideProgs struct {
+	what string // for logs: "autoload events (module:module_request)"
+	coll *ebpf.Collection
+	set  sideSet
+	err  error
+}
+
 // autoloadPrograms are the programs on module:module_request, in the order
 // they are tried.
-var autoloadPrograms = []struct {
-	hook Hook
-	prog string
-}{{HookBTF, "kg_module_request"}, {HookRaw, "kg_raw_module_request"}}
+var autoloadPrograms = []sideSet{
+	{HookBTF, map[string]string{"kg_module_request": "module_request"}},
+	{HookRaw, map[string]string{"kg_raw_module_request": "module_request"}},
+}
 
-// loadAutoload loads the autoload program with the sensor's maps. A
-// kernel built without module support has no module:module_request
-// tracepoint: the sensor then goes on without autoload events, and says
-// why (Autoload).
+// modEventPrograms are the programs on module:module_load and
+// module:module_free, in the order they are tried.
+var modEventPrograms = []sideSet{
+	{HookBTF, map[string]string{"kg_module_load": "module_load", "kg_module_free": "module_free"}},
+	{HookRaw, map[string]string{"kg_raw_module_load": "module_load", "kg_raw_module_free": "module_free"}},
+}
+
+// loadAutoload loads the autoload program, and the module event programs,
+// with the sensor's maps. A kernel built without module support has no
+// module tracepoints: the sensor then goes on without those events, and
+// says why (Autoload, ModuleEvents).
 func (s *Sensor) loadAutoload(spec *ebpf.CollectionSpec) {
+	s.autoload = s.loadSide(spec, "autoload events (module:module_request)", autoloadPrograms)
+	s.modEvents = s.loadSide(spec, "module_load and module_free events (module:module_load, module:module_free)", modEventPrograms)
+}
+
+// loadSide loads the first set of sets that the kernel takes.
+func (s *Sensor) loadSide(spec *ebpf.CollectionSpec, what string, sets []sideSet) sideProgs {
 	maps := map[string]*ebpf.Map{}
 	for name, m := range s.coll.Maps {
 		maps[name] = m
 	}
 	var errs []error
-	for _, a := range autoloadPrograms {
-		if _, ok := spec.Programs[a.prog]; !ok {
-			errs = append(errs, fmt.Errorf("%s: not in the object", a.prog))
+	for _, set := range sets {
+		sp := spec.Copy()
+		missing := false
+		for prog := range set.progs {
+			if _, ok := sp.Programs[prog]; !ok {
+				errs = append(errs, fmt.Errorf("%s: not in the object", prog))
+				missing = true
+			}
+		}
+		if missing {
 			continue
 		}
-		sp := spec.Copy()
 		for name := range sp.Programs {
-			if name != a.prog {
+			if _, ok := set.progs[name]; !ok {
 				delete(sp.Programs, name)
 			}
 		}
@@ -380,19 +416,64 @@ func (s *Sensor) loadAutoload(spec *ebpf.CollectionSpec) {
 		}
 		coll, err := ebpf.NewCollectionWithOptions(sp, ebpf.CollectionOptions{MapReplacements: maps})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", a.hook, err))
+			errs = append(errs, fmt.Errorf("%s: %w", set.hook, err))
 			continue
 		}
-		s.autoload, s.autoloadHook = coll, a.hook
-		return
+		return sideProgs{what: what, coll: coll, set: set}
 	}
-	s.autoloadErr = errors.Join(errs...)
-	s.log.WithError(s.autoloadErr).Info("sensor: no autoload events (module:module_request): the kernel has no such tracepoint (no module support) or refused the program")
+	side := sideProgs{what: what, err: errors.Join(errs...)}
+	s.log.WithError(side.err).Info("sensor: no " + what + ": the kernel has no such tracepoint (no module support) or refused the program")
+	return side
 }
 
 // Autoload says how the sensor sees autoload requests (module_request
 // events): the hook, or "" and why not.
-func (s *Sensor) Autoload() (Hook, error) { return s.autoloadHook, s.autoloadErr }
+func (s *Sensor) Autoload() (Hook, error) { return s.autoload.hook(), s.autoload.err }
+
+// ModuleEvents says how the sensor sees the kernel's module_load and
+// module_free events: the hook, or "" and why not.
+func (s *Sensor) ModuleEvents() (Hook, error) { return s.modEvents.hook(), s.modEvents.err }
+
+func (p *sideProgs) hook() Hook {
+	if p.coll == nil {
+		return ""
+	}
+	return p.set.hook
+}
+
+// attach attaches the loaded programs; on failure, the side is off and
+// says why.
+func (p *sideProgs) attach(s *Sensor) {
+	if p.coll == nil {
+		return
+	}
+	for name, prog := range p.coll.Programs {
+		var (
+			l   link.Link
+			err error
+		)
+		if p.set.hook == HookRaw {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: p.set.progs[name], Program: prog})
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		}
+		if err != nil {
+			p.err = fmt.Errorf("attach %s: %w", name, err)
+			p.coll.Close()
+			p.coll = nil
+			s.log.WithError(p.err).Warn("sensor: no " + p.what + ": the kernel refused to attach the program")
+			return
+		}
+		s.links = append(s.links, l)
+	}
+}
+
+func (p *sideProgs) close() {
+	if p.coll != nil {
+		p.coll.Close()
+		p.coll = nil
+	}
+}
 
 // load loads the programs of hook h and the maps they use; the other
 // hooks' programs stay out of the kernel. When the kernel refuses an
@@ -620,12 +701,8 @@ func (s *Sensor) start(ctx context.Context) error {
 		}
 		s.links = append(s.links, l)
 	}
-	if s.autoload != nil {
-		if err := s.attachAutoload(); err != nil {
-			s.autoloadErr, s.autoloadHook = err, ""
-			s.log.WithError(err).Warn("sensor: no autoload events: the kernel refused to attach the program")
-		}
-	}
+	s.autoload.attach(s)
+	s.modEvents.attach(s)
 	s.out = make(chan *event.Event, s.cfg.EventBuffer)
 	go func() {
 		select {
@@ -720,31 +797,9 @@ func (s *Sensor) closeLinks() {
 	s.links = nil
 }
 
-// attachAutoload attaches the loaded autoload program.
-func (s *Sensor) attachAutoload() error {
-	var (
-		l   link.Link
-		err error
-	)
-	for _, p := range s.autoload.Programs {
-		if s.autoloadHook == HookRaw {
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "module_request", Program: p})
-		} else {
-			l, err = link.AttachTracing(link.TracingOptions{Program: p})
-		}
-		if err != nil {
-			return err
-		}
-		s.links = append(s.links, l)
-	}
-	return nil
-}
-
 func (s *Sensor) closeObjects() {
-	if s.autoload != nil {
-		s.autoload.Close()
-		s.autoload = nil
-	}
+	s.autoload.close()
+	s.modEvents.close()
 	if s.coll != nil {
 		s.coll.Close()
 		s.coll = nil

@@ -119,6 +119,13 @@ func (c *collector) all() []*event.Event {
 }
 
 // mine matches the events of this thread and syscall.
+// kernelRecord reports whether ev is the kernel's own record of a module
+// formed or freed (module_load, module_free), which a load or unload
+// syscall brings along with its own event.
+func kernelRecord(ev *event.Event) bool {
+	return ev.Syscall == event.ModuleLoad || ev.Syscall == event.ModuleFree
+}
+
 func mine(tid int, sc event.Syscall) func(*event.Event) bool {
 	return func(ev *event.Event) bool { return int(ev.Tid) == tid && ev.Syscall == sc }
 }

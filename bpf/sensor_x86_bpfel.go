@@ -82,6 +82,8 @@ type sensorKgEvent struct {
 	CmdlineLen   uint16
 	CgroupLen    uint16
 	Coalesced    uint32
+	Module       uint64
+	Taints       uint64
 	Comm         [16]int8
 	Data         [7744]int8
 }
@@ -121,6 +123,8 @@ const (
 	sensorKgFlagKG_F_IMAGE_AT_EXIT      sensorKgFlag = 32768
 	sensorKgFlagKG_F_PARAMS_AT_EXIT     sensorKgFlag = 65536
 	sensorKgFlagKG_F_PARENT_KTHREAD     sensorKgFlag = 131072
+	sensorKgFlagKG_F_SIG_OK             sensorKgFlag = 262144
+	sensorKgFlagKG_F_SIG_KNOWN          sensorKgFlag = 524288
 )
 
 type sensorKgJunkState struct {
@@ -153,6 +157,8 @@ const (
 	sensorKgSyscallKG_SYS_FINIT_MODULE   sensorKgSyscall = 2
 	sensorKgSyscallKG_SYS_DELETE_MODULE  sensorKgSyscall = 3
 	sensorKgSyscallKG_SYS_MODULE_REQUEST sensorKgSyscall = 4
+	sensorKgSyscallKG_SYS_MODULE_LOAD    sensorKgSyscall = 5
+	sensorKgSyscallKG_SYS_MODULE_FREE    sensorKgSyscall = 6
 )
 
 // Names of all BPF objects in the ELF.
@@ -180,7 +186,11 @@ const (
 	sensorProgKgIa32FexitDeleteModule  = "kg_ia32_fexit_delete_module"
 	sensorProgKgIa32FexitFinitModule   = "kg_ia32_fexit_finit_module"
 	sensorProgKgIa32FexitInitModule    = "kg_ia32_fexit_init_module"
+	sensorProgKgModuleFree             = "kg_module_free"
+	sensorProgKgModuleLoad             = "kg_module_load"
 	sensorProgKgModuleRequest          = "kg_module_request"
+	sensorProgKgRawModuleFree          = "kg_raw_module_free"
+	sensorProgKgRawModuleLoad          = "kg_raw_module_load"
 	sensorProgKgRawModuleRequest       = "kg_raw_module_request"
 	sensorProgKgRawSysEnter            = "kg_raw_sys_enter"
 	sensorProgKgRawSysExit             = "kg_raw_sys_exit"
@@ -249,7 +259,11 @@ type sensorProgramSpecs struct {
 	KgIa32FexitDeleteModule  *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_delete_module"`
 	KgIa32FexitFinitModule   *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_finit_module"`
 	KgIa32FexitInitModule    *ebpf.ProgramSpec `ebpf:"kg_ia32_fexit_init_module"`
+	KgModuleFree             *ebpf.ProgramSpec `ebpf:"kg_module_free"`
+	KgModuleLoad             *ebpf.ProgramSpec `ebpf:"kg_module_load"`
 	KgModuleRequest          *ebpf.ProgramSpec `ebpf:"kg_module_request"`
+	KgRawModuleFree          *ebpf.ProgramSpec `ebpf:"kg_raw_module_free"`
+	KgRawModuleLoad          *ebpf.ProgramSpec `ebpf:"kg_raw_module_load"`
 	KgRawModuleRequest       *ebpf.ProgramSpec `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter            *ebpf.ProgramSpec `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit             *ebpf.ProgramSpec `ebpf:"kg_raw_sys_exit"`
@@ -359,7 +373,11 @@ type sensorPrograms struct {
 	KgIa32FexitDeleteModule  *ebpf.Program `ebpf:"kg_ia32_fexit_delete_module"`
 	KgIa32FexitFinitModule   *ebpf.Program `ebpf:"kg_ia32_fexit_finit_module"`
 	KgIa32FexitInitModule    *ebpf.Program `ebpf:"kg_ia32_fexit_init_module"`
+	KgModuleFree             *ebpf.Program `ebpf:"kg_module_free"`
+	KgModuleLoad             *ebpf.Program `ebpf:"kg_module_load"`
 	KgModuleRequest          *ebpf.Program `ebpf:"kg_module_request"`
+	KgRawModuleFree          *ebpf.Program `ebpf:"kg_raw_module_free"`
+	KgRawModuleLoad          *ebpf.Program `ebpf:"kg_raw_module_load"`
 	KgRawModuleRequest       *ebpf.Program `ebpf:"kg_raw_module_request"`
 	KgRawSysEnter            *ebpf.Program `ebpf:"kg_raw_sys_enter"`
 	KgRawSysExit             *ebpf.Program `ebpf:"kg_raw_sys_exit"`
@@ -381,7 +399,11 @@ func (p *sensorPrograms) Close() error {
 		p.KgIa32FexitDeleteModule,
 		p.KgIa32FexitFinitModule,
 		p.KgIa32FexitInitModule,
+		p.KgModuleFree,
+		p.KgModuleLoad,
 		p.KgModuleRequest,
+		p.KgRawModuleFree,
+		p.KgRawModuleLoad,
 		p.KgRawModuleRequest,
 		p.KgRawSysEnter,
 		p.KgRawSysExit,

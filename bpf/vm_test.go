@@ -24,6 +24,7 @@ import (
 func TestVM(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
 		Modules:    []string{"dummy"},
+		Crafted:    []vmtest.Crafted{{Name: "dummy-unsigned", From: "dummy", StripSignature: true}},
 		FailOnSkip: true,
 	})
 }
@@ -42,6 +43,7 @@ func TestVMArm64(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
 		Arch:       "arm64",
 		Modules:    []string{"dummy"},
+		Crafted:    []vmtest.Crafted{{Name: "dummy-unsigned", From: "dummy", StripSignature: true}},
 		Files:      files,
 		FailOnSkip: true,
 	})
@@ -442,5 +444,66 @@ func TestGuestSensorAutoload(t *testing.T) {
 	if ev.RequestName != "fs-"+joined || int(ev.RequestPid) != os.Getpid() || !ev.ParentKthread {
 		t.Errorf("the helper's load of dummy: request %q by pid %d, parent a kernel thread %v; want fs-%s by this process (%d), started by the kernel",
 			ev.RequestName, ev.RequestPid, ev.ParentKthread, joined, os.Getpid())
+	}
+}
+
+// TestGuestSensorModuleEvents: the kernel's own module:module_load and
+// module:module_free events. Debian's dummy.ko, signed by Debian's key,
+// loads with sig_ok true and no taint; the same module stripped of its
+// signature loads (CONFIG_MODULE_SIG_FORCE is off) with sig_ok false and
+// taint E. Each event names the loading or unloading thread, and the
+// free carries the load's struct module address.
+func TestGuestSensorModuleEvents(t *testing.T) {
+	vmtest.RequireGuest(t)
+	all := modEventPrograms
+	defer func() { modEventPrograms = all }()
+	for i, want := range []Hook{HookBTF, HookRaw} {
+		t.Run(string(want), func(t *testing.T) {
+			// The raw_tracepoint fallback, as where tp_btf is refused.
+			modEventPrograms = all[i:]
+			guestModuleEvents(t, want)
+		})
+	}
+}
+
+func guestModuleEvents(t *testing.T, want Hook) {
+	s, c := newTestSensor(t, Config{})
+	hook, err := s.ModuleEvents()
+	if hook != want {
+		t.Fatalf("module_load events on %s through %q (%v), want %s", vmtest.Release(), hook, err, want)
+	}
+	t.Logf("module_load and module_free through %s", hook)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	for _, tc := range []struct {
+		fixture string
+		sigOK   bool
+		taint   string
+	}{{"dummy", true, ""}, {"dummy-unsigned", false, "E"}} {
+		img, err := os.ReadFile(vmtest.Fixture(t, tc.fixture))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.InitModule(img, ""); err != nil {
+			t.Fatalf("init_module %s: %v", tc.fixture, err)
+		}
+		load := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.ModuleLoad)(ev) && !seen(ev) })
+		sig := "unknown"
+		if load.SigOK != nil {
+			sig = fmt.Sprint(*load.SigOK)
+		}
+		t.Logf("%s: module_load name %q module %#x sig_ok %s taint %q comm %q", tc.fixture, load.Name, load.ModuleAddr, sig, load.Taint, load.Comm)
+		if load.Name != "dummy" || load.ModuleAddr == 0 || load.SigOK == nil || *load.SigOK != tc.sigOK || load.Taint != tc.taint || int(load.Pid) != os.Getpid() {
+			t.Errorf("%s: module_load %+v; want dummy from this process, sig_ok %v, taint %q", tc.fixture, load, tc.sigOK, tc.taint)
+		}
+		if err := unix.DeleteModule("dummy", unix.O_NONBLOCK); err != nil {
+			t.Fatalf("delete_module: %v", err)
+		}
+		free := c.wait(t, func(ev *event.Event) bool { return mine(tid, event.ModuleFree)(ev) && !seen(ev) })
+		t.Logf("%s: module_free name %q module %#x", tc.fixture, free.Name, free.ModuleAddr)
+		if free.Name != "dummy" || free.ModuleAddr != load.ModuleAddr || free.SigOK != nil {
+			t.Errorf("%s: module_free %+v; want dummy at %#x", tc.fixture, free, load.ModuleAddr)
+		}
 	}
 }

@@ -106,6 +106,9 @@ const (
 	fRequestPid     = 59
 	fRequestComm    = 60
 	fParentKthread  = 61
+	fSigOK          = 62
+	fModuleAddr     = 63
+	fHidden         = 64
 )
 
 // ErrCorrupt is wrapped by every decoding error about malformed input.
@@ -189,6 +192,13 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	w.uint(fRequestPid, uint64(e.RequestPid))
 	w.str(fRequestComm, e.RequestComm)
 	w.bool(fParentKthread, e.ParentKthread)
+	if e.SigOK != nil {
+		// Written even when false: nil (not known) and false differ.
+		w.key(fSigOK, wireVarint)
+		w.b = append(w.b, b2u(*e.SigOK))
+	}
+	w.uint(fModuleAddr, e.ModuleAddr)
+	w.str(fHidden, e.Hidden)
 	if w.err != nil {
 		return b[:start], w.err
 	}
@@ -460,6 +470,11 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 	case fAllowed:
 		a := v != 0
 		e.Allowed = &a
+	case fSigOK:
+		ok := v != 0
+		e.SigOK = &ok
+	case fModuleAddr:
+		e.ModuleAddr = v
 	case fTOCTOU:
 		e.TOCTOU = v != 0
 	case fPid:
@@ -505,7 +520,7 @@ func (d *decoder) setVarint(e *Event, num, v uint64) error {
 		e.ParentKthread = v != 0
 	case fSyscall, fName, fThisModuleName, fSHA256, fELFSHA256, fParams, fPath, fFlags,
 		fVermagic, fSrcversion, fDepends, fSigner, fAllowlistEntry, fVerdict, fGuardSHA256,
-		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory, fRequestName, fRequestComm:
+		fComm, fExe, fCmdline, fCgroup, fContainerID, fGuardReason, fTaint, fInventory, fRequestName, fRequestComm, fHidden:
 		return fmt.Errorf("%w: string field %d sent as a varint", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.
@@ -571,10 +586,12 @@ func (d *decoder) setString(e *Event, num uint64, s string) error {
 		e.RequestName = s
 	case fRequestComm:
 		e.RequestComm = s
+	case fHidden:
+		e.Hidden = s
 	case fTS, fRes, fNameMismatch, fSize, fRawFlags, fFD, fInode, fDev, fMtime, fSigned,
 		fTruncated, fUnreadable, fFileChanged, fAllowed, fTOCTOU, fPid, fTid, fPpid, fUID,
 		fGID, fLoginUID, fCgroupID, fPidNS, fMntNS, fHostNS, fCapEffective, fImageAtExit,
-		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced, fRequestPid, fParentKthread:
+		fLost, fThrottled, fCtime, fParamsAtExit, fUserNS, fHostMntNS, fCoalesced, fRequestPid, fParentKthread, fSigOK, fModuleAddr:
 		return fmt.Errorf("%w: number field %d sent as bytes", ErrCorrupt, num)
 	default:
 		// A field from a newer writer: skipped.

@@ -30,6 +30,22 @@ const (
 	// kernel asked modprobe for Name (an alias such as net-pf-38) on
 	// behalf of the process the event names. It has no result.
 	ModuleRequest Syscall = "module_request"
+	// ModuleLoad and ModuleFree come from the kernel's own
+	// module:module_load and module:module_free tracepoints: a module
+	// fully formed (signature checked, sysfs entries made) just before its
+	// init runs, and a module freed (after delete_module, or when its
+	// init failed). Name is struct module's, ModuleAddr its address, Taint
+	// its taints, SigOK (module_load) the kernel's verdict on its
+	// signature. They have no result; the load or unload syscall that
+	// caused them has its own event.
+	ModuleLoad Syscall = "module_load"
+	ModuleFree Syscall = "module_free"
+	// Hidden marks a module that the kernel's own structures show loaded
+	// and live but that /proc/modules (or /sys/module) does not list: a
+	// module that unlinked itself, as rootkits do (kmodguard scan, and
+	// watch and the plugin when they re-check the set of modules). Name
+	// and ModuleAddr name it, Hidden says where it was seen and where not.
+	Hidden Syscall = "hidden"
 )
 
 // Verdicts of the guard, for Event.Verdict.
@@ -83,6 +99,20 @@ type Event struct {
 	// events: /sys/module/NAME/taint; E is an unsigned or unverified
 	// module, O out of tree, P proprietary).
 	Taint string `json:"taint,omitempty"`
+	// SigOK is, on a module_load event, the kernel's own verdict on the
+	// module's signature (struct module.sig_ok): true when it verified a
+	// signature by a trusted key. Nil where the kernel has no module
+	// signing (CONFIG_MODULE_SIG) and on other events. Signed, by
+	// contrast, only says that an image carries a signature.
+	SigOK *bool `json:"sig_ok,omitempty"`
+	// ModuleAddr is, on module_load, module_free and hidden events, the
+	// address of the kernel's struct module: the key that ties a free to
+	// its load.
+	ModuleAddr uint64 `json:"module_addr,omitempty"`
+	// Hidden says, on a hidden event, which of the kernel's structures
+	// show the module and which lists leave it out ("mod_tree, not in
+	// /proc/modules, not in /sys/module").
+	Hidden string `json:"hidden,omitempty"`
 	// ParentKthread is set when the caller's parent is a kernel thread:
 	// the kernel started the caller (a user-mode helper, such as the
 	// modprobe of an autoload request). The sensor joins such loads to
@@ -191,4 +221,29 @@ func (e *Event) OK() bool { return e.Res == 0 }
 // alias in both Name and RequestName).
 func (e *Event) IsRequest() bool {
 	return e.Syscall == ModuleRequest || (e.Syscall == Guard && e.RequestName != "" && e.RequestName == e.Name)
+}
+
+// taintLetters are the kernel's taint flags by bit (kernel/panic.c
+// taint_flags, include/linux/panic.h), as /sys/module/NAME/taint and
+// /proc/sys/kernel/tainted name them.
+var taintLetters = [...]byte{
+	'P', 'F', 'S', 'R', 'M', 'B', 'U', 'D', 'A', 'W', 'C', 'I', 'O', 'E', 'L', 'K', 'X', 'T', 'N', 'J',
+}
+
+// TaintLetters turns a module's taint bits (struct module.taints) into the
+// letters /sys/module/NAME/taint shows, in bit order; a bit with no known
+// letter is shown as ?.
+func TaintLetters(bits uint64) string {
+	var b []byte
+	for i := 0; i < 64; i++ {
+		if bits&(1<<i) == 0 {
+			continue
+		}
+		if i < len(taintLetters) {
+			b = append(b, taintLetters[i])
+		} else {
+			b = append(b, '?')
+		}
+	}
+	return string(b)
 }

@@ -22,6 +22,7 @@ type Config struct {
 	AllowlistCheck   string `json:"allowlist_check_interval,omitempty" jsonschema:"title=Allowlist check interval" jsonschema_description:"How often the plugin looks for a changed allowlist file (a stat call), as a Go duration between 100ms and 10m."`
 	RingbufSize      int    `json:"ringbuf_size,omitempty" jsonschema:"title=Ring buffer size" jsonschema_description:"Size in bytes of the BPF ring buffer between the sensor and the plugin: a power of two between 4096 and 1073741824, best larger than image_cap."`
 	ImageCap         uint64 `json:"image_cap,omitempty" jsonschema:"title=Image capture cap" jsonschema_description:"Largest init_module image in bytes that the sensor copies for hashing and inspection, between 4096 and 268435456; a larger image is reported with kmod.truncated."`
+	HiddenScan       string `json:"hidden_scan_interval,omitempty" jsonschema:"title=Hidden module scan interval" jsonschema_description:"How often the live source looks for hidden modules (live modules that the kernel's module address tree or /sys/module shows and /proc/modules does not, as kmodguard scan does) and sends each one found, once, as a hidden event: a Go duration between 1s and 24h, or 0 for never."`
 	LogLevel         string `json:"log_level,omitempty" jsonschema:"title=Log level,enum=panic,enum=fatal,enum=error,enum=warn,enum=warning,enum=info,enum=debug,enum=trace" jsonschema_description:"logrus level of the plugin's own log on stderr."`
 	// Enforcer connects the plugin to the enforcer companion (companion.go).
 	Enforcer EnforcerConfig `json:"enforcer,omitzero" jsonschema:"title=Enforcer companion" jsonschema_description:"Joins the BPF LSM guard's decisions to the sensor's events (kmod.verdict, kmod.guard_sha256, kmod.toctou): the plugin launches the kmodguard enforcer as its companion (path) or attaches to a running one (socket), and hands it the allowlist."`
@@ -41,6 +42,7 @@ const (
 	DefaultImageCap       = 16 << 20 // bpf.DefaultImageCap
 	DefaultLogLevel       = "info"
 	DefaultAllowlistCheck = "2s"
+	DefaultHiddenScan     = "1m"
 	maxRingbufSize        = 1 << 30
 	minImageCap           = 4096
 	maxImageCap           = 256 << 20 // bpf.MaxImageCap
@@ -53,6 +55,7 @@ func (c *Config) Reset() {
 		ImageCap:       DefaultImageCap,
 		LogLevel:       DefaultLogLevel,
 		AllowlistCheck: DefaultAllowlistCheck,
+		HiddenScan:     DefaultHiddenScan,
 	}
 }
 
@@ -113,6 +116,9 @@ func (c *Config) Validate() error {
 	if _, err := c.checkInterval(); err != nil {
 		return err
 	}
+	if _, err := c.hiddenScanInterval(); err != nil {
+		return err
+	}
 	if c.RequireSignature && c.PublicKey == "" {
 		return keyErr("public_key", "is required when require_signature is true")
 	}
@@ -157,4 +163,16 @@ func Schema() (string, error) {
 		return "", fmt.Errorf("marshal init schema: %w", err)
 	}
 	return string(b), nil
+}
+
+// hiddenScanInterval is hidden_scan_interval; 0 for never.
+func (c *Config) hiddenScanInterval() (time.Duration, error) {
+	if c.HiddenScan == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.HiddenScan)
+	if err != nil || d < time.Second || d > 24*time.Hour {
+		return 0, keyErr("hidden_scan_interval", "must be 0 or a duration between 1s and 24h, got %q", c.HiddenScan)
+	}
+	return d, nil
 }

@@ -179,8 +179,9 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 	case fieldAllowlistEntry:
 		return str(e.AllowlistEntry)
 	case fieldVerdict:
-		if e.Syscall == event.DeleteModule || e.Syscall == event.Present || e.Syscall == event.ModuleRequest {
-			return nil, false // no guard decision: an unload, a module already there, a request
+		switch e.Syscall {
+		case event.DeleteModule, event.Present, event.ModuleRequest, event.ModuleLoad, event.ModuleFree, event.Hidden:
+			return nil, false // no guard decision: an unload, a module already there, a request, the kernel's own record
 		}
 		if e.Verdict == "" {
 			return event.VerdictNone, true
@@ -244,10 +245,20 @@ func fieldValue(e *event.Event, id uint64) (any, bool) {
 		}
 		return uint64(e.Coalesced), true
 	case fieldTaint:
-		if e.Syscall != event.Present {
+		switch e.Syscall {
+		case event.Present, event.ModuleLoad, event.ModuleFree:
+			return e.Taint, true
+		}
+		return nil, false
+	case fieldSigOK:
+		if e.SigOK == nil {
 			return nil, false
 		}
-		return e.Taint, true
+		return *e.SigOK, true
+	case fieldModuleAddr:
+		return nonZero(e.ModuleAddr)
+	case fieldHidden:
+		return str(e.Hidden)
 	case fieldInventory:
 		return str(e.Inventory)
 	case fieldRequestName:
@@ -282,7 +293,7 @@ const resUnknown = math.MinInt64
 // module already present and an autoload request have none.
 func hasRes(e *event.Event) bool {
 	switch e.Syscall {
-	case event.Guard, event.Present, event.ModuleRequest:
+	case event.Guard, event.Present, event.ModuleRequest, event.ModuleLoad, event.ModuleFree, event.Hidden:
 		return false
 	}
 	return e.Res != resUnknown

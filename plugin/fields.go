@@ -63,6 +63,9 @@ const (
 	fieldRequestName
 	fieldRequestPid
 	fieldRequestComm
+	fieldSigOK
+	fieldModuleAddr
+	fieldHidden
 	numFields
 )
 
@@ -74,7 +77,7 @@ const (
 
 var fieldList = [numFields]sdk.FieldEntry{
 	fieldSyscall: {Type: typeString, Name: "kmod.syscall", Display: "Syscall",
-		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost, present for a module already loaded when the live sensor started, module_request for an autoload request: the kernel asked modprobe for kmod.name on behalf of the process the event names)."},
+		Desc: "The module syscall: init_module, finit_module or delete_module (guard for a guard decision that no syscall was joined to, sensor_loss for a report of events the sensor lost, present for a module already loaded when the live sensor started, module_request for an autoload request: the kernel asked modprobe for kmod.name on behalf of the process the event names, module_load and module_free for the kernel's own record of a module formed or freed, hidden for a live module that /proc/modules or /sys/module leaves out)."},
 	fieldRes: {Type: typeString, Name: "kmod.res", Display: "Result",
 		Desc: "The syscall's result like Falco's evt.res: SUCCESS, or the errno name (ENOSYS, EPERM, EEXIST...)."},
 	fieldOK: {Type: typeBool, Name: "kmod.ok", Display: "Succeeded",
@@ -170,13 +173,19 @@ var fieldList = [numFields]sdk.FieldEntry{
 	fieldCoalesced: {Type: typeUint64, Name: "kmod.coalesced", Display: "Junk calls coalesced",
 		Desc: "On an init_module event, the calls of the same thread with images the kernel cannot load (they fail its ELF header checks) that the sensor folded into this event since the thread's previous one: a flood of junk, sent at most once a second per thread so that it cannot crowd out real loads. 0 when none; no value on other syscalls."},
 	fieldTaint: {Type: typeString, Name: "kmod.taint", Display: "Module taint",
-		Desc: "On a present event, the kernel's taint letters for the loaded module (/sys/module/NAME/taint): E unsigned or not verified, O out of tree, P proprietary, F forced. Empty when untainted; no value on other syscalls."},
+		Desc: "On present, module_load and module_free events, the kernel's taint letters for the module (/sys/module/NAME/taint, or struct module.taints): E unsigned or not verified, O out of tree, P proprietary, F forced. Empty when untainted; no value on other syscalls."},
 	fieldRequestName: {Type: typeString, Name: "kmod.request_name", Display: "Autoload alias",
 		Desc: "On a load by the kernel's modprobe (request_module), the alias asked for (net-pf-38, fs-cramfs), joined from the module_request event that caused it within 30 s."},
 	fieldRequestPid: {Type: typeUint64, Name: "kmod.request_pid", Display: "Autoload requester pid",
 		Desc: "On a load by the kernel's modprobe, the pid of the process whose request caused it (see kmod.request_name)."},
 	fieldRequestComm: {Type: typeString, Name: "kmod.request_comm", Display: "Autoload requester",
 		Desc: "On a load by the kernel's modprobe, the comm of the process whose request caused it (see kmod.request_name)."},
+	fieldSigOK: {Type: typeBool, Name: "kmod.sig_ok", Display: "Signature verified by the kernel",
+		Desc: "On a module_load event, the kernel's own verdict on the module's signature (struct module.sig_ok): true when it verified a signature by a trusted key, false when the module is unsigned or its signature did not verify (the kernel then taints it E unless it refused the load). No value where the kernel has no module signing, and on other events. kmod.signed, by contrast, only says that the image carries a signature."},
+	fieldModuleAddr: {Type: typeUint64, Name: "kmod.module_addr", Display: "struct module address",
+		Desc: "On module_load, module_free and hidden events, the address of the kernel's struct module for the module: the key that ties a module_free to its module_load."},
+	fieldHidden: {Type: typeString, Name: "kmod.hidden", Display: "Hidden from",
+		Desc: "On a hidden event, where the kernel's own structures showed the live module and which lists leave it out, e.g. 'in mod_tree; not in /proc/modules, not in /sys/module'."},
 	fieldInventory: {Type: typeString, Name: "kmod.inventory", Display: "Tied to file",
 		Desc: "On a present event, how the loaded module was tied to a module file of the running release: file:build-id (the GNU build ID the kernel shows for it equals the file's), file:srcversion (no build ID on one side, the same srcversion), file:name (neither), or 'no file: ' and why (no such file, another build); without a file there are no digests and kmod.allowed is false."},
 }

@@ -150,6 +150,16 @@ func TestRulesLint(t *testing.T) {
 			}
 			continue
 		}
+		if strings.Contains(r.Condition, "kmod.syscall = hidden") {
+			// A hidden module has no caller (a scan found it): what it
+			// is, where it is, and where it was seen and not.
+			for _, f := range []string{"name", "module_addr", "hidden", "syscall"} {
+				if !strings.Contains(r.Output, "%kmod."+f+" ") && !strings.HasSuffix(strings.TrimRight(r.Output, ")\n"), "%kmod."+f) {
+					t.Errorf("%s: output lacks %%kmod.%s", where, f)
+				}
+			}
+			continue
+		}
 		if strings.HasPrefix(r.Condition, "kmodguard_present ") {
 			// A module already loaded has no caller: what it is, what
 			// the kernel says of it, and which file it was tied to.
@@ -171,6 +181,11 @@ func TestRulesLint(t *testing.T) {
 		} else if strings.HasPrefix(r.Condition, "kmodguard_autoload_denied ") {
 			// The guard's refusal of a request: an alias, no image; its
 			// result is the hook's.
+		} else if strings.HasPrefix(r.Condition, "kmodguard_kernel_load ") {
+			// The kernel's own record: its name, address, verdict and
+			// taints; no image and no result (the load syscall's event
+			// has those).
+			want = append(slices.DeleteFunc(want, func(f string) bool { return f == "res" }), "sig_ok", "taint", "module_addr")
 		} else if !strings.HasPrefix(r.Condition, "kmodguard_unload ") {
 			want = append(want, "this_module_name", "sha256")
 		} else {

@@ -50,6 +50,8 @@ const (
 	rulePresentUnsign  = "Kernel Module Present Unsigned"
 	ruleAutoload       = "Kernel Module Autoload Requested from Container"
 	ruleAutoloadDenied = "Kernel Module Autoload Denied by Guard"
+	ruleHidden         = "Kernel Module Hidden"
+	ruleSigNotOK       = "Kernel Module Loaded Without Verified Signature"
 )
 
 // deniedRequest is the guard's refusal of an autoload request whose alias
@@ -63,6 +65,17 @@ func deniedRequest(verdict event.Verdict) *event.Event {
 		d.Ret = 0
 	}
 	return d.Event()
+}
+
+// kernelLoad is the kernel's own module_load record of a signed module
+// that modprobe loads.
+func kernelLoad(f func(e *event.Event)) *event.Event {
+	e := &event.Event{
+		Syscall: event.ModuleLoad, Name: "veth", ModuleAddr: 0xffffffffc0a50040, SigOK: yes(),
+		Pid: 300, Tid: 300, Ppid: 1, Comm: "modprobe", Exe: "/usr/bin/kmod", Cmdline: "modprobe veth", HostNS: true,
+	}
+	f(e)
+	return e
 }
 
 // request is an autoload request by a process on the host: ip asking for
@@ -108,6 +121,12 @@ var scenarios = []struct {
 	{"autoload request denied by the guard", deniedRequest(event.VerdictBlocked), []string{ruleAutoloadDenied}},
 	{"autoload request denied by the guard in audit mode", deniedRequest(event.VerdictAudit), []string{ruleAutoloadDenied}},
 	{"present: allowlisted, tied by srcversion, untainted", present(func(*event.Event) {}), nil},
+	{"module_load: signature verified by the kernel", kernelLoad(func(*event.Event) {}), nil},
+	{"module_load: signature not verified, tainted E", kernelLoad(func(e *event.Event) { e.SigOK, e.Taint = no(), "E" }), []string{ruleSigNotOK}},
+	{"module_load on a kernel without module signing", kernelLoad(func(e *event.Event) { e.SigOK = nil }), nil},
+	{"module_free", kernelLoad(func(e *event.Event) { e.Syscall, e.SigOK = event.ModuleFree, nil }), nil},
+	{"hidden: in mod_tree, not in /proc/modules or /sys/module", &event.Event{Syscall: event.Hidden, Name: "hideme", ModuleAddr: 0xffffffffc05c1000,
+		Hidden: "in mod_tree; not in /proc/modules, /sys/module"}, []string{ruleHidden}},
 	{"present: no allowlist configured", present(func(e *event.Event) { e.Allowed = nil }), nil},
 	{"present: tied to no file (another build is loaded)", present(func(e *event.Event) {
 		e.Allowed, e.AllowlistEntry, e.Path, e.SHA256, e.ELFSHA256 = no(), "", "", "", ""

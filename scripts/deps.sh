@@ -9,7 +9,9 @@
 #            Debian 12 root file system on an ext4 image, units enabled in it
 #            with systemctl --root); debian-archive-keyring: the keys that check
 #            sid's and bullseye's package lists, fetched through the harness's
-#            private apt configurations (internal/debkernel)
+#            private apt configurations (internal/debkernel); make and gcc-12:
+#            scan's guest test builds its self-hiding module against the
+#            bookworm kernels' headers packages (built with gcc-12)
 #   vm-arm64 qemu-system-arm, and arm64 added to dpkg's architectures so that
 #            the harness can apt-get download arm64 kernels and busybox-static
 #   proto    protobuf-compiler: to regenerate companion/proto (make proto)
@@ -22,7 +24,7 @@ set -euo pipefail
 
 declare -A pkgs=(
 	[bpf]="clang llvm libbpf-dev bpftool clang-format-14"
-	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd debian-archive-keyring"
+	[vm]="qemu-system-x86 busybox-static cpio xz-utils zstd kmod mmdebstrap e2fsprogs systemd debian-archive-keyring make gcc-12"
 	[vm-arm64]="qemu-system-arm"
 	[proto]="protobuf-compiler"
 	[package]="gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross rpm"

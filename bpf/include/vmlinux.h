@@ -222,6 +222,53 @@ struct task_struct {
 	struct css_set *cgroups;
 };
 
+/*
+ * A loaded module (include/linux/module.h): read by the sensor's programs
+ * on module:module_load and module:module_free, and by scan's walk of the
+ * module address tree. sig_ok exists only with CONFIG_MODULE_SIG.
+ */
+enum module_state {
+	MODULE_STATE_LIVE,
+	MODULE_STATE_COMING,
+	MODULE_STATE_GOING,
+	MODULE_STATE_UNFORMED,
+};
+
+struct module {
+	enum module_state state;
+	char name[56];
+	bool sig_ok;
+	unsigned long taints;
+};
+
+/* The kernel's module address tree (kernel/module/internal.h, include/linux/rbtree_latch.h). */
+struct rb_node {
+	unsigned long __rb_parent_color;
+	struct rb_node *rb_right;
+	struct rb_node *rb_left;
+};
+
+struct rb_root {
+	struct rb_node *rb_node;
+};
+
+struct latch_tree_node {
+	struct rb_node node[2];
+};
+
+struct latch_tree_root {
+	struct rb_root tree[2];
+};
+
+struct mod_tree_node {
+	struct module *mod;
+	struct latch_tree_node node;
+};
+
+struct mod_tree_root {
+	struct latch_tree_root root;
+};
+
 /* ---- guard types (lsm/guard.bpf.c) ----------------------------------- */
 
 /*

@@ -13,7 +13,7 @@ import (
 // Exit codes, documented in the README and in `kmodguard --help`.
 const (
 	exitOK     = 0
-	exitDenied = 1 // a check found a module that is not allowed, or the guard is not whole or not served
+	exitDenied = 1 // a check found a module that is not allowed, or the guard is not whole or not served, or scan found a hidden module
 	exitError  = 2 // bad input, bad usage, or an operational error
 )
 
@@ -58,7 +58,8 @@ scripts for bash, zsh, fish and PowerShell: 'kmodguard completion --help'.
 Exit codes:
   0  success (for 'check': every module is allowed)
   1  a module is not allowed ('allowlist check'); the guard is not whole, or
-     with --ready not served by a running daemon ('enforcer status')
+     with --ready not served by a running daemon ('enforcer status'); a
+     hidden module was found ('scan')
   2  error: bad input, bad usage, or an operational failure`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

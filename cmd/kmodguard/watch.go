@@ -20,6 +20,7 @@ import (
 	"github.com/kmodguard/kmodguard/bpf"
 	"github.com/kmodguard/kmodguard/event"
 	"github.com/kmodguard/kmodguard/inventory"
+	"github.com/kmodguard/kmodguard/scan"
 )
 
 func init() { register(newWatchCmd) }
@@ -37,6 +38,7 @@ type watchOptions struct {
 	hook       string
 	statsEvery time.Duration
 	unprivRate int
+	scanEvery  time.Duration
 }
 
 func newWatchCmd() *cobra.Command {
@@ -72,6 +74,13 @@ First, once the sensor is attached, it prints the modules already loaded
 as "present" events: each tied to its module file by build ID (or
 srcversion) where it can be, with the kernel's taint letters, and judged
 like a load (--inventory=false leaves them out).
+
+The kernel's own records come too where the kernel has module support:
+module_load (a module formed, with the kernel's sig_ok verdict and its
+taints) and module_free. Every --scan-every (default 1m; 0 turns it off)
+it runs the check of 'kmodguard scan' and prints a "hidden" line, once, for
+each live module that the kernel's structures show and /proc/modules does
+not list.
 
 With --allowlist each load is matched against the list ("allowed" in the
 output); send SIGHUP to reload the file. With --record the events are also
@@ -120,6 +129,7 @@ full) and the rest.`,
 	f.StringVar(&o.hook, "hook", "", `"tp_btf" or "raw_tracepoint" (sys_enter/sys_exit), or "fentry" on the syscall functions where the kernel allows it (default: tp_btf, else raw_tracepoint)`)
 	completeValues(cmd, "hook", string(bpf.HookBTF), string(bpf.HookRaw), string(bpf.HookFentry))
 	f.DurationVar(&o.statsEvery, "stats-every", 0, "also print the counters to stderr at this interval")
+	f.DurationVar(&o.scanEvery, "scan-every", time.Minute, "look for hidden modules (as kmodguard scan does) at this interval, and print each one found as a hidden event (0: never)")
 	f.IntVar(&o.unprivRate, "unprivileged-rate", bpf.DefaultUnprivilegedRate, "events per second and CPU from callers without CAP_SYS_MODULE, the rest counted as throttled (0: no limit)")
 	return cmd
 }
@@ -231,6 +241,14 @@ func runWatch(ctx context.Context, stdout, stderr io.Writer, o watchOptions) err
 			}
 		}
 	}
+	// Hidden modules, looked for now and then (kmodguard scan's check);
+	// a kernel without module support has none to hide.
+	var hidden <-chan *event.Event
+	if _, err := os.Stat("/proc/modules"); o.scanEvery > 0 && err == nil {
+		hidden = scan.Monitor(ctx, scan.Options{}, o.scanEvery, func(err error) {
+			log.WithError(err).Warn("hidden module scan")
+		})
+	}
 	// What the sensor lost is an event too (sensor_loss), checked once a
 	// second and at exit, so that a recording says where it is blind.
 	var loss bpf.LossMeter
@@ -249,6 +267,14 @@ loop:
 				break loop
 			}
 			if n++; o.count > 0 && n >= o.count {
+				break loop
+			}
+		case ev, ok := <-hidden:
+			if !ok {
+				hidden = nil
+				continue
+			}
+			if werr = emit(ev); werr != nil {
 				break loop
 			}
 		case <-lossTick.C:
@@ -328,6 +354,19 @@ func formatEvent(ev *event.Event) string {
 		if ev.Path != "" {
 			fmt.Fprintf(&b, " path=%s sha256=%s", ev.Path, ev.SHA256)
 		}
+		return b.String()
+	}
+	switch ev.Syscall {
+	case event.ModuleLoad, event.ModuleFree:
+		// The kernel's own record: no result, no image, its verdicts.
+		fmt.Fprintf(&b, "%s %-13s %-16s module=%#x taint=%q", ts, ev.Syscall, name, ev.ModuleAddr, ev.Taint)
+		if ev.SigOK != nil {
+			fmt.Fprintf(&b, " sig_ok=%t", *ev.SigOK)
+		}
+		fmt.Fprintf(&b, " pid=%d tid=%d comm=%q", ev.Pid, ev.Tid, ev.Comm)
+		return b.String()
+	case event.Hidden:
+		fmt.Fprintf(&b, "%s %-13s %-16s HIDDEN module=%#x %s", ts, ev.Syscall, name, ev.ModuleAddr, ev.Hidden)
 		return b.String()
 	}
 	res := formatRes(ev.Res)
