@@ -1169,3 +1169,44 @@ func TestParamsUntouchedPage(t *testing.T) {
 		})
 	}
 }
+
+// TestFinitModuleLongPath opens a file whose path is longer than the
+// sensor's path segment (KG_PATH_MAX, 1024 bytes): the event says the path
+// is truncated, keeps its leaf end within the segment, and the fields after
+// it (exe, cmdline) are whole. TestGuestSensorLongPath runs it on Debian's
+// kernels, whose verifiers (before 6.7) check a bpf_loop callback with its
+// first call's state only.
+func TestFinitModuleLongPath(t *testing.T) { finitLongPath(t) }
+
+func finitLongPath(t *testing.T) {
+	_, c := newTestSensor(t, Config{})
+	dir := t.TempDir()
+	for i := range 7 {
+		dir = filepath.Join(dir, strings.Repeat(string(rune('a'+i)), 200))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "x.ko")
+	if err := os.WriteFile(path, []byte("not a module"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	unix.FinitModule(int(f.Fd()), "", 0)
+	ev := c.wait(t, mine(tid, event.FinitModule))
+	checkProcess(t, ev, tid)
+	tail, ok := strings.CutPrefix(ev.Path, "…")
+	if !ok || !ev.Truncated {
+		t.Fatalf("path %q (%d bytes) truncated %v: want a truncated path for %d bytes", ev.Path, len(ev.Path), ev.Truncated, len(path))
+	}
+	if !strings.HasSuffix(path, tail) || len(tail) > 1024 {
+		t.Errorf("path kept %d bytes %q: want at most 1024 bytes of the leaf end of %q", len(tail), tail, path)
+	}
+}

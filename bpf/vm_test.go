@@ -26,6 +26,7 @@ func TestVM(t *testing.T) {
 		Modules:    []string{"dummy"},
 		Crafted:    []vmtest.Crafted{{Name: "dummy-unsigned", From: "dummy", StripSignature: true}},
 		FailOnSkip: true,
+		Run:        os.Getenv("KMODGUARD_GUEST_RUN"),
 	})
 }
 
@@ -507,3 +508,6 @@ func guestModuleEvents(t *testing.T, want Hook) {
 		}
 	}
 }
+
+// TestGuestSensorLongPath: see TestFinitModuleLongPath.
+func TestGuestSensorLongPath(t *testing.T) { finitLongPath(t) }
