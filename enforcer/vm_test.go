@@ -635,18 +635,17 @@ func TestGuestAutoloadDeny(t *testing.T) {
 	}
 }
 
-// autoloadCost measures the kg_module_request program with the kernel's
-// run-time statistics: a refused request (the first pattern matches), and
-// the worst case, an alias of 50 bytes that none of 32 patterns of 55 bytes
-// matches (each tried whole). It applies a 32-pattern list of its own and
-// then fs-kg-deny and net-pf-* again.
+// autoloadCost runs the kg_module_request program at its limits: a refused
+// request (the first pattern matches), and the worst case, an alias of 50
+// bytes that none of 32 patterns of 55 bytes matches (each tried whole),
+// which must not be refused. It applies a 32-pattern list of its own and
+// then fs-kg-deny and net-pf-* again. Its cost is not taken here: turning
+// on the kernel's BPF run-time statistics flips a static key inside the
+// tracepoint path while the sensor's programs run, which crashed a 6.12
+// guest under emulation (an int3 Oops in bpf_trace_run2); make bench
+// measures the hooks.
 func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
 	t.Helper()
-	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-	if err != nil {
-		t.Fatalf("enable BPF run-time statistics: %v", err)
-	}
-	defer stats.Close()
 	st, err := enf.Status()
 	if err != nil {
 		t.Fatal(err)
@@ -668,26 +667,13 @@ func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
 			t.Logf("kg_module_request: %d instructions verified on %s", n, vmtest.Release())
 		}
 	}
-	sample := func() (time.Duration, uint64) {
-		ps, err := prog.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ps.Runtime, ps.RunCount
-	}
 	const n = 20
-	t0, r0 := sample()
 	for range n {
 		mount("kg-deny")
 		if d := next(t, enf, lsm.OpModuleRequest); d.Verdict != lsm.Blocked {
 			t.Fatalf("decision %+v, want blocked", d)
 		}
 	}
-	t1, r1 := sample()
-	if r1-r0 != n {
-		t.Fatalf("%d runs of kg_module_request for %d requests", r1-r0, n)
-	}
-	denied := (t1 - t0) / n
 
 	a := list(t, allowlist.ModeEnforce, entry{name: "dummy"})
 	for i := range allowlist.MaxAutoloadPatterns {
@@ -696,16 +682,23 @@ func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
 	if err := enf.Apply(a); err != nil {
 		t.Fatal(err)
 	}
+	before, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
 	fs := "kg" + strings.Repeat("n", 45) // fs-kgnnn...: 50 bytes, no module
 	for range n {
 		mount(fs)
 	}
-	t2, r2 := sample()
-	if r2-r1 != n {
-		t.Fatalf("%d runs of kg_module_request for %d requests", r2-r1, n)
+	after, err := enf.Status()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("kg_module_request run time (kernel.bpf_stats_enabled, %d requests each): refused on the first of 2 patterns %v per request; an alias of %d bytes against 32 patterns of %d bytes, none matching, %v per request",
-		n, denied, len("fs-"+fs), allowlist.MaxPatternLen, (t2-t1)/n)
+	if after.Blocked != before.Blocked {
+		t.Fatalf("%d requests refused for an alias of %d bytes that none of 32 patterns matches", after.Blocked-before.Blocked, len("fs-"+fs))
+	}
+	t.Logf("%d requests refused on the first of 2 patterns; %d requests for an alias of %d bytes against 32 patterns of %d bytes, none matching, none refused",
+		n, n, len("fs-"+fs), allowlist.MaxPatternLen)
 	b := list(t, allowlist.ModeEnforce, entry{name: "dummy"})
 	b.Spec.Autoload.Deny = []string{"fs-kg-deny", "net-pf-*"}
 	if err := enf.Apply(b); err != nil {
