@@ -250,19 +250,7 @@ type mapRef struct {
 // opens, which the seal allows), scratch maps included.
 func guardMaps(t *testing.T, pins string) []mapRef {
 	t.Helper()
-	l, err := link.LoadPinnedLink(pins+"/link_kg_post_load_data", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	li, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ebpf.NewProgramFromID(li.Program)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := guardProgram(t, pins, "kg_post_load_data")
 	defer p.Close()
 	pi, err := p.Info()
 	if err != nil {
