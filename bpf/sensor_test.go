@@ -205,13 +205,27 @@ func inode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
+// mustCaps returns the calling thread's effective capabilities, which is
+// what the sensor records: /proc/self/status shows the main thread's, and
+// another test may have dropped one there (dropCapSysModule locks a thread,
+// and it can be the main one).
 func mustCaps(t *testing.T) uint64 {
 	t.Helper()
-	c, err := effectiveCaps()
+	b, err := os.ReadFile("/proc/thread-self/status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			c, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+	}
+	t.Fatal("no CapEff line in /proc/thread-self/status")
+	return 0
 }
 
 // expectErrno asserts the result of a module syscall on this host, where

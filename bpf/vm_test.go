@@ -510,4 +510,7 @@ func guestModuleEvents(t *testing.T, want Hook) {
 }
 
 // TestGuestSensorLongPath: see TestFinitModuleLongPath.
-func TestGuestSensorLongPath(t *testing.T) { finitLongPath(t) }
+func TestGuestSensorLongPath(t *testing.T) {
+	vmtest.RequireGuest(t)
+	finitLongPath(t)
+}
