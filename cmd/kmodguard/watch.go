@@ -121,7 +121,7 @@ full) and the rest.`,
 	completeFiles(cmd, "pubkey", "pub", "pem")
 	f.StringVar(&o.record, "record", "", "also append the events to this record file")
 	completeFiles(cmd, "record", "kgrec")
-	f.IntVar(&o.count, "count", 0, "exit after this many events (0: no limit; present events do not count)")
+	f.IntVar(&o.count, "count", 0, "exit after this many events, module syscalls and hidden modules (0: no limit; present and sensor_loss events do not count)")
 	f.BoolVar(&o.inventory, "inventory", true, "first print the modules already loaded as present events, tied to their files and judged like loads")
 	f.DurationVar(&o.duration, "duration", 0, "exit after this long (0: no limit)")
 	f.IntVar(&o.ringSize, "ring-buffer-size", bpf.DefaultRingBufferSize, "ring buffer size in bytes (a power of two)")
@@ -275,6 +275,10 @@ loop:
 				continue
 			}
 			if werr = emit(ev); werr != nil {
+				break loop
+			}
+			// A hidden module is a finding like a load: it counts.
+			if n++; o.count > 0 && n >= o.count {
 				break loop
 			}
 		case <-lossTick.C:

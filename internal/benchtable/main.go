@@ -118,6 +118,8 @@ var goals = []goal{
 	{What: "init_module events (4 KiB), flat out from one thread: dropped per 100,000 calls", Bench: "BenchmarkInitModuleEvents", Metric: "drops", Op: "==", Target: 0},
 	{What: "init_module events (4 KiB), flat out from one thread", Bench: "BenchmarkInitModuleEvents", Metric: "events/s", Op: ">=", Target: 0, Unit: " events/s"},
 	{What: "highest paced init_module rate with no drop", Bench: "BenchmarkInitModulePaced", Metric: "max-events/s", Op: ">=", Target: 200000, Unit: " events/s"},
+	{What: "paced init_module: the one producing thread's highest rate, sensor attached", Bench: "BenchmarkInitModulePaced", Metric: "producer-max-calls/s", Op: ">=", Target: 0, Unit: " calls/s"},
+	{What: "paced init_module: the search ended with the producer behind and nothing dropped (1), or on a drop (0)", Bench: "BenchmarkInitModulePaced", Metric: "producer-limited", Op: ">=", Target: 0},
 	{What: "junk flood from every CPU: real loads delivered / made", Bench: "BenchmarkJunkFlood", Metric: "loads-delivered/made", Op: "==", Target: 1},
 	{What: "guard: dummy load+unload latency, with / without (guest)", Bench: "BenchmarkGuestModuleLoad/dummy", Metric: "ratio", Op: "<=", Target: 1.10},
 	{What: "guard: veth load+unload latency, with / without (guest)", Bench: "BenchmarkGuestModuleLoad/veth", Metric: "ratio", Op: "<=", Target: 1.10},
