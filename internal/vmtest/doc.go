@@ -65,8 +65,11 @@
 // nested development VMs it does not boot Debian's kernels (QEMU aborts on
 // MSR 0x10a with -cpu host, and the kernel prints nothing with other CPU
 // models), hence the default. A guest that dies before /init starts the
-// tests (an emulator hiccup on a starved host) is booted once more; every
-// other failure stands.
+// tests, or has not started them within Spec.BootTimeout (3 minutes; a
+// busybox guest starts in 3 to 12 s), is booted once more: an emulator
+// hiccup on a starved host (a 7.2 guest once sat silent for the whole 10
+// minutes of its Timeout while a C++ build ran beside it). Every other
+// failure stands.
 //
 // # Inside the guest
 //

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kmodguard/kmodguard/internal/debkernel"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
+	"github.com/kmodguard/kmodguard/internal/vmtest/proto"
 )
 
 // The deliberate failures below do not match Run's default "^TestGuest",
@@ -196,5 +197,28 @@ func TestVMScriptLeftovers(t *testing.T) {
 	}
 	if r.Tests > time.Minute {
 		t.Errorf("the step took %s: the leftover held it", r.Tests)
+	}
+}
+
+// TestVMBootHangRetried checks the boot deadline: a guest whose /init hangs
+// before it begins is killed at Spec.BootTimeout rather than at Timeout,
+// booted once more, and reported as hung in boot.
+func TestVMBootHangRetried(t *testing.T) {
+	r := vmtest.Boot(t, vmtest.Spec{
+		Cmdline:     proto.HangBeforeStart,
+		BootTimeout: 15 * time.Second,
+		Timeout:     3 * time.Minute,
+	}, debkernel.Series612)
+	if !r.BootHung || !r.TimedOut || r.Started {
+		t.Fatalf("boot hung %v, timed out %v, started %v: want a hang before the start", r.BootHung, r.TimedOut, r.Started)
+	}
+	if r.Attempts != 2 {
+		t.Errorf("%d boot attempts, want 2", r.Attempts)
+	}
+	if r.Wall > time.Minute {
+		t.Errorf("the hung boot lasted %s: the deadline of 15s did not end it", r.Wall)
+	}
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "did not begin its tests within 15s") {
+		t.Errorf("Err() = %v, want the boot deadline named", err)
 	}
 }

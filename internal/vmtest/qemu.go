@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,11 +111,29 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	stop := make(chan struct{})
 	var started, exited time.Time
 	tailed := make(chan struct{})
+	// A guest that has not begun its tests by spec.BootTimeout is killed:
+	// bootHung says so, once cmd.Wait has returned.
+	begun := make(chan struct{})
+	var bootHung atomic.Bool
+	if spec.BootTimeout > 0 && spec.BootTimeout < spec.Timeout {
+		boot := time.AfterFunc(spec.BootTimeout, func() {
+			select {
+			case <-begun:
+			default:
+				bootHung.Store(true)
+				cancel()
+			}
+		})
+		defer boot.Stop()
+	}
 	go func() {
 		defer close(tailed)
 		follow(results, stop, func(line []byte) {
 			switch {
 			case bytes.HasPrefix(line, []byte(proto.MarkerStart)):
+				if started.IsZero() {
+					close(begun)
+				}
 				started = time.Now()
 			case bytes.HasPrefix(line, []byte(proto.MarkerExit)):
 				exited = time.Now()
@@ -127,7 +146,7 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	err := cmd.Wait()
 	close(stop)
 	<-tailed
-	r := &Result{Kernel: k, Attempts: 1, Timeout: spec.Timeout, Wall: time.Since(start), failOnSkip: spec.FailOnSkip, script: spec.Script != ""}
+	r := &Result{Kernel: k, Attempts: 1, Timeout: spec.Timeout, BootTimeout: spec.BootTimeout, Wall: time.Since(start), failOnSkip: spec.FailOnSkip, script: spec.Script != ""}
 	c, _ := readTail(console, maxLog)
 	r.Console = string(c)
 	out, _ := readTail(results, maxLog)
@@ -139,6 +158,10 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 		if !exited.IsZero() {
 			r.Tests = exited.Sub(started)
 		}
+	}
+	if bootHung.Load() && !r.Started {
+		r.TimedOut, r.BootHung = true, true
+		return r, nil
 	}
 	if ctx.Err() == context.DeadlineExceeded {
 		r.TimedOut = true

@@ -30,10 +30,11 @@ type Result struct {
 	// (an emulator hiccup), or of a soft lockup while testing, and the guest
 	// was booted once more.
 	Attempts int
-	// TimedOut is set when the host killed QEMU at Spec.Timeout.
-	TimedOut bool
-	// Timeout is the limit the boot ran under.
-	Timeout time.Duration
+	// TimedOut is set when the host killed QEMU at Spec.Timeout, or at
+	// Spec.BootTimeout with the tests not begun (then BootHung is set too).
+	TimedOut, BootHung bool
+	// Timeout and BootTimeout are the limits the boot ran under.
+	Timeout, BootTimeout time.Duration
 	// Boot is the time from QEMU's start until /init began the tests;
 	// Tests is how long the tests ran; Wall is QEMU's whole life. All are
 	// taken on the host's clock (the guest's drifts under TCG).
@@ -55,6 +56,8 @@ func (r *Result) Err() error {
 		rel = r.Kernel.Release
 	}
 	switch {
+	case r.BootHung:
+		return fmt.Errorf("kernel %s: guest did not begin its tests within %s of boot (hung in boot?); console tail:\n%s", rel, r.BootTimeout, tail(r.Console, 40))
 	case r.TimedOut:
 		return fmt.Errorf("kernel %s: guest did not finish within %s (hang?); console tail:\n%s", rel, r.Timeout, tail(r.Console, 40))
 	case !r.Started:

@@ -80,6 +80,13 @@ type Spec struct {
 	// Timeout bounds one boot, from QEMU start to power-off; default 5m
 	// (10m for arm64, whose emulation is slower).
 	Timeout time.Duration
+	// BootTimeout bounds the boot alone, from QEMU start until /init begins
+	// the tests; default 3m for a busybox guest, none for a systemd guest
+	// (System), at most Timeout. A busybox guest boots in 3 to
+	// 12 s under TCG, so a guest that has not begun by then is hung in the
+	// emulator, not testing: it is killed and booted once more, like a
+	// guest that died before its tests (a systemd guest's result stands).
+	BootTimeout time.Duration
 	// MemoryMiB is the guest's memory; default 1024.
 	MemoryMiB int
 	// CPUs is the guest's CPU count; default 1 (TCG gains little from more).
@@ -153,6 +160,9 @@ func (s *Spec) defaults() {
 		if s.Arch == debkernel.ARM64 {
 			s.Timeout = 10 * time.Minute
 		}
+	}
+	if s.BootTimeout <= 0 && s.System == nil {
+		s.BootTimeout = 3 * time.Minute
 	}
 	if s.MemoryMiB <= 0 {
 		s.MemoryMiB = 1024
@@ -558,13 +568,20 @@ func (b *built) boot(ctx context.Context, dir string, k *debkernel.Kernel) (*Res
 		run = func() (*Result, error) { return qemu(ctx, dir, k, initrd, spec) }
 	}
 	r, err := run()
-	if err == nil && !r.Started && !r.TimedOut && ctx.Err() == nil && spec.System == nil {
-		// The guest died before /init ran anything: nothing under test ran
-		// yet, so this is the emulator's trouble (a starved TCG timer, say).
-		// One more try, and the second result stands. (A systemd guest that
-		// never reached its tests may have failed to boot for real: its
-		// result stands.)
-		logf(spec, "kernel %s died before the tests began (%s); booting once more", k.Release, deathReason(r.Console))
+	if err == nil && !r.Started && (!r.TimedOut || r.BootHung) && ctx.Err() == nil && spec.System == nil {
+		// The guest died, or hung, before /init ran anything: nothing under
+		// test ran yet, so this is the emulator's trouble (a starved TCG
+		// timer, say). One more try, and the second result stands. (A
+		// systemd guest that never reached its tests may have failed to
+		// boot for real: its result stands.)
+		why := "died: " + deathReason(r.Console)
+		if r.BootHung {
+			why = fmt.Sprintf("hung: no start within %s; console tail:\n%s", spec.BootTimeout, tail(r.Console, 20))
+			if strings.TrimSpace(r.Console) == "" {
+				why = fmt.Sprintf("hung: no start within %s, and nothing on the console", spec.BootTimeout)
+			}
+		}
+		logf(spec, "kernel %s stopped before the tests began (%s); booting once more", k.Release, why)
 		r, err = run()
 		if r != nil {
 			r.Attempts = 2

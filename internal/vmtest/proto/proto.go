@@ -75,3 +75,7 @@ const (
 	// MarkerDone ends the run; without it the guest died or hung.
 	MarkerDone = "@@vmtest-done"
 )
+
+// HangBeforeStart on the kernel command line makes /init hang before it
+// begins: the harness's test of its boot deadline (Spec.BootTimeout).
+const HangBeforeStart = "vmtest.hang_before_start"

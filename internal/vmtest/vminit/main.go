@@ -14,6 +14,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,6 +108,13 @@ func run() error {
 	if os.Getpid() == 1 {
 		if err := setup(); err != nil {
 			return err
+		}
+	}
+	// The harness's own test of its boot deadline: a guest that hangs
+	// before it begins (TestVMBootHangRetried).
+	if cmdline, _ := os.ReadFile("/proc/cmdline"); bytes.Contains(cmdline, []byte(proto.HangBeforeStart)) {
+		for {
+			time.Sleep(time.Hour)
 		}
 	}
 	plan, err := readPlan()
