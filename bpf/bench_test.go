@@ -107,7 +107,7 @@ func BenchmarkGetppid(b *testing.B) {
 			name = "sensor_raw"
 		}
 		b.Run(name, func(b *testing.B) {
-			s, err := NewSensor(Config{Hook: h})
+			s, err := NewSensor(Config{Hook: h, Logger: benchLogger(b)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func BenchmarkGetppid(b *testing.B) {
 func BenchmarkGetppidInterleaved(b *testing.B) {
 	benchNeeds(b)
 	const batch = 100000
-	s, err := NewSensor(Config{Hook: HookBTF})
+	s, err := NewSensor(Config{Hook: HookBTF, Logger: benchLogger(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -213,6 +213,36 @@ func quietLogger() *logrus.Logger {
 	return l
 }
 
+// benchLogger holds a benchmark sensor's warnings (a tracepoint this
+// kernel lacks, say) until the benchmark ends, then logs them with its
+// output. Written as they come, they would split the line on which go test
+// prints the benchmark's name and then its results, and bench.sh and
+// benchtable would lose the figures.
+func benchLogger(b *testing.B) *logrus.Logger {
+	w := &heldLog{}
+	l := logrus.New()
+	l.SetOutput(w)
+	b.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.buf.Len() > 0 {
+			b.Log("sensor log:\n" + w.buf.String())
+		}
+	})
+	return l
+}
+
+type heldLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (h *heldLog) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.buf.Write(p)
+}
+
 // TestVMBench runs BenchmarkGetppidInterleaved in Debian 6.1 and 6.12,
 // where fentry mode loads, and logs its figures. make bench runs it.
 func TestVMBench(t *testing.T) {
@@ -285,7 +315,7 @@ func startBench(b *testing.B, cfg Config) (*Sensor, func() int) {
 func BenchmarkInitModuleEvents(b *testing.B) {
 	benchNeeds(b)
 	img := elftest.Header(make([]byte, 4096)) // not junk: each call is an event
-	s, finish := startBench(b, Config{})
+	s, finish := startBench(b, Config{Logger: benchLogger(b)})
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.ResetTimer()
@@ -323,7 +353,7 @@ func BenchmarkInitModulePaced(b *testing.B) {
 	best, producer, limited := 0.0, 0.0, 0.0
 	for range b.N {
 		for rate := 5000.0; rate <= 2e6; rate *= 1.25 {
-			s, finish := startBench(b, Config{})
+			s, finish := startBench(b, Config{Logger: benchLogger(b)})
 			// Bursts every 10 ms, sleeping in between, so that pacing
 			// leaves the CPU to the reader.
 			calls := int(rate)
@@ -368,7 +398,7 @@ func BenchmarkJunkFlood(b *testing.B) {
 	var made, delivered, junk, folded, drops, sent float64
 	var elapsed time.Duration
 	for i := range b.N {
-		s, err := NewSensor(Config{})
+		s, err := NewSensor(Config{Logger: benchLogger(b)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -449,7 +479,7 @@ func BenchmarkImageCapture(b *testing.B) {
 	}
 	// A header that could load: junk is folded into one event a second.
 	elftest.Header(img)
-	s, err := NewSensor(Config{})
+	s, err := NewSensor(Config{Logger: benchLogger(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
