@@ -461,6 +461,14 @@ func (p *sideProgs) attach(s *Sensor) {
 			p.err = fmt.Errorf("attach %s: %w", name, err)
 			p.coll.Close()
 			p.coll = nil
+			if errors.Is(err, os.ErrNotExist) {
+				// A raw tracepoint program loads whatever its name; only
+				// the attach finds that the kernel has no such tracepoint,
+				// which is a kernel built without module support: no
+				// module can load there, so nothing is missed.
+				s.log.WithError(p.err).Info("sensor: no " + p.what + ": the kernel has no such tracepoint (built without module support)")
+				return
+			}
 			s.log.WithError(p.err).Warn("sensor: no " + p.what + ": the kernel refused to attach the program")
 			return
 		}
