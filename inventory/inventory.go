@@ -15,7 +15,6 @@
 package inventory
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/event"
+	"github.com/kmodguard/kmodguard/internal/procmodules"
 	"github.com/kmodguard/kmodguard/kmod"
 )
 
@@ -38,10 +38,6 @@ const (
 	TiedByName       = "file:name"
 	NotTied          = "no file"
 )
-
-// maxModules bounds what a hostile or broken /proc/modules can make the
-// inventory read.
-const maxModules = 1 << 14
 
 // HostRoot is where the host's root file system is seen from this
 // process: $HOST_ROOT when it holds a procfs at proc (Falco's convention
@@ -78,8 +74,8 @@ func Take(root string) ([]event.Event, error) {
 	}
 	out := make([]event.Event, 0, len(mods))
 	for _, m := range mods {
-		e := event.Event{TS: now, Syscall: event.Present, Name: m.name, HostNS: true, Taint: m.taint}
-		sysDir := filepath.Join(sysRoot, "module", m.name)
+		e := event.Event{TS: now, Syscall: event.Present, Name: m.Name, HostNS: true, Taint: m.Taint}
+		sysDir := filepath.Join(sysRoot, "module", m.Name)
 		if t := strings.TrimSpace(readSmall(filepath.Join(sysDir, "taint"))); t != "" {
 			e.Taint = t
 		}
@@ -137,41 +133,14 @@ func tie(e *event.Event, files map[string]string, filesErr error, release string
 	}
 }
 
-type loaded struct {
-	name  string
-	taint string
-}
-
-// readProcModules parses /proc/modules: "name size refs deps state addr
-// [(taints)]" a line.
-func readProcModules(path string) ([]loaded, error) {
-	f, err := os.Open(path)
+// readProcModules reads the list of loaded modules, sorted by name.
+func readProcModules(path string) ([]procmodules.Module, error) {
+	mods, err := procmodules.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
-	defer f.Close()
-	var out []loaded
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		if len(out) == maxModules {
-			return nil, fmt.Errorf("inventory: %s: more than %d modules", path, maxModules)
-		}
-		l := loaded{name: fields[0]}
-		if last := fields[len(fields)-1]; len(fields) > 6 && strings.HasPrefix(last, "(") && strings.HasSuffix(last, ")") {
-			l.taint = strings.Trim(last, "()")
-		}
-		out = append(out, l)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("inventory: %s: %w", path, err)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
-	return out, nil
+	sort.Slice(mods, func(i, j int) bool { return mods[i].Name < mods[j].Name })
+	return mods, nil
 }
 
 // moduleFiles maps each module name (folded) in the release's modules.dep

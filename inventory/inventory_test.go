@@ -156,25 +156,3 @@ func TestTakeErrors(t *testing.T) {
 		t.Error("a 1 MiB line was taken")
 	}
 }
-
-// FuzzProcModules: whatever /proc/modules holds, parsing ends without a
-// panic, and every module has a name without spaces.
-func FuzzProcModules(f *testing.F) {
-	f.Add("dummy 16384 0 - Live 0xffffffffc0a2b000 (OE)\nveth 1 2 dummy, Live 0x0\n")
-	f.Add("\n\n  \n(")
-	f.Fuzz(func(t *testing.T, s string) {
-		p := filepath.Join(t.TempDir(), "modules")
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		mods, err := readProcModules(p)
-		if err != nil {
-			return
-		}
-		for _, m := range mods {
-			if m.name == "" || strings.ContainsAny(m.name, " \t\n") {
-				t.Fatalf("module name %q", m.name)
-			}
-		}
-	})
-}

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/kmodguard/kmodguard/internal/procmodules"
 )
 
 // Options say where to look; the zero value looks at the running system.
@@ -229,29 +231,19 @@ func compare(views map[string]view) []Hidden {
 	return out
 }
 
-// readProc reads /proc/modules: "name size refs deps state addr
-// [(taints)]" a line, state Live, Loading or Unloading.
+// readProc reads /proc/modules: every module it lists, and the live ones
+// (state Live, not Loading or Unloading).
 func readProc(path string) (view, error) {
-	f, err := os.Open(path)
+	mods, err := procmodules.Read(path)
 	if err != nil {
 		return view{}, fmt.Errorf("scan: %w", err)
 	}
-	defer f.Close()
 	v := view{live: map[string]uint64{}, all: map[string]bool{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
+	for _, m := range mods {
+		v.all[m.Name] = true
+		if m.Live() {
+			v.live[m.Name] = 0
 		}
-		v.all[fields[0]] = true
-		if len(fields) > 4 && fields[4] == "Live" {
-			v.live[fields[0]] = 0
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return view{}, fmt.Errorf("scan: %s: %w", path, err)
 	}
 	return v, nil
 }
