@@ -2,9 +2,6 @@ package scan
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -20,50 +17,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmodguard/kmodguard/event"
-	"github.com/kmodguard/kmodguard/internal/debkernel"
+	"github.com/kmodguard/kmodguard/internal/hideme"
 	"github.com/kmodguard/kmodguard/internal/vmtest"
 )
 
 // TestVM runs the scan in Debian 6.1 and 6.12 under QEMU with a real
-// self-hiding module: testdata/hideme, built on the host against each
+// self-hiding module: internal/hideme, built on the host against each
 // kernel's headers package (linux-headers-<release>, its -common part and
 // linux-kbuild, unpacked in the cache; the .ko is cached by release and
 // source digest).
 func TestVM(t *testing.T) {
 	vmtest.Run(t, vmtest.Spec{
-		Kernels:    []debkernel.Series{debkernel.Series61, debkernel.Series612},
+		Kernels:    hideme.Series,
 		Modules:    []string{"dummy"},
 		Binaries:   []string{"github.com/kmodguard/kmodguard/cmd/kmodguard"},
-		Prepare:    buildHideme,
+		Prepare:    hideme.Build,
 		FailOnSkip: true,
 	})
-}
-
-// buildHideme builds testdata/hideme for k into the fixtures as hideme.ko.
-func buildHideme(k *debkernel.Kernel, fixtures string) error {
-	src := filepath.Join("testdata", "hideme")
-	h := sha256.New()
-	for _, f := range []string{"hideme.c", "Kbuild"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			return err
-		}
-		h.Write(b)
-	}
-	out := filepath.Join(debkernel.CacheDir(), "modules", k.Release, "hideme-"+hex.EncodeToString(h.Sum(nil))[:16])
-	ko := filepath.Join(out, "hideme.ko")
-	if _, err := os.Stat(ko); err != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if ko, err = k.BuildModule(ctx, src, out, "hideme"); err != nil {
-			return err
-		}
-	}
-	b, err := os.ReadFile(ko)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(fixtures, "hideme.ko"), b, 0o644)
 }
 
 // runScan runs the kmodguard binary's scan and decodes its JSON report.
