@@ -590,7 +590,7 @@ func TestGuestAutoloadDeny(t *testing.T) {
 	d = next(t, enf, append(loads, lsm.OpModuleRequest)...)
 	wantRequest(d, lsm.Blocked, "net-pf-21", "net_pf_*")
 	t.Logf("socket(AF_RDS): %v; %s %s, pattern %s", err, d.Name, d.Verdict, d.Entry)
-	autoloadCost(t, enf, mount)
+	autoloadLimits(t, enf, mount)
 
 	// An alias no pattern matches: the helper runs and loads dummy.
 	mount("kgallow")
@@ -635,16 +635,16 @@ func TestGuestAutoloadDeny(t *testing.T) {
 	}
 }
 
-// autoloadCost runs the kg_module_request program at its limits: a refused
-// request (the first pattern matches), and the worst case, an alias of 50
-// bytes that none of 32 patterns of 55 bytes matches (each tried whole),
-// which must not be refused. It applies a 32-pattern list of its own and
-// then fs-kg-deny and net-pf-* again. Its cost is not taken here: turning
-// on the kernel's BPF run-time statistics flips a static key inside the
-// tracepoint path while the sensor's programs run, which crashed a 6.12
-// guest under emulation (an int3 Oops in bpf_trace_run2); make bench
-// measures the hooks.
-func autoloadCost(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
+// autoloadLimits runs the kg_module_request program at its limits: a
+// refused request (the first pattern matches), and the worst case, an alias
+// of 50 bytes that none of 32 patterns of 55 bytes matches (each tried
+// whole), which must not be refused. It applies a 32-pattern list of its
+// own and then fs-kg-deny and net-pf-* again. Its cost is not taken here
+// (it was once: 623 to 724 µs a request in the worst case, under TCG):
+// turning on the kernel's BPF run-time statistics flips a static key inside
+// the tracepoint path while the sensor's programs run, which crashed a 6.12
+// guest under emulation (an int3 Oops in bpf_trace_run2).
+func autoloadLimits(t *testing.T, enf *enforcer.Enforcer, mount func(string)) {
 	t.Helper()
 	st, err := enf.Status()
 	if err != nil {

@@ -43,13 +43,14 @@ func Build(k *debkernel.Kernel, fixtures string) error {
 	if !Buildable(k) {
 		return fmt.Errorf("hideme: no build for %s (%s %s): the host cannot run its kbuild tools", k.Release, k.Series, k.Arch)
 	}
+	files := map[string][]byte{}
 	h := sha256.New()
-	files := []string{"hideme.c", "Kbuild"}
-	for _, f := range files {
+	for _, f := range []string{"hideme.c", "Kbuild"} {
 		b, err := src.ReadFile("src/" + f)
 		if err != nil {
 			return err
 		}
+		files[f] = b
 		h.Write(b)
 	}
 	out := filepath.Join(debkernel.CacheDir(), "modules", k.Release, "hideme-"+hex.EncodeToString(h.Sum(nil))[:16])
@@ -60,8 +61,7 @@ func Build(k *debkernel.Kernel, fixtures string) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		for _, f := range files {
-			b, _ := src.ReadFile("src/" + f)
+		for f, b := range files {
 			if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
 				return err
 			}

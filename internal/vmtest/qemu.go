@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,28 +113,20 @@ func qemu(ctx context.Context, dir string, k *debkernel.Kernel, initrd string, s
 	var started, exited time.Time
 	tailed := make(chan struct{})
 	// A guest that has not begun its tests by spec.BootTimeout is killed:
-	// bootHung says so, once cmd.Wait has returned.
-	begun := make(chan struct{})
+	// bootHung says so, once cmd.Wait has returned. The start marker stops
+	// the timer.
 	var bootHung atomic.Bool
+	boot := time.AfterFunc(math.MaxInt64, func() { bootHung.Store(true); cancel() })
 	if spec.BootTimeout > 0 && spec.BootTimeout < spec.Timeout {
-		boot := time.AfterFunc(spec.BootTimeout, func() {
-			select {
-			case <-begun:
-			default:
-				bootHung.Store(true)
-				cancel()
-			}
-		})
-		defer boot.Stop()
+		boot.Reset(spec.BootTimeout)
 	}
+	defer boot.Stop()
 	go func() {
 		defer close(tailed)
 		follow(results, stop, func(line []byte) {
 			switch {
 			case bytes.HasPrefix(line, []byte(proto.MarkerStart)):
-				if started.IsZero() {
-					close(begun)
-				}
+				boot.Stop()
 				started = time.Now()
 			case bytes.HasPrefix(line, []byte(proto.MarkerExit)):
 				exited = time.Now()
