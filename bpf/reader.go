@@ -24,6 +24,24 @@ const (
 // reader checks whether its thread still exists.
 const pendingTimeout = 5 * time.Second
 
+// wakeInterval is kg_wake_ns: the BPF programs wake the reader at most
+// once in it, and commit the other records of that time without a wakeup.
+// The reader, once woken, therefore polls again one interval later, and
+// goes on polling at that pace for as long as it finds records.
+const wakeInterval = time.Millisecond
+
+// idlePoll is the longest the reader sleeps. A record committed without a
+// wakeup arrives by the next poll at the latest, even when its producer
+// was preempted for longer than wakeInterval between deciding on the flag
+// and committing.
+const idlePoll = time.Second
+
+// pollAfterWake is how long after finding records the reader polls again:
+// wakeInterval, plus the millisecond that epoll loses when it truncates a
+// deadline to whole milliseconds (a deadline 1.9 ms away waits 1 ms, one
+// 0.9 ms away does not wait at all).
+const pollAfterWake = wakeInterval + time.Millisecond
+
 // maxAssemblies bounds the images being put together at once: one per
 // thread that is inside init_module.
 const maxAssemblies = 64
@@ -398,18 +416,28 @@ func (s *Sensor) readLoop() {
 		send(ev)
 	}, func() { s.orphans.Add(1) })
 	var rec ringbuf.Record
-	lastSweep := time.Now()
-	// Wake up now and then to expire events whose result never came. The
-	// deadline moves at each sweep, not at each record: SetDeadline takes
-	// the reader's lock.
-	s.reader.SetDeadline(lastSweep.Add(pendingTimeout))
+	// The reader sleeps until a wakeup or its deadline: pollAfterWake after
+	// it last found records (see wakeInterval), idlePoll otherwise.
+	// SetDeadline takes the reader's lock, so the deadline moves when it
+	// passes, or when the first record after a quiet spell arrives; not at
+	// each record.
+	now := time.Now()
+	lastSweep, deadline, found := now, now.Add(s.idlePoll), false
+	s.reader.SetDeadline(deadline)
 	for {
 		err := s.reader.ReadInto(&rec)
-		now := time.Now()
+		now = time.Now()
 		switch {
 		case err == nil:
 			if err := j.record(rec.RawSample, now); err != nil {
 				s.malformed.Add(1)
+			}
+			if !found {
+				found = true
+				if next := now.Add(pollAfterWake); next.Before(deadline) {
+					deadline = next
+					s.reader.SetDeadline(deadline)
+				}
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			select {
@@ -427,12 +455,21 @@ func (s *Sensor) readLoop() {
 			j.expire(now, true)
 			return
 		}
-		// The deadline may pass a little early (epoll counts whole
-		// milliseconds): it is a sweep's time too, and moves on.
-		if now.Sub(lastSweep) >= pendingTimeout || errors.Is(err, os.ErrDeadlineExceeded) {
+		// A reader that never catches up never sees its deadline pass:
+		// the sweep does not wait for it.
+		if now.Sub(lastSweep) >= pendingTimeout {
 			j.expire(now, false)
 			lastSweep = now
-			s.reader.SetDeadline(now.Add(pendingTimeout))
+		}
+		if err != nil {
+			// The deadline passed, once every record committed before
+			// it was read.
+			deadline = now.Add(s.idlePoll)
+			if found {
+				deadline = now.Add(pollAfterWake)
+			}
+			found = false
+			s.reader.SetDeadline(deadline)
 		}
 	}
 }

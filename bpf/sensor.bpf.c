@@ -411,6 +411,34 @@ struct {
 	__type(value, struct kg_chunk);
 } kg_chunk_buf SEC(".maps");
 
+/*
+ * Waking the reader is most of what a record costs its producer: the ring
+ * buffer's irq_work, then the reader's thread on another CPU, each an
+ * interrupt, and in a virtual machine an exit to the host each. By default
+ * a record wakes the reader whenever the reader has caught up, which is
+ * every record when the reader keeps up. The sensor wakes it instead at
+ * most once every kg_wake_ns (set by user space): the last record of a
+ * syscall forces a wakeup if none was forced in that time, and is committed
+ * without one otherwise; an image chunk, always followed by its event,
+ * never wakes. The reader, once woken, polls again kg_wake_ns later for the
+ * records committed without a wakeup in between (bpf/reader.go). A record
+ * after a quiet spell therefore wakes the reader at once.
+ */
+volatile const __u64 kg_wake_ns = 1000000;
+
+/* Boot ns of the last forced wakeup, on any CPU (a lost race only wakes twice). */
+__u64 kg_last_wake = 0;
+
+/* kg_wake gives the wakeup flags of the last record of a syscall made at now. */
+static __always_inline __u64 kg_wake(__u64 now)
+{
+	if (now - kg_last_wake >= kg_wake_ns) {
+		kg_last_wake = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void kg_count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&kg_counters, &idx);
@@ -1008,7 +1036,8 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 	ch->off = off;
 	ch->total = c->total;
 	ch->len = n;
-	if (bpf_ringbuf_output(&kg_events, ch, __builtin_offsetof(struct kg_chunk, data) + n, 0)) {
+	if (bpf_ringbuf_output(&kg_events, ch, __builtin_offsetof(struct kg_chunk, data) + n,
+			       BPF_RB_NO_WAKEUP)) {
 		kg_count(KG_CNT_CHUNK_DROPS);
 		c->flags |= KG_F_IMAGE_DROPPED;
 		return 1;
@@ -1184,7 +1213,8 @@ static __always_inline int kg_enter(struct pt_regs *regs, long nr, bool compat)
 			KG_F_CMDLINE_UNREADABLE))
 		kg_count(KG_CNT_READ_FAILURES);
 	if (bpf_ringbuf_output(&kg_events, e,
-			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0),
+			       kg_wake(ts))) {
 		kg_count(KG_CNT_DROPS);
 		return 0;
 	}
@@ -1244,7 +1274,8 @@ static __always_inline int kg_request(const char *name, bool wait)
 	}
 	kg_fill_task(e, task);
 	if (bpf_ringbuf_output(&kg_events, e,
-			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0),
+			       kg_wake(bpf_ktime_get_boot_ns()))) {
 		kg_count(KG_CNT_DROPS);
 		return 0;
 	}
@@ -1305,7 +1336,8 @@ static __always_inline int kg_module_event(struct module *mod, __u8 kind)
 	}
 	kg_fill_task(e, task);
 	if (bpf_ringbuf_output(&kg_events, e,
-			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0), 0)) {
+			       __builtin_offsetof(struct kg_event, data) + kg_segment(e, 0),
+			       kg_wake(bpf_ktime_get_boot_ns()))) {
 		kg_count(KG_CNT_DROPS);
 		return 0;
 	}
@@ -1400,7 +1432,7 @@ static __always_inline int kg_exit(long nr, long ret)
 	barrier_var(size);
 	if (size > sizeof(*x))
 		size = sizeof(*x);
-	if (bpf_ringbuf_output(&kg_events, x, size, 0))
+	if (bpf_ringbuf_output(&kg_events, x, size, kg_wake(bpf_ktime_get_boot_ns())))
 		kg_count(KG_CNT_EXIT_DROPS);
 	return 0;
 }

@@ -43,6 +43,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -250,6 +251,9 @@ type Sensor struct {
 	reader *ringbuf.Reader
 	out    chan *event.Event
 	enr    *enricher
+	// idlePoll is the reader's longest sleep: the constant idlePoll, which
+	// a test raises to show that records arrive without it.
+	idlePoll time.Duration
 
 	delivered, orphans, malformed, discarded atomic.Uint64
 
@@ -310,9 +314,12 @@ func NewSensor(cfg Config) (*Sensor, error) {
 	if err := spec.Variables["kg_unprivileged_rate"].Set(uint32(cfg.UnprivilegedRate)); err != nil {
 		return nil, fmt.Errorf("set the unprivileged rate: %w", err)
 	}
+	if err := spec.Variables["kg_wake_ns"].Set(uint64(wakeInterval)); err != nil {
+		return nil, fmt.Errorf("set the wakeup interval: %w", err)
+	}
 	spec.Maps["kg_events"].MaxEntries = uint32(cfg.RingBufferSize)
 
-	s := &Sensor{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	s := &Sensor{cfg: cfg, log: cfg.Logger, idlePoll: idlePoll, done: make(chan struct{})}
 	hooks := []Hook{cfg.Hook}
 	switch cfg.Hook {
 	case HookAuto:

@@ -47,6 +47,13 @@ func newTestSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
 // the host cannot run it. Nothing reads its events yet.
 func startTestSensor(t *testing.T, cfg Config) *Sensor {
 	t.Helper()
+	return startTestSensorWith(t, cfg, func(*Sensor) {})
+}
+
+// startTestSensorWith is startTestSensor with set applied to the sensor
+// before it starts.
+func startTestSensorWith(t *testing.T, cfg Config, set func(*Sensor)) *Sensor {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads BPF programs and issues module syscalls")
 	}
@@ -58,6 +65,7 @@ func startTestSensor(t *testing.T, cfg Config) *Sensor {
 		t.Fatalf("NewSensor: %+v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	set(s)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -106,6 +114,20 @@ func (c *collector) wait(t *testing.T, match func(*event.Event) bool) *event.Eve
 		}
 		c.cond.Wait()
 	}
+}
+
+// waitCount waits for n events that match accepts, failing after 10s.
+func (c *collector) waitCount(t *testing.T, match func(*event.Event) bool, n int) {
+	t.Helper()
+	c.wait(t, func(*event.Event) bool {
+		got := 0
+		for _, ev := range c.events { // wait holds c.mu
+			if match(ev) {
+				got++
+			}
+		}
+		return got >= n
+	})
 }
 
 // all waits for the sensor to close and returns every event.
@@ -1222,5 +1244,43 @@ func finitLongPath(t *testing.T) {
 	}
 	if !strings.HasSuffix(path, tail) || len(tail) > 1024 {
 		t.Errorf("path kept %d bytes %q: want at most 1024 bytes of the leaf end of %q", len(tail), tail, path)
+	}
+}
+
+// TestRecordsWithoutWakeupArrive: the BPF programs wake the reader at most
+// once per wakeInterval and commit the records in between without a
+// wakeup; the reader, once woken, polls for them. With the reader's idle
+// poll out of the way, every event still arrives with its result: the
+// first of a quiet spell by its wakeup, the rest by the poll that follows
+// it. A call a fraction of wakeInterval after another, once the reader has
+// read the first and gone back to sleep, is such a rest; so are the calls
+// of a burst.
+func TestRecordsWithoutWakeupArrive(t *testing.T) {
+	s := startTestSensorWith(t, Config{}, func(s *Sensor) { s.idlePoll = time.Hour })
+	c := collect(s)
+	img := elftest.Header(make([]byte, 4096)) // not junk: each call is an event
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	want := 0
+	call := func(n int) {
+		for range n {
+			unix.InitModule(img, "")
+		}
+		want += n
+	}
+	for range 20 {
+		call(1)
+		// Not time.Sleep, which takes over a millisecond on some VMs.
+		for start := time.Now(); time.Since(start) < wakeInterval/3; {
+		}
+		call(1)
+		c.waitCount(t, mine(tid, event.InitModule), want)
+		time.Sleep(5 * wakeInterval) // a quiet spell: the next call wakes the reader
+	}
+	call(200)
+	c.waitCount(t, mine(tid, event.InitModule), want)
+	if st := s.Stats(); st.Drops != 0 {
+		t.Errorf("%d drops", st.Drops)
 	}
 }

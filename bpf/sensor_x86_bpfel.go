@@ -197,12 +197,14 @@ const (
 	sensorProgKgSysEnter               = "kg_sys_enter"
 	sensorProgKgSysExit                = "kg_sys_exit"
 	sensorVarKgImageCap                = "kg_image_cap"
+	sensorVarKgLastWake                = "kg_last_wake"
 	sensorVarKgUnprivilegedRate        = "kg_unprivileged_rate"
 	sensorVarKgUnusedCounter           = "kg_unused_counter"
 	sensorVarKgUnusedExit              = "kg_unused_exit"
 	sensorVarKgUnusedFlag              = "kg_unused_flag"
 	sensorVarKgUnusedRecord            = "kg_unused_record"
 	sensorVarKgUnusedSyscall           = "kg_unused_syscall"
+	sensorVarKgWakeNs                  = "kg_wake_ns"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -291,12 +293,14 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	KgImageCap         *ebpf.VariableSpec `ebpf:"kg_image_cap"`
+	KgLastWake         *ebpf.VariableSpec `ebpf:"kg_last_wake"`
 	KgUnprivilegedRate *ebpf.VariableSpec `ebpf:"kg_unprivileged_rate"`
 	KgUnusedCounter    *ebpf.VariableSpec `ebpf:"kg_unused_counter"`
 	KgUnusedExit       *ebpf.VariableSpec `ebpf:"kg_unused_exit"`
 	KgUnusedFlag       *ebpf.VariableSpec `ebpf:"kg_unused_flag"`
 	KgUnusedRecord     *ebpf.VariableSpec `ebpf:"kg_unused_record"`
 	KgUnusedSyscall    *ebpf.VariableSpec `ebpf:"kg_unused_syscall"`
+	KgWakeNs           *ebpf.VariableSpec `ebpf:"kg_wake_ns"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -349,12 +353,14 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	KgImageCap         *ebpf.Variable `ebpf:"kg_image_cap"`
+	KgLastWake         *ebpf.Variable `ebpf:"kg_last_wake"`
 	KgUnprivilegedRate *ebpf.Variable `ebpf:"kg_unprivileged_rate"`
 	KgUnusedCounter    *ebpf.Variable `ebpf:"kg_unused_counter"`
 	KgUnusedExit       *ebpf.Variable `ebpf:"kg_unused_exit"`
 	KgUnusedFlag       *ebpf.Variable `ebpf:"kg_unused_flag"`
 	KgUnusedRecord     *ebpf.Variable `ebpf:"kg_unused_record"`
 	KgUnusedSyscall    *ebpf.Variable `ebpf:"kg_unused_syscall"`
+	KgWakeNs           *ebpf.Variable `ebpf:"kg_wake_ns"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.
