@@ -110,6 +110,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define KG_NAME_MAX 256 /* one path component, NUL included */
 #define KG_PATH_DEPTH 48
 #define KG_CHUNK 16384
+#define KG_CHUNK_SMALL 4096
 /* 6.13 on: the top bit of inode->i_ctime_nsec marks a queried ctime (include/linux/fs.h). */
 #define KG_I_CTIME_QUERIED (1U << 31)
 /*
@@ -311,6 +312,7 @@ struct kg_exit {
 
 /* Keep the record types in BTF, so that bpf2go -type mirrors them in Go. */
 const struct kg_exit *kg_unused_exit __attribute__((unused));
+const struct kg_chunk *kg_unused_chunk __attribute__((unused));
 const enum kg_counter *kg_unused_counter __attribute__((unused));
 const enum kg_flag *kg_unused_flag __attribute__((unused));
 const enum kg_record *kg_unused_record __attribute__((unused));
@@ -402,14 +404,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kg_exit);
 } kg_exit_buf SEC(".maps");
-
-/* kg_chunk_buf: 0 -> the chunk being filled on this CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct kg_chunk);
-} kg_chunk_buf SEC(".maps");
 
 /*
  * Waking the reader is most of what a record costs its producer: the ring
@@ -1007,26 +1001,27 @@ struct kg_image_ctx {
 	__u32 flags;
 };
 
-/* kg_send_chunk is the bpf_loop body: chunk i of the image. */
-static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
+/*
+ * kg_chunk_out sends the n bytes at off of c's image as one chunk record of
+ * room data bytes (a constant, at least n), read from the caller's memory
+ * straight into the ring buffer; the record's len says how many count.
+ */
+static __always_inline long kg_chunk_out(struct kg_image_ctx *c, __u64 off, __u64 n,
+					 const __u32 room)
 {
-	__u64 off = (__u64)i * KG_CHUNK;
-	__u32 key = 0;
 	struct kg_chunk *ch;
-	__u64 n;
 
-	if (off >= c->total)
-		return 1;
-	ch = bpf_map_lookup_elem(&kg_chunk_buf, &key);
-	if (!ch)
-		return 1;
-	n = c->total - off;
-	if (n > KG_CHUNK)
-		n = KG_CHUNK;
 	barrier_var(n);
-	if (n == 0 || n > KG_CHUNK)
+	if (n == 0 || n > room)
 		return 1;
+	ch = bpf_ringbuf_reserve(&kg_events, __builtin_offsetof(struct kg_chunk, data) + room, 0);
+	if (!ch) {
+		kg_count(KG_CNT_CHUNK_DROPS);
+		c->flags |= KG_F_IMAGE_DROPPED;
+		return 1;
+	}
 	if (bpf_probe_read_user(ch->data, n, c->image + off)) {
+		bpf_ringbuf_discard(ch, BPF_RB_NO_WAKEUP);
 		c->flags |= KG_F_IMAGE_UNREADABLE;
 		return 1;
 	}
@@ -1036,14 +1031,32 @@ static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
 	ch->off = off;
 	ch->total = c->total;
 	ch->len = n;
-	if (bpf_ringbuf_output(&kg_events, ch, __builtin_offsetof(struct kg_chunk, data) + n,
-			       BPF_RB_NO_WAKEUP)) {
-		kg_count(KG_CNT_CHUNK_DROPS);
-		c->flags |= KG_F_IMAGE_DROPPED;
-		return 1;
-	}
+	/* Never a wakeup: the chunk's event follows (see kg_wake). */
+	bpf_ringbuf_submit(ch, BPF_RB_NO_WAKEUP);
 	c->sent = off + n;
 	return 0;
+}
+
+/*
+ * kg_send_chunk is the bpf_loop body: chunk i of the image. A chunk of up
+ * to KG_CHUNK_SMALL bytes (a small image, or the tail of one) takes a
+ * record of that room, any other one of KG_CHUNK: one copy instead of two
+ * through a per-CPU buffer, for at most KG_CHUNK_SMALL, or once per image
+ * KG_CHUNK, bytes of slack in the ring buffer.
+ */
+static long kg_send_chunk(__u32 i, struct kg_image_ctx *c)
+{
+	__u64 off = (__u64)i * KG_CHUNK;
+	__u64 n;
+
+	if (off >= c->total)
+		return 1;
+	n = c->total - off;
+	if (n <= KG_CHUNK_SMALL)
+		return kg_chunk_out(c, off, n, KG_CHUNK_SMALL);
+	if (n > KG_CHUNK)
+		n = KG_CHUNK;
+	return kg_chunk_out(c, off, n, KG_CHUNK);
 }
 
 #if defined(__TARGET_ARCH_arm64)

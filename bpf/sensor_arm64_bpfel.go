@@ -166,7 +166,6 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sensorMapKgBuckets             = "kg_buckets"
-	sensorMapKgChunkBuf            = "kg_chunk_buf"
 	sensorMapKgCounters            = "kg_counters"
 	sensorMapKgEventBuf            = "kg_event_buf"
 	sensorMapKgEvents              = "kg_events"
@@ -193,6 +192,7 @@ const (
 	sensorVarKgImageCap            = "kg_image_cap"
 	sensorVarKgLastWake            = "kg_last_wake"
 	sensorVarKgUnprivilegedRate    = "kg_unprivileged_rate"
+	sensorVarKgUnusedChunk         = "kg_unused_chunk"
 	sensorVarKgUnusedCounter       = "kg_unused_counter"
 	sensorVarKgUnusedExit          = "kg_unused_exit"
 	sensorVarKgUnusedFlag          = "kg_unused_flag"
@@ -266,7 +266,6 @@ type sensorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
 	KgBuckets       *ebpf.MapSpec `ebpf:"kg_buckets"`
-	KgChunkBuf      *ebpf.MapSpec `ebpf:"kg_chunk_buf"`
 	KgCounters      *ebpf.MapSpec `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.MapSpec `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.MapSpec `ebpf:"kg_events"`
@@ -283,6 +282,7 @@ type sensorVariableSpecs struct {
 	KgImageCap         *ebpf.VariableSpec `ebpf:"kg_image_cap"`
 	KgLastWake         *ebpf.VariableSpec `ebpf:"kg_last_wake"`
 	KgUnprivilegedRate *ebpf.VariableSpec `ebpf:"kg_unprivileged_rate"`
+	KgUnusedChunk      *ebpf.VariableSpec `ebpf:"kg_unused_chunk"`
 	KgUnusedCounter    *ebpf.VariableSpec `ebpf:"kg_unused_counter"`
 	KgUnusedExit       *ebpf.VariableSpec `ebpf:"kg_unused_exit"`
 	KgUnusedFlag       *ebpf.VariableSpec `ebpf:"kg_unused_flag"`
@@ -312,7 +312,6 @@ func (o *sensorObjects) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
 	KgBuckets       *ebpf.Map `ebpf:"kg_buckets"`
-	KgChunkBuf      *ebpf.Map `ebpf:"kg_chunk_buf"`
 	KgCounters      *ebpf.Map `ebpf:"kg_counters"`
 	KgEventBuf      *ebpf.Map `ebpf:"kg_event_buf"`
 	KgEvents        *ebpf.Map `ebpf:"kg_events"`
@@ -325,7 +324,6 @@ type sensorMaps struct {
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.KgBuckets,
-		m.KgChunkBuf,
 		m.KgCounters,
 		m.KgEventBuf,
 		m.KgEvents,
@@ -343,6 +341,7 @@ type sensorVariables struct {
 	KgImageCap         *ebpf.Variable `ebpf:"kg_image_cap"`
 	KgLastWake         *ebpf.Variable `ebpf:"kg_last_wake"`
 	KgUnprivilegedRate *ebpf.Variable `ebpf:"kg_unprivileged_rate"`
+	KgUnusedChunk      *ebpf.Variable `ebpf:"kg_unused_chunk"`
 	KgUnusedCounter    *ebpf.Variable `ebpf:"kg_unused_counter"`
 	KgUnusedExit       *ebpf.Variable `ebpf:"kg_unused_exit"`
 	KgUnusedFlag       *ebpf.Variable `ebpf:"kg_unused_flag"`
