@@ -88,8 +88,8 @@ unit: ## Run the Go tests on this host (root-only tests skip without root)
 	$(GO) test -count=1 ./...
 
 .PHONY: benchsmoke
-benchsmoke: ## Run every benchmark once (-benchtime 1x): no timing claims, so that none rots
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+benchsmoke: ## Run every benchmark once (-benchtime 1x), under the race detector: no timing claims, so that none rots
+	$(GO) test -race -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)

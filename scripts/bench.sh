@@ -21,8 +21,21 @@ step() {
 		failed+=("$name")
 	fi
 }
-# only PATTERN: keeps the benchmark result lines and go test's verdicts.
-only() { grep -E "${1:-^(Benchmark|ok|FAIL|---)}"; }
+# only PATTERN: keeps the benchmark result lines and go test's verdicts;
+# when the output shows a failure (a FAIL, a panic, a fatal error), also its
+# last 40 lines, so that the reason is not filtered away with the rest.
+only() {
+	local all rc
+	all=$(mktemp)
+	tee "$all" | grep -E "${1:-^(Benchmark|ok|FAIL|---)}"
+	rc=$?
+	if grep -qE '^\s*(FAIL|--- FAIL|panic:|fatal error)' "$all"; then
+		echo "   the failing output, last 40 lines:"
+		tail -n 40 "$all" | sed 's/^/   | /'
+	fi
+	rm -f "$all"
+	return "$rc"
+}
 
 # ---- allowlist (issue 2): `kmodguard allowlist init` vs sha256sum ----
 # Over the whole Debian 6.1 modules tree (~4000 .ko), warm page cache, five

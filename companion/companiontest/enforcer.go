@@ -180,7 +180,10 @@ func GRPCPair(t testing.TB, impl companion.Enforcer) (companion.Enforcer, *plugi
 	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{
 		companion.PluginName: &companion.EnforcerPlugin{Impl: impl},
 	})
-	t.Cleanup(func() { client.Close(); server.Stop() })
+	// The server stops first: the client's Close asks the server to stop
+	// too (go-plugin's Shutdown call), and a Stop still under way there
+	// when this one ran would race with it.
+	t.Cleanup(func() { server.Stop(); client.Close() })
 	raw, err := client.Dispense(companion.PluginName)
 	if err != nil {
 		t.Fatal(err)
