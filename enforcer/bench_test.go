@@ -138,9 +138,10 @@ func BenchmarkGuestModuleLoad(b *testing.B) {
 			b.ReportMetric(wo, "ns/load-without")
 			b.ReportMetric(w, "ns/load-with")
 			b.ReportMetric(w/wo, "ratio")
-			b.ReportMetric(median(cpuWithout), "cpu-ns/load-without")
-			b.ReportMetric(median(cpuWith), "cpu-ns/load-with")
-			b.ReportMetric(median(cpuWith)/median(cpuWithout), "cpu-ratio")
+			cwo, cw := median(cpuWithout), median(cpuWith)
+			b.ReportMetric(cwo, "cpu-ns/load-without")
+			b.ReportMetric(cw, "cpu-ns/load-with")
+			b.ReportMetric(cw/cwo, "cpu-ratio")
 			if hookRuns > 0 {
 				// The hook's own time over the load without it: the guard's
 				// share of a load, free of the scheduling noise of a shared,
